@@ -1,0 +1,69 @@
+//! Argument parsing, printing and exit codes. No logic lives here: every
+//! command calls into the library and renders what it returns.
+
+mod output;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Out;
+
+/// Vivarium: run self-improving agents as sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(name = "vivarium", version, about, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a variant on one task under its grant and limits.
+    Run(run::RunArgs),
+    /// Show a component's imports, exports, sha256 and grant.
+    Inspect(run::InspectArgs),
+    /// Build a variant's source tree into a component.
+    Build(run::BuildArgs),
+}
+
+/// Parse, dispatch, print, exit.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let out = Out { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return out.error(&vivarium::Error::io("cannot start the async runtime", e)),
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run::run(a, &out).await,
+            Command::Inspect(a) => run::inspect(a, &out).await,
+            Command::Build(a) => run::build(a, &out).await,
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIVARIUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A path argument that is either a variant directory or a component file.
+pub(crate) fn is_variant_dir(p: &PathBuf) -> bool {
+    p.is_dir()
+}

@@ -1,0 +1,38 @@
+//! `vivarium inspect`: what a component imports and exports, its sha256,
+//! and — given a grant — which imports would be refused.
+
+use serde::Serialize;
+
+use crate::caps::imports::{self, RefusedImport};
+use crate::caps::Grant;
+use crate::runtime::Loaded;
+
+/// The inspection of one component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// sha256 of the component bytes.
+    pub sha256: String,
+    /// Imported interfaces.
+    pub imports: Vec<String>,
+    /// Exported interfaces.
+    pub exports: Vec<String>,
+    /// Whether it exports both `task-agent` and `meta-agent`.
+    pub is_agent: bool,
+    /// The grant it would run under.
+    pub grant: Grant,
+    /// Imports the grant would refuse (empty: it would load).
+    pub refused: Vec<RefusedImport>,
+}
+
+/// Inspect a loaded component against `grant`.
+pub fn inspect(loaded: &Loaded, grant: &Grant) -> Inspection {
+    let has = |iface: &str| loaded.exports.iter().any(|e| e.starts_with(&format!("vivarium:agent/{iface}@")));
+    Inspection {
+        sha256: loaded.sha256.clone(),
+        imports: loaded.imports.clone(),
+        exports: loaded.exports.clone(),
+        is_agent: has("task-agent") && has("meta-agent"),
+        grant: grant.clone(),
+        refused: imports::check(loaded.imports.iter().map(String::as_str), grant),
+    }
+}

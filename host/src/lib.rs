@@ -1,0 +1,34 @@
+//! Vivarium: a host that runs self-improving AI agents as sandboxed
+//! WebAssembly components.
+//!
+//! Data flows one way through the modules:
+//!
+//! ```text
+//! cli → caps (manifest + policy → grant) → runtime (engine, limits, calls)
+//!                                       ↘ services (log, …) → audit
+//! ```
+//!
+//! * [`caps`]: what a variant asks for, what the operator allows, and the
+//!   grant computed from both — the only thing the linker and services consult.
+//! * [`runtime`]: one engine per process, compile cache, per-call stores with
+//!   fuel, epoch, memory and stack limits; every guest failure becomes a
+//!   [`GuestFailure`].
+//! * [`services`]: host interfaces a variant may import (`log` today).
+//! * [`audit`]: the append-only, hash-chained record of grants, denials and use.
+//! * [`build`]: turning a variant's source tree into a component.
+
+pub mod audit;
+// pub mod build;
+pub mod caps;
+pub mod componentize;
+pub mod error;
+pub mod home;
+pub mod inspect;
+pub mod runtime;
+pub mod services;
+pub mod task;
+pub mod units;
+pub mod variant;
+pub mod wit;
+
+pub use error::{Error, ExitCode, GuestFailure, GuestFailureKind, Result};

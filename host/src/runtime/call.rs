@@ -1,0 +1,218 @@
+//! One call into a variant: a fresh store, the limits, and the mapping of
+//! every outcome to a result, a guest error or a typed failure.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{Agent, Answer, ImproveContext, Proposal, Edit, Task};
+use super::{HostState, Prepared, Runtime};
+use crate::caps::{wasi, Limits};
+use crate::error::{GuestFailure, GuestFailureKind, Result};
+use crate::services::log::{LogLine, LogState, LogUsage};
+
+/// Per-call options: limits that can only tighten the grant's, and the
+/// scratch directory that file grants live in.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Tighter limits for this call (each field is the min with the grant's).
+    pub limits: Option<Limits>,
+    /// The call's scratch area, needed when the grant has file grants.
+    pub scratch: Option<PathBuf>,
+}
+
+/// What one call used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// Peak total linear memory, in bytes.
+    pub memory_peak: u64,
+    /// Wall time of the call, instantiation included, in milliseconds.
+    pub wall_ms: u64,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome<T> {
+    /// The guest returned a value.
+    Ok(T),
+    /// The guest returned `err(message)`: a graceful failure.
+    GuestError(String),
+    /// A trap or a limit ended the call.
+    Failed(GuestFailure),
+}
+
+/// The outcome of a call with its usage and the guest's log.
+#[derive(Debug, Clone)]
+pub struct CallReport<T> {
+    /// How it ended.
+    pub outcome: CallOutcome<T>,
+    /// What it used.
+    pub usage: Usage,
+    /// The limits it ran under.
+    pub limits: Limits,
+    /// Log lines kept (log service and captured stdout/stderr).
+    pub logs: Vec<LogLine>,
+    /// Log usage counters, including what was dropped.
+    pub log_usage: LogUsage,
+}
+
+/// Bytes a result hands to the host, for the output cap.
+pub(crate) trait OutputSize {
+    fn output_size(&self) -> u64;
+}
+
+impl OutputSize for Answer {
+    fn output_size(&self) -> u64 {
+        (self.output.len() + self.notes.as_ref().map_or(0, String::len)) as u64
+    }
+}
+
+impl OutputSize for Proposal {
+    fn output_size(&self) -> u64 {
+        let edits: usize = self
+            .edits
+            .iter()
+            .map(|e| match e {
+                Edit::Write(f) => f.path.len() + f.contents.len(),
+                Edit::Delete(p) => p.len(),
+            })
+            .sum();
+        (self.summary.len() + edits) as u64
+    }
+}
+
+type GuestFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, String>>> + Send + 'a>>;
+
+impl Runtime {
+    /// Call `task-agent.solve` on a fresh instance.
+    pub async fn solve(&self, p: &Prepared, task: &Task, opts: &CallOptions) -> Result<CallReport<Answer>> {
+        let task = task.clone();
+        self.call(p, opts, move |agent, store| {
+            Box::pin(async move { agent.vivarium_agent_task_agent().call_solve(store, &task).await })
+        })
+        .await
+    }
+
+    /// Call `meta-agent.improve` on a fresh instance.
+    pub async fn improve(&self, p: &Prepared, ctx: &ImproveContext, opts: &CallOptions) -> Result<CallReport<Proposal>> {
+        let ctx = ctx.clone();
+        self.call(p, opts, move |agent, store| {
+            Box::pin(async move { agent.vivarium_agent_meta_agent().call_improve(store, &ctx).await })
+        })
+        .await
+    }
+
+    async fn call<R, F>(&self, p: &Prepared, opts: &CallOptions, f: F) -> Result<CallReport<R>>
+    where
+        R: OutputSize + Send,
+        F: for<'a> FnOnce(&'a Agent, &'a mut Store<HostState>) -> GuestFuture<'a, R> + Send,
+    {
+        let limits = match &opts.limits {
+            Some(l) => p.grant.limits.tightened(l),
+            None => p.grant.limits.clone(),
+        };
+        let log = LogState::new(p.grant.log.clone());
+        let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok())?;
+        let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi));
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| crate::Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
+        let wall = limits.wall.0;
+        let start = Instant::now();
+        let deadline = start + wall;
+        // Every tick: stop past the deadline, otherwise yield to the executor
+        // so other calls on this thread make progress.
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+
+        let pre = p.pre.clone();
+        let result = {
+            let store = &mut store;
+            tokio::time::timeout(wall, async move {
+                let agent = pre.instantiate_async(&mut *store).await?;
+                f(&agent, store).await
+            })
+            .await
+        };
+        let elapsed = start.elapsed();
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let state = store.data();
+        let usage = Usage {
+            fuel: limits.fuel.saturating_sub(fuel_left),
+            memory_peak: state.limiter.memory_peak,
+            wall_ms: elapsed.as_millis() as u64,
+        };
+        let outcome = match result {
+            Err(_) => CallOutcome::Failed(deadline_failure(wall)),
+            Ok(Err(e)) => CallOutcome::Failed(classify(&e, state, &limits, wall, &log)),
+            Ok(Ok(Err(msg))) => CallOutcome::GuestError(crate::services::log::sanitize(
+                &msg.as_bytes()[..msg.len().min(limits.output.bytes() as usize)],
+            )),
+            Ok(Ok(Ok(v))) => {
+                let size = v.output_size();
+                if size > limits.output.bytes() {
+                    CallOutcome::Failed(GuestFailure {
+                        kind: GuestFailureKind::MemoryLimit,
+                        detail: format!(
+                            "the guest returned {size} bytes; the output cap is {} bytes",
+                            limits.output.bytes()
+                        ),
+                    })
+                } else {
+                    CallOutcome::Ok(v)
+                }
+            }
+        };
+        drop(store);
+        let (logs, log_usage) = log.finish();
+        Ok(CallReport { outcome, usage, limits, logs, log_usage })
+    }
+}
+
+fn deadline_failure(wall: Duration) -> GuestFailure {
+    GuestFailure {
+        kind: GuestFailureKind::Deadline,
+        detail: format!("the wall-clock limit of {} ms was reached", wall.as_millis()),
+    }
+}
+
+/// Map a wasmtime error to the contract's failure kinds.
+fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Duration, log: &LogState) -> GuestFailure {
+    use GuestFailureKind as K;
+    if let Some(hit) = &state.limiter.hit {
+        return GuestFailure { kind: K::MemoryLimit, detail: hit.clone() };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => GuestFailure {
+            kind: K::OutOfFuel,
+            detail: format!("the fuel budget of {} was used up", limits.fuel),
+        },
+        Some(Trap::Interrupt) => deadline_failure(wall),
+        Some(Trap::StackOverflow) => GuestFailure { kind: K::StackOverflow, detail: "the wasm stack limit was exceeded".into() },
+        Some(trap) => {
+            let mut detail = trap.to_string();
+            if let Some(msg) = log.last_stderr() {
+                detail = format!("{detail}; the guest said: {msg}");
+            }
+            GuestFailure { kind: K::Trap, detail }
+        }
+        None => {
+            let text = format!("{e:#}");
+            // Instantiation failures caused by limits surface as plain errors.
+            if text.contains("exceeds memory limits") || text.contains("resource limit") || text.contains("instance limit") {
+                GuestFailure { kind: K::MemoryLimit, detail: text }
+            } else {
+                GuestFailure { kind: K::Trap, detail: text }
+            }
+        }
+    }
+}

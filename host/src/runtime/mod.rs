@@ -1,0 +1,291 @@
+//! The runtime: one [`wasmtime::Engine`] per process, a compiled-code cache,
+//! and per-call stores under hard limits.
+//!
+//! * fuel (deterministic) per call,
+//! * an epoch deadline per call from a ticker thread, with a cooperative
+//!   yield at every tick so one variant cannot starve another on the same
+//!   executor thread,
+//! * a tokio timeout around the whole call (instantiation included) so a
+//!   host call that blocks cannot outlive the deadline,
+//! * memory, table and instance limits through [`limiter::CallLimiter`],
+//! * a wasm stack limit (engine-wide), a cap on the result and on logs.
+//!
+//! Every way a call can fail becomes a [`GuestFailure`](crate::GuestFailure).
+
+pub mod bindings;
+pub mod cache;
+mod call;
+pub mod limiter;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use call::{CallOptions, CallOutcome, CallReport, Usage};
+
+use crate::caps::{imports, Grant};
+use crate::error::{Error, Result};
+use crate::services::log::LogState;
+use bindings::AgentPre;
+use limiter::CallLimiter;
+
+/// Engine-wide settings. The defaults fit an 18 MB componentize-py component.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Wasm stack available to a call, in bytes.
+    pub max_wasm_stack: usize,
+    /// Ceiling for any one linear memory (grants are cut below it).
+    pub max_memory: u64,
+    /// Component instances alive at once across the process.
+    pub total_instances: u32,
+    /// How often the epoch ticks; also the cooperative-yield period.
+    pub epoch_tick: Duration,
+    /// Longest a component may take to compile.
+    pub compile_timeout: Duration,
+    /// Largest component accepted, in bytes.
+    pub max_component_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_wasm_stack: 1 << 20,
+            max_memory: 4 << 30,
+            total_instances: 1000,
+            epoch_tick: Duration::from_millis(5),
+            compile_timeout: Duration::from_secs(120),
+            max_component_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Store data of one call: WASI, the limiter and the services' per-call state.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: CallLimiter,
+    pub(crate) log: LogState,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A compiled component and what it imports and exports.
+#[derive(Clone)]
+pub struct Loaded {
+    /// The compiled component.
+    pub component: Component,
+    /// sha256 of the component bytes: the variant's identity.
+    pub sha256: String,
+    /// Interface names the component imports.
+    pub imports: Vec<String>,
+    /// Interface names the component exports.
+    pub exports: Vec<String>,
+}
+
+/// A component linked against its grant, ready to instantiate per call.
+#[derive(Clone)]
+pub struct Prepared {
+    pub(crate) pre: AgentPre<HostState>,
+    /// The grant it runs under.
+    pub grant: Arc<Grant>,
+    /// sha256 of the component bytes.
+    pub sha256: String,
+}
+
+/// The host runtime. Create one per process and share it.
+pub struct Runtime {
+    engine: Engine,
+    config: RuntimeConfig,
+    cache: Option<cache::CompileCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Build the engine and start the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.total_instances)
+            .total_core_instances(config.total_instances * 4)
+            .total_memories(config.total_instances * 2)
+            .total_tables(config.total_instances * 2)
+            .total_stacks(config.total_instances)
+            .max_memories_per_component(16)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(64)
+            .max_memory_size(config.max_memory as usize)
+            // componentize-py and componentize-js components have large
+            // VM contexts and function tables.
+            .max_core_instance_size(16 << 20)
+            .max_component_instance_size(8 << 20)
+            .table_elements(100_000)
+            .max_unused_warm_slots(100);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (1 << 20))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| Error::Internal(anyhow::anyhow!("cannot create the wasm engine: {e:#}")))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("vivarium-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::io("cannot start the epoch ticker thread", e))?;
+        }
+        let cache = config.cache_dir.clone().map(|d| cache::CompileCache::new(d, &engine));
+        Ok(Self { engine, config, cache, ticker_stop })
+    }
+
+    /// The process's engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine-wide settings.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compile (or load from the cache) a component from binary or text bytes.
+    ///
+    /// Bytes that are not a component are refused with a clear
+    /// [`Error::Invalid`]; compilation runs on a blocking thread under the
+    /// configured timeout.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Loaded> {
+        let bytes = to_component_bytes(bytes, self.config.max_component_bytes)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let component = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &sha256)) {
+            Some(c) => c,
+            None => {
+                let engine = self.engine.clone();
+                let bytes = bytes.clone();
+                let job = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
+                let component = match tokio::time::timeout(self.config.compile_timeout, job).await {
+                    Err(_) => {
+                        return Err(Error::invalid(format!(
+                            "compiling the component took longer than {:?}; it is too large or too complex for this host",
+                            self.config.compile_timeout
+                        )))
+                    }
+                    Ok(Err(join)) => return Err(Error::Internal(anyhow::anyhow!("compiler thread failed: {join}"))),
+                    Ok(Ok(Err(e))) => {
+                        return Err(Error::invalid(format!("the component does not validate: {e:#}")))
+                    }
+                    Ok(Ok(Ok(c))) => c,
+                };
+                if let Some(cache) = &self.cache {
+                    cache.put(&sha256, &component);
+                }
+                component
+            }
+        };
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        Ok(Loaded { component, sha256, imports, exports })
+    }
+
+    /// Link `loaded` against `grant`: every import is checked first and all
+    /// offending imports are named in one [`Error::Refused`]; then only the
+    /// granted interfaces are linked.
+    pub fn prepare(&self, loaded: &Loaded, grant: Grant) -> Result<Prepared> {
+        let refused = imports::check(loaded.imports.iter().map(String::as_str), &grant);
+        if !refused.is_empty() {
+            let detail = refused.iter().map(|r| format!("{} ({})", r.import, r.reason)).collect::<Vec<_>>().join("; ");
+            return Err(Error::Refused {
+                what: refused.into_iter().map(|r| r.import).collect(),
+                detail: format!("import refused before instantiation: {detail}"),
+            });
+        }
+        let mut linker = Linker::<HostState>::new(&self.engine);
+        let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking failed: {e:#}"));
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
+        bindings::vivarium::agent::log::add_to_linker::<HostState, HasSelf<LogState>>(&mut linker, |s| &mut s.log)
+            .map_err(internal)?;
+        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| Error::Refused {
+            what: vec![],
+            detail: format!("the component cannot be linked: {e:#}"),
+        })?;
+        let pre = AgentPre::new(pre).map_err(|e| {
+            Error::invalid(format!(
+                "the component does not export the vivarium:agent world (task-agent and meta-agent): {e:#}"
+            ))
+        })?;
+        Ok(Prepared { pre, grant: Arc::new(grant), sha256: loaded.sha256.clone() })
+    }
+}
+
+/// Accept a binary component or component text (`.wat`); refuse anything
+/// else with a message that says what it is and what to do.
+pub fn to_component_bytes(bytes: &[u8], max: usize) -> Result<Vec<u8>> {
+    if bytes.len() > max {
+        return Err(Error::invalid(format!(
+            "the component is {} bytes; this host accepts at most {max} bytes",
+            bytes.len()
+        )));
+    }
+    let bytes = if bytes.starts_with(b"\0asm") {
+        bytes.to_vec()
+    } else if std::str::from_utf8(bytes).is_ok_and(|s| s.trim_start().starts_with('(')) {
+        wat::parse_bytes(bytes)
+            .map_err(|e| Error::invalid(format!("the text is not valid WebAssembly text: {e}")))?
+            .into_owned()
+    } else {
+        return Err(Error::invalid(
+            "not a WebAssembly component: the bytes start with neither `\\0asm` nor a `(` of the text format",
+        ));
+    };
+    if wasmparser::Parser::is_core_wasm(&bytes) {
+        return Err(Error::invalid(
+            "this is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`",
+        ));
+    }
+    if !wasmparser::Parser::is_component(&bytes) {
+        return Err(Error::invalid("not a WebAssembly component (unknown binary header version)"));
+    }
+    Ok(bytes)
+}
+
+impl Runtime {
+    pub(crate) fn new_state(&self, limits: &crate::caps::Limits, log: LogState, wasi: WasiCtx) -> HostState {
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: CallLimiter::new(
+                limits.memory.bytes().min(self.config.max_memory),
+                limits.table_elements,
+                limits.instances,
+            ),
+            log,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Shared helpers for the workspace-level integration tests: a session on a
+//! fresh `$VIVARIUM_HOME`, hand-written core-WAT agents, and the prebuilt
+//! Rust guests.
+
+use std::path::{Path, PathBuf};
+
+use vivarium::caps::{Grant, Limits};
+use vivarium::runtime::bindings::Task;
+use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Prepared, Runtime, RuntimeConfig};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A runtime with no cache, for tests.
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+/// A task with `instruction` and `input`.
+pub fn task(instruction: &str, input: &str) -> Task {
+    Task { id: "t1".into(), domain: "test".into(), instruction: instruction.into(), input: input.into() }
+}
+
+/// Limits small enough that hostile tests end quickly.
+pub fn small_limits() -> Limits {
+    Limits {
+        fuel: 200_000_000,
+        memory: vivarium::units::ByteSize(64 << 20),
+        wall: vivarium::units::HumanDuration(std::time::Duration::from_secs(5)),
+        ..Limits::default()
+    }
+}
+
+/// Core-module text of an agent whose `solve` body is `solve_body`.
+///
+/// The prelude gives a bump `cabi_realloc`, one page of memory, a `$log`
+/// import when `log` is true, and `$ok_input` which returns the task input
+/// as the answer (locals 6 and 7 are the input's pointer and length).
+pub fn agent_wat(log: bool, extra: &str, solve_body: &str) -> String {
+    let log_import = if log { r#"(import "vivarium:agent/log@0.1.0" "log" (func $log (param i32 i32 i32)))"# } else { "" };
+    format!(
+        r#"(module
+  {log_import}
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 1024))
+  (func $realloc (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $bump (i32.add (local.get $p) (local.get 3)))
+    (block $ok
+      (loop $grow
+        (br_if $ok (i32.le_u (global.get $bump) (i32.shl (memory.size) (i32.const 16))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+        (br $grow)))
+    (local.get $p))
+  (func $answer (param $ptr i32) (param $len i32) (result i32)
+    (i32.store8 (i32.const 0) (i32.const 0))
+    (i32.store (i32.const 4) (local.get $ptr))
+    (i32.store (i32.const 8) (local.get $len))
+    (i32.store8 (i32.const 12) (i32.const 0))
+    (i32.const 0))
+  {extra}
+  (func (export "vivarium:agent/task-agent@0.1.0#solve")
+    (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    {solve_body})
+  (func (export "vivarium:agent/meta-agent@0.1.0#improve") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32) unreachable)
+)"#
+    )
+}
+
+/// Componentize core WAT into an agent component.
+pub fn wat_component(core_wat: &str) -> Vec<u8> {
+    vivarium::componentize::from_core_module(core_wat.as_bytes(), true).expect("componentize")
+}
+
+/// Load and prepare `bytes` under `grant`.
+pub async fn prepare(rt: &Runtime, bytes: &[u8], grant: Grant) -> vivarium::Result<Prepared> {
+    let loaded = rt.load(bytes).await?;
+    rt.prepare(&loaded, grant)
+}
+
+/// Solve `task` with default call options.
+pub async fn solve(rt: &Runtime, p: &Prepared, t: &Task) -> CallReport<vivarium::runtime::bindings::Answer> {
+    rt.solve(p, t, &CallOptions::default()).await.expect("host error")
+}
+
+/// The output of a successful call, or a panic describing what happened.
+pub fn ok_output<T: std::fmt::Debug>(r: &CallReport<T>) -> &T {
+    match &r.outcome {
+        CallOutcome::Ok(v) => v,
+        other => panic!("expected ok, got {other:?}"),
+    }
+}
+
+/// The failure kind of a call, or a panic describing what happened.
+pub fn failure<T: std::fmt::Debug>(r: &CallReport<T>) -> &vivarium::GuestFailure {
+    match &r.outcome {
+        CallOutcome::Failed(f) => f,
+        other => panic!("expected a guest failure, got {other:?}"),
+    }
+}
