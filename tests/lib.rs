@@ -102,3 +102,32 @@ pub fn failure<T: std::fmt::Debug>(r: &CallReport<T>) -> &vivarium::GuestFailure
         other => panic!("expected a guest failure, got {other:?}"),
     }
 }
+
+/// Build a Rust guest crate (relative to the workspace root) for
+/// `wasm32-wasip2` into the shared guest target directory, once per process.
+pub fn rust_guest(rel: &str) -> Vec<u8> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    built
+        .entry(rel.to_string())
+        .or_insert_with(|| {
+            let root = workspace_root();
+            vivarium::build::build_rust(
+                &root.join(rel),
+                &root.join("target").join("guests"),
+                vivarium::build::RustTarget::WasiP2,
+                std::time::Duration::from_secs(900),
+            )
+            .unwrap_or_else(|e| panic!("building {rel}: {e}"))
+            .component
+        })
+        .clone()
+}
+
+/// One runtime shared by every test in a test binary: "the same host".
+pub fn shared_runtime() -> &'static Runtime {
+    static RT: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(runtime)
+}

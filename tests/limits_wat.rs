@@ -94,12 +94,18 @@ async fn a_loop_in_the_start_function_is_bounded() {
 
 #[tokio::test]
 async fn a_return_value_over_the_output_cap_is_refused() {
-    // Claim 32 MiB of output: grow memory to hold it, return it.
-    let body = "(drop (memory.grow (i32.const 520))) (call $answer (i32.const 65536) (i32.const 33554432))";
+    // Just over the 1 MiB cap: lifted, measured, refused.
+    let body = "(drop (memory.grow (i32.const 20))) (call $answer (i32.const 65536) (i32.const 1100000))";
     let (rt, r) = run_attack("", body, false).await;
     let f = failure(&r);
     assert_eq!(f.kind, K::MemoryLimit);
-    assert_eq!(f.detail, "the guest returned 33554432 bytes; the output cap is 1048576 bytes");
+    assert_eq!(f.detail, "the guest returned 1100000 bytes; the output cap is 1048576 bytes");
+    // 32 MiB: refused while copying, before the host allocates it.
+    let body = "(drop (memory.grow (i32.const 520))) (call $answer (i32.const 65536) (i32.const 33554432))";
+    let (_, r) = run_attack("", body, false).await;
+    let f = failure(&r);
+    assert_eq!(f.kind, K::MemoryLimit);
+    assert_eq!(f.detail, "the guest tried to hand the host more than 1114112 bytes at once (output cap 1048576 bytes)");
     assert_host_still_serves(&rt).await;
 }
 

@@ -18,7 +18,7 @@
 //! * [`build`]: turning a variant's source tree into a component.
 
 pub mod audit;
-// pub mod build;
+pub mod build;
 pub mod caps;
 pub mod componentize;
 pub mod error;

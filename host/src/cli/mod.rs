@@ -4,7 +4,7 @@
 mod output;
 mod run;
 
-use std::path::PathBuf;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -63,7 +63,3 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// A path argument that is either a variant directory or a component file.
-pub(crate) fn is_variant_dir(p: &PathBuf) -> bool {
-    p.is_dir()
-}

@@ -8,7 +8,9 @@ use serde_json::json;
 use vivarium::runtime::{CallOptions, CallOutcome};
 use vivarium::task::TaskSpec;
 use vivarium::units::{ByteSize, HumanDuration};
-use vivarium::variant::{self, Overrides};
+use vivarium::caps::Overrides;
+use vivarium::home::Home;
+use vivarium::variant;
 
 
 use super::output::Out;
@@ -140,7 +142,7 @@ pub async fn inspect(a: InspectArgs, out: &Out) -> ExitCode {
 }
 
 pub async fn build(a: BuildArgs, out: &Out) -> ExitCode {
-    match variant::build_dir(&a.dir, a.out.as_deref()) {
+    match variant::build_dir(&a.dir, a.out.as_deref(), &Home::from_env()) {
         Ok(b) => {
             out.print(
                 &json!({"status": "ok", "path": b.path, "sha256": b.sha256, "bytes": b.bytes, "duration_ms": b.duration_ms}),

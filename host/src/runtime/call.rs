@@ -121,6 +121,10 @@ impl Runtime {
         let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok())?;
         let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi));
         store.limiter(|s| &mut s.limiter);
+        // Bound what wasmtime copies from the guest in one crossing (results,
+        // log messages) near the output cap, so a huge result is refused
+        // before the host allocates it.
+        store.set_hostcall_fuel(hostcall_budget(&limits));
         store
             .set_fuel(limits.fuel)
             .map_err(|e| crate::Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
@@ -178,6 +182,11 @@ impl Runtime {
     }
 }
 
+/// Bytes the guest may hand the host in one crossing.
+fn hostcall_budget(limits: &Limits) -> usize {
+    (limits.output.bytes().max(1 << 20) + (64 << 10)) as usize
+}
+
 fn deadline_failure(wall: Duration) -> GuestFailure {
     GuestFailure {
         kind: GuestFailureKind::Deadline,
@@ -208,7 +217,16 @@ fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Durat
         None => {
             let text = format!("{e:#}");
             // Instantiation failures caused by limits surface as plain errors.
-            if text.contains("exceeds memory limits") || text.contains("resource limit") || text.contains("instance limit") {
+            if text.contains("too much data is being copied between the host and the guest") {
+                GuestFailure {
+                    kind: K::MemoryLimit,
+                    detail: format!(
+                        "the guest tried to hand the host more than {} bytes at once (output cap {} bytes)",
+                        hostcall_budget(limits),
+                        limits.output.bytes()
+                    ),
+                }
+            } else if text.contains("exceeds memory limits") || text.contains("resource limit") || text.contains("instance limit") {
                 GuestFailure { kind: K::MemoryLimit, detail: text }
             } else {
                 GuestFailure { kind: K::Trap, detail: text }

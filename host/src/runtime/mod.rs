@@ -217,7 +217,11 @@ impl Runtime {
     /// Link `loaded` against `grant`: every import is checked first and all
     /// offending imports are named in one [`Error::Refused`]; then only the
     /// granted interfaces are linked.
-    pub fn prepare(&self, loaded: &Loaded, grant: Grant) -> Result<Prepared> {
+    ///
+    /// The wasm stack limit is engine-wide ([`RuntimeConfig::max_wasm_stack`]);
+    /// the grant's `stack` is set to it so the grant says what is enforced.
+    pub fn prepare(&self, loaded: &Loaded, mut grant: Grant) -> Result<Prepared> {
+        grant.limits.stack = crate::units::ByteSize(self.config.max_wasm_stack as u64);
         let refused = imports::check(loaded.imports.iter().map(String::as_str), &grant);
         if !refused.is_empty() {
             let detail = refused.iter().map(|r| format!("{} ({})", r.import, r.reason)).collect::<Vec<_>>().join("; ");

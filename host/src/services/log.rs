@@ -136,13 +136,22 @@ impl LogState {
         (std::mem::take(&mut sink.lines), sink.usage.clone())
     }
 
-    /// The last line written to stderr, if any (a Rust guest's panic message).
+    /// The guest's last words on stderr: up to three of its last stderr
+    /// lines (a Rust guest's panic location and message), without the
+    /// standard backtrace hint.
     pub fn last_stderr(&self) -> Option<String> {
         let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = sink
+            .lines
+            .iter()
+            .filter(|l| l.level == "stderr" && !l.message.starts_with("note: run with `RUST_BACKTRACE=1`"))
+            .map(|l| l.message.clone())
+            .collect();
         if !sink.pending_stderr.is_empty() {
-            return Some(sanitize(&sink.pending_stderr));
+            lines.push(sanitize(&sink.pending_stderr));
         }
-        sink.lines.iter().rev().find(|l| l.level == "stderr").map(|l| l.message.clone())
+        let tail = &lines[lines.len().saturating_sub(3)..];
+        (!tail.is_empty()).then(|| tail.join(" / "))
     }
 }
 

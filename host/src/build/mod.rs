@@ -1,0 +1,41 @@
+//! Turning a variant's source tree into a component: one builder per language.
+//!
+//! A builder takes a variant directory and returns the component's bytes
+//! ([`BuildOutput`]). Builders are synchronous and bounded in time: a build
+//! that runs past its timeout is killed (with every process it started) and
+//! reported as an error. Today there is the Rust builder ([`build_rust`]).
+//!
+//! Builds write into a target directory of their own (see
+//! [`default_guest_target_dir`]), never into the host's `target/`, so that a
+//! guest build neither blocks on nor invalidates the host's build.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod rust;
+pub mod wat;
+
+pub use rust::{build_rust, RustTarget};
+
+/// What a successful build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The component's bytes (always a component, never a core module).
+    pub component: Vec<u8>,
+    /// Where the component was written.
+    pub path: PathBuf,
+    /// The build tool's output (stderr then stdout), its tail when long.
+    pub log: String,
+    /// How long the build took, toolchain checks included.
+    pub duration: Duration,
+}
+
+/// The target directory guest builds use under `root` (a workspace root or
+/// `$VIVARIUM_HOME`): `<root>/target/guests`.
+///
+/// All variants share it, so dependencies (`wit-bindgen`, the guest SDK) are
+/// compiled once and a rebuild after a one-line edit only recompiles the
+/// variant's own crate.
+pub fn default_guest_target_dir(workspace_root_or_home: &Path) -> PathBuf {
+    workspace_root_or_home.join("target").join("guests")
+}

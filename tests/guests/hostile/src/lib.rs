@@ -1,0 +1,225 @@
+//! A hostile guest for the host's tests.
+//!
+//! `solve` dispatches on `task.instruction` to one attack; `task.input` may
+//! carry a parameter. Every attack must end as a typed limit hit, a trap, a
+//! refusal or a harmless answer — never a host crash, a hang or a leak.
+//!
+//! | instruction    | input                      | what it does |
+//! |----------------|----------------------------|--------------|
+//! | `ok`           | —                          | answers `fine` |
+//! | `echo`         | any                        | answers with the input |
+//! | `loop`         | —                          | spins forever (fuel / epoch) |
+//! | `grow-memory`  | —                          | allocates and touches 1 MiB chunks forever (memory limit) |
+//! | `recurse`      | depth (default unbounded)  | non-tail recursion on the wasm stack (stack limit) |
+//! | `recurse-shadow` | —                        | non-tail recursion with 128-byte frames on the shadow stack in linear memory |
+//! | `panic`        | message                    | `panic!("hostile panic: {input}")` (trap) |
+//! | `trap`         | —                          | executes `unreachable` |
+//! | `abort`        | —                          | `std::process::abort()` |
+//! | `exit`         | exit code (default 0)      | `std::process::exit(code)` (wasi:cli/exit) |
+//! | `sleep`        | seconds (default 3600)     | `std::thread::sleep` (deadline) |
+//! | `clock-spin`   | seconds (default 3600)     | loops until `Instant::now()` is that much later |
+//! | `read-file`    | path (e.g. `/etc/passwd`)  | `std::fs::read_to_string`, contents or error as the output |
+//! | `write-file`   | path                       | `std::fs::write` of a few bytes, result as the output |
+//! | `list-dir`     | path (default `/`)         | `std::fs::read_dir`, listing or error as the output |
+//! | `env`          | —                          | all `std::env::vars()` and `args()` as the output |
+//! | `huge-return`  | bytes (default 200000000)  | answers with an output string that long |
+//! | `huge-alloc`   | bytes (default 4294967295) | one `Vec::with_capacity` of that size |
+//! | `log-flood`    | `N` or `N:SIZE` (default 1000000:65536) | calls `log` N times with SIZE-byte messages |
+//! | `stdout-flood` | lines (default unbounded)  | `println!` 1 KiB lines |
+//! | `stderr-flood` | lines (default unbounded)  | `eprintln!` 1 KiB lines |
+//!
+//! `improve` always answers `Err("not supported")`.
+//!
+//! Observed under wasmtime (64 MiB memory limit, 512 KiB wasm stack, fuel and
+//! epoch deadline): `grow-memory`, `huge-alloc` and a `huge-return` larger than
+//! memory end in Rust's allocation-failure abort, i.e. an `unreachable` trap —
+//! the host must tell a memory-limit hit from its resource limiter, not from
+//! the trap code. `recurse` and `recurse-shadow` both end in "call stack
+//! exhausted". `exit` ends in a wasi:cli/exit error (status 1 for any
+//! non-zero code, since wasip2's `exit` takes a `result`). Built for
+//! `wasm32-unknown-unknown`, the file attacks answer "operation not supported
+//! on this platform" and `sleep`, `clock-spin` and `env` trap: there is no
+//! WASI to ask.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use vivarium_guest::{log, Answer, ImproveContext, MetaAgent, Proposal, Task, TaskAgent};
+
+fn parse_or<T: std::str::FromStr>(input: &str, default: T) -> T {
+    input.trim().parse().unwrap_or(default)
+}
+
+fn spin() -> ! {
+    let mut i: u64 = 0;
+    loop {
+        i = black_box(i.wrapping_add(1));
+    }
+}
+
+fn grow_memory() -> ! {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        // Touch every page so the memory is really used.
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = black_box(1);
+        }
+        held.push(black_box(chunk));
+        black_box(&held);
+    }
+}
+
+/// Unbounded non-tail recursion that lives on the wasm stack only (no
+/// shadow-stack frame): it ends at the engine's wasm stack limit. `stop` comes
+/// from the input, so the compiler cannot bound the depth; the result is
+/// combined non-associatively after the call, so it cannot become a loop.
+#[inline(never)]
+fn recurse(depth: u64, stop: u64) -> u64 {
+    if depth == stop {
+        return depth;
+    }
+    let below = recurse(depth.wrapping_add(1), stop);
+    below.wrapping_mul(depth | 1) ^ depth
+}
+
+/// The same with a 128-byte frame on Rust's shadow stack (in linear memory),
+/// which runs out before the wasm stack does on most engines.
+#[inline(never)]
+fn recurse_shadow(depth: u64) -> u64 {
+    let frame = black_box([depth; 8]);
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let below = recurse_shadow(black_box(depth + 1));
+    below.wrapping_add(frame[black_box(3)])
+}
+
+fn read_file(path: &str) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(contents) => contents,
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn write_file(path: &str) -> String {
+    match std::fs::write(path, b"hostile was here\n") {
+        Ok(()) => format!("wrote {path}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn list_dir(path: &str) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries
+            .map(|e| match e {
+                Ok(e) => e.path().display().to_string(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn env() -> String {
+    let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let args: Vec<String> = std::env::args().collect();
+    format!("vars: [{}]\nargs: [{}]", vars.join(", "), args.join(", "))
+}
+
+fn log_flood(input: &str) -> String {
+    let (n, size) = match input.trim().split_once(':') {
+        Some((n, size)) => (parse_or(n, 1_000_000u64), parse_or(size, 65_536usize)),
+        None => (parse_or(input, 1_000_000u64), 65_536usize),
+    };
+    let message = "L".repeat(size);
+    for _ in 0..n {
+        log::info(black_box(&message));
+    }
+    format!("logged {n} messages of {size} bytes")
+}
+
+fn flood(input: &str, stderr: bool) -> String {
+    let lines: u64 = parse_or(input, u64::MAX);
+    let line = "F".repeat(1023);
+    for i in 0..lines {
+        if stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        black_box(i);
+    }
+    format!("printed {lines} lines")
+}
+
+fn clock_spin(seconds: u64) -> String {
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds);
+    let mut spins: u64 = 0;
+    while Instant::now() < until {
+        spins = black_box(spins.wrapping_add(1));
+    }
+    format!("spun {spins} times")
+}
+
+struct Hostile;
+
+impl TaskAgent for Hostile {
+    fn solve(task: Task) -> Result<Answer, String> {
+        let input = task.input.as_str();
+        let output = match task.instruction.trim() {
+            "ok" => "fine".to_string(),
+            "echo" => task.input.clone(),
+            "loop" => spin(),
+            "grow-memory" => grow_memory(),
+            "recurse" => recurse(0, parse_or(input, u64::MAX)).to_string(),
+            "recurse-shadow" => recurse_shadow(0).to_string(),
+            "panic" => panic!("hostile panic: {input}"),
+            "trap" => trap(),
+            "abort" => std::process::abort(),
+            "exit" => std::process::exit(parse_or(input, 0)),
+            "sleep" => {
+                let seconds = parse_or(input, 3600u64);
+                std::thread::sleep(Duration::from_secs(seconds));
+                format!("slept {seconds} s")
+            }
+            "clock-spin" => clock_spin(parse_or(input, 3600)),
+            "read-file" => read_file(input),
+            "write-file" => write_file(input),
+            "list-dir" => list_dir(input),
+            "env" => env(),
+            "huge-return" => "x".repeat(parse_or(input, 200_000_000usize)),
+            "huge-alloc" => {
+                let v: Vec<u8> = Vec::with_capacity(parse_or(input, u32::MAX as usize));
+                format!("allocated {} bytes", black_box(v).capacity())
+            }
+            "log-flood" => log_flood(input),
+            "stdout-flood" => flood(input, false),
+            "stderr-flood" => flood(input, true),
+            other => return Err(format!("unknown attack {other:?}")),
+        };
+        Ok(Answer::new(output))
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::unreachable()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::process::abort()
+    }
+}
+
+impl MetaAgent for Hostile {
+    fn improve(_ctx: ImproveContext) -> Result<Proposal, String> {
+        Err("not supported".to_string())
+    }
+}
+
+vivarium_guest::export!(Hostile);
