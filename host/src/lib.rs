@@ -27,6 +27,7 @@ pub mod inspect;
 pub mod runtime;
 pub mod services;
 pub mod task;
+pub mod tasks;
 pub mod units;
 pub mod variant;
 pub mod wit;

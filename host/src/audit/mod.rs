@@ -146,6 +146,7 @@
 //! [`VerifyReport::last_hash`] somewhere else now and then — every later
 //! state must still contain that record.
 
+mod grants;
 mod record;
 mod store;
 mod time;
@@ -166,6 +167,7 @@ pub use record::{
     cap_details, EventKind, Record, DETAILS_PREVIEW_BYTES, MAX_DETAILS_BYTES, MAX_KIND_BYTES,
     MAX_VARIANT_BYTES, ZERO_HASH,
 };
+pub use grants::{latest_grant, GrantRecord};
 pub use store::Head;
 pub use time::{now_rfc3339, rfc3339};
 pub use verify::VerifyReport;

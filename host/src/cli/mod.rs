@@ -1,6 +1,7 @@
 //! Argument parsing, printing and exit codes. No logic lives here: every
 //! command calls into the library and renders what it returns.
 
+mod audit;
 mod output;
 mod run;
 
@@ -30,6 +31,8 @@ enum Command {
     Inspect(run::InspectArgs),
     /// Build a variant's source tree into a component.
     Build(run::BuildArgs),
+    /// Inspect and verify the audit log.
+    Audit(audit::AuditArgs),
 }
 
 /// Parse, dispatch, print, exit.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
             Command::Run(a) => run::run(a, &out).await,
             Command::Inspect(a) => run::inspect(a, &out).await,
             Command::Build(a) => run::build(a, &out).await,
+            Command::Audit(a) => audit::audit(a, &out),
         }
     })
 }
