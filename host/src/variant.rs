@@ -76,7 +76,7 @@ impl Session {
                     target.display()
                 ))
             })?;
-            (bytes, None)
+            (componentize_if_core(bytes)?, None)
         };
         let loaded = self.runtime.load(&bytes).await.map_err(|e| match e {
             Error::Invalid(m) => Error::Invalid(format!("{}: {m}", target.display())),
@@ -200,6 +200,18 @@ impl Session {
     pub async fn inspect(&self, target: &Path, policy: Option<&Path>) -> Result<Inspection> {
         let opened = self.open_target(target, policy, &Overrides::default()).await?;
         Ok(inspect::inspect(&opened.loaded, &opened.resolution))
+    }
+}
+
+/// A core module (binary or text) becomes an `agent` component with the
+/// embedded WIT; anything else is passed through for the runtime to judge.
+fn componentize_if_core(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let text_module = std::str::from_utf8(&bytes)
+        .is_ok_and(|s| s.trim_start().trim_start_matches('(').trim_start().starts_with("module"));
+    if text_module || wasmparser::Parser::is_core_wasm(&bytes) {
+        crate::componentize::from_core_module(&bytes, true)
+    } else {
+        Ok(bytes)
     }
 }
 
