@@ -21,6 +21,7 @@ pub mod audit;
 pub mod build;
 pub mod caps;
 pub mod componentize;
+pub mod demo;
 pub mod error;
 pub mod home;
 pub mod inspect;

@@ -2,6 +2,7 @@
 //! command calls into the library and renders what it returns.
 
 mod audit;
+mod demo;
 mod output;
 mod run;
 
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job on the embedded defaults: score, self-improve, contain, audit.
+    Demo,
     /// Run a variant on one task under its grant and limits.
     Run(run::RunArgs),
     /// Show a component's imports, exports, sha256 and grant.
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
+            Command::Demo => demo::demo(&out).await,
             Command::Run(a) => run::run(a, &out).await,
             Command::Inspect(a) => run::inspect(a, &out).await,
             Command::Build(a) => run::build(a, &out).await,
