@@ -152,7 +152,11 @@ impl Session {
 
     /// Call `improve`, audited like [`Session::solve`].
     pub async fn improve(&self, p: &Prepared, ctx: &ImproveContext, opts: &CallOptions) -> Result<CallReport<Proposal>> {
-        let report = self.runtime.improve(p, ctx, opts).await?;
+        let mut opts = opts.clone();
+        if opts.scratch.is_none() {
+            opts.scratch = self.scratch_for(p)?;
+        }
+        let report = self.runtime.improve(p, ctx, &opts).await?;
         self.audit_call(p, "improve", &report)?;
         Ok(report)
     }

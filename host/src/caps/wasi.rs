@@ -2,19 +2,25 @@
 //!
 //! No ambient authority: no arguments, no environment variable the grant
 //! does not name, no preopened directory but the granted ones (inside the
-//! call's scratch area), no network unless sockets are granted, stdin empty,
-//! stdout and stderr captured into the capped log. In deterministic mode the
-//! clocks are virtual and randomness is seeded, so two runs are identical.
+//! call's scratch area, never reached through a symbolic link), no network
+//! unless sockets are granted (then outgoing TCP to the listed pairs only, no
+//! name lookup), stdin empty, stdout and stderr captured into the capped log.
+//! In deterministic mode the clocks are virtual and randomness is seeded, so
+//! two runs are identical.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::caps::grant::{Access, Grant};
+use crate::caps::manifest::{parse_socket, validate_rel_path, SocketSpec};
+use crate::caps::policy::{is_internal_host, is_internal_ip};
 use crate::error::{Error, Result};
 use crate::services::log::{CaptureStream, LogState, Stream};
 
@@ -33,18 +39,20 @@ pub fn build(
     b.stdout(CaptureStream::new(log.clone(), Stream::Stdout));
     b.stderr(CaptureStream::new(log.clone(), Stream::Stderr));
     b.allow_blocking_current_thread(false);
-    // Network: off unless the grant lists host:port pairs.
+    // Network: off unless the grant lists host:port pairs, and then only
+    // outgoing TCP connections to them (see `SocketRules`). Name lookup
+    // stays off: a lookup of an arbitrary name is itself a channel out.
     b.allow_ip_name_lookup(false);
     b.allow_udp(false);
     if grant.sockets.is_empty() {
         b.allow_tcp(false);
         b.socket_addr_check(|_, _| Box::pin(async { false }));
     } else {
-        let allowed = grant.sockets.clone();
+        let rules = Arc::new(SocketRules::new(&grant.sockets)?);
         b.allow_tcp(true);
-        b.socket_addr_check(move |addr, _use| {
-            let ok = allowed.iter().any(|a| a.parse::<std::net::SocketAddr>().is_ok_and(|s| s == addr));
-            Box::pin(async move { ok })
+        b.socket_addr_check(move |addr, use_| {
+            let rules = rules.clone();
+            Box::pin(async move { rules.permits(addr, use_).await })
         });
     }
     for name in &grant.env {
@@ -55,9 +63,7 @@ pub fn build(
     if !grant.files.is_empty() {
         let scratch = scratch.ok_or_else(|| Error::invalid("file grants need a scratch directory"))?;
         for f in &grant.files {
-            let dir = scratch.join(&f.path);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("cannot create scratch directory {}", dir.display()), e))?;
+            let dir = scratch_subdir(scratch, &f.path)?;
             let perms = match f.access {
                 Access::ReadOnly => FsPerms::ReadOnly,
                 Access::ReadWrite => FsPerms::ReadWrite,
@@ -75,6 +81,117 @@ pub fn build(
         b.monotonic_clock(clock);
     }
     Ok(b.build())
+}
+
+/// The directory of the file grant `rel` inside `scratch`, created when
+/// missing. The grant's path is checked again here (a grant built in code
+/// skips the manifest's checks), and no component of it may be a symbolic
+/// link or a non-directory: a link planted in the scratch area would
+/// otherwise make the host preopen whatever it points to.
+fn scratch_subdir(scratch: &Path, rel: &str) -> Result<PathBuf> {
+    let refuse = |detail: String| Error::Refused { what: vec!["files".to_string()], detail };
+    validate_rel_path(rel).map_err(|why| refuse(format!("file grant refused: {why}")))?;
+    let mut dir = scratch.to_path_buf();
+    for component in rel.split('/') {
+        dir.push(component);
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(Error::io(format!("cannot create scratch directory {}", dir.display()), e))
+                    }
+                }
+                std::fs::symlink_metadata(&dir)
+                    .map_err(|e| Error::io(format!("cannot inspect scratch directory {}", dir.display()), e))?
+            }
+            Err(e) => return Err(Error::io(format!("cannot inspect scratch directory {}", dir.display()), e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(refuse(format!(
+                "file grant `{rel}`: {} in the scratch area is a symbolic link; a grant is never preopened through a link",
+                dir.display()
+            )));
+        }
+        if !meta.is_dir() {
+            return Err(refuse(format!(
+                "file grant `{rel}`: {} in the scratch area is not a directory",
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// What a socket grant lets the guest do: open outgoing TCP connections to
+/// the listed pairs, nothing else (no listening, no accepting, no UDP, no
+/// explicit bind but the wildcard address with port 0, which every connect
+/// checks as its implicit bind).
+///
+/// * An IP pair (`127.0.0.1:8080`, `[::1]:8080`) admits that address and
+///   port (compared in canonical form; wasmtime itself already refuses
+///   IPv4-mapped IPv6 addresses and the wildcard address).
+/// * A name pair (`api.example.com:443`) admits a connection to an address
+///   the *host* resolves the name to at connect time, on that port. The
+///   guest cannot resolve names itself (ip-name-lookup is off), so it
+///   connects by address. A resolved private or loopback address
+///   ([`is_internal_ip`]) is refused unless the name is itself an internal
+///   name ([`is_internal_host`], e.g. `localhost`), which the policy admits
+///   only when it lists that exact pair — so a public name that resolves to
+///   an internal address (DNS rebinding) reaches nothing inside.
+struct SocketRules {
+    addrs: Vec<SocketAddr>,
+    names: Vec<(SocketSpec, bool)>,
+}
+
+/// Longest the host waits for a name of the grant to resolve.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SocketRules {
+    fn new(sockets: &[String]) -> Result<Self> {
+        let mut rules = SocketRules { addrs: Vec::new(), names: Vec::new() };
+        for s in sockets {
+            let spec = parse_socket(s).map_err(|why| Error::Refused {
+                what: vec!["sockets".to_string()],
+                detail: format!("socket grant refused: {why}"),
+            })?;
+            match spec.ip {
+                Some(ip) => rules.addrs.push(SocketAddr::new(ip.to_canonical(), spec.port)),
+                None => {
+                    let internal_ok = is_internal_host(&spec);
+                    rules.names.push((spec, internal_ok));
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    async fn permits(&self, addr: SocketAddr, use_: SocketAddrUse) -> bool {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        match use_ {
+            SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+            SocketAddrUse::TcpConnect => {
+                if self.addrs.contains(&addr) {
+                    return true;
+                }
+                for (spec, internal_ok) in self.names.iter().filter(|(s, _)| s.port == addr.port()) {
+                    if !internal_ok && is_internal_ip(&addr.ip()) {
+                        continue;
+                    }
+                    let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
+                    if let Ok(Ok(mut found)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                        if found.any(|a| a.ip().to_canonical() == addr.ip()) {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
 }
 
 /// 64 KiB of bytes derived from `seed` (sha256 in counter mode).

@@ -21,6 +21,11 @@
 //! | `read-file`    | path (e.g. `/etc/passwd`)  | `std::fs::read_to_string`, contents or error as the output |
 //! | `write-file`   | path                       | `std::fs::write` of a few bytes, result as the output |
 //! | `list-dir`     | path (default `/`)         | `std::fs::read_dir`, listing or error as the output |
+//! | `write-read`   | path                       | writes `written by the guest\n` to the path, reads it back: `read back: …` or `error: …` |
+//! | `append`       | path                       | opens an existing file for appending (no create) and writes: `appended …` or `error: …` |
+//! | `symlink`      | `TARGET|LINK`              | creates a symlink LINK → TARGET, then reads through it: `read: …`, or `error: …` at the failing step |
+//! | `hard-link`    | `SRC|DST`                  | `std::fs::hard_link(SRC, DST)`, then reads DST: `read: …` or `error: …` |
+//! | `entropy`      | —                          | 16 random bytes (wasi:random), a hash keyed by std's random seed, the wall clock and two monotonic readings |
 //! | `env`          | —                          | all `std::env::vars()` and `args()` as the output |
 //! | `huge-return`  | bytes (default 200000000)  | answers with an output string that long |
 //! | `huge-alloc`   | bytes (default 4294967295) | one `Vec::with_capacity` of that size |
@@ -109,6 +114,95 @@ fn write_file(path: &str) -> String {
     }
 }
 
+fn write_read(path: &str) -> String {
+    if let Err(e) = std::fs::write(path, b"written by the guest\n") {
+        return format!("error: write: {e}");
+    }
+    match std::fs::read_to_string(path) {
+        Ok(contents) => format!("read back: {contents}"),
+        Err(e) => format!("error: read: {e}"),
+    }
+}
+
+fn append(path: &str) -> String {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new().append(true).open(path);
+    match file.and_then(|mut f| f.write_all(b"appended by the guest\n")) {
+        Ok(()) => format!("appended {path}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn symlink(input: &str) -> String {
+    let Some((target, link)) = input.split_once('|') else {
+        return "error: input is not TARGET|LINK".into();
+    };
+    if let Err(e) = raw::symlink(target, link) {
+        return format!("error: symlink: {e}");
+    }
+    match std::fs::read_to_string(link) {
+        Ok(contents) => format!("read: {contents}"),
+        Err(e) => format!("error: read: {e}"),
+    }
+}
+
+fn hard_link(input: &str) -> String {
+    let Some((src, dst)) = input.split_once('|') else {
+        return "error: input is not SRC|DST".into();
+    };
+    if let Err(e) = std::fs::hard_link(src, dst) {
+        return format!("error: hard_link: {e}");
+    }
+    match std::fs::read_to_string(dst) {
+        Ok(contents) => format!("read: {contents}"),
+        Err(e) => format!("error: read: {e}"),
+    }
+}
+
+/// Everything a guest can learn from the host's entropy and clocks.
+fn entropy() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mut bytes = [0u8; 16];
+    let random = match fill_random(&mut bytes) {
+        Ok(()) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        Err(e) => format!("error: {e}"),
+    };
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    let keyed = h.finish();
+    let wall = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let t0 = Instant::now();
+    let t1 = Instant::now();
+    format!(
+        "random={random} keyed={keyed:016x} wall={wall} mono0={t0:?} mono1={t1:?} mono-delta={}",
+        t1.duration_since(t0).as_nanos()
+    )
+}
+
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn fill_random(out: &mut [u8]) -> Result<(), String> {
+    #[link(wasm_import_module = "wasi:random/random@0.2.6")]
+    extern "C" {
+        #[link_name = "get-random-u64"]
+        fn get_random_u64() -> u64;
+    }
+    for chunk in out.chunks_mut(8) {
+        // SAFETY: a scalar-only WASI import.
+        let r = unsafe { get_random_u64() }.to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    Ok(())
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn fill_random(_out: &mut [u8]) -> Result<(), String> {
+    Err("no wasi:random on this target".into())
+}
+
 fn list_dir(path: &str) -> String {
     let path = if path.is_empty() { "/" } else { path };
     match std::fs::read_dir(path) {
@@ -190,6 +284,11 @@ impl TaskAgent for Hostile {
             "read-file" => read_file(input),
             "write-file" => write_file(input),
             "list-dir" => list_dir(input),
+            "write-read" => write_read(input),
+            "append" => append(input),
+            "symlink" => symlink(input),
+            "hard-link" => hard_link(input),
+            "entropy" => entropy(),
             "env" => env(),
             "huge-return" => "x".repeat(parse_or(input, 200_000_000usize)),
             "huge-alloc" => {
@@ -223,3 +322,86 @@ impl MetaAgent for Hostile {
 }
 
 vivarium_guest::export!(Hostile);
+
+/// WASI calls that std does not expose on stable, made through hand-written
+/// canonical-ABI imports (the same WASI version std links, so the component
+/// imports each interface once).
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+mod raw {
+    const ERROR_CODES: [&str; 37] = [
+        "access", "would-block", "already", "bad-descriptor", "busy", "deadlock", "quota", "exist",
+        "file-too-large", "illegal-byte-sequence", "in-progress", "interrupted", "invalid", "io",
+        "is-directory", "loop", "too-many-links", "message-size", "name-too-long", "no-device", "no-entry",
+        "no-lock", "insufficient-memory", "insufficient-space", "not-directory", "not-empty",
+        "not-recoverable", "unsupported", "no-tty", "no-such-device", "overflow", "not-permitted", "pipe",
+        "read-only", "invalid-seek", "text-file-busy", "cross-device",
+    ];
+
+    #[link(wasm_import_module = "wasi:filesystem/preopens@0.2.6")]
+    extern "C" {
+        #[link_name = "get-directories"]
+        fn get_directories(ret: *mut [usize; 2]);
+    }
+
+    #[link(wasm_import_module = "wasi:filesystem/types@0.2.6")]
+    extern "C" {
+        #[link_name = "[method]descriptor.symlink-at"]
+        fn symlink_at(this: u32, old: *const u8, old_len: usize, new: *const u8, new_len: usize, ret: *mut [u8; 2]);
+        #[link_name = "[resource-drop]descriptor"]
+        fn drop_descriptor(this: u32);
+    }
+
+    #[repr(C)]
+    struct Preopen {
+        handle: u32,
+        name: *mut u8,
+        name_len: usize,
+    }
+
+    /// `symlink-at` on the preopen whose name starts `link`: LINK → TARGET.
+    pub fn symlink(target: &str, link: &str) -> Result<(), String> {
+        let mut ret = [0usize; 2];
+        // SAFETY: canonical ABI of `get-directories`: the host writes the
+        // list's pointer and length; the list and its strings were allocated
+        // with `cabi_realloc` and are ours.
+        let preopens: Vec<(u32, String)> = unsafe {
+            get_directories(&mut ret);
+            let list = Vec::from_raw_parts(ret[0] as *mut Preopen, ret[1], ret[1]);
+            list.into_iter()
+                .map(|p| (p.handle, String::from_raw_parts(p.name, p.name_len, p.name_len)))
+                .collect()
+        };
+        let mut result = Err(format!("no preopened directory holds `{link}`"));
+        let mut used = false;
+        for (handle, name) in &preopens {
+            let rest = link.strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('/'));
+            match rest {
+                Some(rest) if !used => {
+                    used = true;
+                    let mut out = [0u8; 2];
+                    // SAFETY: canonical ABI of `symlink-at`; `out` gets the
+                    // result's discriminant and error code.
+                    unsafe { symlink_at(*handle, target.as_ptr(), target.len(), rest.as_ptr(), rest.len(), &mut out) };
+                    result = if out[0] == 0 {
+                        Ok(())
+                    } else {
+                        Err(ERROR_CODES.get(out[1] as usize).copied().unwrap_or("unknown error").to_string())
+                    };
+                }
+                _ => {}
+            }
+        }
+        for (handle, _) in preopens {
+            // SAFETY: each handle is an owned descriptor we got above.
+            unsafe { drop_descriptor(handle) };
+        }
+        result
+    }
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+mod raw {
+    pub fn symlink(_target: &str, _link: &str) -> Result<(), String> {
+        Err("no wasi:filesystem on this target".into())
+    }
+}
