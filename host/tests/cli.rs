@@ -195,3 +195,26 @@ fn audit_grants_and_diff_explain_a_grant() {
     let diff: Vec<String> = serde_json::from_value(json(&o)["differences"].clone()).unwrap();
     assert_eq!(diff, ["~ limits.fuel: 5000000000 -> 1000"]);
 }
+
+#[test]
+fn eight_concurrent_runs_write_one_valid_chain() {
+    let f = Fixture::new();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_vivarium"))
+                .args(["run", &f.p("echo.wat"), "--task", &f.p("task.json")])
+                .env("VIVARIUM_HOME", f.home())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let o = f.run(&["audit", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let v = json(&o);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["records"], 16, "8 grants and 8 uses, none lost");
+}
