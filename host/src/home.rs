@@ -40,9 +40,21 @@ impl Home {
         self.root.join("audit")
     }
 
+    /// The archive: content-addressed blobs and their SQLite index
+    /// (see [`crate::archive`]).
+    pub fn archive_dir(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+
     /// Per-run scratch areas.
     pub fn scratch_dir(&self) -> PathBuf {
         self.root.join("scratch")
+    }
+
+    /// Escalation requests waiting for (or decided by) a person
+    /// ([`crate::guard::EscalationStore`]).
+    pub fn approvals_dir(&self) -> PathBuf {
+        self.root.join("approvals")
     }
 
     /// Create `dir` (and parents) under the home, with a clear error.

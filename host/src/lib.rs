@@ -17,13 +17,16 @@
 //! * [`audit`]: the append-only, hash-chained record of grants, denials and use.
 //! * [`build`]: turning a variant's source tree into a component.
 
+pub mod archive;
 pub mod audit;
 pub mod build;
 pub mod caps;
 pub mod componentize;
 pub mod demo;
 pub mod error;
+pub mod guard;
 pub mod home;
+pub mod improve;
 pub mod inspect;
 pub mod runtime;
 pub mod services;

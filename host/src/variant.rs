@@ -33,6 +33,8 @@ pub struct Session {
     pub runtime: Runtime,
     /// The audit log under the home.
     pub audit: AuditLog,
+    /// Where guest crates are built (shared, so rebuilds are warm).
+    pub guest_target_dir: PathBuf,
 }
 
 /// A component resolved from a user path, with its grant.
@@ -56,7 +58,8 @@ impl Session {
         home.ensure(&home.cache_dir())?;
         let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.cache_dir()), ..RuntimeConfig::default() })?;
         let audit = AuditLog::open(&home.audit_dir())?;
-        Ok(Self { home, runtime, audit })
+        let guest_target_dir = guest_target_dir(&home);
+        Ok(Self { home, runtime, audit, guest_target_dir })
     }
 
     /// Read (building a variant directory first), compile and compute the
@@ -68,7 +71,7 @@ impl Session {
         };
         let (bytes, manifest) = if target.is_dir() {
             let manifest = Manifest::load(target.join(MANIFEST))?;
-            (build_variant(target, &manifest, &self.home)?.component, Some(manifest))
+            (build_variant(target, &manifest, &self.guest_target_dir)?.component, Some(manifest))
         } else {
             let bytes = std::fs::read(target).map_err(|e| {
                 Error::invalid(format!(
@@ -229,7 +232,7 @@ pub fn guest_target_dir(home: &Home) -> PathBuf {
 }
 
 /// Build the variant in `dir` with the builder its manifest names.
-pub fn build_variant(dir: &Path, manifest: &Manifest, home: &Home) -> Result<build::BuildOutput> {
+pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -> Result<build::BuildOutput> {
     match manifest.variant.language {
         Language::Rust => {
             let target = match manifest.variant.target.as_deref() {
@@ -242,7 +245,20 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, home: &Home) -> Result<bui
                     )))
                 }
             };
-            build::build_rust(dir, &guest_target_dir(home), target, BUILD_TIMEOUT)
+            // Variants share the target directory and may share a crate
+            // name (a parent and its child): one build at a time, across
+            // processes, so the artifact read is the one just built.
+            std::fs::create_dir_all(guest_target_dir)
+                .map_err(|e| Error::io(format!("creating {}", guest_target_dir.display()), e))?;
+            let lock_path = guest_target_dir.join(".vivarium-build.lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+            lock.lock().map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
+            build::build_rust(dir, guest_target_dir, target, BUILD_TIMEOUT)
         }
         Language::Wat => build::wat::build_wat(dir),
         other => Err(Error::invalid(format!(
@@ -270,7 +286,7 @@ pub struct Built {
 /// `out` when given.
 pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
     let manifest = Manifest::load(dir.join(MANIFEST))?;
-    let b = build_variant(dir, &manifest, home)?;
+    let b = build_variant(dir, &manifest, &guest_target_dir(home))?;
     let path = match out {
         Some(o) => {
             crate::runtime::cache::write_atomic(o, &b.component)

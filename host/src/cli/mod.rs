@@ -3,6 +3,7 @@
 
 mod audit;
 mod demo;
+mod improve;
 mod output;
 mod run;
 
@@ -34,6 +35,10 @@ enum Command {
     Inspect(run::InspectArgs),
     /// Build a variant's source tree into a component.
     Build(run::BuildArgs),
+    /// One guarded self-modification: the variant proposes its own child.
+    Improve(improve::ImproveArgs),
+    /// List, approve or deny capability escalation requests.
+    Approve(improve::ApproveArgs),
     /// Inspect and verify the audit log.
     Audit(audit::AuditArgs),
 }
@@ -61,6 +66,8 @@ pub fn main() -> ExitCode {
             Command::Inspect(a) => run::inspect(a, &out).await,
             Command::Build(a) => run::build(a, &out).await,
             Command::Audit(a) => audit::audit(a, &out),
+            Command::Improve(a) => improve::improve(a, &out).await,
+            Command::Approve(a) => improve::approve(a, &out).await,
         }
     })
 }
