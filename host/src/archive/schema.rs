@@ -1,0 +1,116 @@
+//! The index's schema and its migrations.
+//!
+//! `schema_version` holds one row, the number of migrations applied. Opening
+//! an archive applies the missing ones in order, each in the same
+//! `BEGIN IMMEDIATE` transaction as the version bump, so a crash leaves the
+//! schema at one version or the next, never between. An archive written by a
+//! newer vivarium (a version above [`SCHEMA_VERSION`]) is refused rather
+//! than misread.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::db_err;
+use crate::error::{Error, Result};
+
+/// Migration `i` (0-based) takes the schema from version `i` to `i + 1`.
+/// Append only; never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, variants, results.
+    r#"
+    CREATE TABLE runs (
+        id       TEXT PRIMARY KEY NOT NULL,
+        config   TEXT NOT NULL CHECK (json_valid(config)),
+        status   TEXT NOT NULL CHECK (status IN ('running', 'finished', 'stopped', 'failed')),
+        started  TEXT NOT NULL,
+        finished TEXT
+    ) STRICT;
+
+    CREATE TABLE variants (
+        seq            INTEGER PRIMARY KEY,
+        id             TEXT NOT NULL UNIQUE,
+        run_id         TEXT NOT NULL REFERENCES runs(id),
+        parent_id      TEXT REFERENCES variants(id),
+        generation     INTEGER NOT NULL CHECK (generation >= 0),
+        language       TEXT NOT NULL,
+        component_sha  TEXT,
+        tree_sha       TEXT NOT NULL,
+        grant_digest   TEXT NOT NULL,
+        visible_score  REAL,
+        held_out_score REAL,
+        status         TEXT NOT NULL CHECK (status IN ('pending', 'evaluated', 'failed', 'refused')),
+        summary        TEXT NOT NULL,
+        created        TEXT NOT NULL,
+        updated        TEXT NOT NULL
+    ) STRICT;
+
+    -- A variant's identity: its run, its content (the component, or the tree
+    -- for one that never got built) and its parent. add_variant looks this up
+    -- first, which is what makes it idempotent.
+    CREATE UNIQUE INDEX variants_identity ON variants (
+        run_id, ifnull(component_sha, 'tree:' || tree_sha), ifnull(parent_id, '')
+    );
+    CREATE INDEX variants_parent ON variants (parent_id);
+    CREATE INDEX variants_run ON variants (run_id, seq);
+
+    CREATE TABLE results (
+        variant_id TEXT NOT NULL REFERENCES variants(id),
+        split      TEXT NOT NULL CHECK (split IN ('visible', 'held-out')),
+        task_id    TEXT NOT NULL,
+        passed     INTEGER NOT NULL CHECK (passed IN (0, 1)),
+        score      REAL NOT NULL,
+        note       TEXT NOT NULL,
+        PRIMARY KEY (variant_id, split, task_id)
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Bring the database to [`SCHEMA_VERSION`].
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err("cannot start the schema migration"))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT;",
+    )
+    .map_err(db_err("cannot create schema_version"))?;
+    let current: Option<i64> = tx
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()
+        .map_err(db_err("cannot read schema_version"))?;
+    let current = current.unwrap_or(0);
+    if current < 0 || current > i64::from(SCHEMA_VERSION) {
+        return Err(Error::invalid(format!(
+            "the archive's schema is version {current}, newer than this vivarium understands \
+             ({SCHEMA_VERSION}); use a newer vivarium"
+        )));
+    }
+    if current == i64::from(SCHEMA_VERSION) {
+        return Ok(()); // nothing to do; the transaction rolls back
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)
+            .map_err(db_err(&format!("schema migration {} failed", i + 1)))?;
+    }
+    tx.execute("DELETE FROM schema_version", [])
+        .map_err(db_err("cannot update schema_version"))?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES (?1)",
+        [SCHEMA_VERSION],
+    )
+    .map_err(db_err("cannot update schema_version"))?;
+    tx.commit()
+        .map_err(db_err("cannot commit the schema migration"))?;
+    Ok(())
+}
+
+/// The schema version recorded in `conn` (0 for a database without one).
+pub(crate) fn version(conn: &Connection) -> Result<u32> {
+    let v: Option<i64> = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .optional()
+        .map_err(db_err("cannot read schema_version"))?;
+    Ok(v.unwrap_or(0) as u32)
+}
