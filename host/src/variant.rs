@@ -258,7 +258,7 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
                 .open(&lock_path)
                 .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
             lock.lock().map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
-            build::build_rust(dir, guest_target_dir, target, BUILD_TIMEOUT)
+            build_rust_in_sandbox(dir, guest_target_dir, target)
         }
         Language::Wat => build::wat::build_wat(dir),
         other => Err(Error::invalid(format!(
@@ -266,6 +266,104 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
             dir.join(MANIFEST).display()
         ))),
     }
+}
+
+/// Build a Rust variant inside the build sandbox: dependencies pinned by its
+/// `Cargo.lock` are fetched first (cargo fetch runs no build code), then
+/// cargo runs `--offline --locked` under Landlock with no network, seeing
+/// only the tree, the toolchain, the fetched sources and its path
+/// dependencies. Every variant build goes through here, so the shared target
+/// directory only ever holds sandboxed output.
+fn build_rust_in_sandbox(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
+    fetch_locked(dir)?;
+    touch_sources(dir)?;
+    let mut sandbox = build::Sandbox::for_build(dir, target_dir);
+    for dep in path_dependencies(dir)? {
+        // The SDK's own manifest inherits from its workspace and reads the WIT.
+        for p in [dep.clone(), dep.join("..").join("wit"), dep.join("..").join("Cargo.toml")] {
+            if let Ok(p) = p.canonicalize() {
+                sandbox = sandbox.with_read_only(p);
+            }
+        }
+    }
+    build::build_rust_sandboxed(dir, target_dir, target, BUILD_TIMEOUT, &sandbox)
+}
+
+/// Set the mtime of every source file in the tree to now.
+///
+/// Cargo identifies a root crate by name and version, not by directory, and
+/// decides freshness from the mtimes its dep-info lists: after building a
+/// parent, a child with the same crate name in another directory would be
+/// taken as fresh and the parent's artifact returned. Touching the tree
+/// forces the variant's own crate (only) to rebuild; builds are serialized,
+/// so the artifact read afterwards is this tree's.
+fn touch_sources(dir: &Path) -> Result<()> {
+    let now = std::time::SystemTime::now();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if matches!(name.to_str(), Some("target" | ".git" | "node_modules")) {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let f = std::fs::File::open(e.path());
+                if let Ok(f) = f {
+                    let _ = f.set_modified(now);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cargo fetch --locked`: download what the lock file pins. A dependency
+/// missing from the lock file is refused as a new dependency.
+fn fetch_locked(dir: &Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("running cargo fetch", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: String = err.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    if err.contains("--locked") || err.contains("lock file") {
+        return Err(Error::Refused {
+            what: vec![build::rust::REFUSED_NEW_DEPENDENCY.into()],
+            detail: format!(
+                "{} adds a dependency that is not in its Cargo.lock; new dependencies are refused: {tail}",
+                dir.display()
+            ),
+        });
+    }
+    Err(Error::invalid(format!("cargo fetch failed for {}: {tail}", dir.display())))
+}
+
+/// Absolute paths of the `path = …` dependencies in `dir/Cargo.toml`.
+pub fn path_dependencies(dir: &Path) -> Result<Vec<PathBuf>> {
+    let cargo = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&cargo).map_err(|e| Error::invalid(format!("cannot read {}: {e}", cargo.display())))?;
+    let doc: toml::Table = text.parse().map_err(|e| Error::invalid(format!("{}: {e}", cargo.display())))?;
+    let mut out = Vec::new();
+    for section in ["dependencies", "build-dependencies"] {
+        let Some(deps) = doc.get(section).and_then(|d| d.as_table()) else { continue };
+        for dep in deps.values() {
+            if let Some(p) = dep.get("path").and_then(|p| p.as_str()) {
+                let p = dir.join(p);
+                out.push(p.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", p.display()), e))?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A built component and where it is.

@@ -5,6 +5,13 @@
 //! that runs past its timeout is killed (with every process it started) and
 //! reported as an error. Today there is the Rust builder ([`build_rust`]).
 //!
+//! Untrusted source — a child a meta-agent wrote — is built with
+//! [`build_rust_sandboxed`] inside a [`Sandbox`] ([`sandbox`]): Landlock
+//! confines the build's files to the variant's tree, the toolchain and the
+//! target directory, the network is cut off, cargo runs `--offline
+//! --locked`, the environment is scrubbed and every process is bounded in
+//! memory and CPU time.
+//!
 //! Builds write into a target directory of their own (see
 //! [`default_guest_target_dir`]), never into the host's `target/`, so that a
 //! guest build neither blocks on nor invalidates the host's build.
@@ -13,9 +20,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod rust;
+pub mod sandbox;
 pub mod wat;
 
-pub use rust::{build_rust, RustTarget};
+pub use rust::{build_rust, build_rust_sandboxed, RustTarget};
+pub use sandbox::Sandbox;
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]

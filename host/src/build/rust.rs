@@ -18,6 +18,12 @@
 //! killed when the timeout passes. What the variant's tree may contain (a
 //! `build.rs`, new dependencies) is the guard's business, checked before a
 //! build is ever started.
+//!
+//! Untrusted source (a child written by a meta-agent) is built with
+//! [`build_rust_sandboxed`]: cargo then runs `--offline --locked` inside a
+//! [`Sandbox`] (Landlock, no network, rlimits, a scrubbed environment; see
+//! [`super::sandbox`]), and a build that reaches outside it or adds a
+//! dependency fails with [`Error::Refused`] naming what it tried.
 
 use std::fmt;
 use std::io::Read;
@@ -27,6 +33,7 @@ use std::str::FromStr;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::sandbox::{self, Sandbox, Violation};
 use super::BuildOutput;
 use crate::error::{Error, Result};
 
@@ -118,6 +125,48 @@ pub fn build_rust(
     target: RustTarget,
     timeout: Duration,
 ) -> Result<BuildOutput> {
+    build(variant_dir, target_dir, target, timeout, None)
+}
+
+/// [`build_rust`] for untrusted source: cargo runs `--offline --locked`
+/// inside `sandbox` (usually [`Sandbox::for_build`]`(variant_dir,
+/// target_dir)` plus the guest SDK's paths).
+///
+/// The variant must carry a `Cargo.lock`, and every dependency it names must
+/// already be in the local cargo registry (vendored by the host ahead of
+/// time). Warm rebuilds reuse `target_dir` exactly as unsandboxed ones do.
+///
+/// Errors, besides those of [`build_rust`]:
+/// * [`Error::Refused`] with `what = ["new-dependency"]` when the crate names
+///   a dependency its `Cargo.lock` lacks (or one not available offline):
+///   new dependencies are refused in self-modification;
+/// * [`Error::Refused`] with `what = ["build-sandbox"]` when the build
+///   reached a file or a socket outside the sandbox or the network (an
+///   `include_str!` of a host file, a `build.rs` or proc macro opening a
+///   connection), with the compiler's lines that say so, or when the
+///   system cannot provide the sandbox (see [`Sandbox::apply`]);
+/// * [`Error::Invalid`] when the variant has no `Cargo.lock` or lies inside
+///   `target_dir` (its tree would then be writable).
+pub fn build_rust_sandboxed(
+    variant_dir: &Path,
+    target_dir: &Path,
+    target: RustTarget,
+    timeout: Duration,
+    sandbox: &Sandbox,
+) -> Result<BuildOutput> {
+    build(variant_dir, target_dir, target, timeout, Some(sandbox))
+}
+
+/// What a new dependency is refused as ([`Error::Refused`]'s `what`).
+pub const REFUSED_NEW_DEPENDENCY: &str = "new-dependency";
+
+fn build(
+    variant_dir: &Path,
+    target_dir: &Path,
+    target: RustTarget,
+    timeout: Duration,
+    sandbox: Option<&Sandbox>,
+) -> Result<BuildOutput> {
     let started = Instant::now();
     let deadline = started + timeout;
     let manifest = variant_dir.join("Cargo.toml");
@@ -132,6 +181,27 @@ pub fn build_rust(
     })?;
     let manifest = std::path::absolute(&manifest)
         .map_err(|e| Error::io(format!("resolving {}", manifest.display()), e))?;
+
+    if sandbox.is_some() {
+        let abs_dir = std::path::absolute(variant_dir).map_err(|e| {
+            Error::io(format!("resolving the variant directory {}", variant_dir.display()), e)
+        })?;
+        if abs_dir.starts_with(&target_dir) {
+            return Err(Error::invalid(format!(
+                "the variant {} lies inside the guest target directory {}: a sandboxed build \
+                 may write there, so the tree must live elsewhere",
+                variant_dir.display(),
+                target_dir.display()
+            )));
+        }
+        if !variant_dir.join("Cargo.lock").is_file() {
+            return Err(Error::invalid(format!(
+                "{} has no Cargo.lock: sandboxed builds run `cargo build --offline --locked`, \
+                 so the variant must carry the lock file of its dependencies",
+                variant_dir.display()
+            )));
+        }
+    }
 
     ensure_target_installed(target, &target_dir, deadline, timeout)?;
 
@@ -150,9 +220,20 @@ pub fn build_rust(
         cargo.env_remove(var);
     }
     cargo.env("CARGO_TARGET_DIR", &target_dir);
+    // Kept until cargo has ended: dropping it removes the private TMPDIR.
+    let applied = match sandbox {
+        Some(sandbox) => {
+            // No network, and the lock file as it is: a dependency the
+            // variant did not have before fails instead of being fetched.
+            cargo.arg("--offline").arg("--locked");
+            Some(sandbox.apply(&mut cargo)?)
+        }
+        None => None,
+    };
 
     let run = run_bounded(cargo, deadline)
         .map_err(|e| Error::io(format!("starting `cargo build` for {}", variant_dir.display()), e))?;
+    drop(applied);
     let log = run.log();
     match run.status {
         None => {
@@ -168,6 +249,11 @@ pub fn build_rust(
             )));
         }
         Some(status) if !status.success() => {
+            if sandbox.is_some() {
+                if let Some(refusal) = sandbox_refusal(variant_dir, &log) {
+                    return Err(refusal);
+                }
+            }
             return Err(Error::invalid(format!(
                 "building the Rust variant in {dir} failed ({status}).\n\
                  Last lines of cargo's output:\n{tail}\n\
@@ -228,6 +314,61 @@ pub fn build_rust(
     };
 
     Ok(BuildOutput { component, path, log, duration: started.elapsed() })
+}
+
+/// The refusal for a sandboxed build that failed because it added a
+/// dependency or reached outside the sandbox; `None` for an ordinary
+/// compile error.
+fn sandbox_refusal(variant_dir: &Path, log: &str) -> Option<Error> {
+    let tail = tail_lines(log, ERROR_TAIL_LINES);
+    if is_new_dependency(log) {
+        return Some(Error::Refused {
+            what: vec![REFUSED_NEW_DEPENDENCY.to_string()],
+            detail: format!(
+                "the child adds a dependency that is not in its Cargo.lock (or not available \
+                 offline); new dependencies are refused in self-modification: a variant builds \
+                 only against the dependencies the host vendored, with `cargo build --offline \
+                 --locked`. Remove the new dependency from {manifest}.\n\
+                 Last lines of cargo's output:\n{tail}",
+                manifest = variant_dir.join("Cargo.toml").display(),
+            ),
+        });
+    }
+    let (what, lines) = match sandbox::classify_violation(log)? {
+        Violation::OutsidePath(lines) => (
+            "tried to reach a file outside the build sandbox (or a socket: the sandbox has no \
+             network). The sandbox lets a build read only the variant's tree, the toolchain and \
+             the guest SDK, and write only its target directory",
+            lines,
+        ),
+        Violation::Network(lines) => (
+            "tried to reach the network, which the build sandbox does not allow (builds run \
+             offline)",
+            lines,
+        ),
+    };
+    Some(Error::Refused {
+        what: vec![sandbox::REFUSED_SANDBOX.to_string()],
+        detail: format!(
+            "the build of {dir} {what}:\n{lines}\nLast lines of cargo's output:\n{tail}",
+            dir = variant_dir.display(),
+            lines = lines.join("\n"),
+        ),
+    })
+}
+
+/// Whether cargo's output says the crate needs a dependency the lock file
+/// (or the offline registry) does not have.
+fn is_new_dependency(log: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "needs to be updated but --locked was passed",
+        "cannot update the lock file",
+        "no matching package named",
+        "failed to select a version for the requirement",
+        "attempting to make an HTTP request, but --offline was specified",
+        "--offline was specified",
+    ];
+    SIGNS.iter().any(|sign| log.contains(sign))
 }
 
 /// Turn a core module carrying a `component-type` custom section (what
