@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
+
 use serde::Serialize;
 
-use crate::caps::{Grant, Overrides};
+use crate::caps::Grant;
 use crate::error::Result;
 use crate::runtime::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome};
-use crate::tasks::{self, SuiteScore};
 use crate::variant::Session;
 
 /// Where the example variants live (the repository's `variants/`).
@@ -61,6 +61,8 @@ pub struct Contained {
 /// Everything the demo did.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
+    /// The evolution run's summary.
+    pub summary: crate::evolve::Summary,
     /// The improvement loop, baseline first.
     pub generations: Vec<Generation>,
     /// The hostile gallery.
@@ -69,15 +71,6 @@ pub struct DemoReport {
     pub audit_records: u64,
     /// Whether `audit verify` passed.
     pub audit_ok: bool,
-}
-
-/// Score a variant directory on the arith suite.
-pub async fn score_dir(session: &Session, dir: &Path) -> Result<(String, SuiteScore)> {
-    let opened = session.open_target(dir, None, &Overrides::default()).await?;
-    let prepared = session.prepare(&opened)?;
-    let suite = tasks::arith::suite();
-    let score = tasks::evaluate(session, &prepared, &suite).await?;
-    Ok((opened.loaded.sha256, score))
 }
 
 /// The hostile gallery: hand-written core modules, one attack each.
@@ -136,31 +129,69 @@ pub async fn gallery(session: &Session) -> Result<Vec<Contained>> {
     Ok(out)
 }
 
+/// The embedded run: three generations of two children from the baseline.
+pub fn run_toml(name: &str) -> String {
+    format!(
+        r#"[run]
+name = "{name}"
+suite = "arith"
+seed = 7
+generations = 3
+children_per_generation = 2
+workers = 1
+selection = "dgm"
+keep = "all"
+initial = ["{}"]
+
+[staged]
+first = 4
+threshold = 0.25
+
+[budget]
+wall = "10m"
+"#,
+        examples_dir().join("arith").display()
+    )
+}
+
 /// Run the whole demo; `progress` receives one line per step.
-pub async fn run(session: &Session, progress: impl Fn(String)) -> Result<DemoReport> {
-    let base = examples_dir().join("arith");
-    progress(format!("building and scoring the baseline variant {} …", base.display()));
-    let (sha, score) = score_dir(session, &base).await?;
-    let mut generations = vec![Generation {
-        generation: 0,
-        variant: sha,
-        dir: base.clone(),
-        summary: "baseline".into(),
-        visible: score.visible,
-        held_out: score.held_out,
-        kept: true,
-    }];
-    progress(format!("baseline: visible {:.2}, held-out {:.2}", score.visible, score.held_out));
+pub async fn run(session: &Session, progress: impl Fn(String) + Sync) -> Result<DemoReport> {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let name = format!("demo-{secs}");
+    let dir = session.home.root().join("demo");
+    session.home.ensure(&dir)?;
+    let run_file = dir.join(format!("{name}.toml"));
+    crate::runtime::cache::write_atomic(&run_file, run_toml(&name).as_bytes())
+        .map_err(|e| crate::Error::io(format!("writing {}", run_file.display()), e))?;
+    progress(format!("evolving the arith baseline ({}) …", run_file.display()));
+    let summary = crate::evolve::evolve(session, &run_file, &Default::default(), &|p: crate::evolve::Progress| {
+        progress(format!("  step {}/{}  best visible {:.3}  {}", p.done, p.total, p.best, p.message))
+    })
+    .await?;
+    let archive = crate::archive::Archive::open(&session.home.archive_dir())?;
+    let generations = archive
+        .list(Some(&summary.run_id))?
+        .into_iter()
+        .map(|v| Generation {
+            generation: v.generation,
+            kept: summary.best.as_ref().is_some_and(|b| b.id == v.id),
+            variant: v.id.0,
+            dir: summary.run_dir.join("variants"),
+            summary: v.summary,
+            visible: v.visible_score.unwrap_or(0.0),
+            held_out: v.held_out_score.unwrap_or(0.0),
+        })
+        .collect();
     progress("running the hostile gallery …".into());
     let contained = gallery(session).await?;
     let verify = session.audit.verify()?;
-    Ok(DemoReport { generations: std::mem::take(&mut generations), contained, audit_records: verify.records, audit_ok: verify.ok })
+    Ok(DemoReport { summary, generations, contained, audit_records: verify.records, audit_ok: verify.ok })
 }
 
 /// The demo's report as text.
 pub fn render(r: &DemoReport) -> String {
     let mut s = String::from("Self-improvement on the arith suite (scores: visible / held-out)\n");
-    s.push_str(&format!("{:>4}  {:<14} {:>8} {:>9}  {:<5} {}\n", "gen", "variant", "visible", "held-out", "kept", "change"));
+    s.push_str(&format!("{:>4}  {:<14} {:>8} {:>9}  {:<5} {}\n", "gen", "variant", "visible", "held-out", "best", "change"));
     for g in &r.generations {
         s.push_str(&format!(
             "{:>4}  {:<14} {:>8.2} {:>9.2}  {:<5} {}\n",
@@ -168,10 +199,19 @@ pub fn render(r: &DemoReport) -> String {
             &g.variant[..12],
             g.visible,
             g.held_out,
-            if g.kept { "yes" } else { "no" },
+            if g.kept { "*" } else { "" },
             g.summary
         ));
     }
+    let sm = &r.summary;
+    s.push_str(&format!(
+        "\nstarted from {:.3}, best visible {:.3}, held-out gap {}\nrun directory {}\narchive {}\n",
+        sm.baseline,
+        sm.best.as_ref().and_then(|b| b.visible_score).unwrap_or(0.0),
+        sm.held_out_gap.map_or("-".into(), |g| format!("{g:+.3}")),
+        sm.run_dir.display(),
+        sm.archive_dir.display()
+    ));
     s.push_str("\nHostile components, each contained (the host answers a good call after each)\n");
     for c in &r.contained {
         let detail: String = c.detail.chars().take(90).collect();

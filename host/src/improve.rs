@@ -42,6 +42,9 @@ pub struct ImproveRequest {
     pub feedback: String,
     /// Improvement steps left in the run.
     pub iterations_left: u32,
+    /// The parent's component when the caller has it (the archive does),
+    /// so the parent is not rebuilt.
+    pub parent_component: Option<Vec<u8>>,
 }
 
 /// The result of a successful `improve`.
@@ -64,6 +67,11 @@ pub struct ImproveOutcome {
     pub escalation: Option<String>,
     /// Child build time.
     pub build_ms: u64,
+    /// The child's component bytes.
+    #[serde(skip)]
+    pub component: Vec<u8>,
+    /// The child's grant digest.
+    pub grant_digest: String,
 }
 
 /// Run one guarded self-modification.
@@ -79,7 +87,10 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
-    let opened = session.open_target(&req.parent, req.policy.as_deref(), &Overrides::default()).await?;
+    let opened = match &req.parent_component {
+        Some(bytes) => session.open_built(bytes, &Manifest::load(&manifest_path)?, req.policy.as_deref()).await?,
+        None => session.open_target(&req.parent, req.policy.as_deref(), &Overrides::default()).await?,
+    };
     let manifest = opened.manifest.clone().expect("a directory has a manifest");
     let parent_sha = opened.loaded.sha256.clone();
     let parent_grant = opened.resolution.grant.clone();
@@ -156,7 +167,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     guard::apply(&req.parent, &checked, &req.out)?;
     let result = finish_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
     match result {
-        Ok((child_sha, build_ms)) => {
+        Ok(ChildBuild { sha: child_sha, build_ms, component, grant_digest }) => {
             audit(
                 "accepted",
                 json!({
@@ -173,6 +184,8 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 edits: checked.writes().count() + checked.deletes().len(),
                 escalation,
                 build_ms,
+                component,
+                grant_digest,
             })
         }
         Err(e) => {
@@ -193,7 +206,7 @@ async fn finish_child(
     parent_grant: &crate::caps::Grant,
     in_grant_escalation: Option<&guard::Escalation>,
     escalation_pending: bool,
-) -> Result<(String, u64)> {
+) -> Result<ChildBuild> {
     rebase_path_dependencies(&req.parent, &req.out)?;
     if let Some(esc) = in_grant_escalation {
         // Applied to the child's own manifest, keeping its allowed edits.
@@ -202,7 +215,13 @@ async fn finish_child(
             .map_err(|e| Error::io("writing the child's manifest", e))?;
     }
     let manifest = Manifest::load(req.out.join(MANIFEST))?;
-    let built = build_variant(&req.out, &manifest, &session.guest_target_dir).map_err(|e| match e {
+    let built = {
+        let (dir, m, target) = (req.out.clone(), manifest.clone(), session.guest_target_dir.clone());
+        tokio::task::spawn_blocking(move || build_variant(&dir, &m, &target))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("build thread failed: {e}")))?
+    }
+    .map_err(|e| match e {
         Error::Invalid(m) => Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {m}") },
         other => other,
     })?;
@@ -222,8 +241,16 @@ async fn finish_child(
         }
     }
     // The built component is checked again: its imports against its grant.
+    let grant_digest = child_grant.digest();
     session.runtime.prepare(&loaded, child_grant)?;
-    Ok((loaded.sha256, built.duration.as_millis() as u64))
+    Ok(ChildBuild { sha: loaded.sha256, build_ms: built.duration.as_millis() as u64, component: built.component, grant_digest })
+}
+
+struct ChildBuild {
+    sha: String,
+    build_ms: u64,
+    component: Vec<u8>,
+    grant_digest: String,
 }
 
 /// Rewrite relative `path = "…"` dependencies of a Rust child's Cargo.toml

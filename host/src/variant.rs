@@ -56,7 +56,8 @@ impl Session {
     /// A session on `home`, with the compile cache and audit log under it.
     pub fn open(home: Home) -> Result<Self> {
         home.ensure(&home.cache_dir())?;
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.cache_dir()), ..RuntimeConfig::default() })?;
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.cache_dir()), ..RuntimeConfig::default() })?
+            .with_services(crate::services::HostServices::for_home(&home)?);
         let audit = AuditLog::open(&home.audit_dir())?;
         let guest_target_dir = guest_target_dir(&home);
         Ok(Self { home, runtime, audit, guest_target_dir })
@@ -70,8 +71,19 @@ impl Session {
             None => Policy::default(),
         };
         let (bytes, manifest) = if target.is_dir() {
-            let manifest = Manifest::load(target.join(MANIFEST))?;
-            (build_variant(target, &manifest, &self.guest_target_dir)?.component, Some(manifest))
+            let manifest_path = target.join(MANIFEST);
+            if !manifest_path.is_file() {
+                return Err(Error::invalid(format!(
+                    "{} is not a variant directory (no {MANIFEST}); `vivarium init` makes one",
+                    target.display()
+                )));
+            }
+            let manifest = Manifest::load(manifest_path)?;
+            let (dir, m, t) = (target.to_path_buf(), manifest.clone(), self.guest_target_dir.clone());
+            let built = tokio::task::spawn_blocking(move || build_variant(&dir, &m, &t))
+                .await
+                .map_err(|e| Error::Internal(anyhow::anyhow!("build thread failed: {e}")))??;
+            (built.component, Some(manifest))
         } else {
             let bytes = std::fs::read(target).map_err(|e| {
                 Error::invalid(format!(
@@ -109,6 +121,18 @@ impl Session {
             self.audit.append(v, EventKind::Deny, json!(d))?;
         }
         Ok(())
+    }
+
+    /// Open an already built component with its manifest (no rebuild).
+    pub async fn open_built(&self, component: &[u8], manifest: &Manifest, policy: Option<&Path>) -> Result<Opened> {
+        let policy = match policy {
+            Some(p) => Policy::load(p)?,
+            None => Policy::default(),
+        };
+        let loaded = self.runtime.load(component).await?;
+        let resolution = resolve(manifest, &policy, &Overrides::default());
+        self.audit_grant(&loaded, &resolution, Some(manifest))?;
+        Ok(Opened { loaded, resolution, manifest: Some(manifest.clone()) })
     }
 
     /// Link an opened component against its grant; a refusal is audited.
@@ -171,17 +195,19 @@ impl Session {
             CallOutcome::Failed(f) => ("failed", Some(f)),
         };
         let v = Some(p.sha256.as_str());
-        self.audit.append(
-            v,
-            EventKind::Use,
-            json!({
-                "call": func,
-                "outcome": outcome,
-                "grant_digest": p.grant.digest(),
-                "usage": r.usage,
-                "log": r.log_usage,
-            }),
-        )?;
+        let mut details = json!({
+            "call": func,
+            "outcome": outcome,
+            "grant_digest": p.grant.digest(),
+            "usage": r.usage,
+            "log": r.log_usage,
+        });
+        // Service usage (llm requests, memory, archive view) rides in the
+        // same one record per call.
+        if !r.services.is_empty() {
+            details["services"] = json!(r.services);
+        }
+        self.audit.append(v, EventKind::Use, details)?;
         if let Some(f) = failure {
             let kind = if f.kind == crate::GuestFailureKind::Trap { EventKind::Trap } else { EventKind::LimitHit };
             self.audit.append(v, kind, json!({ "call": func, "reason": f.kind, "detail": f.detail }))?;
@@ -214,7 +240,7 @@ impl Session {
 /// embedded WIT; anything else is passed through for the runtime to judge.
 fn componentize_if_core(bytes: Vec<u8>) -> Result<Vec<u8>> {
     let text_module = std::str::from_utf8(&bytes)
-        .is_ok_and(|s| s.trim_start().trim_start_matches('(').trim_start().starts_with("module"));
+        .is_ok_and(|s| crate::runtime::wat_text_start(s).trim_start_matches('(').trim_start().starts_with("module"));
     if text_module || wasmparser::Parser::is_core_wasm(&bytes) {
         crate::componentize::from_core_module(&bytes, true)
     } else {
@@ -261,10 +287,9 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
             build_rust_in_sandbox(dir, guest_target_dir, target)
         }
         Language::Wat => build::wat::build_wat(dir),
-        other => Err(Error::invalid(format!(
-            "{}: no builder for language `{other}` in this host yet; supported: rust, wat",
-            dir.join(MANIFEST).display()
-        ))),
+        Language::Python => build::build_python(dir, guest_target_dir, BUILD_TIMEOUT),
+        Language::Javascript => build::build_javascript(dir, guest_target_dir, BUILD_TIMEOUT),
+        Language::C => build::build_c(dir, guest_target_dir, BUILD_TIMEOUT),
     }
 }
 

@@ -992,6 +992,39 @@ impl Archive {
             .collect())
     }
 
+    /// Record that step `step` of run `run` is finished, with the variant it
+    /// produced (if any) and a one-word outcome (`accepted`, `refused`, …).
+    /// Recording a finished step again is a no-op.
+    pub fn record_step(&self, run: &str, step: u64, variant: Option<&VariantId>, outcome: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO steps (run_id, step, variant_id, outcome) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![run, step as i64, variant.map(|v| v.0.clone()), outcome],
+        )
+        .map_err(|e| Error::Internal(anyhow::anyhow!("recording step {step} of run {run}: {e}")))?;
+        Ok(())
+    }
+
+    /// The record of step `step` of run `run`: `None` when it has not
+    /// finished; otherwise the variant it produced (if any) and its outcome.
+    pub fn step(&self, run: &str, step: u64) -> Result<Option<(Option<VariantId>, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT variant_id, outcome FROM steps WHERE run_id = ?1 AND step = ?2")
+            .map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))?;
+        let mut rows = stmt
+            .query(rusqlite::params![run, step as i64])
+            .map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))?;
+        match rows.next().map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))? {
+            None => Ok(None),
+            Some(r) => {
+                let v: Option<String> = r.get(0).map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;
+                let o: String = r.get(1).map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?;
+                Ok(Some((v.map(VariantId), o)))
+            }
+        }
+    }
+
     /// The evaluated variant of run `run` with the highest visible score
     /// (the earliest on ties), if any.
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {

@@ -62,6 +62,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (variant_id, split, task_id)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 2: the evolution loop's step ledger, so a resumed run skips finished steps.
+    r#"
+    CREATE TABLE steps (
+        run_id     TEXT NOT NULL REFERENCES runs(id),
+        step       INTEGER NOT NULL CHECK (step >= 0),
+        variant_id TEXT REFERENCES variants(id),
+        outcome    TEXT NOT NULL,
+        PRIMARY KEY (run_id, step)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -13,7 +13,7 @@ pub async fn demo(out: &Out) -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
-    match demo::run(&session, |line| {
+    match demo::run(&session, |line: String| {
         if !out.json {
             eprintln!("{line}");
         }

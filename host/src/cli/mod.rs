@@ -1,10 +1,13 @@
 //! Argument parsing, printing and exit codes. No logic lives here: every
 //! command calls into the library and renders what it returns.
 
+mod archive;
 mod audit;
 mod demo;
+mod evolve;
 mod improve;
 mod output;
+mod report;
 mod run;
 
 
@@ -39,8 +42,16 @@ enum Command {
     Improve(improve::ImproveArgs),
     /// List, approve or deny capability escalation requests.
     Approve(improve::ApproveArgs),
+    /// Run (or resume) an evolution: select, improve, evaluate, archive.
+    Evolve(evolve::EvolveArgs),
     /// Inspect and verify the audit log.
     Audit(audit::AuditArgs),
+    /// Read the archive: variants, results, lineage.
+    Archive(archive::ArchiveArgs),
+    /// Write a run's self-contained HTML report (lineage tree, scores, variants).
+    Report(report::ReportArgs),
+    /// Write a run's variants as git commits, one branch per lineage.
+    ExportGit(report::ExportGitArgs),
 }
 
 /// Parse, dispatch, print, exit.
@@ -66,6 +77,10 @@ pub fn main() -> ExitCode {
             Command::Inspect(a) => run::inspect(a, &out).await,
             Command::Build(a) => run::build(a, &out).await,
             Command::Audit(a) => audit::audit(a, &out),
+            Command::Archive(a) => archive::archive(a, &out),
+            Command::Report(a) => report::report(a, &out),
+            Command::ExportGit(a) => report::export_git(a, &out),
+            Command::Evolve(a) => evolve::evolve(a, &out).await,
             Command::Improve(a) => improve::improve(a, &out).await,
             Command::Approve(a) => improve::approve(a, &out).await,
         }

@@ -34,6 +34,8 @@ pub struct Suite {
 pub struct TaskResult {
     /// Task id.
     pub id: String,
+    /// Whether it is a held-out task.
+    pub held_out: bool,
     /// Whether the output matched.
     pub passed: bool,
     /// What went wrong, for feedback (visible split only).
@@ -58,9 +60,10 @@ pub fn suite(name: &str) -> Option<Suite> {
 pub struct SuiteScore {
     /// Fraction of visible tasks passed.
     pub visible: f64,
-    /// Fraction of held-out tasks passed.
-    pub held_out: f64,
-    /// Per-task results of the visible split.
+    /// Fraction of held-out tasks passed (`None` when not evaluated, e.g.
+    /// stopped after the first stage).
+    pub held_out: Option<f64>,
+    /// Per-task results, both splits.
     pub results: Vec<TaskResult>,
     /// Failure notes of the visible split, for the meta-agent.
     pub feedback: String,
@@ -68,47 +71,62 @@ pub struct SuiteScore {
     pub fuel: u64,
 }
 
-/// Run every task of `suite` through `solve` and grade it.
-///
-/// A trap or limit hit on one task fails that task only.
+/// Run `tasks` through `solve` and grade each; a trap or limit hit fails
+/// that task only.
+pub async fn run_tasks(
+    session: &crate::variant::Session,
+    p: &crate::runtime::Prepared,
+    tasks: &[GradedTask],
+    held_out: bool,
+) -> crate::Result<(Vec<TaskResult>, u64)> {
+    use crate::runtime::{CallOptions, CallOutcome};
+    let opts = CallOptions::default();
+    let mut results = Vec::new();
+    let mut fuel = 0;
+    for t in tasks {
+        let r = session.solve(p, &t.task, &opts).await?;
+        fuel += r.usage.fuel;
+        let (passed, note) = match &r.outcome {
+            CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
+            CallOutcome::Ok(a) => (false, format!("answered {:?}, which is wrong", crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)]))),
+            CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
+            CallOutcome::Failed(f) => (false, format!("{}: {}", f.kind, f.detail)),
+        };
+        results.push(TaskResult { id: t.task.id.clone(), held_out, passed, note });
+    }
+    Ok((results, fuel))
+}
+
+/// Fraction passed.
+pub fn pass_rate(results: &[TaskResult]) -> f64 {
+    if results.is_empty() {
+        0.0
+    } else {
+        results.iter().filter(|r| r.passed).count() as f64 / results.len() as f64
+    }
+}
+
+/// The visible failures as feedback text: the task input and what went
+/// wrong. Held-out results are never included.
+pub fn feedback(suite: &Suite, results: &[TaskResult]) -> String {
+    let mut out = String::new();
+    for r in results.iter().filter(|r| !r.held_out && !r.passed) {
+        let input = suite.visible.iter().find(|t| t.task.id == r.id).map(|t| t.task.input.as_str()).unwrap_or("");
+        out.push_str(&format!("task {} `{}`: {}\n", r.id, input, r.note));
+    }
+    out
+}
+
+/// Evaluate on the whole suite (both splits).
 pub async fn evaluate(
     session: &crate::variant::Session,
     p: &crate::runtime::Prepared,
     suite: &Suite,
 ) -> crate::Result<SuiteScore> {
-    use crate::runtime::{CallOptions, CallOutcome};
-    let opts = CallOptions::default();
-    let mut results = Vec::new();
-    let mut feedback = String::new();
-    let mut fuel = 0;
-    let mut passed = [0usize; 2];
-    for (split, tasks) in [(0, &suite.visible), (1, &suite.held_out)] {
-        for t in tasks {
-            let r = session.solve(p, &t.task, &opts).await?;
-            fuel += r.usage.fuel;
-            let (ok, note) = match &r.outcome {
-                CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
-                CallOutcome::Ok(a) => (false, format!("answered {:?}, which is wrong", a.output)),
-                CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
-                CallOutcome::Failed(f) => (false, format!("{}: {}", f.kind, f.detail)),
-            };
-            if ok {
-                passed[split] += 1;
-            }
-            if split == 0 {
-                if !ok {
-                    feedback.push_str(&format!("task {} `{}`: {note}\n", t.task.id, t.task.input));
-                }
-                results.push(TaskResult { id: t.task.id.clone(), passed: ok, note });
-            }
-        }
-    }
-    let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
-    Ok(SuiteScore {
-        visible: frac(passed[0], suite.visible.len()),
-        held_out: frac(passed[1], suite.held_out.len()),
-        results,
-        feedback,
-        fuel,
-    })
+    let (mut results, f1) = run_tasks(session, p, &suite.visible, false).await?;
+    let (held, f2) = run_tasks(session, p, &suite.held_out, true).await?;
+    let visible = pass_rate(&results);
+    let held_out = Some(pass_rate(&held));
+    results.extend(held);
+    Ok(SuiteScore { visible, held_out, feedback: feedback(suite, &results), results, fuel: f1 + f2 })
 }
