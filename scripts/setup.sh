@@ -10,3 +10,19 @@ for t in wasm32-wasip2 wasm32-unknown-unknown; do
     rustup target add "$t"
   fi
 done
+
+# Headless Chromium, for the report test (host/tests/report.rs), which opens
+# the HTML report in a browser and checks that it renders the lineage nodes.
+# Without it that test checks the HTML structurally and skips the browser.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    echo "setup: apt-get install -y chromium"
+    $sudo apt-get install -y chromium \
+      || { $sudo apt-get update && $sudo apt-get install -y chromium; } \
+      || echo "setup: could not install chromium; the report test will skip its browser check"
+  else
+    echo "setup: no apt-get; install chromium yourself for the report's browser test"
+  fi
+fi

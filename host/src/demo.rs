@@ -63,6 +63,8 @@ pub struct Contained {
 pub struct DemoReport {
     /// The evolution run's summary.
     pub summary: crate::evolve::Summary,
+    /// The HTML report of the run.
+    pub report: PathBuf,
     /// The improvement loop, baseline first.
     pub generations: Vec<Generation>,
     /// The hostile gallery.
@@ -182,10 +184,12 @@ pub async fn run(session: &Session, progress: impl Fn(String) + Sync) -> Result<
             held_out: v.held_out_score.unwrap_or(0.0),
         })
         .collect();
+    let report = summary.run_dir.join("report.html");
+    crate::report::write_report(&summary.run_dir, &report)?;
     progress("running the hostile gallery …".into());
     let contained = gallery(session).await?;
     let verify = session.audit.verify()?;
-    Ok(DemoReport { summary, generations, contained, audit_records: verify.records, audit_ok: verify.ok })
+    Ok(DemoReport { summary, report, generations, contained, audit_records: verify.records, audit_ok: verify.ok })
 }
 
 /// The demo's report as text.
@@ -205,12 +209,13 @@ pub fn render(r: &DemoReport) -> String {
     }
     let sm = &r.summary;
     s.push_str(&format!(
-        "\nstarted from {:.3}, best visible {:.3}, held-out gap {}\nrun directory {}\narchive {}\n",
+        "\nstarted from {:.3}, best visible {:.3}, held-out gap {}\nrun directory {}\narchive {}\nreport {}\n",
         sm.baseline,
         sm.best.as_ref().and_then(|b| b.visible_score).unwrap_or(0.0),
         sm.held_out_gap.map_or("-".into(), |g| format!("{g:+.3}")),
         sm.run_dir.display(),
-        sm.archive_dir.display()
+        sm.archive_dir.display(),
+        r.report.display()
     ));
     s.push_str("\nHostile components, each contained (the host answers a good call after each)\n");
     for c in &r.contained {
