@@ -530,7 +530,7 @@ fn restore_tree_refuses_a_non_empty_destination_and_a_corrupt_file() {
 fn open_creates_the_schema_with_wal_and_foreign_keys() {
     let (tmp, archive) = fresh();
     assert_eq!(archive.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2, "runs, variants, results; then the step ledger");
     {
         let conn = archive.lock();
         let mode: String = conn
@@ -1545,4 +1545,14 @@ fn selection_names_round_trip() {
         json!("refused")
     );
     assert_eq!("stopped".parse::<RunStatus>().unwrap(), RunStatus::Stopped);
+}
+
+#[test]
+fn the_step_ledger_records_each_step_once() {
+    let (_tmp, archive) = fresh();
+    archive.begin_run("r", &serde_json::json!({})).unwrap();
+    assert_eq!(archive.step("r", 3).unwrap(), None);
+    archive.record_step("r", 3, None, "refused").unwrap();
+    archive.record_step("r", 3, None, "accepted").unwrap();
+    assert_eq!(archive.step("r", 3).unwrap(), Some((None, "refused".to_string())), "the first record stands");
 }
