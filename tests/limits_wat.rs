@@ -149,15 +149,15 @@ async fn an_import_the_host_does_not_provide_is_refused_before_instantiation() {
     let bytes = wat::parse_str(
         r#"(component
              (import "evil:corp/backdoor" (instance (export "open" (func))))
-             (import "vivarium:agent/llm@0.1.0" (instance)))"#,
+             (import "vivarium:agent/trainer@0.1.0" (instance)))"#,
     )
     .unwrap();
     let loaded = rt.load(&bytes).await.unwrap();
     match rt.prepare(&loaded, Grant::minimal(small_limits())) {
         Err(Error::Refused { what, detail }) => {
-            assert_eq!(what, ["evil:corp/backdoor", "vivarium:agent/llm@0.1.0"]);
+            assert_eq!(what, ["evil:corp/backdoor", "vivarium:agent/trainer@0.1.0"]);
             assert!(detail.contains("package `evil:corp` is not provided by this host"), "{detail}");
-            assert!(detail.contains("the `llm` service is not provided by this host yet"), "{detail}");
+            assert!(detail.contains("the `trainer` service is not provided by this host yet"), "{detail}");
         }
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("expected a refusal"),
@@ -193,7 +193,7 @@ async fn limits_can_only_be_tightened_per_call() {
         .unwrap();
     let mut looser = small_limits();
     looser.fuel = u64::MAX / 2;
-    let r = rt.solve(&p, &task("x", ""), &CallOptions { limits: Some(looser), scratch: None }).await.unwrap();
+    let r = rt.solve(&p, &task("x", ""), &CallOptions { limits: Some(looser), scratch: None, ..CallOptions::default() }).await.unwrap();
     assert_eq!(r.limits.fuel, small_limits().fuel, "the grant's fuel stays the ceiling");
     assert!(matches!(r.outcome, CallOutcome::Failed(ref f) if f.kind == K::OutOfFuel));
 }

@@ -13,7 +13,8 @@
 //! * [`runtime`]: one engine per process, compile cache, per-call stores with
 //!   fuel, epoch, memory and stack limits; every guest failure becomes a
 //!   [`GuestFailure`].
-//! * [`services`]: host interfaces a variant may import (`log` today).
+//! * [`services`]: host interfaces a variant may import (`log`, `memory`,
+//!   `archive`, `llm`).
 //! * [`audit`]: the append-only, hash-chained record of grants, denials and use.
 //! * [`build`]: turning a variant's source tree into a component.
 
@@ -29,6 +30,7 @@ pub mod export_git;
 pub mod guard;
 pub mod home;
 pub mod improve;
+pub mod init;
 pub mod inspect;
 pub mod report;
 pub mod runtime;

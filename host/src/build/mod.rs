@@ -3,7 +3,9 @@
 //! A builder takes a variant directory and returns the component's bytes
 //! ([`BuildOutput`]). Builders are synchronous and bounded in time: a build
 //! that runs past its timeout is killed (with every process it started) and
-//! reported as an error. Today there is the Rust builder ([`build_rust`]).
+//! reported as an error: [`build_rust`], [`build_python`] (componentize-py),
+//! [`build_javascript`] (ComponentizeJS), [`build_c`] (clang + wasi-libc +
+//! wit-component) and [`wat::build_wat`] (in process).
 //!
 //! Untrusted source — a child a meta-agent wrote — is built with
 //! [`build_rust_sandboxed`] inside a [`Sandbox`] ([`sandbox`]): Landlock
@@ -19,12 +21,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod c;
+pub mod javascript;
+pub mod python;
 pub mod rust;
 pub mod sandbox;
+pub mod support;
 pub mod wat;
 
 pub use rust::{build_rust, build_rust_sandboxed, RustTarget};
 pub use sandbox::Sandbox;
+pub use c::build_c;
+pub use javascript::build_javascript;
+pub use python::build_python;
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]

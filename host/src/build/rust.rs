@@ -490,18 +490,18 @@ fn ensure_target_installed(
 }
 
 /// A finished (or stopped) child process.
-struct Finished {
+pub(crate) struct Finished {
     /// `None` when the deadline passed and the process group was killed.
-    status: Option<ExitStatus>,
+    pub(crate) status: Option<ExitStatus>,
     /// The tail (up to [`LOG_LIMIT`] bytes) of its stdout.
-    stdout: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
     /// The tail (up to [`LOG_LIMIT`] bytes) of its stderr.
-    stderr: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
 }
 
 impl Finished {
     /// Stderr then stdout, as text, at most [`LOG_LIMIT`] bytes (the tail).
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut log = String::from_utf8_lossy(&self.stderr).into_owned();
         if !self.stdout.is_empty() {
             if !log.is_empty() && !log.ends_with('\n') {
@@ -522,7 +522,7 @@ impl Finished {
 
 /// Run `cmd` to completion or until `deadline`, collecting the tails of its
 /// stdout and stderr. Past the deadline its whole process group is killed.
-fn run_bounded(mut cmd: Command, deadline: Instant) -> std::io::Result<Finished> {
+pub(crate) fn run_bounded(mut cmd: Command, deadline: Instant) -> std::io::Result<Finished> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     #[cfg(unix)]
     {
@@ -621,7 +621,7 @@ fn kill_tree(child: &mut Child) {
 }
 
 /// The last `n` lines of `text`.
-fn tail_lines(text: &str, n: usize) -> String {
+pub(crate) fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join("\n")
@@ -639,7 +639,7 @@ fn is_core_module(bytes: &[u8]) -> bool {
 
 /// Write `bytes` to `path` through a temporary file and a rename, so a reader
 /// never sees half a component.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp: PathBuf = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| {

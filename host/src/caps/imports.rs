@@ -133,7 +133,14 @@ mod tests {
                 "evil:corp/backdoor"
             ]
         );
-        assert_eq!(refused[0].reason, "the `llm` service is not provided by this host yet");
+        assert_eq!(refused[0].reason, "capability `llm` is not granted to this variant");
         assert_eq!(refused[3].reason, "capability `sockets` is not granted to this variant");
+        // A service this host does not implement yet is refused as such.
+        let g = Grant {
+            trainer: Some(crate::caps::TrainerGrant { backends: vec!["cpu".into()], gpu_seconds: 1 }),
+            ..Grant::default()
+        };
+        let refused = check(["vivarium:agent/trainer@0.1.0"], &g);
+        assert_eq!(refused[0].reason, "the `trainer` service is not provided by this host yet");
     }
 }

@@ -24,6 +24,10 @@ use crate::caps::policy::{is_internal_host, is_internal_ip};
 use crate::error::{Error, Result};
 use crate::services::log::{CaptureStream, LogState, Stream};
 
+/// The most bytes one `wasi:random` `get-random-bytes` call may ask for
+/// (wasmtime's default is 64 MiB, allocated by the host on the guest's word).
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// Build the WASI context for one call.
 ///
 /// `scratch` is the call's scratch area; granted directories are created
@@ -39,6 +43,9 @@ pub fn build(
     b.stdout(CaptureStream::new(log.clone(), Stream::Stdout));
     b.stderr(CaptureStream::new(log.clone(), Stream::Stderr));
     b.allow_blocking_current_thread(false);
+    // The host builds a `get-random-bytes` result before copying it into the
+    // guest, outside the guest's memory limit: keep it small.
+    b.max_random_size(MAX_RANDOM_BYTES);
     // Network: off unless the grant lists host:port pairs, and then only
     // outgoing TCP connections to them (see `SocketRules`). Name lookup
     // stays off: a lookup of an arbitrary name is itself a channel out.

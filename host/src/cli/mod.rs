@@ -6,6 +6,7 @@ mod audit;
 mod demo;
 mod evolve;
 mod improve;
+mod init;
 mod output;
 mod report;
 mod run;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// The main job on the embedded defaults: score, self-improve, contain, audit.
     Demo,
+    /// Write a ready variant (manifest, source, README) in one of five languages.
+    Init(init::InitArgs),
     /// Run a variant on one task under its grant and limits.
     Run(run::RunArgs),
     /// Show a component's imports, exports, sha256 and grant.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo => demo::demo(&out).await,
+            Command::Init(a) => init::init(a, &out),
             Command::Run(a) => run::run(a, &out).await,
             Command::Inspect(a) => run::inspect(a, &out).await,
             Command::Build(a) => run::build(a, &out).await,

@@ -111,6 +111,8 @@ pub use escalation::{
 };
 pub use rules::{GuardRules, Protected, MANIFEST_FILE};
 
+pub(crate) use path::is_invisible;
+
 /// A guard rule, by its kebab-case name (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -14,15 +16,27 @@ use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
+use crate::services::{archive_view::ArchiveViewState, llm, memory::MemoryState, CallServices, ServiceUsage};
 
-/// Per-call options: limits that can only tighten the grant's, and the
-/// scratch directory that file grants live in.
+/// Per-call options: limits that can only tighten the grant's, the
+/// scratch directory that file grants live in, and which slice of the
+/// host's shared state the services show this call. Construct with
+/// `..CallOptions::default()`: fields may be added.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     /// Tighter limits for this call (each field is the min with the grant's).
     pub limits: Option<Limits>,
     /// The call's scratch area, needed when the grant has file grants.
     pub scratch: Option<PathBuf>,
+    /// The `memory` lineage this call reads and writes; `None`: the
+    /// variant's sha256 (its own memory).
+    pub lineage: Option<String>,
+    /// The run the `archive` view shows (and the `llm` budget is counted
+    /// in); `None`: an empty archive view, and a budget outside any run.
+    pub run: Option<String>,
+    /// At most this many `llm` tokens in this call, within the grant's
+    /// budget (e.g. what is left of a run's budget).
+    pub llm_tokens: Option<u64>,
 }
 
 /// What one call used.
@@ -60,6 +74,8 @@ pub struct CallReport<T> {
     pub logs: Vec<LogLine>,
     /// Log usage counters, including what was dropped.
     pub log_usage: LogUsage,
+    /// Usage of the other granted services (`llm`, `memory`, `archive`).
+    pub services: ServiceUsage,
 }
 
 /// Bytes a result hands to the host, for the output cap.
@@ -110,8 +126,8 @@ impl Runtime {
 
     async fn call<R, F>(&self, p: &Prepared, opts: &CallOptions, f: F) -> Result<CallReport<R>>
     where
-        R: OutputSize + Send,
-        F: for<'a> FnOnce(&'a Agent, &'a mut Store<HostState>) -> GuestFuture<'a, R> + Send,
+        R: OutputSize + Send + 'static,
+        F: for<'a> FnOnce(&'a Agent, &'a mut Store<HostState>) -> GuestFuture<'a, R> + Send + 'static,
     {
         let limits = match &opts.limits {
             Some(l) => p.grant.limits.tightened(l),
@@ -119,7 +135,22 @@ impl Runtime {
         };
         let log = LogState::new(p.grant.log.clone());
         let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok())?;
-        let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi));
+        let services = CallServices {
+            memory: MemoryState::new(
+                p.grant.memory.clone(),
+                self.services().memory.clone(),
+                opts.lineage.clone().unwrap_or_else(|| p.sha256.clone()),
+            ),
+            archive: ArchiveViewState::new(p.grant.archive.is_some(), self.services().archive.clone(), opts.run.clone()),
+            llm: llm::LlmState::new(
+                p.grant.llm.clone(),
+                self.services().llm.clone(),
+                llm::budget_key(opts.run.as_deref(), &p.sha256),
+                opts.llm_tokens,
+                Some(Instant::now() + limits.wall.0),
+            ),
+        };
+        let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone()));
         store.limiter(|s| &mut s.limiter);
         // Bound what wasmtime copies from the guest in one crossing (results,
         // log messages) near the output cap, so a huge result is refused
@@ -132,21 +163,32 @@ impl Runtime {
         let start = Instant::now();
         let deadline = start + wall;
         // Every tick: stop past the deadline, otherwise yield to the executor
-        // so other calls on this thread make progress.
+        // so other calls on this thread make progress — and from then on the
+        // call runs on the long lane (see `lanes`).
+        let demote = Arc::new(AtomicBool::new(false));
+        let computed_a_tick = demote.clone();
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            if Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            computed_a_tick.store(true, Ordering::Relaxed);
+            Ok(UpdateDeadline::Yield(1))
         });
         store.set_epoch_deadline(1);
 
+        // The whole call owns its store, so it can move to the long lane; the
+        // timeout is inside, so the store always comes back.
         let pre = p.pre.clone();
-        let result = {
-            let store = &mut store;
-            tokio::time::timeout(wall, async move {
-                let agent = pre.instantiate_async(&mut *store).await?;
-                f(&agent, store).await
+        let job = async move {
+            let result = tokio::time::timeout(wall, async {
+                let agent = pre.instantiate_async(&mut store).await?;
+                f(&agent, &mut store).await
             })
-            .await
+            .await;
+            (result, store)
         };
+        let lane = self.long_lane.as_ref().map(|l| l.handle().clone());
+        let (result, store) = super::lanes::Demotable::new(job, demote, lane).await;
         let elapsed = start.elapsed();
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.data();
@@ -178,7 +220,7 @@ impl Runtime {
         };
         drop(store);
         let (logs, log_usage) = log.finish();
-        Ok(CallReport { outcome, usage, limits, logs, log_usage })
+        Ok(CallReport { outcome, usage, limits, logs, log_usage, services: services.usage() })
     }
 }
 
@@ -197,7 +239,13 @@ fn deadline_failure(wall: Duration) -> GuestFailure {
 /// Map a wasmtime error to the contract's failure kinds.
 fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Duration, log: &LogState) -> GuestFailure {
     use GuestFailureKind as K;
-    if let Some(hit) = &state.limiter.hit {
+    // Fuel, the deadline and the stack end a call by themselves. Any other
+    // failure after a refused growth is taken as that limit's consequence (a
+    // Rust guest aborts with `unreachable` when allocation fails) — but a
+    // guest that was refused memory, carried on and then ran out of time or
+    // fuel is reported as what ended it.
+    let unambiguous = matches!(e.downcast_ref::<Trap>(), Some(Trap::OutOfFuel | Trap::Interrupt | Trap::StackOverflow));
+    if let (Some(hit), false) = (&state.limiter.hit, unambiguous) {
         return GuestFailure { kind: K::MemoryLimit, detail: hit.clone() };
     }
     match e.downcast_ref::<Trap>() {

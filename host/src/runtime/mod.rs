@@ -4,7 +4,9 @@
 //! * fuel (deterministic) per call,
 //! * an epoch deadline per call from a ticker thread, with a cooperative
 //!   yield at every tick so one variant cannot starve another on the same
-//!   executor thread,
+//!   executor thread, and a call that computes past one tick moved to an
+//!   executor of its own (the long lane, module `lanes`) so the caller's
+//!   threads stay free for short calls,
 //! * a tokio timeout around the whole call (instantiation included) so a
 //!   host call that blocks cannot outlive the deadline,
 //! * memory, table and instance limits through [`limiter::CallLimiter`],
@@ -15,6 +17,7 @@
 pub mod bindings;
 pub mod cache;
 mod call;
+mod lanes;
 pub mod limiter;
 
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ pub use call::{CallOptions, CallOutcome, CallReport, Usage};
 use crate::caps::{imports, Grant};
 use crate::error::{Error, Result};
 use crate::services::log::LogState;
+use crate::services::{CallServices, HostServices};
 use bindings::AgentPre;
 use limiter::CallLimiter;
 
@@ -52,6 +56,10 @@ pub struct RuntimeConfig {
     pub compile_timeout: Duration,
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
+    /// Threads of the long lane, where calls that compute past one epoch
+    /// tick continue, on `SCHED_BATCH` threads (see `runtime::lanes`); 0: one
+    /// per CPU.
+    pub long_lane_threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +72,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             compile_timeout: Duration::from_secs(120),
             max_component_bytes: 64 << 20,
+            long_lane_threads: 0,
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) limiter: CallLimiter,
     pub(crate) log: LogState,
+    /// The other services' per-call state (linked only when granted).
+    pub(crate) services: CallServices,
 }
 
 impl WasiView for HostState {
@@ -111,11 +122,18 @@ pub struct Runtime {
     config: RuntimeConfig,
     cache: Option<cache::CompileCache>,
     ticker_stop: Arc<AtomicBool>,
+    /// Where calls that compute past one tick continue (see `lanes`).
+    long_lane: Option<tokio::runtime::Runtime>,
+    services: HostServices,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        if let Some(lane) = self.long_lane.take() {
+            // Allowed inside an async context, unlike dropping it.
+            lane.shutdown_background();
+        }
     }
 }
 
@@ -162,7 +180,30 @@ impl Runtime {
                 .map_err(|e| Error::io("cannot start the epoch ticker thread", e))?;
         }
         let cache = config.cache_dir.clone().map(|d| cache::CompileCache::new(d, &engine));
-        Ok(Self { engine, config, cache, ticker_stop })
+        let threads = match config.long_lane_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let long_lane =
+            Some(lanes::long_lane(threads).map_err(|e| Error::io("cannot start the long-call executor", e))?);
+        Ok(Self { engine, config, cache, ticker_stop, long_lane, services: HostServices::default() })
+    }
+
+    /// This runtime with `services` as the host side of the services
+    /// (memory store, archive, LLM); the default has none of them.
+    pub fn with_services(mut self, services: HostServices) -> Self {
+        self.services = services;
+        self
+    }
+
+    /// Replace the host side of the services.
+    pub fn set_services(&mut self, services: HostServices) {
+        self.services = services;
+    }
+
+    /// The host side of the services.
+    pub fn services(&self) -> &HostServices {
+        &self.services
     }
 
     /// The process's engine.
@@ -235,6 +276,27 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(internal)?;
         bindings::vivarium::agent::log::add_to_linker::<HostState, HasSelf<LogState>>(&mut linker, |s| &mut s.log)
             .map_err(internal)?;
+        // The other services are linked only when granted: an import of one
+        // that is not granted was refused above, before linking.
+        use crate::services::{archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState};
+        if grant.memory.is_some() {
+            bindings::vivarium::agent::memory::add_to_linker::<HostState, HasSelf<MemoryState>>(&mut linker, |s| {
+                &mut s.services.memory
+            })
+            .map_err(internal)?;
+        }
+        if grant.archive.is_some() {
+            bindings::vivarium::agent::archive::add_to_linker::<HostState, HasSelf<ArchiveViewState>>(&mut linker, |s| {
+                &mut s.services.archive
+            })
+            .map_err(internal)?;
+        }
+        if grant.llm.is_some() {
+            bindings::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
+                &mut s.services.llm
+            })
+            .map_err(internal)?;
+        }
         let pre = linker.instantiate_pre(&loaded.component).map_err(|e| Error::Refused {
             what: vec![],
             detail: format!("the component cannot be linked: {e:#}"),
@@ -259,7 +321,7 @@ pub fn to_component_bytes(bytes: &[u8], max: usize) -> Result<Vec<u8>> {
     }
     let bytes = if bytes.starts_with(b"\0asm") {
         bytes.to_vec()
-    } else if std::str::from_utf8(bytes).is_ok_and(|s| s.trim_start().starts_with('(')) {
+    } else if std::str::from_utf8(bytes).is_ok_and(|s| wat_text_start(s).starts_with('(')) {
         wat::parse_bytes(bytes)
             .map_err(|e| Error::invalid(format!("the text is not valid WebAssembly text: {e}")))?
             .into_owned()
@@ -279,8 +341,51 @@ pub fn to_component_bytes(bytes: &[u8], max: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `text` from its first token on: leading whitespace, `;;` line comments
+/// and (nested) `(; … ;)` block comments skipped, so a `.wat` file may open
+/// with a comment.
+pub fn wat_text_start(text: &str) -> &str {
+    let mut s = text;
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix(";;") {
+            s = rest.find('\n').map_or("", |i| &rest[i..]);
+        } else if s.starts_with("(;") {
+            let mut depth = 0usize;
+            let mut i = 0;
+            let b = s.as_bytes();
+            loop {
+                if i + 1 >= b.len() {
+                    return "";
+                }
+                if b[i] == b'(' && b[i + 1] == b';' {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == b';' && b[i + 1] == b')' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            s = &s[i..];
+        } else {
+            return s;
+        }
+    }
+}
+
 impl Runtime {
-    pub(crate) fn new_state(&self, limits: &crate::caps::Limits, log: LogState, wasi: WasiCtx) -> HostState {
+    pub(crate) fn new_state(
+        &self,
+        limits: &crate::caps::Limits,
+        log: LogState,
+        wasi: WasiCtx,
+        services: CallServices,
+    ) -> HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -290,6 +395,7 @@ impl Runtime {
                 limits.instances,
             ),
             log,
+            services,
         }
     }
 }

@@ -173,12 +173,13 @@ impl Stream {
     }
 }
 
-/// Lossy UTF-8 with control characters (terminal escapes included) replaced
-/// by `�`, keeping tabs.
+/// Lossy UTF-8 with control characters (terminal escapes included) and
+/// characters that hide or reorder text (zero-width, bidirectional
+/// overrides, the BOM) replaced by `�`, keeping tabs.
 pub fn sanitize(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{FFFD}' } else { c })
+        .map(|c| if (c.is_control() && c != '\t') || crate::guard::is_invisible(c) { '\u{FFFD}' } else { c })
         .collect()
 }
 
@@ -219,6 +220,39 @@ impl wasmtime_wasi::cli::StdoutStream for CaptureStream {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(CaptureWriter { state: self.state.clone(), stream: self.stream })
     }
+
+    /// A WASI output stream that records each write at once: wasmtime's
+    /// default adapter would hand every write to a worker task on the
+    /// executor that created the stream, a round trip per `println!` (and a
+    /// cross-thread one once the call runs on the long lane).
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(CaptureWriter { state: self.state.clone(), stream: self.stream })
+    }
+}
+
+/// What one `check-write` allows: capture never blocks, so any size would
+/// do; this keeps single writes (and the host's copies) small.
+const CAPTURE_WRITE_BUDGET: usize = 64 << 10;
+
+impl wasmtime_wasi::p2::OutputStream for CaptureWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        // Over-cap output is dropped and counted, never an error.
+        self.state.capture(self.stream, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(CAPTURE_WRITE_BUDGET)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for CaptureWriter {
+    async fn ready(&mut self) {}
 }
 
 struct CaptureWriter {
@@ -275,7 +309,8 @@ mod tests {
     fn captures_lines_and_invalid_utf8() {
         let log = LogState::new(grant());
         log.capture(Stream::Stderr, b"panicked at x\nhalf \xff");
-        assert_eq!(log.last_stderr().as_deref(), Some("half \u{FFFD}"));
+        // Up to the last three stderr lines, the pending partial one included.
+        assert_eq!(log.last_stderr().as_deref(), Some("panicked at x / half \u{FFFD}"));
         let (lines, _) = log.finish();
         assert_eq!(lines, vec![
             LogLine { level: "stderr".into(), message: "panicked at x".into() },

@@ -3,16 +3,104 @@
 //! Every service has the same shape (after Spin's per-capability factors):
 //!
 //! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
-//! 2. per-call state holding the grant's caps and a usage counter,
-//! 3. `add_to_linker`, called only when the grant names the service,
-//! 4. a usage summary folded into the call's one audit record,
-//! 5. tests.
+//! 2. host-side state shared by every call ([`HostServices`]: the memory
+//!    store, the archive, the LLM client and ledger), set on the
+//!    [`Runtime`](crate::runtime::Runtime) once,
+//! 3. per-call state holding the grant's caps and a usage counter,
+//! 4. `add_to_linker`, called only when the grant names the service,
+//! 5. a usage summary folded into the call's one audit `use` record
+//!    ([`ServiceUsage`], under `services`),
+//! 6. tests.
 //!
-//! `log` is always granted. The other interfaces of the WIT world (`llm`,
-//! `trainer`, `simulator`, `memory`, `archive`) are refused at load until
-//! they are implemented here.
+//! | service | module | per-call state | usage |
+//! |---|---|---|---|
+//! | `log` (always granted) | [`log`] | [`log::LogState`] | [`log::LogUsage`] |
+//! | `memory` | [`memory`] | [`memory::MemoryState`] | [`memory::MemoryUsage`] |
+//! | `archive` (read-only view) | [`archive_view`] | [`archive_view::ArchiveViewState`] | [`archive_view::ArchiveUsage`] |
+//! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
+//!
+//! What a call sees of the shared state is chosen by the caller in
+//! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
+//! archive `run`, and an optional cap on the call's LLM tokens — never by
+//! the guest. `trainer` and `simulator` are refused at load until they are
+//! implemented here. `docs/services.md` describes each service for
+//! operators and variant authors.
 
+pub mod archive_view;
+pub mod llm;
 pub mod log;
+pub mod memory;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name.
-pub const IMPLEMENTED: &[&str] = &["log"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm"];
+
+/// The host-side state of the services, shared by every call of a
+/// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
+/// still links when granted, and answers as an empty host would: `memory`
+/// `denied`, an empty `archive`, `llm` `unavailable`.
+#[derive(Debug, Clone, Default)]
+pub struct HostServices {
+    /// The memory store.
+    pub memory: Option<Arc<memory::MemoryStore>>,
+    /// Where the archive view reads from.
+    pub archive: Option<Arc<archive_view::ArchiveSource>>,
+    /// The LLM client, key, ledger and cache.
+    pub llm: Option<Arc<llm::LlmService>>,
+}
+
+impl HostServices {
+    /// The services of a home: the memory store at `memory.sqlite` and the
+    /// archive under `archive/` (each opened on first use), and the LLM
+    /// when one is configured ([`llm::LlmConfig::discover`]).
+    pub fn for_home(home: &Home) -> Result<Self> {
+        Ok(Self {
+            memory: Some(Arc::new(memory::MemoryStore::lazy(home.root().join(memory::STORE_FILE)))),
+            archive: Some(Arc::new(archive_view::ArchiveSource::lazy(home.archive_dir()))),
+            llm: llm::LlmService::for_home(home)?.map(Arc::new),
+        })
+    }
+}
+
+/// What one call used of the granted services other than `log`; a service
+/// not granted is left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceUsage {
+    /// The `llm` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<llm::LlmUsage>,
+    /// The `memory` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<memory::MemoryUsage>,
+    /// The `archive` view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<archive_view::ArchiveUsage>,
+}
+
+impl ServiceUsage {
+    /// Whether no service other than `log` was granted.
+    pub fn is_empty(&self) -> bool {
+        self.llm.is_none() && self.memory.is_none() && self.archive.is_none()
+    }
+}
+
+/// The per-call states of the services other than `log`.
+#[derive(Debug, Clone)]
+pub(crate) struct CallServices {
+    pub(crate) memory: memory::MemoryState,
+    pub(crate) archive: archive_view::ArchiveViewState,
+    pub(crate) llm: llm::LlmState,
+}
+
+impl CallServices {
+    /// What the call used so far.
+    pub(crate) fn usage(&self) -> ServiceUsage {
+        ServiceUsage { llm: self.llm.usage(), memory: self.memory.usage(), archive: self.archive.usage() }
+    }
+}

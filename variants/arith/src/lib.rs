@@ -10,6 +10,9 @@
 //! as feedback. `improve` edits this very file: it turns on the switch the
 //! feedback asks for most (or else the next one that is off) and bumps
 //! `GENERATION`.
+//!
+//! The input `spin` makes `solve` loop forever: the conformance suite's probe
+//! that the host's fuel and deadline limits stop a runaway guest.
 
 use vivarium_guest::{
     log, source, Answer, ImproveContext, MetaAgent, Proposal, Task, TaskAgent,
@@ -203,6 +206,14 @@ struct Arith;
 
 impl TaskAgent for Arith {
     fn solve(task: Task) -> Result<Answer, String> {
+        if task.input == "spin" {
+            // The conformance suite's limit probe (tests/conformance.rs): the
+            // host's fuel and deadline limits must stop a runaway guest.
+            let mut spins = 0u64;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
         match evaluate(&task.input) {
             Ok(value) => Ok(Answer::new(value.to_string()).with_notes(format!(
                 "arith generation {GENERATION}, switches on: {:?}",

@@ -32,6 +32,9 @@
 //! | `log-flood`    | `N` or `N:SIZE` (default 1000000:65536) | calls `log` N times with SIZE-byte messages |
 //! | `stdout-flood` | lines (default unbounded)  | `println!` 1 KiB lines |
 //! | `stderr-flood` | lines (default unbounded)  | `eprintln!` 1 KiB lines |
+//! | `thread-spawn` | —                          | tries to start a thread that spins forever: `spawned` or `error: …` |
+//! | `stdin-read`   | —                          | reads stdin to the end: `stdin: N bytes` or `error: …` |
+//! | `random-huge`  | bytes (default 67108864)   | one `wasi:random` `get-random-bytes` of that many bytes, handed back through `cabi_realloc`: `got N random bytes` |
 //!
 //! `improve` always answers `Err("not supported")`.
 //!
@@ -39,8 +42,9 @@
 //! epoch deadline): `grow-memory`, `huge-alloc` and a `huge-return` larger than
 //! memory end in Rust's allocation-failure abort, i.e. an `unreachable` trap —
 //! the host must tell a memory-limit hit from its resource limiter, not from
-//! the trap code. `recurse` and `recurse-shadow` both end in "call stack
-//! exhausted". `exit` ends in a wasi:cli/exit error (status 1 for any
+//! the trap code. `recurse` ends in "call stack exhausted"; `recurse-shadow`
+//! runs Rust's shadow stack (in linear memory) below address 0 first and
+//! ends in an out-of-bounds memory access. `exit` ends in a wasi:cli/exit error (status 1 for any
 //! non-zero code, since wasip2's `exit` takes a `result`). Built for
 //! `wasm32-unknown-unknown`, the file attacks answer "operation not supported
 //! on this platform" and `sleep`, `clock-spin` and `env` trap: there is no
@@ -198,6 +202,29 @@ fn fill_random(out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// One `get-random-bytes` of `len` bytes: the host makes the list and hands
+/// it back through this guest's `cabi_realloc`.
+#[cfg(all(target_os = "wasi", target_env = "p2"))]
+fn random_bytes(len: u64) -> Vec<u8> {
+    #[link(wasm_import_module = "wasi:random/random@0.2.6")]
+    extern "C" {
+        #[link_name = "get-random-bytes"]
+        fn get_random_bytes(len: i64, ret: *mut [usize; 2]);
+    }
+    let mut ret = [0usize; 2];
+    // SAFETY: canonical ABI of `get-random-bytes`: the host writes the list's
+    // pointer and length; the list was allocated with `cabi_realloc` and is ours.
+    unsafe {
+        get_random_bytes(len as i64, &mut ret);
+        Vec::from_raw_parts(ret[0] as *mut u8, ret[1], ret[1])
+    }
+}
+
+#[cfg(not(all(target_os = "wasi", target_env = "p2")))]
+fn random_bytes(_len: u64) -> Vec<u8> {
+    Vec::new()
+}
+
 #[cfg(not(all(target_os = "wasi", target_env = "p2")))]
 fn fill_random(_out: &mut [u8]) -> Result<(), String> {
     Err("no wasi:random on this target".into())
@@ -249,6 +276,22 @@ fn flood(input: &str, stderr: bool) -> String {
     format!("printed {lines} lines")
 }
 
+fn thread_spawn() -> String {
+    match std::thread::Builder::new().spawn(|| spin()) {
+        Ok(_) => "spawned".to_string(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn stdin_read() -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    match std::io::stdin().read_to_end(&mut buf) {
+        Ok(n) => format!("stdin: {n} bytes"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 fn clock_spin(seconds: u64) -> String {
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
@@ -298,6 +341,12 @@ impl TaskAgent for Hostile {
             "log-flood" => log_flood(input),
             "stdout-flood" => flood(input, false),
             "stderr-flood" => flood(input, true),
+            "thread-spawn" => thread_spawn(),
+            "stdin-read" => stdin_read(),
+            "random-huge" => {
+                let n = random_bytes(parse_or(input, 64u64 << 20)).len();
+                format!("got {n} random bytes")
+            }
             other => return Err(format!("unknown attack {other:?}")),
         };
         Ok(Answer::new(output))

@@ -1,0 +1,210 @@
+//! The C builder: wit-bindgen C bindings generated in process, Debian clang
+//! with wasi-libc for `wasm32-wasi`, and `wit-component` with the preview1
+//! reactor adapter.
+//!
+//! 1. The bindings for the `agent` world (`agent.h`, `agent.c`,
+//!    `agent_component_type.o`) are generated **by the builder, in process**,
+//!    with the `wit-bindgen-c` crate (0.60, the release on the host's
+//!    wit-parser 0.254) from the WIT embedded in the host — so they always
+//!    match the contract the host implements, need no `wit-bindgen` CLI, and
+//!    are not part of the variant's tree (a variant holds only its own
+//!    `src/*.c` and `src/*.h`, which `#include "agent.h"`).
+//! 2. `clang --target=wasm32-wasi -mexec-model=reactor` compiles the
+//!    variant's `src/*.c` with the bindings into a core module, inside the
+//!    build sandbox (reads the tree, the staging directory and `/usr`;
+//!    writes only the staging directory; no network).
+//! 3. `wit-component` turns the module into a component in process,
+//!    adapting wasi-libc's preview1 imports with the reactor adapter of
+//!    `wasi-preview1-component-adapter-provider` (pinned to the host's
+//!    wasmtime). The linker keeps only the imports the code calls, so a
+//!    variant that never calls `llm` does not import it, and the adapter
+//!    imports only the WASI interfaces libc needs.
+//!
+//! Install (scripts/setup.sh): `apt-get install clang lld wasi-libc
+//! libclang-rt-14-dev-wasm32`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::support::{self, ERROR_TAIL_LINES};
+use super::BuildOutput;
+use crate::error::{Error, Result};
+
+/// The world the bindings are generated for (also the header's name).
+pub const WORLD: &str = "agent";
+
+/// `RLIMIT_AS` of clang and wasm-ld.
+const MEMORY: u64 = 8 << 30;
+
+/// clang's flags besides the inputs and the output.
+const CFLAGS: &[&str] = &[
+    "--target=wasm32-wasi",
+    "-mexec-model=reactor",
+    "-O2",
+    "-g0",
+    "-std=c11",
+    "-Wall",
+    "-Wno-unused-function",
+    "-fno-common",
+];
+
+/// The toolchain found on this machine.
+#[derive(Debug, Clone)]
+struct Toolchain {
+    clang: PathBuf,
+    version: String,
+}
+
+/// Find clang and check that it can target wasm32-wasi (wasi-libc
+/// installed), once per process.
+fn toolchain() -> Result<&'static Toolchain> {
+    static FOUND: OnceLock<std::result::Result<Toolchain, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let clang = std::env::var_os("VIVARIUM_CLANG")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    ["/usr/bin/clang", "/usr/bin/clang-14", "/usr/local/bin/clang"]
+                        .iter()
+                        .map(PathBuf::from)
+                        .find(|p| p.is_file())
+                })
+                .ok_or_else(|| "no clang in /usr/bin (set VIVARIUM_CLANG to use another)".to_string())?;
+            let version = support::probe(
+                {
+                    let mut c = Command::new(&clang);
+                    c.arg("--version");
+                    c
+                },
+                Duration::from_secs(30),
+            )?;
+            let libc = ["/usr/lib/wasm32-wasi/libc.a", "/usr/share/wasi-sysroot/lib/wasm32-wasi/libc.a"];
+            if !libc.iter().any(|p| Path::new(p).is_file()) {
+                return Err("wasi-libc is missing (no /usr/lib/wasm32-wasi/libc.a)".into());
+            }
+            let reactor = ["/usr/lib/wasm32-wasi/crt1-reactor.o"];
+            if !reactor.iter().any(|p| Path::new(p).is_file()) {
+                return Err("wasi-libc has no reactor start file (crt1-reactor.o)".into());
+            }
+            Ok(Toolchain { clang, version: version.lines().next().unwrap_or_default().to_string() })
+        })
+        .as_ref()
+        .map_err(|e| support::missing_toolchain("C", "clang for wasm32-wasi with wasi-libc", e))
+}
+
+/// Generate the C bindings of the `agent` world: `(file name, bytes)` for
+/// `agent.h`, `agent.c` and `agent_component_type.o`.
+pub fn bindings() -> Result<Vec<(String, Vec<u8>)>> {
+    let (mut resolve, world) = crate::wit::resolve().map_err(Error::Internal)?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("generating the C bindings: {e:#}")))?;
+    Ok(files.iter().map(|(name, bytes)| (name.to_string(), bytes.to_vec())).collect())
+}
+
+/// Build the C variant in `dir` (its `src/*.c`) into a component, under
+/// `target_dir/c/`, within `timeout`. Always sandboxed.
+///
+/// Errors: [`Error::Invalid`] for a compile or link error (with clang's
+/// output), a missing toolchain (naming `scripts/setup.sh`) or a timeout;
+/// [`Error::Refused`] when the sandbox cannot be set up or the build reached
+/// outside it.
+pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<BuildOutput> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let dir = &support::absolute(dir)?;
+    support::check_tree_outside(dir, target_dir)?;
+    let sources = support::source_files(dir)?;
+    let c_files: Vec<&PathBuf> = sources.iter().filter(|(rel, _)| rel.ends_with(".c")).map(|(_, p)| p).collect();
+    if c_files.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} has no src/*.c: a C variant keeps its source there and `#include \"agent.h\"` (generated by the builder)",
+            dir.display()
+        )));
+    }
+    let tc = toolchain()?;
+    let key = support::cache_key(
+        &[
+            ("builder", b"c-1"),
+            ("clang", tc.version.as_bytes()),
+            ("wit-bindgen-c", b"0.60.0"),
+            ("adapter", wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER),
+            ("cflags", CFLAGS.join(" ").as_bytes()),
+            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
+            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
+        ],
+        &sources,
+    )?;
+    let out_path = support::cached_path(target_dir, "c", &key)?;
+    if let Some(hit) = support::cached(&out_path, started) {
+        return Ok(hit);
+    }
+    let _held = support::lock_key(target_dir, "c", &key)?;
+    if let Some(hit) = support::cached(&out_path, started) {
+        return Ok(hit);
+    }
+
+    let staging = support::staging_dir(target_dir, "c")?;
+    let gen = staging.path().join("bindings");
+    std::fs::create_dir_all(&gen).map_err(|e| Error::io(format!("creating {}", gen.display()), e))?;
+    for (name, bytes) in bindings()? {
+        std::fs::write(gen.join(&name), bytes).map_err(|e| Error::io(format!("writing {name}"), e))?;
+    }
+    let core = staging.path().join("core.wasm");
+    let mut cmd = Command::new(&tc.clang);
+    cmd.args(CFLAGS)
+        .arg("-I")
+        .arg(&gen)
+        .arg("-I")
+        .arg(dir.join("src"))
+        .args(&c_files)
+        .arg(gen.join(format!("{WORLD}.c")))
+        .arg(gen.join(format!("{WORLD}_component_type.o")))
+        .arg("-o")
+        .arg(&core)
+        .current_dir(staging.path());
+    let sandbox = support::toolchain_sandbox(dir, staging.path(), &[tc.clang.clone()], MEMORY);
+    let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "clang", dir)?;
+    let module = std::fs::read(&core).map_err(|e| Error::io(format!("reading {}", core.display()), e))?;
+    let component = module_to_component(&module).map_err(|e| {
+        Error::invalid(format!(
+            "turning the C module into a component failed: {e:#}\n(clang's output:\n{})",
+            super::rust::tail_lines(&log, ERROR_TAIL_LINES)
+        ))
+    })?;
+    support::store(&out_path, component, log, started, "the C build")
+}
+
+/// Wrap a wasm32-wasi reactor module carrying the `agent` component type
+/// into a component, adapting its preview1 imports.
+pub fn module_to_component(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use wasi_preview1_component_adapter_provider as adapter;
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)?
+        .adapter(adapter::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, adapter::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)?
+        .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bindings_are_generated_in_process() {
+        let files = super::bindings().unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+        assert!(names.contains(&"agent.h") && names.contains(&"agent.c"), "{names:?}");
+        assert!(names.contains(&"agent_component_type.o"), "{names:?}");
+        let header = &files.iter().find(|f| f.0 == "agent.h").unwrap().1;
+        let header = String::from_utf8_lossy(header);
+        assert!(header.contains("exports_vivarium_agent_task_agent_solve"));
+        if let Ok(dir) = std::env::var("VIVARIUM_DUMP_C_BINDINGS") {
+            for (name, bytes) in &files {
+                std::fs::write(std::path::Path::new(&dir).join(name), bytes).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,1102 @@
+//! The `llm` service: chat completions through an OpenAI-compatible HTTP
+//! API, with the key kept in the host and every token budgeted.
+//!
+//! * **Configuration** ([`LlmConfig`]) is the operator's, never the
+//!   variant's: the base URL, the *name* of the host environment variable
+//!   holding the API key, the model map, timeouts, retries, the cache and
+//!   replay mode. [`LlmConfig::discover`] reads `$VIVARIUM_LLM_CONFIG`, else
+//!   `$VIVARIUM_HOME/llm.toml`, else `$VIVARIUM_LLM_BASE_URL`; with none of
+//!   them the host has no LLM and every `chat` answers `unavailable`.
+//! * **The key** is read from the host environment when the service starts
+//!   and is only ever written into the `Authorization: Bearer` header of
+//!   the request to the configured URL. It is not in the guest's
+//!   environment (WASI gets only the grant's `env`), not in any answer,
+//!   log line, cache file or audit record; error texts from the provider are
+//!   scrubbed of it before anyone sees them. Redirects are not followed.
+//! * **Grant** ([`LlmGrant`]): allowed models, a token budget (prompt +
+//!   completion, over the variant's life in one run), a request-size cap and
+//!   a rate (requests per rolling minute).
+//! * **Order of checks** for one `chat`: model allowed by the grant and
+//!   offered by the model map (`denied`); request well-formed and within
+//!   `max_request_bytes` (`invalid-request`); budget: tokens already spent +
+//!   an estimate of the prompt's tokens + `max-tokens` must fit the grant's
+//!   budget and the call's cap ([`CallOptions::llm_tokens`](crate::runtime::CallOptions::llm_tokens)),
+//!   else `budget-exhausted` and nothing is sent; the estimate is reserved
+//!   in the ledger; the cache; the rate (`rate-limited`); then the provider.
+//! * **Counting.** Real usage comes from the response's `usage` (the
+//!   estimate when a server omits it) and replaces the reservation in the
+//!   ledger. A request the provider refused or that never reached it is
+//!   refunded; one cut off by the call's deadline keeps its reservation
+//!   (the provider may have billed it) and shows as `pending_tokens`.
+//!   The ledger is SQLite (`$VIVARIUM_HOME/llm-ledger.sqlite`), keyed by
+//!   run and variant, so a resumed run does not get a fresh budget.
+//! * **Retries**: 429, 5xx, connection failures and timeouts are retried up
+//!   to `retries` times with exponential backoff (`backoff`, doubling, at
+//!   most `max_backoff`; a `Retry-After` in seconds is honoured within that
+//!   bound). A backoff that would pass the call's deadline is not slept: the
+//!   guest gets `unavailable` while it still has time to fall back.
+//!   Other 4xx answers are not retried.
+//! * **Cancellation**: the runtime's timeout around the whole call drops the
+//!   guest's future and with it this request, its connection and any
+//!   backoff sleep — nothing outlives the variant's deadline.
+//! * **Bounds**: a response body over `max_response_bytes` is cut off while
+//!   streaming (the host never holds more) and is `unavailable`; malformed
+//!   JSON is `unavailable` with the parse error.
+//! * **Cache and replay.** Every completed request is stored under
+//!   `cache_dir/ab/<sha256>.json`, keyed by the sha256 of the exact request
+//!   body sent (provider model, messages, max_tokens, temperature), written
+//!   atomically. With `cache = "read-write"` (the default) an identical
+//!   request is answered from the cache; `record` only writes; `off` neither.
+//!   With `replay = true` the service never opens a connection: it answers
+//!   only from the cache, and a miss is `unavailable`. A cached answer is
+//!   charged its recorded usage, so a replayed run spends its budget exactly
+//!   as the recorded one did.
+//! * **Audit**: the call's `use` record carries, per request, the request
+//!   digest, the model asked for and the provider model, where the answer
+//!   came from (`live`, `cache`, `replay`), attempts, token counts, latency
+//!   and the outcome ([`LlmUsage`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::caps::LlmGrant;
+use crate::error::{Error, Result};
+use crate::home::Home;
+use crate::runtime::bindings::vivarium::agent::llm as wit;
+use crate::units::{ByteSize, HumanDuration};
+
+/// The operator's configuration file under `$VIVARIUM_HOME`.
+pub const CONFIG_FILE: &str = "llm.toml";
+/// The token ledger under `$VIVARIUM_HOME`.
+pub const LEDGER_FILE: &str = "llm-ledger.sqlite";
+/// The default cache directory under `$VIVARIUM_HOME`.
+pub const CACHE_DIR: &str = "llm-cache";
+/// Per-request records kept in one call's use record.
+pub const MAX_RECORDS_PER_CALL: usize = 64;
+/// Length of a provider error text passed on (after scrubbing).
+const MAX_ERROR_TEXT: usize = 300;
+
+/// Whether the response cache is read, written, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheMode {
+    /// Answer identical requests from the cache; store every new answer.
+    #[default]
+    ReadWrite,
+    /// Store every answer, never answer from the cache (fresh samples, but
+    /// the run can be replayed).
+    Record,
+    /// No cache.
+    Off,
+}
+
+/// The host's LLM configuration (operator-owned; see the [module docs](self)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The API's base URL, up to and including the version path, e.g.
+    /// `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`; requests go
+    /// to `<base_url>/chat/completions`. Optional in replay mode.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of the host environment variable holding the API key; `None`
+    /// sends no `Authorization` header (a local server).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Grant model name → provider model name. Empty: names pass through
+    /// unchanged. Otherwise a name not in the map is refused.
+    #[serde(default, rename = "models")]
+    pub model_map: BTreeMap<String, String>,
+    /// Timeout of one attempt, connection to last body byte.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra attempts after a 429, a 5xx, a connection failure or a timeout.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First backoff; doubles per retry.
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    /// Longest backoff (and longest `Retry-After` honoured).
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// Largest response body read.
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: ByteSize,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: CacheMode,
+    /// Where cached responses live; relative paths are under
+    /// `$VIVARIUM_HOME` (default `llm-cache`).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Answer only from the cache; never connect.
+    #[serde(default)]
+    pub replay: bool,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
+}
+fn default_max_response() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+impl LlmConfig {
+    /// A configuration for `base_url` with every other field at its default.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: Some(base_url.into()),
+            api_key_env: None,
+            model_map: BTreeMap::new(),
+            timeout: default_timeout(),
+            retries: default_retries(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+            max_response_bytes: default_max_response(),
+            cache: CacheMode::default(),
+            cache_dir: None,
+            replay: false,
+        }
+    }
+
+    /// Parse and check configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let config: LlmConfig =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("{origin}: {}", e.to_string().trim_end())))?;
+        config.check().map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Read a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The host's configuration: the file `$VIVARIUM_LLM_CONFIG` names,
+    /// else `<home>/llm.toml`, else a bare one from `$VIVARIUM_LLM_BASE_URL`
+    /// (with `$VIVARIUM_LLM_API_KEY_ENV` naming the key's variable); `None`
+    /// when none is there. `$VIVARIUM_LLM_REPLAY=1` turns replay on in any
+    /// of them (and alone gives a replay-only configuration).
+    pub fn discover(home: &Home) -> Result<Option<Self>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut config = if let Some(path) = var("VIVARIUM_LLM_CONFIG") {
+            Some(Self::load(Path::new(&path))?)
+        } else if home.root().join(CONFIG_FILE).is_file() {
+            Some(Self::load(&home.root().join(CONFIG_FILE))?)
+        } else if let Some(url) = var("VIVARIUM_LLM_BASE_URL") {
+            let mut c = Self::new(url);
+            c.api_key_env = var("VIVARIUM_LLM_API_KEY_ENV");
+            c.check().map_err(|e| Error::invalid(format!("$VIVARIUM_LLM_BASE_URL: {e}")))?;
+            Some(c)
+        } else {
+            None
+        };
+        if matches!(var("VIVARIUM_LLM_REPLAY").as_deref(), Some("1" | "true" | "yes")) {
+            let c = config.get_or_insert_with(|| Self { base_url: None, ..Self::new("") });
+            c.replay = true;
+        }
+        Ok(config)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        match &self.base_url {
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("base_url `{url}` must start with http:// or https://"));
+                }
+                reqwest::Url::parse(url).map_err(|e| format!("base_url `{url}` is not a URL: {e}"))?;
+            }
+            None if !self.replay => return Err("base_url is required unless replay = true".into()),
+            None => {}
+        }
+        if let Some(name) = &self.api_key_env {
+            let ok = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err(format!("api_key_env `{name}` is not an environment variable name"));
+            }
+        }
+        if self.timeout.0.is_zero() {
+            return Err("timeout must be above 0".into());
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> Option<String> {
+        self.base_url.as_ref().map(|b| format!("{}/chat/completions", b.trim_end_matches('/')))
+    }
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The host side of the `llm` service: configuration, the HTTP client, the
+/// key, the token ledger and the rate windows. Shared by every call.
+pub struct LlmService {
+    config: LlmConfig,
+    key: Option<Secret>,
+    client: reqwest::Client,
+    cache_dir: Option<PathBuf>,
+    ledger: Mutex<Connection>,
+    rate: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl fmt::Debug for LlmService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmService")
+            .field("config", &self.config)
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ledger_err(e: rusqlite::Error) -> Error {
+    Error::Internal(anyhow::anyhow!("llm token ledger: {e}"))
+}
+
+impl LlmService {
+    /// Start the service: read the key from the host environment, build the
+    /// client, open the ledger (`None`: in memory, for one process).
+    /// `home` resolves a relative `cache_dir` (and the default one).
+    pub fn new(config: LlmConfig, home: Option<&Path>, ledger: Option<&Path>) -> Result<Self> {
+        config.check().map_err(Error::invalid)?;
+        let key = config.api_key_env.as_ref().and_then(|n| std::env::var(n).ok()).filter(|k| !k.is_empty()).map(Secret);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.timeout.0.min(Duration::from_secs(10)))
+            .user_agent(concat!("vivarium/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(anyhow::anyhow!("cannot build the HTTP client: {e}")))?;
+        let cache_dir = match (config.cache, &config.cache_dir, home) {
+            (CacheMode::Off, _, _) if !config.replay => None,
+            (_, Some(d), _) if d.is_absolute() => Some(d.clone()),
+            (_, Some(d), Some(h)) => Some(h.join(d)),
+            (_, None, Some(h)) => Some(h.join(CACHE_DIR)),
+            (_, _, None) => None,
+        };
+        let conn = match ledger {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                }
+                Connection::open(p).map_err(ledger_err)?
+            }
+            None => Connection::open_in_memory().map_err(ledger_err)?,
+        };
+        conn.busy_timeout(Duration::from_secs(10)).map_err(ledger_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS spend(budget TEXT PRIMARY KEY, tokens INTEGER NOT NULL) STRICT;",
+        )
+        .map_err(ledger_err)?;
+        Ok(Self { config, key, client, cache_dir, ledger: Mutex::new(conn), rate: Mutex::default() })
+    }
+
+    /// The service for a home: [`LlmConfig::discover`], the ledger and cache
+    /// under it. `None` when no LLM is configured.
+    pub fn for_home(home: &Home) -> Result<Option<Self>> {
+        match LlmConfig::discover(home)? {
+            Some(c) => Ok(Some(Self::new(c, Some(home.root()), Some(&home.root().join(LEDGER_FILE)))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// Where responses are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// Tokens charged to `budget` so far (see [`budget_key`]).
+    pub fn spent(&self, budget: &str) -> Result<u64> {
+        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        conn.query_row("SELECT tokens FROM spend WHERE budget = ?1", [budget], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|n| n.unwrap_or_default() as u64)
+            .map_err(ledger_err)
+    }
+
+    /// Charge `amount` to `budget` if the total stays within `limit`; the
+    /// inner `Err` is what was already spent.
+    fn reserve(&self, budget: &str, amount: u64, limit: u64) -> Result<std::result::Result<(), u64>> {
+        let mut conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(ledger_err)?;
+        let spent = tx
+            .query_row("SELECT tokens FROM spend WHERE budget = ?1", [budget], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(ledger_err)?
+            .unwrap_or(0) as u64;
+        if spent.saturating_add(amount) > limit {
+            return Ok(Err(spent));
+        }
+        tx.execute(
+            "INSERT INTO spend(budget, tokens) VALUES (?1, ?2) ON CONFLICT(budget) DO UPDATE SET tokens = tokens + ?2",
+            params![budget, amount as i64],
+        )
+        .map_err(ledger_err)?;
+        tx.commit().map_err(ledger_err)?;
+        Ok(Ok(()))
+    }
+
+    /// Replace a reservation of `reserved` by `actual`.
+    fn settle(&self, budget: &str, reserved: u64, actual: u64) -> Result<()> {
+        if reserved == actual {
+            return Ok(());
+        }
+        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        conn.execute(
+            "UPDATE spend SET tokens = max(tokens - ?2 + ?3, 0) WHERE budget = ?1",
+            params![budget, reserved as i64, actual as i64],
+        )
+        .map_err(ledger_err)?;
+        Ok(())
+    }
+
+    /// Record one live request for `budget` unless `per_minute` were
+    /// reached in the last minute.
+    fn take_rate(&self, budget: &str, per_minute: u32) -> bool {
+        let mut rate = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
+        let window = rate.entry(budget.to_string()).or_default();
+        let now = Instant::now();
+        while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            window.pop_front();
+        }
+        if window.len() >= per_minute as usize {
+            return false;
+        }
+        window.push_back(now);
+        true
+    }
+
+    /// `text` with the key replaced, cut to a short length.
+    fn scrub(&self, text: &str) -> String {
+        let mut t = match &self.key {
+            Some(Secret(k)) if !k.is_empty() => text.replace(k.as_str(), "[redacted]"),
+            _ => text.to_string(),
+        };
+        t = crate::services::log::sanitize(t.as_bytes());
+        if t.len() > MAX_ERROR_TEXT {
+            t.truncate(t.floor_char_boundary(MAX_ERROR_TEXT));
+            t.push('…');
+        }
+        t
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| d.join(&digest[..2]).join(format!("{digest}.json")))
+    }
+
+    fn cache_get(&self, digest: &str) -> Option<Completion> {
+        let path = self.cache_path(digest)?;
+        let bytes = std::fs::read(&path).ok()?;
+        let v: Value = serde_json::from_slice(&bytes).ok()?;
+        serde_json::from_value(v.get("response")?.clone()).ok()
+    }
+
+    fn cache_put(&self, digest: &str, body: &[u8], c: &Completion) {
+        let Some(path) = self.cache_path(digest) else { return };
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let record = json!({ "digest": digest, "request": request, "response": c });
+        let bytes = serde_json::to_vec_pretty(&record).expect("json serializes");
+        if let Some(dir) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!("llm cache: cannot create {}: {e}", dir.display());
+                return;
+            }
+        }
+        if let Err(e) = crate::runtime::cache::write_atomic(&path, &bytes) {
+            tracing::warn!("llm cache: cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Send `body` with retries; see the module docs.
+    async fn send(&self, body: &[u8], deadline: Option<Instant>) -> std::result::Result<(Completion, u32), Failure> {
+        let Some(url) = self.config.url() else {
+            return Err(Failure::unavailable("no base_url is configured on this host", false, 0));
+        };
+        if let (Some(name), None) = (&self.config.api_key_env, &self.key) {
+            return Err(Failure::unavailable(
+                format!("the host's API key variable {name} is not set; ask the operator"),
+                false,
+                0,
+            ));
+        }
+        let retries = self.config.retries;
+        let mut last = String::new();
+        let mut maybe_billed = false;
+        let mut attempts = 0;
+        for attempt in 0..=retries {
+            attempts += 1;
+            let mut req = self
+                .client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::ACCEPT, "application/json")
+                .timeout(self.config.timeout.0)
+                .body(body.to_vec());
+            if let Some(Secret(k)) = &self.key {
+                req = req.header(reqwest::header::AUTHORIZATION, format!("Bearer {k}"));
+            }
+            let mut retry_after = None;
+            match req.send().await {
+                Err(e) => {
+                    maybe_billed |= e.is_timeout();
+                    last = self.scrub(&describe(&e));
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status.is_success() {
+                        return match read_bounded(resp, self.config.max_response_bytes.bytes()).await {
+                            Ok(bytes) => match parse_completion(&bytes) {
+                                Ok(c) => Ok((c, attempts)),
+                                Err(why) => Err(Failure::unavailable(
+                                    format!("the provider's response is malformed: {}", self.scrub(&why)),
+                                    true,
+                                    attempts,
+                                )),
+                            },
+                            Err(ReadError::TooLarge(n)) => Err(Failure::unavailable(
+                                format!("the provider's response is over {n} bytes; it was cut off"),
+                                true,
+                                attempts,
+                            )),
+                            Err(ReadError::Io(why)) => Err(Failure::unavailable(
+                                format!("reading the provider's response failed: {}", self.scrub(&why)),
+                                true,
+                                attempts,
+                            )),
+                        };
+                    }
+                    if status.as_u16() == 429 || status.is_server_error() {
+                        retry_after = resp
+                            .headers()
+                            .get(reqwest::header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .map(Duration::from_secs);
+                        let text = error_text(resp, 4096).await;
+                        last = format!("the provider answered {status}: {}", self.scrub(&text));
+                    } else {
+                        let text = error_text(resp, 4096).await;
+                        let msg = format!("the provider refused the request with {status}: {}", self.scrub(&text));
+                        return Err(if matches!(status.as_u16(), 400 | 413 | 422) {
+                            Failure { kind: FailKind::InvalidRequest, message: msg, maybe_billed: false, attempts }
+                        } else {
+                            Failure::unavailable(msg, false, attempts)
+                        });
+                    }
+                }
+            }
+            if attempt == retries {
+                break;
+            }
+            let exp = self.config.backoff.0.saturating_mul(1u32 << attempt.min(16));
+            let wait = retry_after.unwrap_or(exp).min(self.config.max_backoff.0);
+            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                last = format!("{last}; no retry: the call's deadline would pass");
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Err(Failure::unavailable(format!("after {attempts} attempt(s): {last}"), maybe_billed, attempts))
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{what}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    text
+}
+
+async fn error_text(mut resp: reqwest::Response, cap: usize) -> String {
+    let mut out = Vec::new();
+    while out.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(cap - out.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+enum ReadError {
+    TooLarge(u64),
+    Io(String),
+}
+
+async fn read_bounded(mut resp: reqwest::Response, cap: u64) -> std::result::Result<Vec<u8>, ReadError> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(ReadError::TooLarge(cap));
+    }
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if out.len() as u64 + c.len() as u64 > cap {
+                    return Err(ReadError::TooLarge(cap));
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(ReadError::Io(describe(&e))),
+        }
+    }
+}
+
+/// A completion as answered (and as cached).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Completion {
+    content: String,
+    model: String,
+    finish_reason: String,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+fn parse_completion(bytes: &[u8]) -> std::result::Result<Completion, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let choice = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .ok_or_else(|| "no `choices[0]` in the response".to_string())?;
+    let content = match choice.get("message").and_then(|m| m.get("content")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(_) => return Err("`choices[0].message.content` is not a string".into()),
+    };
+    let usage = v.get("usage");
+    let count = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_u64);
+    Ok(Completion {
+        content,
+        model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_string(),
+        finish_reason: choice.get("finish_reason").and_then(Value::as_str).unwrap_or("unknown").to_string(),
+        prompt_tokens: count("prompt_tokens"),
+        completion_tokens: count("completion_tokens"),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailKind {
+    Unavailable,
+    InvalidRequest,
+}
+
+#[derive(Debug)]
+struct Failure {
+    kind: FailKind,
+    message: String,
+    maybe_billed: bool,
+    attempts: u32,
+}
+
+impl Failure {
+    fn unavailable(message: impl Into<String>, maybe_billed: bool, attempts: u32) -> Self {
+        Self { kind: FailKind::Unavailable, message: message.into(), maybe_billed, attempts }
+    }
+}
+
+/// The ledger key of a variant's budget in a run.
+pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
+    format!("{}/{variant_sha256}", run.unwrap_or("-"))
+}
+
+/// An estimate of the prompt tokens of `messages`: a quarter token per
+/// byte, rounded up, plus 4 per message and 3 for the reply's priming.
+pub fn estimate_prompt_tokens<'a>(messages: impl IntoIterator<Item = &'a str>) -> u64 {
+    3 + messages.into_iter().map(|m| (m.len() as u64).div_ceil(4) + 4).sum::<u64>()
+}
+
+/// One request, as the use record shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmRequestRecord {
+    /// sha256 of the exact request body (the cache key); `None` when
+    /// refused before one was built.
+    pub digest: Option<String>,
+    /// The model the guest asked for.
+    pub model: String,
+    /// The model name sent to the provider.
+    pub provider_model: Option<String>,
+    /// `live`, `cache`, `replay`, or `none` when nothing was answered.
+    pub source: &'static str,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// Prompt tokens charged.
+    pub prompt_tokens: u64,
+    /// Completion tokens charged.
+    pub completion_tokens: u64,
+    /// Time in the service, milliseconds.
+    pub latency_ms: u64,
+    /// `ok`, or the error's name (`denied`, `budget-exhausted`,
+    /// `rate-limited`, `unavailable`, `invalid-request`).
+    pub outcome: &'static str,
+}
+
+/// Usage counters of the llm service for one call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LlmUsage {
+    /// The ledger key the budget was charged to.
+    pub budget: String,
+    /// `chat` calls.
+    pub requests: u64,
+    /// Answers from the cache (replay included).
+    pub cache_hits: u64,
+    /// HTTP attempts sent to the provider.
+    pub attempts: u64,
+    /// `chat` calls refused before sending (denied, invalid, budget, rate).
+    pub refused: u64,
+    /// `chat` calls that ended `unavailable`.
+    pub failed: u64,
+    /// Prompt tokens charged.
+    pub prompt_tokens: u64,
+    /// Completion tokens charged.
+    pub completion_tokens: u64,
+    /// Tokens reserved by a request the deadline cut off (charged at the
+    /// estimate: the provider may have billed it).
+    pub pending_tokens: u64,
+    /// Time spent in the service, milliseconds.
+    pub latency_ms: u64,
+    /// One record per request, the first [`MAX_RECORDS_PER_CALL`].
+    pub calls: Vec<LlmRequestRecord>,
+    /// Records left out past that.
+    pub calls_dropped: u64,
+}
+
+impl LlmUsage {
+    /// Prompt plus completion tokens charged in this call (pending included).
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens + self.pending_tokens
+    }
+}
+
+struct Inner {
+    grant: Option<LlmGrant>,
+    service: Option<Arc<LlmService>>,
+    budget: String,
+    call_cap: Option<u64>,
+    deadline: Option<Instant>,
+    usage: Mutex<LlmUsage>,
+}
+
+/// Per-call state of the llm service; cheap to clone (shared counters).
+#[derive(Clone)]
+pub struct LlmState {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for LlmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmState").field("budget", &self.inner.budget).finish_non_exhaustive()
+    }
+}
+
+/// A reservation shown as pending in the call's usage until it is settled.
+/// Dropped unsettled (the deadline cut the request off), the reservation
+/// stays charged in the ledger and stays visible as `pending_tokens`.
+struct Pending<'a> {
+    state: &'a LlmState,
+    amount: u64,
+}
+
+impl Pending<'_> {
+    fn disarm(self) {
+        let amount = self.amount;
+        self.state.count(|u| u.pending_tokens -= amount);
+    }
+}
+
+impl LlmState {
+    /// State for one call: `grant` (`None`: not granted, not linked), the
+    /// host's service (`None`: no LLM configured), the budget's ledger key,
+    /// an optional cap on this call's tokens, and the call's deadline.
+    pub fn new(
+        grant: Option<LlmGrant>,
+        service: Option<Arc<LlmService>>,
+        budget: String,
+        call_cap: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let usage = LlmUsage { budget: budget.clone(), ..LlmUsage::default() };
+        Self { inner: Arc::new(Inner { grant, service, budget, call_cap, deadline, usage: Mutex::new(usage) }) }
+    }
+
+    /// The usage counters so far; `None` when the service is not granted.
+    pub fn usage(&self) -> Option<LlmUsage> {
+        self.inner.grant.as_ref()?;
+        Some(self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut LlmUsage)) {
+        f(&mut self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn record(&self, r: LlmRequestRecord) {
+        self.count(|u| {
+            u.latency_ms += r.latency_ms;
+            u.prompt_tokens += r.prompt_tokens;
+            u.completion_tokens += r.completion_tokens;
+            if u.calls.len() < MAX_RECORDS_PER_CALL {
+                u.calls.push(r);
+            } else {
+                u.calls_dropped += 1;
+            }
+        });
+    }
+
+    /// Tokens this call may still spend: the grant's budget left, within the
+    /// call's cap.
+    fn left(&self) -> u64 {
+        let Some(grant) = &self.inner.grant else { return 0 };
+        let spent = match &self.inner.service {
+            Some(s) => s.spent(&self.inner.budget).unwrap_or(grant.tokens),
+            None => 0,
+        };
+        let mut left = grant.tokens.saturating_sub(spent);
+        if let Some(cap) = self.inner.call_cap {
+            let used = self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).tokens();
+            left = left.min(cap.saturating_sub(used));
+        }
+        left
+    }
+
+    async fn chat(&self, req: wit::Request) -> std::result::Result<wit::Response, (wit::Error, LlmRequestRecord)> {
+        let started = Instant::now();
+        let mut rec = LlmRequestRecord {
+            digest: None,
+            model: req.model.chars().take(128).collect(),
+            provider_model: None,
+            source: "none",
+            attempts: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            latency_ms: 0,
+            outcome: "ok",
+        };
+        macro_rules! fail {
+            ($kind:ident, $name:literal, $msg:expr) => {{
+                rec.outcome = $name;
+                rec.latency_ms = started.elapsed().as_millis() as u64;
+                return Err((wit::Error::$kind($msg), rec));
+            }};
+        }
+        let Some(grant) = self.inner.grant.clone() else { fail!(Denied, "denied", "the llm service is not granted".into()) };
+        let Some(service) = self.inner.service.clone() else {
+            fail!(Unavailable, "unavailable", "no LLM is configured on this host".into())
+        };
+        if !grant.allows_model(&req.model) {
+            fail!(Denied, "denied", format!("model {:?} is not in this variant's grant", rec.model))
+        }
+        let provider_model = if service.config.model_map.is_empty() {
+            req.model.clone()
+        } else {
+            match service.config.model_map.get(&req.model) {
+                Some(m) => m.clone(),
+                None => fail!(Denied, "denied", format!("model {:?} is not offered by this host", rec.model)),
+            }
+        };
+        rec.provider_model = Some(provider_model.clone());
+        if req.messages.is_empty() {
+            fail!(InvalidRequest, "invalid-request", "the request has no messages".into())
+        }
+        if req.max_tokens == 0 {
+            fail!(InvalidRequest, "invalid-request", "max-tokens must be at least 1".into())
+        }
+        let size: u64 = req.messages.iter().map(|m| m.content.len() as u64 + 16).sum();
+        if size > grant.max_request_bytes.bytes() {
+            fail!(
+                InvalidRequest,
+                "invalid-request",
+                format!("the request is {size} bytes; the grant allows {} bytes", grant.max_request_bytes.bytes())
+            )
+        }
+        let temperature = match req.temperature {
+            None => None,
+            Some(t) if t.is_finite() && (0.0..=2.0).contains(&t) => Some(t.to_string().parse::<f64>().unwrap_or(t as f64)),
+            Some(t) => fail!(InvalidRequest, "invalid-request", format!("temperature {t} is not between 0 and 2")),
+        };
+        let messages: Vec<Value> = req
+            .messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    wit::Role::System => "system",
+                    wit::Role::User => "user",
+                    wit::Role::Assistant => "assistant",
+                };
+                json!({ "role": role, "content": m.content })
+            })
+            .collect();
+        let mut body = json!({
+            "model": provider_model,
+            "messages": messages,
+            "max_tokens": req.max_tokens,
+            "stream": false,
+        });
+        if let Some(t) = temperature {
+            body["temperature"] = json!(t);
+        }
+        let body = serde_json::to_vec(&body).expect("json serializes");
+        let digest = hex::encode(Sha256::digest(&body));
+        rec.digest = Some(digest.clone());
+
+        // Budget: refuse before anything is sent.
+        let estimate_prompt = estimate_prompt_tokens(req.messages.iter().map(|m| m.content.as_str()));
+        let estimate = estimate_prompt + u64::from(req.max_tokens);
+        if let Some(cap) = self.inner.call_cap {
+            let used = self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).tokens();
+            if used + estimate > cap {
+                fail!(
+                    BudgetExhausted,
+                    "budget-exhausted",
+                    format!(
+                        "this request may use {estimate} tokens (about {estimate_prompt} prompt + {} max); {} of this call's {cap} are left",
+                        req.max_tokens,
+                        cap.saturating_sub(used)
+                    )
+                )
+            }
+        }
+        match service.reserve(&self.inner.budget, estimate, grant.tokens) {
+            Ok(Ok(())) => {}
+            Ok(Err(spent)) => fail!(
+                BudgetExhausted,
+                "budget-exhausted",
+                format!(
+                    "this request may use {estimate} tokens (about {estimate_prompt} prompt + {} max); {} of the budget of {} are left",
+                    req.max_tokens,
+                    grant.tokens.saturating_sub(spent),
+                    grant.tokens
+                )
+            ),
+            Err(e) => {
+                tracing::warn!("llm service: {e}");
+                fail!(Unavailable, "unavailable", "the host's token ledger failed".into())
+            }
+        }
+        self.count(|u| u.pending_tokens += estimate);
+        let pending = Pending { state: self, amount: estimate };
+        let settle = |actual: u64| {
+            if let Err(e) = service.settle(&self.inner.budget, estimate, actual) {
+                tracing::warn!("llm service: {e}");
+            }
+        };
+        let charge = |c: &Completion| {
+            let prompt = c.prompt_tokens.unwrap_or(estimate_prompt);
+            let completion = c.completion_tokens.unwrap_or_else(|| (c.content.len() as u64).div_ceil(4));
+            (prompt, completion)
+        };
+        let respond = |c: Completion, prompt: u64, completion: u64| wit::Response {
+            content: c.content,
+            model: c.model,
+            usage: wit::Usage {
+                prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+                completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
+            },
+            finish_reason: c.finish_reason,
+        };
+
+        // The cache, and replay.
+        let replay = service.config.replay;
+        if replay || service.config.cache == CacheMode::ReadWrite {
+            if let Some(c) = service.cache_get(&digest) {
+                let (prompt, completion) = charge(&c);
+                settle(prompt + completion);
+                pending.disarm();
+                rec.source = if replay { "replay" } else { "cache" };
+                rec.prompt_tokens = prompt;
+                rec.completion_tokens = completion;
+                rec.latency_ms = started.elapsed().as_millis() as u64;
+                self.count(|u| u.cache_hits += 1);
+                self.record(rec);
+                return Ok(respond(c, prompt, completion));
+            }
+        }
+        if replay {
+            settle(0);
+            pending.disarm();
+            fail!(Unavailable, "unavailable", format!("replay: no recorded response for request {digest}"))
+        }
+        if !service.take_rate(&self.inner.budget, grant.requests_per_minute) {
+            settle(0);
+            pending.disarm();
+            fail!(
+                RateLimited,
+                "rate-limited",
+                format!("the grant allows {} requests per minute", grant.requests_per_minute)
+            )
+        }
+        match service.send(&body, self.inner.deadline).await {
+            Ok((c, attempts)) => {
+                let (prompt, completion) = charge(&c);
+                settle(prompt + completion);
+                pending.disarm();
+                if service.config.cache != CacheMode::Off {
+                    service.cache_put(&digest, &body, &c);
+                }
+                rec.source = "live";
+                rec.attempts = attempts;
+                rec.prompt_tokens = prompt;
+                rec.completion_tokens = completion;
+                rec.latency_ms = started.elapsed().as_millis() as u64;
+                self.count(|u| u.attempts += u64::from(attempts));
+                self.record(rec);
+                Ok(respond(c, prompt, completion))
+            }
+            Err(f) => {
+                // Refund unless the provider may have done (and billed) the work.
+                let kept = if f.maybe_billed { estimate } else { 0 };
+                settle(kept);
+                pending.disarm();
+                rec.attempts = f.attempts;
+                rec.prompt_tokens = kept;
+                self.count(|u| u.attempts += u64::from(f.attempts));
+                match f.kind {
+                    FailKind::Unavailable => fail!(Unavailable, "unavailable", f.message),
+                    FailKind::InvalidRequest => fail!(InvalidRequest, "invalid-request", f.message),
+                }
+            }
+        }
+    }
+}
+
+impl wit::Host for LlmState {
+    async fn chat(&mut self, req: wit::Request) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
+        self.count(|u| u.requests += 1);
+        Ok(match LlmState::chat(self, req).await {
+            Ok(r) => Ok(r),
+            Err((e, rec)) => {
+                self.count(|u| match e {
+                    wit::Error::Unavailable(_) => u.failed += 1,
+                    _ => u.refused += 1,
+                });
+                self.record(rec);
+                Err(e)
+            }
+        })
+    }
+
+    async fn tokens_left(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.left())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_with_defaults_and_checks() {
+        let c = LlmConfig::parse(
+            "base_url = \"http://127.0.0.1:8000/v1/\"\napi_key_env = \"MY_KEY\"\nretries = 1\n[models]\nsmall = \"qwen2.5:0.5b\"\n",
+            "llm.toml",
+        )
+        .unwrap();
+        assert_eq!(c.url().unwrap(), "http://127.0.0.1:8000/v1/chat/completions");
+        assert_eq!(c.model_map["small"], "qwen2.5:0.5b");
+        assert_eq!(c.timeout, default_timeout());
+        assert_eq!(c.cache, CacheMode::ReadWrite);
+        for bad in [
+            "base_url = \"ftp://x\"",
+            "api_key_env = \"A\"",
+            "base_url = \"http://x\"\napi_key_env = \"BAD-NAME\"",
+            "base_url = \"http://x\"\nsurprise = 1",
+            "base_url = \"http://x\"\ncache = \"sometimes\"",
+        ] {
+            assert!(LlmConfig::parse(bad, "llm.toml").is_err(), "{bad}");
+        }
+        assert!(LlmConfig::parse("replay = true", "llm.toml").unwrap().replay);
+    }
+
+    #[test]
+    fn parses_openai_responses() {
+        let c = parse_completion(
+            br#"{"id":"x","object":"chat.completion","model":"m-1","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Completion {
+                content: "hi".into(),
+                model: "m-1".into(),
+                finish_reason: "stop".into(),
+                prompt_tokens: Some(9),
+                completion_tokens: Some(2)
+            }
+        );
+        assert!(parse_completion(b"{not json").unwrap_err().starts_with("not JSON"));
+        assert!(parse_completion(br#"{"choices":[]}"#).is_err());
+        assert!(parse_completion(br#"{"choices":[{"message":{"content":5}}]}"#).is_err());
+        let bare = parse_completion(br#"{"choices":[{"message":{"content":null}}]}"#).unwrap();
+        assert_eq!((bare.content.as_str(), bare.prompt_tokens), ("", None));
+    }
+
+    #[test]
+    fn ledger_reserves_within_the_limit_and_settles() {
+        let s = LlmService::new(LlmConfig::new("http://127.0.0.1:9/v1"), None, None).unwrap();
+        assert_eq!(s.reserve("b", 60, 100).unwrap(), Ok(()));
+        assert_eq!(s.reserve("b", 50, 100).unwrap(), Err(60));
+        s.settle("b", 60, 20).unwrap();
+        assert_eq!(s.spent("b").unwrap(), 20);
+        assert_eq!(s.reserve("b", 80, 100).unwrap(), Ok(()));
+        assert_eq!(s.spent("b").unwrap(), 100);
+        assert_eq!(s.spent("other").unwrap(), 0);
+    }
+
+    #[test]
+    fn rate_window_and_scrubbing() {
+        // SAFETY: a variable only this test reads.
+        unsafe { std::env::set_var("VIVARIUM_LLM_UNIT_KEY", "sk-unit-secret") };
+        let mut c = LlmConfig::new("http://127.0.0.1:9/v1");
+        c.api_key_env = Some("VIVARIUM_LLM_UNIT_KEY".into());
+        let s = LlmService::new(c, None, None).unwrap();
+        assert!(s.take_rate("b", 2));
+        assert!(s.take_rate("b", 2));
+        assert!(!s.take_rate("b", 2));
+        assert!(s.take_rate("c", 2));
+        assert_eq!(s.scrub("bad key sk-unit-secret\x1b[0m"), "bad key [redacted]\u{FFFD}[0m");
+        assert!(!format!("{s:?}").contains("sk-unit-secret"));
+        assert_eq!(estimate_prompt_tokens(["abcd", "abcde"]), 3 + 1 + 4 + 2 + 4);
+    }
+}
