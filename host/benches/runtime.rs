@@ -37,7 +37,7 @@ use criterion::{Criterion, SamplingMode};
 use vivarium::build::{build_rust, RustTarget};
 use vivarium::caps::{Grant, Limits};
 use vivarium::runtime::bindings::{AgentPre, Task};
-use vivarium::runtime::{CallOptions, CallOutcome, Prepared, Runtime, RuntimeConfig};
+use vivarium::runtime::{CallOptions, CallOutcome, Prepared, Runtime, RuntimeConfig, Usage};
 use vivarium::units::HumanDuration;
 
 #[path = "../../tests/guests/kernel/src/kernel.rs"]
@@ -78,13 +78,9 @@ fn workspace_root() -> PathBuf {
 }
 
 fn build(root: &Path, rel: &str, target: RustTarget) -> Vec<u8> {
-    let out = build_rust(
-        &root.join(rel),
-        &vivarium::build::default_guest_target_dir(root),
-        target,
-        Duration::from_secs(900),
-    )
-    .unwrap_or_else(|e| panic!("building {rel} for {target}: {e}"));
+    let out =
+        build_rust(&root.join(rel), &vivarium::build::default_guest_target_dir(root), target, Duration::from_secs(900))
+            .unwrap_or_else(|e| panic!("building {rel} for {target}: {e}"));
     out.component
 }
 
@@ -98,10 +94,10 @@ fn prepare(tokio: &tokio::runtime::Runtime, rt: &Runtime, bytes: &[u8], limits: 
 }
 
 /// One call; panics unless the guest answered.
-fn solve_once(tokio: &tokio::runtime::Runtime, rt: &Runtime, p: &Prepared, t: &Task) -> (String, u64) {
+fn solve_once(tokio: &tokio::runtime::Runtime, rt: &Runtime, p: &Prepared, t: &Task) -> (String, Usage) {
     let report = tokio.block_on(rt.solve(p, t, &CallOptions::default())).expect("host error");
     match report.outcome {
-        CallOutcome::Ok(answer) => (answer.output, report.usage.fuel),
+        CallOutcome::Ok(answer) => (answer.output, report.usage),
         other => panic!("expected an answer, got {other:?}"),
     }
 }
@@ -335,22 +331,21 @@ fn main() {
     let echo_task = task(ECHO_INPUT);
     let p_echo_p2 = prepare(&tokio, &rt, &echo_p2, Limits::default());
     let p_echo_unknown = prepare(&tokio, &rt, &echo_unknown, Limits::default());
-    for p in [&p_echo_p2, &p_echo_unknown] {
-        assert_eq!(solve_once(&tokio, &rt, p, &echo_task).0, ECHO_INPUT);
-    }
+    let echo_usage = [&p_echo_p2, &p_echo_unknown].map(|p| {
+        let (output, usage) = solve_once(&tokio, &rt, p, &echo_task);
+        assert_eq!(output, ECHO_INPUT);
+        usage
+    });
     assert_eq!(spawn_echo(ECHO_INPUT), format!("{ECHO_INPUT}\n").as_bytes());
 
     // The kernel under fuel and epoch limits high enough to finish.
-    let kernel_limits = Limits {
-        fuel: 1_000_000_000_000,
-        wall: HumanDuration(Duration::from_secs(120)),
-        ..Limits::default()
-    };
+    let kernel_limits =
+        Limits { fuel: 1_000_000_000_000, wall: HumanDuration(Duration::from_secs(120)), ..Limits::default() };
     let kernel_task = task(&KERNEL_N.to_string());
     let p_kernel = prepare(&tokio, &rt, &kernel_p2, kernel_limits.clone());
     let p_kernel_unknown = prepare(&tokio, &rt, &kernel_unknown, kernel_limits);
     let native_result = kernel::kernel(black_box(KERNEL_N));
-    let (guest_result, kernel_fuel) = solve_once(&tokio, &rt, &p_kernel, &kernel_task);
+    let (guest_result, kernel_usage) = solve_once(&tokio, &rt, &p_kernel, &kernel_task);
     assert_eq!(guest_result, native_result.to_string(), "the guest and the native kernel disagree");
     assert_eq!(solve_once(&tokio, &rt, &p_kernel_unknown, &kernel_task).0, native_result.to_string());
     let plain: Vec<PlainKernel> =
@@ -395,7 +390,8 @@ fn main() {
             .measurement_time(Duration::from_secs(3));
         g.bench_function(KERNEL_GUEST.1, |b| {
             b.iter(|| {
-                let report = tokio.block_on(rt.solve(&p_kernel, &kernel_task, &CallOptions::default())).expect("host error");
+                let report =
+                    tokio.block_on(rt.solve(&p_kernel, &kernel_task, &CallOptions::default())).expect("host error");
                 assert!(matches!(report.outcome, CallOutcome::Ok(_)));
                 black_box(report)
             })
@@ -500,9 +496,10 @@ fn main() {
     println!("        {KERNEL_ROUNDS} rounds of the kernel round-robin below, process CPU time");
     println!("{:-<78}", "");
     println!("kernel round-robin, {KERNEL_ROUNDS} rounds: medians of wall and CPU time, median per-round CPU ratio");
-    let labels = ["native (this benchmark's build)", "runtime, wasm32-wasip2 build", "runtime, wasm32-unknown-unknown build"]
-        .into_iter()
-        .chain(BREAKDOWN.iter().map(|&(label, _, _)| label));
+    let labels =
+        ["native (this benchmark's build)", "runtime, wasm32-wasip2 build", "runtime, wasm32-unknown-unknown build"]
+            .into_iter()
+            .chain(BREAKDOWN.iter().map(|&(label, _, _)| label));
     println!("  {:<40} {:>10} {:>10} {:>8}", "", "wall", "CPU", "ratio");
     for (label, r) in labels.zip(&robin) {
         println!(
@@ -514,5 +511,16 @@ fn main() {
     }
     println!("  (plain engine: wasm32-unknown-unknown build, default wasmtime settings, on-demand allocation)");
     println!("{:-<78}", "");
-    println!("kernel result {native_result} (guest and native agree); fuel per guest call {kernel_fuel}");
+    println!(
+        "kernel result {native_result} (guest and native agree); per guest call: fuel {}, memory peak {} KiB",
+        kernel_usage.fuel,
+        kernel_usage.memory_peak >> 10
+    );
+    println!(
+        "echo per call: fuel {} / {}, memory peak {} / {} KiB (wasip2 / unknown)",
+        echo_usage[0].fuel,
+        echo_usage[1].fuel,
+        echo_usage[0].memory_peak >> 10,
+        echo_usage[1].memory_peak >> 10
+    );
 }

@@ -13,11 +13,8 @@ struct Kernel;
 
 impl TaskAgent for Kernel {
     fn solve(task: Task) -> Result<Answer, String> {
-        let n: u32 = task
-            .input
-            .trim()
-            .parse()
-            .map_err(|e| format!("the input must be a u32 `n`, got {:?}: {e}", task.input))?;
+        let n: u32 =
+            task.input.trim().parse().map_err(|e| format!("the input must be a u32 `n`, got {:?}: {e}", task.input))?;
         Ok(Answer::new(kernel::kernel(n).to_string()))
     }
 }
