@@ -167,7 +167,7 @@ pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<Build
         .arg("-o")
         .arg(&core)
         .current_dir(staging.path());
-    let sandbox = support::toolchain_sandbox(dir, staging.path(), &[tc.clang.clone()], MEMORY);
+    let sandbox = support::toolchain_sandbox(dir, staging.path(), std::slice::from_ref(&tc.clang), MEMORY);
     let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "clang", dir)?;
     let module = std::fs::read(&core).map_err(|e| Error::io(format!("reading {}", core.display()), e))?;
     let component = module_to_component(&module).map_err(|e| {

@@ -165,7 +165,17 @@ pub(crate) fn run_in_sandbox(
 /// Run a trusted discovery command (`python3 -c …`, `clang --version`)
 /// outside the sandbox, bounded by `limit`; its stdout when it succeeded.
 pub(crate) fn probe(mut cmd: Command, limit: Duration) -> std::result::Result<String, String> {
-    let shown = format!("{cmd:?}");
+    // The command in words: the program and its short arguments (a probe
+    // script is shown as `…`).
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.len() > 40 || a.contains('\n') { "…".to_string() } else { a.into_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let shown = format!("`{shown}`");
     let run = run_bounded(
         {
             #[cfg(unix)]

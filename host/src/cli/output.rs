@@ -14,11 +14,10 @@ pub struct Out {
 impl Out {
     /// Print a JSON value (JSON mode) or the text (text mode).
     pub fn print(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
-        } else {
-            println!("{}", text());
-        }
+        // A closed pipe (`vivarium … | head`) is not an error worth a panic.
+        use std::io::Write;
+        let text = if self.json { serde_json::to_string_pretty(value).unwrap_or_default() } else { text() };
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
     /// Print an error and return its exit code.
@@ -36,7 +35,8 @@ impl Out {
                 _ => e.to_string(),
             };
             let v = json!({ "status": status, "reason": reason, "detail": e.to_string(), "exit_code": code });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         } else {
             eprintln!("error: {e}");
         }
