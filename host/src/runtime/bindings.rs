@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
 
 pub use exports::vivarium::agent::meta_agent;
 pub use exports::vivarium::agent::task_agent;
-pub use vivarium::agent::types::{
+pub use self::vivarium::agent::types::{
     Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task,
 };
