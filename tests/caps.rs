@@ -69,8 +69,11 @@ fn init() {
 }
 
 fn manifest(caps: &str) -> Manifest {
-    Manifest::parse(&format!("[variant]\nname = \"caps\"\nlanguage = \"rust\"\n\n[capabilities]\n{caps}\n"), "variant.toml")
-        .expect("test manifest parses")
+    Manifest::parse(
+        &format!("[variant]\nname = \"caps\"\nlanguage = \"rust\"\n\n[capabilities]\n{caps}\n"),
+        "variant.toml",
+    )
+    .expect("test manifest parses")
 }
 
 fn policy(caps: &str) -> Policy {
@@ -109,7 +112,12 @@ async fn prepared(guest: &str, grant: Grant) -> vivarium::Result<Prepared> {
     shared_runtime().prepare(&loaded(guest).await, grant)
 }
 
-async fn call(p: &Prepared, instruction: &str, input: &str, scratch: Option<&Path>) -> vivarium::Result<CallReport<Answer>> {
+async fn call(
+    p: &Prepared,
+    instruction: &str,
+    input: &str,
+    scratch: Option<&Path>,
+) -> vivarium::Result<CallReport<Answer>> {
     let opts = CallOptions { scratch: scratch.map(Path::to_path_buf), ..CallOptions::default() };
     shared_runtime().solve(p, &task(instruction, input), &opts).await
 }
@@ -315,7 +323,10 @@ async fn files_links_made_by_the_guest_do_not_escape() {
     // and a link to a planted symlink is a link to the symlink, which is
     // still not followed out.
     assert_eq!(attack(&p, "hard-link", "/etc/passwd|scratch/h1", sc).await, err(&format!("hard_link: {NO_ENTRY}")));
-    assert_eq!(attack(&p, "hard-link", &format!("{secret}|scratch/h2"), sc).await, err(&format!("hard_link: {NO_ENTRY}")));
+    assert_eq!(
+        attack(&p, "hard-link", &format!("{secret}|scratch/h2"), sc).await,
+        err(&format!("hard_link: {NO_ENTRY}"))
+    );
     assert_eq!(
         attack(&p, "hard-link", "scratch/../outside.txt|scratch/h3", sc).await,
         err(&format!("hard_link: {NOT_PERMITTED}"))
@@ -458,7 +469,10 @@ async fn files_an_unsafe_grant_or_a_linked_scratch_area_is_refused_before_the_ca
             assert_eq!(what, ["files"]);
             assert_eq!(
                 detail,
-                format!("file grant `scratch`: {} in the scratch area is not a directory", filed.path().join("scratch").display())
+                format!(
+                    "file grant `scratch`: {} in the scratch area is not a directory",
+                    filed.path().join("scratch").display()
+                )
             );
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -523,7 +537,8 @@ async fn files_a_session_gives_each_call_a_fresh_scratch_area() {
 #[tokio::test]
 async fn env_only_granted_names_reach_the_guest() {
     init();
-    let r = resolution(r#"env = ["VIVARIUM_CAPS_LANG", "VIVARIUM_CAPS_OTHER"]"#, r#"env_allow = ["VIVARIUM_CAPS_LANG"]"#);
+    let r =
+        resolution(r#"env = ["VIVARIUM_CAPS_LANG", "VIVARIUM_CAPS_OTHER"]"#, r#"env_allow = ["VIVARIUM_CAPS_LANG"]"#);
     assert_eq!(r.grant.env, ["VIVARIUM_CAPS_LANG"]);
     assert_eq!(r.denials, [denial("env", "VIVARIUM_CAPS_OTHER", "not in the policy's env_allow")]);
     let p = prepared(HOSTILE, r.grant).await.unwrap();
@@ -667,7 +682,10 @@ async fn sockets_only_listed_pairs_connect() {
         assert_eq!(attack(&p, "connect", &addr, None).await, err("connect: Invalid argument (os error 28)"), "{addr}");
     }
     // No name lookup, not even of a name for a listed address.
-    assert_eq!(attack(&p, "connect", &format!("localhost:{}", listed.port), None).await, err(&format!("connect: {NO_LOOKUP}")));
+    assert_eq!(
+        attack(&p, "connect", &format!("localhost:{}", listed.port), None).await,
+        err(&format!("connect: {NO_LOOKUP}"))
+    );
     assert_eq!(attack(&p, "resolve", "example.com:443", None).await, err(NO_LOOKUP));
     // No listening, on the listed pair or anywhere else.
     for addr in ["127.0.0.1:0", "0.0.0.0:0", pair.as_str()] {
@@ -696,7 +714,9 @@ async fn sockets_private_addresses_need_the_exact_pair_in_the_policy() {
     let why = "a private or loopback address; the policy must list this exact pair";
 
     // A wildcard covers them, but internal addresses need the exact pair.
-    for allow in [r#"sockets_allow = ["*:*"]"#.to_string(), format!(r#"sockets_allow = ["127.0.0.1:*", "*:{}"]"#, server.port)] {
+    for allow in
+        [r#"sockets_allow = ["*:*"]"#.to_string(), format!(r#"sockets_allow = ["127.0.0.1:*", "*:{}"]"#, server.port)]
+    {
         let r = resolution(&asks, &allow);
         assert_eq!(r.grant.sockets, Vec::<String>::new(), "{allow}");
         let denied: Vec<&str> = r.denials.iter().map(|d| d.requested.as_str()).collect();
@@ -713,10 +733,7 @@ async fn sockets_private_addresses_need_the_exact_pair_in_the_policy() {
     // Listed exactly: granted, and the connection goes through.
     let r = resolution(&asks, &format!(r#"sockets_allow = ["*:*", "{pair}"]"#));
     assert_eq!(r.grant.sockets, [pair.clone()]);
-    assert_eq!(
-        r.denials,
-        internal[1..].iter().map(|s| denial("sockets", s, why)).collect::<Vec<_>>()
-    );
+    assert_eq!(r.denials, internal[1..].iter().map(|s| denial("sockets", s, why)).collect::<Vec<_>>());
     let p = prepared(NETCLIENT, r.grant).await.unwrap();
     assert_eq!(attack(&p, "connect", &pair, None).await, "reply: pong");
     assert_eq!(attack(&p, "connect", "10.0.0.1:80", None).await, err(&format!("connect: {ACCESS}")));
@@ -741,7 +758,8 @@ async fn sockets_a_name_grant_admits_the_addresses_the_host_resolves() {
 
     // A name that is not internal never admits an internal address, whatever
     // it resolves to (no lookup is even made for one).
-    let g = Grant { sockets: s(&[&format!("vivarium-caps.invalid:{}", server.port)]), ..Grant::minimal(small_limits()) };
+    let g =
+        Grant { sockets: s(&[&format!("vivarium-caps.invalid:{}", server.port)]), ..Grant::minimal(small_limits()) };
     let p = prepared(NETCLIENT, g).await.unwrap();
     assert_eq!(attack(&p, "connect", &server.addr(), None).await, err(&format!("connect: {ACCESS}")));
     assert_eq!(server.accepted(), 1);
@@ -802,10 +820,7 @@ async fn deterministic_mode_replays_randomness_and_clocks() {
     assert_eq!(forced.provenance_of("deterministic").unwrap().source, Source::PolicyForced);
     let forbidden = resolution("deterministic = { seed = 42 }", "deterministic = { allowed = false }");
     assert_eq!(forbidden.grant.deterministic, None);
-    assert_eq!(
-        forbidden.denials,
-        [denial("deterministic", "seed 42", "the policy does not allow deterministic mode")]
-    );
+    assert_eq!(forbidden.denials, [denial("deterministic", "seed 42", "the policy does not allow deterministic mode")]);
 }
 
 #[tokio::test]

@@ -121,10 +121,7 @@ async fn check_variant(language: Language, label: &str, dir: &Path) {
         first_load.as_secs_f64(),
         cached_load.as_secs_f64() * 1000.0
     );
-    assert!(
-        cached_load < Duration::from_secs(5),
-        "{label}: a cached load must not recompile (took {cached_load:?})"
-    );
+    assert!(cached_load < Duration::from_secs(5), "{label}: a cached load must not recompile (took {cached_load:?})");
 
     // Inspect: the expected imports and no more; both agents exported.
     let inspection = session.inspect(dir, None).await.unwrap_or_else(|e| panic!("{label}: inspect: {e}"));

@@ -110,4 +110,3 @@ async fn the_meta_agent_never_sees_held_out_results() {
     // proposal records name the parents whose context was used.
     assert!(s.variants >= 2);
 }
-

@@ -135,7 +135,12 @@ fn python(instruction: &'static str, input: &'static str, limits: Limits, expect
 /// The Python guest's manifest limits: CPython spends ~100× the fuel of
 /// Rust per step.
 fn py() -> Limits {
-    Limits { fuel: 2_000_000_000, memory: ByteSize(128 << 20), wall: HumanDuration(Duration::from_secs(10)), ..small_limits() }
+    Limits {
+        fuel: 2_000_000_000,
+        memory: ByteSize(128 << 20),
+        wall: HumanDuration(Duration::from_secs(10)),
+        ..small_limits()
+    }
 }
 
 fn small() -> Limits {
@@ -171,8 +176,12 @@ fn corpus() -> Vec<Case> {
     };
     vec![
         // --- CPU ----------------------------------------------------------
-        file("01-start-loop-deadline", with_wall(300), Failed(K::Deadline, "the wall-clock limit of 300 ms was reached"))
-            .with(|s| assert!(s.usage.wall_ms >= 300 && s.usage.wall_ms < 300 + 2000, "{:?}", s.usage)),
+        file(
+            "01-start-loop-deadline",
+            with_wall(300),
+            Failed(K::Deadline, "the wall-clock limit of 300 ms was reached"),
+        )
+        .with(|s| assert!(s.usage.wall_ms >= 300 && s.usage.wall_ms < 300 + 2000, "{:?}", s.usage)),
         file("02-start-recursion", small(), Failed(K::StackOverflow, "the wasm stack limit was exceeded")),
         file("03-start-trap", small(), Failed(K::Trap, "unreachable")),
         file("04-log-forever", with_fuel(2_000_000), Failed(K::OutOfFuel, "the fuel budget of 2000000 was used up"))
@@ -203,7 +212,8 @@ fn corpus() -> Vec<Case> {
         ),
         file("08-memory-huge-initial", small(), Failed(K::MemoryLimit, "the limit is 67108864 bytes"))
             .with(|s| assert!(s.usage.memory_peak <= 64 << 20, "{:?}", s.usage)),
-        file("09-memory-grow-4gib", small(), Answer("refused")).with(|s| assert_eq!(s.usage.memory_peak, 65536, "{:?}", s.usage)),
+        file("09-memory-grow-4gib", small(), Answer("refused"))
+            .with(|s| assert_eq!(s.usage.memory_peak, 65536, "{:?}", s.usage)),
         file("43-memory-refused-then-spin", small(), Failed(K::OutOfFuel, "the fuel budget of 200000000 was used up"))
             .with(|s| assert_eq!(s.usage.memory_peak, 65536, "{:?}", s.usage)),
         file(
@@ -217,11 +227,23 @@ fn corpus() -> Vec<Case> {
             Failed(K::MemoryLimit, "linear memory would grow to 69206016 bytes; the limit is 67108864 bytes"),
         )
         .with(|s| assert!(s.usage.memory_peak <= 64 << 20, "{:?}", s.usage)),
-        file("39-many-memories", small(), Invalid("contains 21 Wasm linear memories, which exceeds the configured maximum of 16")),
-        file("40-instances-over-the-call-limit", Limits { instances: 8, ..small() }, Failed(K::MemoryLimit, "resource limit exceeded: instance count too high at 9")),
+        file(
+            "39-many-memories",
+            small(),
+            Invalid("contains 21 Wasm linear memories, which exceeds the configured maximum of 16"),
+        ),
+        file(
+            "40-instances-over-the-call-limit",
+            Limits { instances: 8, ..small() },
+            Failed(K::MemoryLimit, "resource limit exceeded: instance count too high at 9"),
+        ),
         file("10-realloc-out-of-bounds", small(), Failed(K::Trap, "realloc return: beyond end of memory")),
         file("11-realloc-misaligned", small(), Failed(K::Trap, "realloc return: result not aligned")).improve(),
-        file("17-huge-notes", small(), Failed(K::MemoryLimit, "the guest returned 1100002 bytes; the output cap is 1048576 bytes")),
+        file(
+            "17-huge-notes",
+            small(),
+            Failed(K::MemoryLimit, "the guest returned 1100002 bytes; the output cap is 1048576 bytes"),
+        ),
         file("18-huge-error", small(), AnyGuestError).with(|s| {
             let Outcome::GuestError(m) = &s.outcome else { unreachable!() };
             assert_eq!(m.len(), 1 << 20, "cut to the output cap");
@@ -238,16 +260,22 @@ fn corpus() -> Vec<Case> {
         file("14-return-bad-discriminant", small(), Failed(K::Trap, "invalid expected discriminant")),
         file("15-return-pointer-misaligned", small(), Failed(K::Trap, "return pointer not aligned")),
         file("16-return-pointer-out-of-bounds", small(), Failed(K::Trap, "pointer out of bounds of memory")),
-        file("19-log-invalid-utf8", small(), Failed(K::Trap, "invalid utf-8")).with(|s| assert!(s.logs.is_empty(), "{:?}", s.logs)),
+        file("19-log-invalid-utf8", small(), Failed(K::Trap, "invalid utf-8"))
+            .with(|s| assert!(s.logs.is_empty(), "{:?}", s.logs)),
         file("20-log-terminal-escapes", small(), Answer("attack")).with(|s| {
             assert_eq!(s.logs, [LogLine { level: "warn".into(), message: ESCAPES_SANITIZED.into() }]);
             assert!(!s.logs[0].message.chars().any(|c| c.is_control() || ('\u{200B}'..='\u{202E}').contains(&c)));
         }),
         file("21-error-terminal-escapes", small(), GuestError(ESCAPES_SANITIZED)),
-        file("22-log-bad-level", small(), Failed(K::Trap, "discriminant")).with(|s| assert!(s.logs.is_empty(), "{:?}", s.logs)),
-        file("23-log-out-of-bounds", small(), Failed(K::Trap, "string pointer/length out of bounds of memory")),
-        file("24-log-huge-message", small(), Failed(K::MemoryLimit, "the guest tried to hand the host more than 1114112 bytes at once"))
+        file("22-log-bad-level", small(), Failed(K::Trap, "discriminant"))
             .with(|s| assert!(s.logs.is_empty(), "{:?}", s.logs)),
+        file("23-log-out-of-bounds", small(), Failed(K::Trap, "string pointer/length out of bounds of memory")),
+        file(
+            "24-log-huge-message",
+            small(),
+            Failed(K::MemoryLimit, "the guest tried to hand the host more than 1114112 bytes at once"),
+        )
+        .with(|s| assert!(s.logs.is_empty(), "{:?}", s.logs)),
         rust("trap", "", small(), Failed(K::Trap, "unreachable")),
         rust("abort", "", small(), Failed(K::Trap, "unreachable")),
         rust("exit", "0", small(), Failed(K::Trap, "exit")).named("zero"),
@@ -281,12 +309,18 @@ fn corpus() -> Vec<Case> {
         file(
             "27-wasi-newer-patch",
             small(),
-            Refused(&["wasi:cli/environment@0.2.99"], "WASI 0.2.99 is newer than or incompatible with this host's WASI 0.2."),
+            Refused(
+                &["wasi:cli/environment@0.2.99"],
+                "WASI 0.2.99 is newer than or incompatible with this host's WASI 0.2.",
+            ),
         ),
         file(
             "28-wasi-0-3",
             small(),
-            Refused(&["wasi:cli/environment@0.3.0"], "WASI 0.3.0 is newer than or incompatible with this host's WASI 0.2."),
+            Refused(
+                &["wasi:cli/environment@0.3.0"],
+                "WASI 0.3.0 is newer than or incompatible with this host's WASI 0.2.",
+            ),
         ),
         file("29-wasi-unversioned", small(), Refused(&["wasi:cli/environment"], "unversioned WASI import")),
         file(
@@ -301,7 +335,10 @@ fn corpus() -> Vec<Case> {
         ),
         file("32-bare-function-import", small(), Refused(&["backdoor"], "not an interface import")),
         file("33-service-not-granted", small(), Refused(&["vivarium:agent/memory@0.1.0"], "")).with(move |s| {
-            assert_eq!(s.refusal.as_deref(), Some(refused_detail("vivarium:agent/memory@0.1.0", memory_service_reason).as_str()));
+            assert_eq!(
+                s.refusal.as_deref(),
+                Some(refused_detail("vivarium:agent/memory@0.1.0", memory_service_reason).as_str())
+            );
         }),
         file("34-import-wrong-signature", small(), Refused(&[], "the component cannot be linked")),
         // --- Host services past their budgets --------------------------------
@@ -336,7 +373,11 @@ fn corpus() -> Vec<Case> {
             assert_eq!(store.used(s.sha256.as_deref().unwrap()).unwrap(), 15 * 4104, "nothing past the quota");
         }),
         // --- Network ------------------------------------------------------
-        file("35-wasi-http", small(), Refused(&["wasi:http/outgoing-handler@0.2.6"], "package `wasi:http` is not provided by this host")),
+        file(
+            "35-wasi-http",
+            small(),
+            Refused(&["wasi:http/outgoing-handler@0.2.6"], "package `wasi:http` is not provided by this host"),
+        ),
         file(
             "36-dns-lookup",
             small(),
@@ -367,11 +408,16 @@ fn host() -> &'static Runtime {
         let services = HostServices {
             memory: Some(Arc::new(memory::MemoryStore::open(dir.join(memory::STORE_FILE)).unwrap())),
             archive: None,
-            llm: Some(Arc::new(llm::LlmService::new(llm::LlmConfig::new("http://127.0.0.1:9/v1"), None, None).unwrap())),
+            llm: Some(Arc::new(
+                llm::LlmService::new(llm::LlmConfig::new("http://127.0.0.1:9/v1"), None, None).unwrap(),
+            )),
         };
         // Compiled code is cached by content hash (the host only ever reads
         // back its own output): the Python guest takes seconds to compile.
-        let config = RuntimeConfig { cache_dir: Some(workspace_root().join("target/guests/compile-cache")), ..Default::default() };
+        let config = RuntimeConfig {
+            cache_dir: Some(workspace_root().join("target/guests/compile-cache")),
+            ..Default::default()
+        };
         Runtime::new(config).unwrap().with_services(services)
     })
 }
@@ -497,12 +543,11 @@ async fn python_loaded() -> Loaded {
     let root = workspace_root();
     let dir = root.join(HOSTILE_PYTHON);
     let target = root.join("target").join("guests");
-    let built = tokio::task::spawn_blocking(move || {
-        vivarium::build::build_python(&dir, &target, Duration::from_secs(600))
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("building {HOSTILE_PYTHON}: {e}"));
+    let built =
+        tokio::task::spawn_blocking(move || vivarium::build::build_python(&dir, &target, Duration::from_secs(600)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("building {HOSTILE_PYTHON}: {e}"));
     let l = host().load(&built.component).await.expect("the hostile Python guest loads");
     *slot = Some(l.clone());
     l
@@ -544,7 +589,9 @@ async fn attack(c: &Case) -> (Seen, Option<Prepared>) {
     };
     let mut seen: Seen = match c.call {
         Call::Solve => rt.solve(&p, &t, &CallOptions::default()).await.expect("no host error").into(),
-        Call::Improve => rt.improve(&p, &improve_context(), &CallOptions::default()).await.expect("no host error").into(),
+        Call::Improve => {
+            rt.improve(&p, &improve_context(), &CallOptions::default()).await.expect("no host error").into()
+        }
     };
     seen.sha256 = Some(p.sha256.clone());
     (seen, Some(p))
@@ -827,7 +874,10 @@ async fn measurement_graders_tasks_and_audit_log_are_unreachable_from_the_scratc
     // not a guest's; a link the guest makes itself pointing at the audit log
     // is never followed out.
     let audit = home.join("audit/audit.jsonl").display().to_string();
-    assert_eq!(guest_reads(&session, &p, "symlink", &format!("{audit}|scratch/a")).await, "error: symlink: not-permitted");
+    assert_eq!(
+        guest_reads(&session, &p, "symlink", &format!("{audit}|scratch/a")).await,
+        "error: symlink: not-permitted"
+    );
     assert_eq!(
         guest_reads(&session, &p, "symlink", "../../../audit/audit.jsonl|scratch/b").await,
         "error: read: Operation not permitted (os error 63)"

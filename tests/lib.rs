@@ -39,7 +39,8 @@ pub fn small_limits() -> Limits {
 /// import when `log` is true, and `$ok_input` which returns the task input
 /// as the answer (locals 6 and 7 are the input's pointer and length).
 pub fn agent_wat(log: bool, extra: &str, solve_body: &str) -> String {
-    let log_import = if log { r#"(import "vivarium:agent/log@0.1.0" "log" (func $log (param i32 i32 i32)))"# } else { "" };
+    let log_import =
+        if log { r#"(import "vivarium:agent/log@0.1.0" "log" (func $log (param i32 i32 i32)))"# } else { "" };
     format!(
         r#"(module
   {log_import}

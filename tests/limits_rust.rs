@@ -16,7 +16,11 @@ async fn hostile(limits: Limits) -> Prepared {
     prepare(shared_runtime(), &bytes, Grant::minimal(limits)).await.expect("hostile guest loads")
 }
 
-async fn attack(instruction: &str, input: &str, limits: Limits) -> vivarium::runtime::CallReport<vivarium::runtime::bindings::Answer> {
+async fn attack(
+    instruction: &str,
+    input: &str,
+    limits: Limits,
+) -> vivarium::runtime::CallReport<vivarium::runtime::bindings::Answer> {
     let p = hostile(limits).await;
     let r = solve(shared_runtime(), &p, &task(instruction, input)).await;
     // The host carries on: a well-behaved call right after succeeds.

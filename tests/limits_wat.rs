@@ -15,7 +15,11 @@ async fn assert_host_still_serves(rt: &vivarium::runtime::Runtime) {
     assert_eq!(ok_output(&r).output, "still here");
 }
 
-async fn run_attack(extra: &str, body: &str, log: bool) -> (vivarium::runtime::Runtime, vivarium::runtime::CallReport<vivarium::runtime::bindings::Answer>) {
+async fn run_attack(
+    extra: &str,
+    body: &str,
+    log: bool,
+) -> (vivarium::runtime::Runtime, vivarium::runtime::CallReport<vivarium::runtime::bindings::Answer>) {
     let rt = runtime();
     let p = prepare(&rt, &wat_component(&agent_wat(log, extra, body)), Grant::minimal(small_limits())).await.unwrap();
     let r = solve(&rt, &p, &task("attack", "x")).await;
@@ -47,9 +51,10 @@ async fn endless_loop_with_huge_fuel_hits_the_deadline() {
     let mut limits = small_limits();
     limits.fuel = u64::MAX / 2;
     limits.wall = vivarium::units::HumanDuration(std::time::Duration::from_millis(300));
-    let p = prepare(&rt, &wat_component(&agent_wat(false, "", "(loop $l (br $l)) unreachable")), Grant::minimal(limits))
-        .await
-        .unwrap();
+    let p =
+        prepare(&rt, &wat_component(&agent_wat(false, "", "(loop $l (br $l)) unreachable")), Grant::minimal(limits))
+            .await
+            .unwrap();
     let r = solve(&rt, &p, &task("attack", "")).await;
     assert_eq!(failure(&r).kind, K::Deadline);
     assert!(r.usage.wall_ms >= 300 && r.usage.wall_ms < 300 + 2000, "ended near the wall limit: {:?}", r.usage);
@@ -58,7 +63,8 @@ async fn endless_loop_with_huge_fuel_hits_the_deadline() {
 
 #[tokio::test]
 async fn memory_growth_hits_the_memory_limit() {
-    let body = "(loop $l (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable)) (br $l)) unreachable";
+    let body =
+        "(loop $l (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable)) (br $l)) unreachable";
     let (rt, r) = run_attack("", body, false).await;
     let f = failure(&r);
     assert_eq!(f.kind, K::MemoryLimit, "{f}");
@@ -69,7 +75,8 @@ async fn memory_growth_hits_the_memory_limit() {
 
 #[tokio::test]
 async fn unbounded_recursion_overflows_the_stack() {
-    let extra = "(func $r (param i32) (result i32) (i32.add (call $r (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
+    let extra =
+        "(func $r (param i32) (result i32) (i32.add (call $r (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))";
     let (rt, r) = run_attack(extra, "(drop (call $r (i32.const 0))) unreachable", false).await;
     assert_eq!(failure(&r).kind, K::StackOverflow);
     assert_host_still_serves(&rt).await;
@@ -188,12 +195,19 @@ async fn bytes_that_are_not_a_component_are_invalid_input() {
 #[tokio::test]
 async fn limits_can_only_be_tightened_per_call() {
     let rt = runtime();
-    let p = prepare(&rt, &wat_component(&agent_wat(false, "", "(loop $l (br $l)) unreachable")), Grant::minimal(small_limits()))
-        .await
-        .unwrap();
+    let p = prepare(
+        &rt,
+        &wat_component(&agent_wat(false, "", "(loop $l (br $l)) unreachable")),
+        Grant::minimal(small_limits()),
+    )
+    .await
+    .unwrap();
     let mut looser = small_limits();
     looser.fuel = u64::MAX / 2;
-    let r = rt.solve(&p, &task("x", ""), &CallOptions { limits: Some(looser), scratch: None, ..CallOptions::default() }).await.unwrap();
+    let r = rt
+        .solve(&p, &task("x", ""), &CallOptions { limits: Some(looser), scratch: None, ..CallOptions::default() })
+        .await
+        .unwrap();
     assert_eq!(r.limits.fuel, small_limits().fuel, "the grant's fuel stays the ceiling");
     assert!(matches!(r.outcome, CallOutcome::Failed(ref f) if f.kind == K::OutOfFuel));
 }

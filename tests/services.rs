@@ -68,7 +68,12 @@ async fn prepared(rt: &Runtime, g: Grant) -> Prepared {
 }
 
 /// Run `script` (one command per line) and return the answer's lines.
-async fn script(rt: &Runtime, p: &Prepared, opts: &CallOptions, script: &str) -> (Vec<String>, CallReport<vivarium::runtime::bindings::Answer>) {
+async fn script(
+    rt: &Runtime,
+    p: &Prepared,
+    opts: &CallOptions,
+    script: &str,
+) -> (Vec<String>, CallReport<vivarium::runtime::bindings::Answer>) {
     let r = rt.solve(p, &task("script", script), opts).await.expect("host error");
     let lines = ok_output(&r).output.split('\n').map(str::to_string).collect();
     (lines, r)
@@ -203,10 +208,8 @@ fn serve(
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or("").split(' ');
     let (method, path) = (first.next().unwrap_or("").to_string(), first.next().unwrap_or("").to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let len: usize = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
@@ -239,7 +242,10 @@ fn serve(
     match reply {
         Reply::Completion => {
             let v: serde_json::Value = serde_json::from_str(&req.body).unwrap_or_default();
-            let last = v["messages"].as_array().and_then(|m| m.last()).map(|m| m["content"].as_str().unwrap_or("").to_string());
+            let last = v["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .map(|m| m["content"].as_str().unwrap_or("").to_string());
             let body = serde_json::json!({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
                 "model": format!("{}-served", v["model"].as_str().unwrap_or("?")),
@@ -251,7 +257,11 @@ fn serve(
         Reply::Json(status, body) => respond(&mut conn, status, &body),
         Reply::EchoAuth(status) => {
             let auth = req.header("authorization").unwrap_or("").to_string();
-            respond(&mut conn, status, &serde_json::json!({"error": {"message": format!("invalid key: {auth}")}}).to_string());
+            respond(
+                &mut conn,
+                status,
+                &serde_json::json!({"error": {"message": format!("invalid key: {auth}")}}).to_string(),
+            );
         }
         Reply::Malformed => {
             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{{not json");
@@ -277,7 +287,10 @@ fn serve(
             }
         }
         Reply::Huge(n) => {
-            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+            );
             let block = vec![b' '; 64 << 10];
             let mut sent = 0;
             while sent < n {
@@ -295,7 +308,10 @@ fn serve(
             let mut sent = 0;
             while sent < n {
                 let k = block.len().min(n - sent);
-                if write!(conn, "{k:x}\r\n").is_err() || conn.write_all(&block[..k]).is_err() || conn.write_all(b"\r\n").is_err() {
+                if write!(conn, "{k:x}\r\n").is_err()
+                    || conn.write_all(&block[..k]).is_err()
+                    || conn.write_all(b"\r\n").is_err()
+                {
                     break;
                 }
                 sent += k;
@@ -376,10 +392,8 @@ async fn memory_persists_per_lineage_and_a_child_gets_a_snapshot() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("memory.sqlite");
-    let rt = runtime().with_services(HostServices {
-        memory: Some(Arc::new(MemoryStore::lazy(&path))),
-        ..HostServices::default()
-    });
+    let rt = runtime()
+        .with_services(HostServices { memory: Some(Arc::new(MemoryStore::lazy(&path))), ..HostServices::default() });
     let p = prepared(&rt, grant(llm_grant(0), 1 << 20)).await;
     let lineage = |l: &str| CallOptions { lineage: Some(l.into()), ..CallOptions::default() };
 
@@ -394,7 +408,8 @@ async fn memory_persists_per_lineage_and_a_child_gets_a_snapshot() {
     // The evolution loop forks the child's memory from its parent's.
     let store = MemoryStore::open(&path).unwrap();
     assert!(store.fork("parent", "child").unwrap());
-    let (out, _) = script(&rt, &p, &lineage("child"), "mem-get plan\nmem-set plan child-v2\nmem-set mine 1\nmem-get plan").await;
+    let (out, _) =
+        script(&rt, &p, &lineage("child"), "mem-get plan\nmem-set plan child-v2\nmem-set mine 1\nmem-get plan").await;
     assert_eq!(out, ["some v1", "ok", "ok", "some child-v2"]);
     // The child's writes do not change the parent's memory.
     let (out, _) = script(&rt, &p, &lineage("parent"), "mem-get plan\nmem-get mine\nmem-list ").await;
@@ -441,10 +456,18 @@ async fn memory_without_a_store_is_denied_and_ungranted_memory_is_refused() {
 /// Distinctive held-out scores: they must never reach the guest.
 const HELD_OUT: [f64; 3] = [0.123457, 0.234568, 0.345679];
 
-fn archived(archive: &Archive, run: &str, tag: &str, parent: Option<&VariantId>, generation: u32, scores: (f64, f64)) -> VariantId {
+fn archived(
+    archive: &Archive,
+    run: &str,
+    tag: &str,
+    parent: Option<&VariantId>,
+    generation: u32,
+    scores: (f64, f64),
+) -> VariantId {
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("src")).unwrap();
-    std::fs::write(src.path().join("variant.toml"), format!("[variant]\nname = \"{tag}\"\nlanguage = \"rust\"\n")).unwrap();
+    std::fs::write(src.path().join("variant.toml"), format!("[variant]\nname = \"{tag}\"\nlanguage = \"rust\"\n"))
+        .unwrap();
     std::fs::write(src.path().join("src/lib.rs"), format!("// {tag}\n")).unwrap();
     let tree_sha = archive.put_tree(src.path()).unwrap();
     let component_sha = Some(archive.put(format!("component {tag}").as_bytes()).unwrap());
@@ -461,7 +484,8 @@ fn archived(archive: &Archive, run: &str, tag: &str, parent: Option<&VariantId>,
             summary: format!("variant {tag}"),
         })
         .unwrap();
-    let result = |split, score| TaskResult { task_id: "t1".into(), split, passed: true, score, note: "grader note".into() };
+    let result =
+        |split, score| TaskResult { task_id: "t1".into(), split, passed: true, score, note: "grader note".into() };
     archive
         .record_results(
             &id,
@@ -575,7 +599,11 @@ async fn llm_completion_carries_the_key_to_the_server_and_nowhere_else() {
     server.push(Reply::EchoAuth(401));
     let opts = CallOptions { run: Some("run-x".into()), ..CallOptions::default() };
     let r = session
-        .solve(&p, &task("script", "llm small 50 Say hi.\nllm small 50 Say hi again.\nenv\nllm-left\nllm large 5 no"), &opts)
+        .solve(
+            &p,
+            &task("script", "llm small 50 Say hi.\nllm small 50 Say hi again.\nenv\nllm-left\nllm large 5 no"),
+            &opts,
+        )
         .await
         .unwrap();
     let out: Vec<&str> = ok_output(&r).output.lines().collect();
@@ -609,7 +637,10 @@ async fn llm_completion_carries_the_key_to_the_server_and_nowhere_else() {
     assert_eq!(out[3], (1000 - 15).to_string());
     assert_eq!(u.calls.len(), 3);
     let ok = &u.calls[1];
-    assert_eq!((ok.model.as_str(), ok.provider_model.as_deref(), ok.source, ok.outcome), ("small", Some("provider-small"), "live", "ok"));
+    assert_eq!(
+        (ok.model.as_str(), ok.provider_model.as_deref(), ok.source, ok.outcome),
+        ("small", Some("provider-small"), "live", "ok")
+    );
     assert_eq!(ok.digest.as_ref().unwrap().len(), 64);
 
     // The key is in no guest-visible value, no log line, no audit record,
@@ -665,7 +696,13 @@ async fn llm_budget_is_refused_before_sending_and_ends_a_run_cleanly() {
     // Each request may use 3 + (14/4 + 4) + (8/4 + 4) + 20 = 37 tokens
     // (estimate); each really uses 15.
     let p = prepared(&rt, grant(llm_grant(60), 1)).await;
-    let (out, r) = script(&rt, &p, &CallOptions::default(), "llm small 20 question\nllm small 20 question\nllm small 20 question\nllm-left").await;
+    let (out, r) = script(
+        &rt,
+        &p,
+        &CallOptions::default(),
+        "llm small 20 question\nllm small 20 question\nllm small 20 question\nllm-left",
+    )
+    .await;
     assert!(out[0].starts_with("ok ") && out[1].starts_with("ok "), "{out:?}");
     assert_eq!(err_kind(&out[2]), "budget-exhausted", "{}", out[2]);
     assert!(out[2].contains("30 of the budget of 60 are left"), "{}", out[2]);
@@ -758,7 +795,9 @@ async fn llm_malformed_and_huge_responses_are_typed_errors() {
     server.push(Reply::Json(200, r#"{"choices":[]}"#.into()));
     let rt = llm_runtime(config(&server), None);
     let p = prepared(&rt, grant(llm_grant(10_000), 1)).await;
-    let (out, r) = script(&rt, &p, &CallOptions::default(), "llm small 10 a\nllm small 10 b\nllm small 10 c\nllm small 10 d").await;
+    let (out, r) =
+        script(&rt, &p, &CallOptions::default(), "llm small 10 a\nllm small 10 b\nllm small 10 c\nllm small 10 d")
+            .await;
     assert_eq!(err_kind(&out[0]), "unavailable");
     assert!(out[0].contains("malformed") && out[0].contains("not JSON"), "{}", out[0]);
     assert_eq!(err_kind(&out[1]), "unavailable");

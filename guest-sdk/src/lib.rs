@@ -96,9 +96,7 @@ pub use exports::vivarium::agent::task_agent::Guest as TaskAgent;
 /// edit before it is applied.
 pub use exports::vivarium::agent::meta_agent::Guest as MetaAgent;
 
-pub use vivarium::agent::types::{
-    Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task,
-};
+pub use vivarium::agent::types::{Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task};
 
 pub use vivarium::agent::{archive, llm, memory, simulator, trainer};
 
@@ -144,12 +142,7 @@ impl Task {
         instruction: impl Into<String>,
         input: impl Into<String>,
     ) -> Self {
-        Task {
-            id: id.into(),
-            domain: domain.into(),
-            instruction: instruction.into(),
-            input: input.into(),
-        }
+        Task { id: id.into(), domain: domain.into(), instruction: instruction.into(), input: input.into() }
     }
 }
 
@@ -292,8 +285,7 @@ pub mod source {
                     break;
                 }
             }
-            let Some(rest) = rest.strip_prefix("const ").or_else(|| rest.strip_prefix("static "))
-            else {
+            let Some(rest) = rest.strip_prefix("const ").or_else(|| rest.strip_prefix("static ")) else {
                 continue;
             };
             let rest = rest.trim_start();
@@ -388,9 +380,7 @@ mod tests {
         let c = ctx();
         assert!(c.source("./src/lib.rs").is_some());
         assert!(c.source_text("src/main.rs").is_err());
-        let edit = c
-            .edit_text("src/lib.rs", |t| source::set_const(t, "GENERATION", "2"))
-            .unwrap();
+        let edit = c.edit_text("src/lib.rs", |t| source::set_const(t, "GENERATION", "2")).unwrap();
         assert_eq!(edit, Edit::write_file("src/lib.rs", "const GENERATION: u32 = 2;\n"));
         assert!(c.edit_text("src/lib.rs", |t| Ok(t.to_string())).is_err());
     }

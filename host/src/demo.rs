@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use serde::Serialize;
 
 use crate::caps::Grant;
@@ -88,7 +87,10 @@ pub async fn gallery(session: &Session) -> Result<Vec<Contained>> {
     };
     let attacks: Vec<(&'static str, String)> = vec![
         ("endless loop", solve("(loop $l (br $l)) unreachable", "")),
-        ("memory bomb", solve("(loop $l (br_if $l (i32.ne (memory.grow (i32.const 256)) (i32.const -1)))) unreachable", "")),
+        (
+            "memory bomb",
+            solve("(loop $l (br_if $l (i32.ne (memory.grow (i32.const 256)) (i32.const -1)))) unreachable", ""),
+        ),
         ("unbounded recursion", solve("(call $r) unreachable", "(func $r (call $r))")),
         ("loop in the start function", solve("unreachable", "(func $s (loop $l (br $l))) (start $s)")),
         ("wild trap", solve("(i32.load (i32.const -1))", "")),
@@ -110,7 +112,8 @@ pub async fn gallery(session: &Session) -> Result<Vec<Contained>> {
     };
     let rt = &session.runtime;
     let good = rt.prepare(&rt.load(&good).await?, Grant::minimal(limits.clone()))?;
-    let task = Task { id: "demo".into(), domain: "echo".into(), instruction: "echo".into(), input: "still serving".into() };
+    let task =
+        Task { id: "demo".into(), domain: "echo".into(), instruction: "echo".into(), input: "still serving".into() };
     let mut out = Vec::new();
     for (attack, wat) in attacks {
         let (outcome, detail) = match crate::componentize::from_core_module(wat.as_bytes(), true) {
@@ -195,7 +198,10 @@ pub async fn run(session: &Session, progress: impl Fn(String) + Sync) -> Result<
 /// The demo's report as text.
 pub fn render(r: &DemoReport) -> String {
     let mut s = String::from("Self-improvement on the arith suite (scores: visible / held-out)\n");
-    s.push_str(&format!("{:>4}  {:<14} {:>8} {:>9}  {:<5} {}\n", "gen", "variant", "visible", "held-out", "best", "change"));
+    s.push_str(&format!(
+        "{:>4}  {:<14} {:>8} {:>9}  {:<5} {}\n",
+        "gen", "variant", "visible", "held-out", "best", "change"
+    ));
     for g in &r.generations {
         s.push_str(&format!(
             "{:>4}  {:<14} {:>8.2} {:>9.2}  {:<5} {}\n",

@@ -83,10 +83,8 @@ fn git(repo: &Path) -> Command {
 }
 
 fn run_git(repo: &Path, args: &[&str]) -> Result<String> {
-    let out = git(repo)
-        .args(args)
-        .output()
-        .map_err(|e| Error::io("cannot run git (is it installed and on PATH?)", e))?;
+    let out =
+        git(repo).args(args).output().map_err(|e| Error::io("cannot run git (is it installed and on PATH?)", e))?;
     if !out.status.success() {
         return Err(Error::Internal(anyhow::anyhow!(
             "git {} in {} failed: {}",
@@ -104,10 +102,7 @@ fn run_git(repo: &Path, args: &[&str]) -> Result<String> {
 fn prepare_repo(repo: &Path) -> Result<bool> {
     if repo.exists() {
         if !repo.is_dir() {
-            return Err(Error::invalid(format!(
-                "{} exists and is not a directory",
-                repo.display()
-            )));
+            return Err(Error::invalid(format!("{} exists and is not a directory", repo.display())));
         }
         let empty = std::fs::read_dir(repo)
             .map_err(|e| Error::io(format!("cannot read {}", repo.display()), e))?
@@ -116,10 +111,7 @@ fn prepare_repo(repo: &Path) -> Result<bool> {
         if !empty {
             if repo.join(".git").exists() {
                 run_git(repo, &["rev-parse", "--git-dir"]).map_err(|e| {
-                    Error::invalid(format!(
-                        "{} has a .git but git does not accept it: {e}",
-                        repo.display()
-                    ))
+                    Error::invalid(format!("{} has a .git but git does not accept it: {e}", repo.display()))
                 })?;
                 return Ok(false);
             }
@@ -129,8 +121,7 @@ fn prepare_repo(repo: &Path) -> Result<bool> {
             )));
         }
     } else {
-        std::fs::create_dir_all(repo)
-            .map_err(|e| Error::io(format!("cannot create {}", repo.display()), e))?;
+        std::fs::create_dir_all(repo).map_err(|e| Error::io(format!("cannot create {}", repo.display()), e))?;
     }
     run_git(repo, &["init", "-q"])?;
     Ok(true)
@@ -140,14 +131,9 @@ fn prepare_repo(repo: &Path) -> Result<bool> {
 /// 0 when it cannot be read.
 pub fn epoch_seconds(t: &str) -> i64 {
     let num = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
-        num(0..4),
-        num(5..7),
-        num(8..10),
-        num(11..13),
-        num(14..16),
-        num(17..19),
-    ) else {
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) =
+        (num(0..4), num(5..7), num(8..10), num(11..13), num(14..16), num(17..19))
+    else {
         return 0;
     };
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
@@ -166,15 +152,7 @@ pub fn epoch_seconds(t: &str) -> i64 {
 
 /// Replace control characters other than newline and tab.
 fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                '\u{FFFD}'
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect()
 }
 
 fn score(s: Option<f64>) -> String {
@@ -184,11 +162,7 @@ fn score(s: Option<f64>) -> String {
 /// The commit message of variant `v`.
 pub fn commit_message(v: &VariantRow) -> String {
     let summary = clean(v.summary.trim());
-    let first = summary
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
+    let first = summary.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     let mut subject: String = first.chars().take(72).collect();
     let cut = subject.chars().count() < first.chars().count();
     if cut {
@@ -209,13 +183,7 @@ pub fn commit_message(v: &VariantRow) -> String {
     };
     let trailers = [
         ("Variant", v.id.0.clone()),
-        (
-            "Parent",
-            v.parent
-                .as_ref()
-                .map(|p| p.0.clone())
-                .unwrap_or_else(|| "none".into()),
-        ),
+        ("Parent", v.parent.as_ref().map(|p| p.0.clone()).unwrap_or_else(|| "none".into())),
         ("Run", clean(&v.run_id)),
         ("Generation", v.generation.to_string()),
         ("Status", v.status.to_string()),
@@ -224,10 +192,7 @@ pub fn commit_message(v: &VariantRow) -> String {
         ("Held-Out-Gap", gap),
         ("Language", clean(&v.language)),
         ("Tree-Sha256", v.tree_sha.clone()),
-        (
-            "Component-Sha256",
-            v.component_sha.clone().unwrap_or_else(|| "none".into()),
-        ),
+        ("Component-Sha256", v.component_sha.clone().unwrap_or_else(|| "none".into())),
     ];
     for (k, val) in trailers {
         msg.push_str(&format!("{k}: {}\n", val.replace('\n', " ")));
@@ -261,16 +226,11 @@ fn data(stream: &mut Vec<u8>, bytes: &[u8]) {
 /// [module docs](self).
 pub fn export(archive: &Archive, run_id: &str, repo: &Path) -> Result<ExportSummary> {
     if archive.get_run(run_id)?.is_none() {
-        return Err(Error::invalid(format!(
-            "no run {run_id:?} in the archive at {}",
-            archive.dir().display()
-        )));
+        return Err(Error::invalid(format!("no run {run_id:?} in the archive at {}", archive.dir().display())));
     }
     let rows = archive.list(Some(run_id))?;
     if rows.is_empty() {
-        return Err(Error::invalid(format!(
-            "run {run_id:?} has no variants to export"
-        )));
+        return Err(Error::invalid(format!("run {run_id:?} has no variants to export")));
     }
     let initialised = prepare_repo(repo)?;
 
@@ -309,18 +269,12 @@ pub fn export(archive: &Archive, run_id: &str, repo: &Path) -> Result<ExportSumm
             .as_bytes(),
         );
         data(&mut stream, commit_message(v).as_bytes());
-        if let Some(p) = v
-            .parent
-            .as_ref()
-            .and_then(|p| commit_marks.get(p.0.as_str()))
-        {
+        if let Some(p) = v.parent.as_ref().and_then(|p| commit_marks.get(p.0.as_str())) {
             stream.extend_from_slice(format!("from :{p}\n").as_bytes());
         }
         stream.extend_from_slice(b"deleteall\n");
         for (entry, m) in &entries {
-            stream.extend_from_slice(
-                format!("M {:o} :{m} {}\n", entry.mode, quote_path(&entry.path)).as_bytes(),
-            );
+            stream.extend_from_slice(format!("M {:o} :{m} {}\n", entry.mode, quote_path(&entry.path)).as_bytes());
         }
         stream.push(b'\n');
         commit_marks.insert(v.id.0.as_str(), mark);
@@ -328,23 +282,13 @@ pub fn export(archive: &Archive, run_id: &str, repo: &Path) -> Result<ExportSumm
     let mut branches: Vec<ExportedRef> = rows
         .iter()
         .filter(|v| v.children == 0)
-        .map(|v| ExportedRef {
-            branch: format!("lineage/{}", v.id),
-            variant: v.id.0.clone(),
-        })
+        .map(|v| ExportedRef { branch: format!("lineage/{}", v.id), variant: v.id.0.clone() })
         .collect();
-    let head = archive
-        .best(run_id)?
-        .map(|b| b.id.0)
-        .unwrap_or_else(|| branches[0].variant.clone());
-    branches.push(ExportedRef {
-        branch: "best".into(),
-        variant: head,
-    });
+    let head = archive.best(run_id)?.map(|b| b.id.0).unwrap_or_else(|| branches[0].variant.clone());
+    branches.push(ExportedRef { branch: "best".into(), variant: head });
     for b in &branches {
         let m = commit_marks[b.variant.as_str()];
-        stream
-            .extend_from_slice(format!("reset refs/heads/{}\nfrom :{m}\n\n", b.branch).as_bytes());
+        stream.extend_from_slice(format!("reset refs/heads/{}\nfrom :{m}\n\n", b.branch).as_bytes());
     }
     stream.extend_from_slice(b"done\n");
 
@@ -354,20 +298,11 @@ pub fn export(archive: &Archive, run_id: &str, repo: &Path) -> Result<ExportSumm
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            Error::io(
-                "cannot run git fast-import (is git installed and on PATH?)",
-                e,
-            )
-        })?;
+        .map_err(|e| Error::io("cannot run git fast-import (is git installed and on PATH?)", e))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let writer = std::thread::spawn(move || stdin.write_all(&stream));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io("waiting for git fast-import", e))?;
-    let written = writer
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")));
+    let out = child.wait_with_output().map_err(|e| Error::io("waiting for git fast-import", e))?;
+    let written = writer.join().unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")));
     if !out.status.success() {
         return Err(Error::Internal(anyhow::anyhow!(
             "git fast-import into {} failed: {}",

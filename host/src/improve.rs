@@ -165,7 +165,8 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     }
 
     guard::apply(&req.parent, &checked, &req.out)?;
-    let result = finish_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
+    let result =
+        finish_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
     match result {
         Ok(ChildBuild { sha: child_sha, build_ms, component, grant_digest }) => {
             audit(
@@ -222,7 +223,9 @@ async fn finish_child(
             .map_err(|e| Error::Internal(anyhow::anyhow!("build thread failed: {e}")))?
     }
     .map_err(|e| match e {
-        Error::Invalid(m) => Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {m}") },
+        Error::Invalid(m) => {
+            Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {m}") }
+        }
         other => other,
     })?;
     session.audit.append(
@@ -243,7 +246,12 @@ async fn finish_child(
     // The built component is checked again: its imports against its grant.
     let grant_digest = child_grant.digest();
     session.runtime.prepare(&loaded, child_grant)?;
-    Ok(ChildBuild { sha: loaded.sha256, build_ms: built.duration.as_millis() as u64, component: built.component, grant_digest })
+    Ok(ChildBuild {
+        sha: loaded.sha256,
+        build_ms: built.duration.as_millis() as u64,
+        component: built.component,
+        grant_digest,
+    })
 }
 
 struct ChildBuild {
@@ -258,9 +266,7 @@ struct ChildBuild {
 pub fn rebase_path_dependencies(parent: &Path, child: &Path) -> Result<()> {
     let cargo = child.join("Cargo.toml");
     let Ok(text) = std::fs::read_to_string(&cargo) else { return Ok(()) };
-    let mut doc: toml::Table = text
-        .parse()
-        .map_err(|e| Error::invalid(format!("{}: {e}", cargo.display())))?;
+    let mut doc: toml::Table = text.parse().map_err(|e| Error::invalid(format!("{}: {e}", cargo.display())))?;
     let mut changed = false;
     for section in ["dependencies", "build-dependencies", "dev-dependencies"] {
         let Some(deps) = doc.get_mut(section).and_then(|d| d.as_table_mut()) else { continue };
@@ -271,7 +277,8 @@ pub fn rebase_path_dependencies(parent: &Path, child: &Path) -> Result<()> {
                 continue;
             }
             let abs = parent.join(p);
-            let abs = abs.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", abs.display()), e))?;
+            let abs =
+                abs.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", abs.display()), e))?;
             *path = toml::Value::String(abs.display().to_string());
             changed = true;
         }

@@ -112,25 +112,13 @@ pub fn locate_run(run_dir: &Path) -> Result<RunLocation> {
         candidates.push(home.join("archive"));
     }
     candidates.push(Home::from_env().archive_dir());
-    let archive_dir = candidates
-        .iter()
-        .find(|c| c.join(INDEX_FILE).is_file())
-        .cloned()
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot find the archive of run {run_id:?} (looked in {})",
-                candidates
-                    .iter()
-                    .map(|c| c.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-    Ok(RunLocation {
-        run_dir: dir,
-        run_id,
-        archive_dir,
-    })
+    let archive_dir = candidates.iter().find(|c| c.join(INDEX_FILE).is_file()).cloned().ok_or_else(|| {
+        Error::invalid(format!(
+            "cannot find the archive of run {run_id:?} (looked in {})",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    Ok(RunLocation { run_dir: dir, run_id, archive_dir })
 }
 
 /// Escape `s` for HTML text and attribute values (double- or
@@ -165,15 +153,11 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 fn first_line(s: &str) -> &str {
-    s.lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
 fn fmt_score(s: Option<f64>) -> String {
-    s.map(|x| format!("{x:.4}"))
-        .unwrap_or_else(|| "–".to_string())
+    s.map(|x| format!("{x:.4}")).unwrap_or_else(|| "–".to_string())
 }
 
 /// Short form of a variant id for labels.
@@ -188,29 +172,15 @@ fn gap(v: &VariantRow) -> Option<f64> {
 
 /// A colour for `t` in `[0, 1]` on a viridis-like ramp.
 fn ramp(t: f64) -> String {
-    const STOPS: [(f64, f64, f64); 5] = [
-        (68.0, 1.0, 84.0),
-        (59.0, 82.0, 139.0),
-        (33.0, 145.0, 140.0),
-        (94.0, 201.0, 98.0),
-        (253.0, 231.0, 37.0),
-    ];
-    let t = if t.is_finite() {
-        t.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    const STOPS: [(f64, f64, f64); 5] =
+        [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
     let x = t * (STOPS.len() - 1) as f64;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let f = x - i as f64;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
     let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
-    format!(
-        "#{:02x}{:02x}{:02x}",
-        mix(a.0, b.0),
-        mix(a.1, b.1),
-        mix(a.2, b.2)
-    )
+    format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
 /// Everything the report draws, computed once.
@@ -229,11 +199,7 @@ struct Model<'a> {
 
 impl<'a> Model<'a> {
     fn new(rows: &'a [VariantRow], best: Option<&VariantId>) -> Model<'a> {
-        let index: HashMap<&str, usize> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.0.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = rows.iter().enumerate().map(|(i, r)| (r.id.0.as_str(), i)).collect();
         let mut children = vec![Vec::new(); rows.len()];
         let mut roots = Vec::new();
         let mut parent_of = vec![None; rows.len()];
@@ -269,23 +235,11 @@ impl<'a> Model<'a> {
             cur = parent_of[i];
         }
         let scores: Vec<f64> = rows.iter().filter_map(|r| r.visible_score).collect();
-        let range = scores
-            .iter()
-            .copied()
-            .fold(None, |acc: Option<(f64, f64)>, s| match acc {
-                None => Some((s, s)),
-                Some((lo, hi)) => Some((lo.min(s), hi.max(s))),
-            });
-        Model {
-            rows,
-            index,
-            children,
-            roots,
-            best,
-            best_path,
-            range,
-            root_of,
-        }
+        let range = scores.iter().copied().fold(None, |acc: Option<(f64, f64)>, s| match acc {
+            None => Some((s, s)),
+            Some((lo, hi)) => Some((lo.min(s), hi.max(s))),
+        });
+        Model { rows, index, children, roots, best, best_path, range, root_of }
     }
 
     fn colour(&self, r: &VariantRow) -> String {
@@ -309,12 +263,9 @@ impl<'a> Model<'a> {
 /// Render the report of run `run_id` in `archive` as one self-contained
 /// HTML document. [`Error::Invalid`] when the archive has no such run.
 pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
-    let run = archive.get_run(run_id)?.ok_or_else(|| {
-        Error::invalid(format!(
-            "no run {run_id:?} in the archive at {}",
-            archive.dir().display()
-        ))
-    })?;
+    let run = archive
+        .get_run(run_id)?
+        .ok_or_else(|| Error::invalid(format!("no run {run_id:?} in the archive at {}", archive.dir().display())))?;
     let rows = archive.list(Some(run_id))?;
     let best = archive.best(run_id)?;
     let model = Model::new(&rows, best.as_ref().map(|b| &b.id));
@@ -368,8 +319,7 @@ pub fn write_report(run_dir: &Path, out: &Path) -> Result<RunLocation> {
     let archive = open_existing(&loc.archive_dir)?;
     let html = render(&archive, &loc.run_id)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     }
     crate::runtime::cache::write_atomic(out, html.as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", out.display()), e))?;
@@ -389,21 +339,9 @@ fn summary_cards(h: &mut String, run: &crate::archive::RunRow, m: &Model<'_>) {
     let count = |s: VariantStatus| m.rows.iter().filter(|r| r.status == s).count();
     h.push_str("<dl class=\"cards\">\n");
     let mut card = |k: &str, v: String, class: &str| {
-        let _ = write!(
-            h,
-            "<div class=\"card {class}\"><dt>{}</dt><dd>{v}</dd></div>\n",
-            escape(k)
-        );
+        let _ = write!(h, "<div class=\"card {class}\"><dt>{}</dt><dd>{v}</dd></div>\n", escape(k));
     };
-    card(
-        "Run",
-        format!(
-            "{} <span class=\"status\">{}</span>",
-            escape(&run.id),
-            run.status
-        ),
-        "",
-    );
+    card("Run", format!("{} <span class=\"status\">{}</span>", escape(&run.id), run.status), "");
     card(
         "Variants",
         format!(
@@ -430,11 +368,7 @@ fn summary_cards(h: &mut String, run: &crate::archive::RunRow, m: &Model<'_>) {
         },
         "best",
     );
-    card(
-        "Best held-out score",
-        fmt_score(best.and_then(|b| b.held_out_score)),
-        "",
-    );
+    card("Best held-out score", fmt_score(best.and_then(|b| b.held_out_score)), "");
     let flagged = match (best_gap, root_gap) {
         (Some(g), Some(g0)) => g - g0 > GAP_WARN,
         (Some(g), None) => g > GAP_WARN,
@@ -456,10 +390,7 @@ fn summary_cards(h: &mut String, run: &crate::archive::RunRow, m: &Model<'_>) {
         h,
         "<div class=\"card\"><dt>Started</dt><dd><small>{}{}</small></dd></div>\n",
         escape(&run.started),
-        run.finished
-            .as_deref()
-            .map(|f| format!(" → {}", escape(f)))
-            .unwrap_or_default()
+        run.finished.as_deref().map(|f| format!(" → {}", escape(f))).unwrap_or_default()
     );
     h.push_str("</dl>\n");
 }
@@ -484,11 +415,7 @@ fn lineage_svg(h: &mut String, m: &Model<'_>) {
         let mut stack = vec![(root, false)];
         while let Some((i, expanded)) = stack.pop() {
             if expanded {
-                let kids: Vec<usize> = m.children[i]
-                    .iter()
-                    .copied()
-                    .filter(|&c| visited[c])
-                    .collect();
+                let kids: Vec<usize> = m.children[i].iter().copied().filter(|&c| visited[c]).collect();
                 x[i] = match (kids.first(), kids.last()) {
                     (Some(&a), Some(&b)) => (x[a] + x[b]) / 2.0,
                     _ => {
@@ -583,11 +510,7 @@ fn lineage_svg(h: &mut String, m: &Model<'_>) {
             tip = escape(&tooltip)
         );
         if m.best == Some(i) {
-            let _ = write!(
-                h,
-                "<circle class=\"halo\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{:.1}\"/>",
-                NODE_R + 5.0
-            );
+            let _ = write!(h, "<circle class=\"halo\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"{:.1}\"/>", NODE_R + 5.0);
         }
         let _ = write!(
             h,
@@ -632,10 +555,7 @@ fn best_so_far(m: &Model<'_>, max_gen: u32) -> Vec<Option<usize>> {
                 continue;
             }
             let Some(s) = r.visible_score else { continue };
-            if best
-                .and_then(|b| m.rows[b].visible_score)
-                .is_none_or(|b| s > b)
-            {
+            if best.and_then(|b| m.rows[b].visible_score).is_none_or(|b| s > b) {
                 best = Some(i);
             }
         }
@@ -645,26 +565,15 @@ fn best_so_far(m: &Model<'_>, max_gen: u32) -> Vec<Option<usize>> {
 }
 
 fn score_chart(h: &mut String, m: &Model<'_>) {
-    let scored: Vec<&VariantRow> = m
-        .rows
-        .iter()
-        .filter(|r| r.visible_score.is_some() || r.held_out_score.is_some())
-        .collect();
+    let scored: Vec<&VariantRow> =
+        m.rows.iter().filter(|r| r.visible_score.is_some() || r.held_out_score.is_some()).collect();
     if scored.is_empty() {
         h.push_str("<p class=\"empty\">No variant has been scored yet.</p>\n");
         return;
     }
     let max_gen = m.rows.iter().map(|r| r.generation).max().unwrap_or(0);
-    let all: Vec<f64> = scored
-        .iter()
-        .flat_map(|r| [r.visible_score, r.held_out_score])
-        .flatten()
-        .collect();
-    let (mut lo, mut hi) = all
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &s| {
-            (a.min(s), b.max(s))
-        });
+    let all: Vec<f64> = scored.iter().flat_map(|r| [r.visible_score, r.held_out_score]).flatten().collect();
+    let (mut lo, mut hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &s| (a.min(s), b.max(s)));
     if hi - lo < 1e-9 {
         lo -= 0.5;
         hi += 0.5;
@@ -730,10 +639,7 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
     let vis: Vec<(f64, f64)> = bests
         .iter()
         .enumerate()
-        .filter_map(|(g, b)| {
-            b.and_then(|b| m.rows[b].visible_score)
-                .map(|s| (xg(g as u32), ys(s)))
-        })
+        .filter_map(|(g, b)| b.and_then(|b| m.rows[b].visible_score).map(|s| (xg(g as u32), ys(s))))
         .collect();
     let held: Vec<(f64, f64, f64)> = bests
         .iter()
@@ -744,9 +650,7 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
         })
         .collect();
     let pts = |v: &mut dyn Iterator<Item = (f64, f64)>| {
-        v.map(|(x, y)| format!("{x:.1},{y:.1}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        v.map(|(x, y)| format!("{x:.1},{y:.1}")).collect::<Vec<_>>().join(" ")
     };
     if held.len() >= 2 {
         let mut poly: Vec<(f64, f64)> = held.iter().map(|&(x, v, _)| (x, v)).collect();
@@ -772,19 +676,25 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
             fmt_score(r.held_out_score)
         );
         if let Some(s) = r.visible_score {
-            let _ = write!(h, "<circle class=\"pt visible\" cx=\"{x:.1}\" cy=\"{:.1}\" r=\"3.5\"><title>{}</title></circle>", ys(s), escape(&tip));
+            let _ = write!(
+                h,
+                "<circle class=\"pt visible\" cx=\"{x:.1}\" cy=\"{:.1}\" r=\"3.5\"><title>{}</title></circle>",
+                ys(s),
+                escape(&tip)
+            );
         }
         if let Some(s) = r.held_out_score {
-            let _ = write!(h, "<circle class=\"pt held-out\" cx=\"{x:.1}\" cy=\"{:.1}\" r=\"3.5\"><title>{}</title></circle>", ys(s), escape(&tip));
+            let _ = write!(
+                h,
+                "<circle class=\"pt held-out\" cx=\"{x:.1}\" cy=\"{:.1}\" r=\"3.5\"><title>{}</title></circle>",
+                ys(s),
+                escape(&tip)
+            );
         }
     }
     h.push('\n');
     if !vis.is_empty() {
-        let _ = write!(
-            h,
-            "<polyline class=\"line visible\" points=\"{}\"/>\n",
-            pts(&mut vis.iter().copied())
-        );
+        let _ = write!(h, "<polyline class=\"line visible\" points=\"{}\"/>\n", pts(&mut vis.iter().copied()));
     }
     if !held.is_empty() {
         let _ = write!(

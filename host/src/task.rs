@@ -58,7 +58,8 @@ mod tests {
         let err = TaskSpec::parse(r#"{"id":"t","domain":"echo","instruction":"i"}"#, "t.json").unwrap_err();
         assert!(err.to_string().starts_with("t.json:1:"), "{err}");
         assert!(err.to_string().contains("missing field `input`"), "{err}");
-        let err = TaskSpec::parse(r#"{"id":"t","domain":"e","instruction":"i","input":"x","x":1}"#, "t.json").unwrap_err();
+        let err =
+            TaskSpec::parse(r#"{"id":"t","domain":"e","instruction":"i","input":"x","x":1}"#, "t.json").unwrap_err();
         assert!(err.to_string().contains("unknown field `x`"), "{err}");
     }
 }

@@ -91,9 +91,8 @@ impl FromStr for HumanDuration {
         let t = s.trim().replace('_', "");
         let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration; write e.g. `30s`, `500ms`, `2m` or `1h`"))?;
+        let n: f64 =
+            num.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. `30s`, `500ms`, `2m` or `1h`"))?;
         let secs = match unit.trim().to_ascii_lowercase().as_str() {
             "ms" => n / 1000.0,
             "s" | "" => n,

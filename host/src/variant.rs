@@ -178,7 +178,12 @@ impl Session {
     }
 
     /// Call `improve`, audited like [`Session::solve`].
-    pub async fn improve(&self, p: &Prepared, ctx: &ImproveContext, opts: &CallOptions) -> Result<CallReport<Proposal>> {
+    pub async fn improve(
+        &self,
+        p: &Prepared,
+        ctx: &ImproveContext,
+        opts: &CallOptions,
+    ) -> Result<CallReport<Proposal>> {
         let mut opts = opts.clone();
         if opts.scratch.is_none() {
             opts.scratch = self.scratch_for(p)?;
@@ -376,7 +381,8 @@ fn fetch_locked(dir: &Path) -> Result<()> {
 /// Absolute paths of the `path = …` dependencies in `dir/Cargo.toml`.
 pub fn path_dependencies(dir: &Path) -> Result<Vec<PathBuf>> {
     let cargo = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&cargo).map_err(|e| Error::invalid(format!("cannot read {}: {e}", cargo.display())))?;
+    let text =
+        std::fs::read_to_string(&cargo).map_err(|e| Error::invalid(format!("cannot read {}: {e}", cargo.display())))?;
     let doc: toml::Table = text.parse().map_err(|e| Error::invalid(format!("{}: {e}", cargo.display())))?;
     let mut out = Vec::new();
     for section in ["dependencies", "build-dependencies"] {
@@ -384,7 +390,9 @@ pub fn path_dependencies(dir: &Path) -> Result<Vec<PathBuf>> {
         for dep in deps.values() {
             if let Some(p) = dep.get("path").and_then(|p| p.as_str()) {
                 let p = dir.join(p);
-                out.push(p.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", p.display()), e))?);
+                out.push(
+                    p.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", p.display()), e))?,
+                );
             }
         }
     }

@@ -25,11 +25,7 @@ const ECHO_WAT: &str = r#"(module
     (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32) unreachable))"#;
 
 fn vivarium(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vivarium"))
-        .args(args)
-        .env("VIVARIUM_HOME", home)
-        .output()
-        .expect("vivarium runs")
+    Command::new(env!("CARGO_BIN_EXE_vivarium")).args(args).env("VIVARIUM_HOME", home).output().expect("vivarium runs")
 }
 
 fn json(o: &Output) -> Value {
@@ -45,13 +41,21 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("echo.wat"), ECHO_WAT).unwrap();
-        std::fs::write(dir.path().join("loop.wat"), ECHO_WAT.replace("(i32.store8 (i32.const 0) (i32.const 0))", "(loop $l (br $l))")).unwrap();
+        std::fs::write(
+            dir.path().join("loop.wat"),
+            ECHO_WAT.replace("(i32.store8 (i32.const 0) (i32.const 0))", "(loop $l (br $l))"),
+        )
+        .unwrap();
         std::fs::write(
             dir.path().join("evil.wat"),
             r#"(component (import "evil:corp/backdoor" (instance (export "open" (func)))))"#,
         )
         .unwrap();
-        std::fs::write(dir.path().join("task.json"), r#"{"id":"t1","domain":"echo","instruction":"echo","input":"hi there"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("task.json"),
+            r#"{"id":"t1","domain":"echo","instruction":"echo","input":"hi there"}"#,
+        )
+        .unwrap();
         Self { dir }
     }
     fn p(&self, name: &str) -> String {
@@ -88,7 +92,17 @@ fn a_limit_hit_exits_4_naming_the_reason() {
     assert_eq!(v["reason"], "out-of-fuel");
     assert_eq!(v["usage"]["fuel"], 100000);
 
-    let o = f.run(&["run", &f.p("loop.wat"), "--task", &f.p("task.json"), "--json", "--wall", "200ms", "--fuel", "999999999999999"]);
+    let o = f.run(&[
+        "run",
+        &f.p("loop.wat"),
+        "--task",
+        &f.p("task.json"),
+        "--json",
+        "--wall",
+        "200ms",
+        "--fuel",
+        "999999999999999",
+    ]);
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(json(&o)["reason"], "deadline");
 }
@@ -122,7 +136,8 @@ fn invalid_input_exits_2_with_a_clear_message() {
 
     let vdir = f.dir.path().join("badvariant");
     std::fs::create_dir_all(&vdir).unwrap();
-    std::fs::write(vdir.join("variant.toml"), "[variant]\nname = \"x\"\nlanguage = \"wat\"\n\n[limits]\ngpu = 3\n").unwrap();
+    std::fs::write(vdir.join("variant.toml"), "[variant]\nname = \"x\"\nlanguage = \"wat\"\n\n[limits]\ngpu = 3\n")
+        .unwrap();
     let o = f.run(&["run", &vdir.display().to_string(), "--task", &f.p("task.json")]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -52,9 +52,7 @@ pub(crate) fn check_sha(sha: &str) -> Result<()> {
     if is_sha256(sha) {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "{sha:?} is not a sha256 (64 lowercase hex digits)"
-        )))
+        Err(Error::invalid(format!("{sha:?} is not a sha256 (64 lowercase hex digits)")))
     }
 }
 
@@ -97,10 +95,8 @@ impl BlobStore {
         let shard = path.parent().expect("a blob path has a shard directory");
         self.ensure_shard(shard)?;
         let ctx = || format!("cannot write blob {}", path.display());
-        let mut tmp = tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .tempfile_in(shard)
-            .map_err(|e| Error::io(ctx(), e))?;
+        let mut tmp =
+            tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(shard).map_err(|e| Error::io(ctx(), e))?;
         tmp.write_all(bytes).map_err(|e| Error::io(ctx(), e))?;
         tmp.as_file().sync_all().map_err(|e| Error::io(ctx(), e))?;
         set_read_only(tmp.as_file()).map_err(|e| Error::io(ctx(), e))?;
@@ -115,8 +111,8 @@ impl BlobStore {
     /// not hash to `sha` is an [`Error::Internal`] naming both hashes.
     pub fn get(&self, sha: &str) -> Result<Vec<u8>> {
         let path = self.path_of(sha)?;
-        let bytes = fs::read(&path)
-            .map_err(|e| Error::io(format!("cannot read blob {sha} ({})", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("cannot read blob {sha} ({})", path.display()), e))?;
         let actual = sha256_hex(&bytes);
         if actual != sha {
             return Err(Error::Internal(anyhow::anyhow!(
@@ -144,11 +140,7 @@ impl BlobStore {
         match fs::read(&path) {
             Ok(bytes) => {
                 let actual = sha256_hex(&bytes);
-                Ok(if actual == sha {
-                    BlobState::Intact
-                } else {
-                    BlobState::Corrupt { actual }
-                })
+                Ok(if actual == sha { BlobState::Intact } else { BlobState::Corrupt { actual } })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BlobState::Missing),
             Err(e) => Err(Error::io(format!("cannot read blob {}", path.display()), e)),
@@ -162,8 +154,7 @@ impl BlobStore {
             return Ok(());
         }
         let root_existed = self.root.is_dir();
-        fs::create_dir_all(shard)
-            .map_err(|e| Error::io(format!("cannot create {}", shard.display()), e))?;
+        fs::create_dir_all(shard).map_err(|e| Error::io(format!("cannot create {}", shard.display()), e))?;
         if !root_existed {
             if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_dir(parent)?;

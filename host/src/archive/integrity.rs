@@ -91,44 +91,22 @@ impl fmt::Display for Problem {
             Problem::MissingBlob { sha, referenced_by } => {
                 write!(f, "blob {sha} is missing (referenced by {referenced_by})")
             }
-            Problem::CorruptBlob {
-                sha,
-                actual,
-                referenced_by,
-            } => write!(
-                f,
-                "blob {sha} is corrupt: its bytes hash to {actual} (referenced by {referenced_by})"
-            ),
+            Problem::CorruptBlob { sha, actual, referenced_by } => {
+                write!(f, "blob {sha} is corrupt: its bytes hash to {actual} (referenced by {referenced_by})")
+            }
             Problem::BadRow { variant, detail } => write!(f, "variant {variant}: {detail}"),
-            Problem::OrphanResult {
-                variant,
-                split,
-                task_id,
-            } => write!(
-                f,
-                "result {split}/{task_id} names variant {variant}, which is not in the index"
-            ),
+            Problem::OrphanResult { variant, split, task_id } => {
+                write!(f, "result {split}/{task_id} names variant {variant}, which is not in the index")
+            }
             Problem::MissingRun { variant, run } => {
-                write!(
-                    f,
-                    "variant {variant} names run {run:?}, which is not in the index"
-                )
+                write!(f, "variant {variant} names run {run:?}, which is not in the index")
             }
             Problem::MissingParent { variant, parent } => {
-                write!(
-                    f,
-                    "variant {variant} names parent {parent}, which is not in the index"
-                )
+                write!(f, "variant {variant} names parent {parent}, which is not in the index")
             }
-            Problem::ParentInOtherRun {
-                variant,
-                run,
-                parent,
-                parent_run,
-            } => write!(
-                f,
-                "variant {variant} of run {run:?} has parent {parent} of run {parent_run:?}"
-            ),
+            Problem::ParentInOtherRun { variant, run, parent, parent_run } => {
+                write!(f, "variant {variant} of run {run:?} has parent {parent} of run {parent_run:?}")
+            }
             Problem::Cycle { variants } => write!(f, "lineage loops: {}", variants.join(" → ")),
         }
     }
@@ -172,14 +150,10 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
     // so a writer running meanwhile cannot make this report a false alarm.
     let (variants, runs, orphans) = {
         let mut conn = archive.lock();
-        let tx = conn
-            .transaction()
-            .map_err(db_err("cannot begin a read transaction"))?;
+        let tx = conn.transaction().map_err(db_err("cannot begin a read transaction"))?;
         let mut sqlite = Vec::new();
         {
-            let mut stmt = tx
-                .prepare("PRAGMA integrity_check")
-                .map_err(db_err("integrity_check"))?;
+            let mut stmt = tx.prepare("PRAGMA integrity_check").map_err(db_err("integrity_check"))?;
             let lines = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -192,9 +166,7 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
         }
         report.problems.extend(sqlite);
         let runs: HashSet<String> = {
-            let mut stmt = tx
-                .prepare("SELECT id FROM runs")
-                .map_err(db_err("cannot read runs"))?;
+            let mut stmt = tx.prepare("SELECT id FROM runs").map_err(db_err("cannot read runs"))?;
             let ids = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
@@ -232,11 +204,7 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
                 .map_err(db_err("cannot read results"))?;
             let rows = stmt
                 .query_map([], |r| {
-                    Ok(Problem::OrphanResult {
-                        variant: r.get(0)?,
-                        split: r.get(1)?,
-                        task_id: r.get(2)?,
-                    })
+                    Ok(Problem::OrphanResult { variant: r.get(0)?, split: r.get(1)?, task_id: r.get(2)? })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(db_err("cannot read results"))?;
@@ -252,25 +220,17 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
     let by_id: HashMap<&str, &VariantRef> = variants.iter().map(|v| (v.id.as_str(), v)).collect();
     for v in &variants {
         if !runs.contains(&v.run) {
-            report.problems.push(Problem::MissingRun {
-                variant: v.id.clone(),
-                run: v.run.clone(),
-            });
+            report.problems.push(Problem::MissingRun { variant: v.id.clone(), run: v.run.clone() });
         }
         if let Some(p) = &v.parent {
             match by_id.get(p.as_str()) {
-                None => report.problems.push(Problem::MissingParent {
+                None => report.problems.push(Problem::MissingParent { variant: v.id.clone(), parent: p.clone() }),
+                Some(parent) if parent.run != v.run => report.problems.push(Problem::ParentInOtherRun {
                     variant: v.id.clone(),
+                    run: v.run.clone(),
                     parent: p.clone(),
+                    parent_run: parent.run.clone(),
                 }),
-                Some(parent) if parent.run != v.run => {
-                    report.problems.push(Problem::ParentInOtherRun {
-                        variant: v.id.clone(),
-                        run: v.run.clone(),
-                        parent: p.clone(),
-                        parent_run: parent.run.clone(),
-                    })
-                }
                 Some(_) => {}
             }
         }
@@ -279,10 +239,7 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
 
     // Blobs: each distinct one read once.
     let mut seen: HashMap<String, BlobState> = HashMap::new();
-    let mut check_blob = |sha: &str,
-                          referenced_by: &dyn Fn() -> String,
-                          problems: &mut Vec<Problem>|
-     -> Result<bool> {
+    let mut check_blob = |sha: &str, referenced_by: &dyn Fn() -> String, problems: &mut Vec<Problem>| -> Result<bool> {
         let state = match seen.get(sha) {
             Some(s) => s.clone(),
             None => {
@@ -294,18 +251,11 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
         match state {
             BlobState::Intact => Ok(true),
             BlobState::Missing => {
-                problems.push(Problem::MissingBlob {
-                    sha: sha.to_string(),
-                    referenced_by: referenced_by(),
-                });
+                problems.push(Problem::MissingBlob { sha: sha.to_string(), referenced_by: referenced_by() });
                 Ok(false)
             }
             BlobState::Corrupt { actual } => {
-                problems.push(Problem::CorruptBlob {
-                    sha: sha.to_string(),
-                    actual,
-                    referenced_by: referenced_by(),
-                });
+                problems.push(Problem::CorruptBlob { sha: sha.to_string(), actual, referenced_by: referenced_by() });
                 Ok(false)
             }
         }
@@ -314,11 +264,7 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
     for v in &variants {
         if let Some(c) = &v.component {
             if is_sha256(c) {
-                check_blob(
-                    c,
-                    &|| format!("variant {} (component)", v.id),
-                    &mut problems,
-                )?;
+                check_blob(c, &|| format!("variant {} (component)", v.id), &mut problems)?;
             } else {
                 problems.push(Problem::BadRow {
                     variant: v.id.clone(),
@@ -333,29 +279,18 @@ pub(super) fn check(archive: &Archive) -> Result<IntegrityReport> {
             });
             continue;
         }
-        if !check_blob(
-            &v.tree,
-            &|| format!("variant {} (tree)", v.id),
-            &mut problems,
-        )? {
+        if !check_blob(&v.tree, &|| format!("variant {} (tree)", v.id), &mut problems)? {
             continue;
         }
         let entries = match tree::parse_manifest(&archive.blobs().get(&v.tree)?) {
             Ok(e) => e,
             Err(e) => {
-                problems.push(Problem::BadRow {
-                    variant: v.id.clone(),
-                    detail: format!("tree {}: {e}", v.tree),
-                });
+                problems.push(Problem::BadRow { variant: v.id.clone(), detail: format!("tree {}: {e}", v.tree) });
                 continue;
             }
         };
         for e in &entries {
-            check_blob(
-                &e.sha256,
-                &|| format!("variant {}: {}", v.id, e.path),
-                &mut problems,
-            )?;
+            check_blob(&e.sha256, &|| format!("variant {}: {}", v.id, e.path), &mut problems)?;
         }
     }
     report.blobs_checked = seen.len();
@@ -379,13 +314,8 @@ fn cycles(variants: &[VariantRef], by_id: &HashMap<&str, &VariantRef>) -> Vec<Pr
             match marks.get(id) {
                 Some(Mark::Done) => break,
                 Some(Mark::OnPath) => {
-                    let at = path
-                        .iter()
-                        .position(|p| *p == id)
-                        .expect("on the current path");
-                    found.push(Problem::Cycle {
-                        variants: path[at..].iter().map(|s| s.to_string()).collect(),
-                    });
+                    let at = path.iter().position(|p| *p == id).expect("on the current path");
+                    found.push(Problem::Cycle { variants: path[at..].iter().map(|s| s.to_string()).collect() });
                     break;
                 }
                 None => {}

@@ -377,11 +377,7 @@ fn variant_from_row(r: &Row<'_>) -> rusqlite::Result<VariantRow> {
         visible_score: r.get(8)?,
         held_out_score: r.get(9)?,
         status: status.parse().map_err(|e: Error| {
-            rusqlite::Error::FromSqlConversionFailure(
-                10,
-                rusqlite::types::Type::Text,
-                e.to_string().into(),
-            )
+            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.to_string().into())
         })?,
         summary: r.get(11)?,
         created: r.get(12)?,
@@ -391,9 +387,8 @@ fn variant_from_row(r: &Row<'_>) -> rusqlite::Result<VariantRow> {
 }
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
-    let conv = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    };
+    let conv =
+        |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
     let config: String = r.get(1)?;
     let status: String = r.get(2)?;
     Ok(RunRow {
@@ -418,9 +413,7 @@ fn check_name(what: &str, s: &str) -> Result<()> {
 
 fn check_score(what: &str, s: Option<f64>) -> Result<()> {
     match s {
-        Some(x) if !x.is_finite() => {
-            Err(Error::invalid(format!("{what} {x} is not a finite number")))
-        }
+        Some(x) if !x.is_finite() => Err(Error::invalid(format!("{what} {x} is not a finite number"))),
         _ => Ok(()),
     }
 }
@@ -430,23 +423,16 @@ impl Archive {
     /// up to date. Fails with [`Error::Invalid`] on an archive written by a
     /// newer schema.
     pub fn open(dir: &Path) -> Result<Archive> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::io(
-                format!("cannot create the archive directory {}", dir.display()),
-                e,
-            )
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("cannot create the archive directory {}", dir.display()), e))?;
         let blobs = BlobStore::new(dir.join(BLOBS_DIR));
         std::fs::create_dir_all(blobs.root())
             .map_err(|e| Error::io(format!("cannot create {}", blobs.root().display()), e))?;
         let db = dir.join(INDEX_FILE);
-        let mut conn =
-            Connection::open(&db).map_err(db_err(&format!("cannot open {}", db.display())))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(db_err("cannot set busy_timeout"))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(db_err("cannot switch to WAL"))?;
+        let mut conn = Connection::open(&db).map_err(db_err(&format!("cannot open {}", db.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err("cannot set busy_timeout"))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db_err("cannot switch to WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Internal(anyhow::anyhow!(
                 "archive index {}: journal_mode is {mode}, not wal (is the file system one SQLite can share memory on?)",
@@ -456,11 +442,7 @@ impl Archive {
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(db_err("cannot set pragmas"))?;
         schema::migrate(&mut conn)?;
-        Ok(Archive {
-            dir: dir.to_path_buf(),
-            blobs,
-            conn: Mutex::new(conn),
-        })
+        Ok(Archive { dir: dir.to_path_buf(), blobs, conn: Mutex::new(conn) })
     }
 
     /// The archive's directory.
@@ -538,11 +520,7 @@ impl Archive {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err("cannot begin a transaction"))?;
         let existing = tx
-            .query_row(
-                "SELECT id, config, status, started, finished FROM runs WHERE id = ?1",
-                [run_id],
-                run_from_row,
-            )
+            .query_row("SELECT id, config, status, started, finished FROM runs WHERE id = ?1", [run_id], run_from_row)
             .optional()
             .map_err(db_err("cannot read runs"))?;
         match existing {
@@ -553,11 +531,8 @@ impl Archive {
                 )));
             }
             Some(_) => {
-                tx.execute(
-                    "UPDATE runs SET status = 'running', finished = NULL WHERE id = ?1",
-                    [run_id],
-                )
-                .map_err(db_err("cannot resume the run"))?;
+                tx.execute("UPDATE runs SET status = 'running', finished = NULL WHERE id = ?1", [run_id])
+                    .map_err(db_err("cannot resume the run"))?;
             }
             None => {
                 tx.execute(
@@ -568,11 +543,7 @@ impl Archive {
             }
         }
         let row = tx
-            .query_row(
-                "SELECT id, config, status, started, finished FROM runs WHERE id = ?1",
-                [run_id],
-                run_from_row,
-            )
+            .query_row("SELECT id, config, status, started, finished FROM runs WHERE id = ?1", [run_id], run_from_row)
             .map_err(db_err("cannot read runs"))?;
         tx.commit().map_err(db_err("cannot commit the run"))?;
         Ok(row)
@@ -596,11 +567,7 @@ impl Archive {
     /// Run `run_id`, if stored.
     pub fn get_run(&self, run_id: &str) -> Result<Option<RunRow>> {
         self.lock()
-            .query_row(
-                "SELECT id, config, status, started, finished FROM runs WHERE id = ?1",
-                [run_id],
-                run_from_row,
-            )
+            .query_row("SELECT id, config, status, started, finished FROM runs WHERE id = ?1", [run_id], run_from_row)
             .optional()
             .map_err(db_err("cannot read runs"))
     }
@@ -638,17 +605,12 @@ impl Archive {
         check_name("run id", &v.run_id)?;
         check_name("language", &v.language)?;
         if v.grant_digest.len() > MAX_NAME_BYTES || v.grant_digest.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "grant digest must be at most 256 bytes without control characters",
-            ));
+            return Err(Error::invalid("grant digest must be at most 256 bytes without control characters"));
         }
         // Blobs first: everything the row will reference must be stored.
-        let entries = self.read_tree(&v.tree_sha).map_err(|e| {
-            Error::invalid(format!(
-                "variant's tree {} is not in the archive: {e}",
-                v.tree_sha
-            ))
-        })?;
+        let entries = self
+            .read_tree(&v.tree_sha)
+            .map_err(|e| Error::invalid(format!("variant's tree {} is not in the archive: {e}", v.tree_sha)))?;
         for e in &entries {
             if !self.blobs.contains(&e.sha256)? {
                 return Err(Error::invalid(format!(
@@ -687,61 +649,39 @@ impl Archive {
             return Ok((VariantId(id), false));
         }
         let run_exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-                [&v.run_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)", [&v.run_id], |r| r.get(0))
             .map_err(db_err("cannot read runs"))?;
         if !run_exists {
-            return Err(Error::invalid(format!(
-                "no run {:?} in the archive; begin it first",
-                v.run_id
-            )));
+            return Err(Error::invalid(format!("no run {:?} in the archive; begin it first", v.run_id)));
         }
         if let Some(p) = parent {
             let parent_run: Option<String> = tx
-                .query_row("SELECT run_id FROM variants WHERE id = ?1", [p], |r| {
-                    r.get(0)
-                })
+                .query_row("SELECT run_id FROM variants WHERE id = ?1", [p], |r| r.get(0))
                 .optional()
                 .map_err(db_err("cannot read the parent"))?;
             match parent_run {
                 None => return Err(Error::invalid(format!("parent {p} is not in the archive"))),
                 Some(r) if r != v.run_id => {
                     let msg = format!("parent {p} belongs to run {r:?}, not {:?}", v.run_id);
-                    return Err(Error::invalid(format!(
-                        "{msg}; parents must be in the same run"
-                    )));
+                    return Err(Error::invalid(format!("{msg}; parents must be in the same run")));
                 }
                 Some(_) => {}
             }
         }
-        let full = sha256_hex(
-            format!(
-                "vivarium-variant\0{}\0{content}\0{}",
-                v.run_id,
-                parent.unwrap_or("")
-            )
-            .as_bytes(),
-        );
+        let full =
+            sha256_hex(format!("vivarium-variant\0{}\0{content}\0{}", v.run_id, parent.unwrap_or("")).as_bytes());
         let mut id = None;
         for len in (ID_DIGITS..=64).step_by(4) {
             let candidate = &full[..len];
             let taken: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM variants WHERE id = ?1)",
-                    [candidate],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT EXISTS (SELECT 1 FROM variants WHERE id = ?1)", [candidate], |r| r.get(0))
                 .map_err(db_err("cannot read variants"))?;
             if !taken {
                 id = Some(candidate.to_string());
                 break;
             }
         }
-        let id =
-            id.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant id {full} is taken")))?;
+        let id = id.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant id {full} is taken")))?;
         let now = now_rfc3339();
         tx.execute(
             "INSERT INTO variants (id, run_id, parent_id, generation, language, component_sha, tree_sha, \
@@ -811,15 +751,8 @@ impl Archive {
                 )
                 .map_err(db_err("cannot prepare the results insert"))?;
             for r in results {
-                stmt.execute(params![
-                    id.0,
-                    r.split.as_str(),
-                    r.task_id,
-                    r.passed,
-                    r.score,
-                    r.note
-                ])
-                .map_err(db_err("cannot insert a result"))?;
+                stmt.execute(params![id.0, r.split.as_str(), r.task_id, r.passed, r.score, r.note])
+                    .map_err(db_err("cannot insert a result"))?;
             }
         }
         tx.commit().map_err(db_err("cannot commit the results"))?;
@@ -827,12 +760,7 @@ impl Archive {
     }
 
     /// Set variant `id`'s status, and its summary when one is given.
-    pub fn set_status(
-        &self,
-        id: &VariantId,
-        status: VariantStatus,
-        summary: Option<&str>,
-    ) -> Result<()> {
+    pub fn set_status(&self, id: &VariantId, status: VariantStatus, summary: Option<&str>) -> Result<()> {
         let n = self
             .lock()
             .execute(
@@ -849,11 +777,7 @@ impl Archive {
     /// Variant `id`, if stored.
     pub fn get(&self, id: &VariantId) -> Result<Option<VariantRow>> {
         self.lock()
-            .query_row(
-                &format!("SELECT {VARIANT_COLUMNS} FROM variants v WHERE v.id = ?1"),
-                [&id.0],
-                variant_from_row,
-            )
+            .query_row(&format!("SELECT {VARIANT_COLUMNS} FROM variants v WHERE v.id = ?1"), [&id.0], variant_from_row)
             .optional()
             .map_err(db_err("cannot read the variant"))
     }
@@ -862,9 +786,7 @@ impl Archive {
     /// characters). [`Error::Invalid`] when none or several match.
     pub fn resolve(&self, prefix: &str) -> Result<VariantId> {
         if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(format!(
-                "{prefix:?} is not a variant id (at least 4 hex digits)"
-            )));
+            return Err(Error::invalid(format!("{prefix:?} is not a variant id (at least 4 hex digits)")));
         }
         let prefix = prefix.to_ascii_lowercase();
         let conn = self.lock();
@@ -872,19 +794,13 @@ impl Archive {
             .prepare("SELECT id FROM variants WHERE substr(id, 1, ?2) = ?1 ORDER BY seq LIMIT 2")
             .map_err(db_err("cannot read variants"))?;
         let ids = stmt
-            .query_map(params![prefix, prefix.len() as i64], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_map(params![prefix, prefix.len() as i64], |r| r.get::<_, String>(0))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(db_err("cannot read variants"))?;
         match ids.as_slice() {
             [one] => Ok(VariantId(one.clone())),
-            [] => Err(Error::invalid(format!(
-                "no variant {prefix} in the archive"
-            ))),
-            _ => Err(Error::invalid(format!(
-                "{prefix} names more than one variant; give more digits"
-            ))),
+            [] => Err(Error::invalid(format!("no variant {prefix} in the archive"))),
+            _ => Err(Error::invalid(format!("{prefix} names more than one variant; give more digits"))),
         }
     }
 
@@ -892,9 +808,7 @@ impl Archive {
     /// archived.
     pub fn list(&self, run: Option<&str>) -> Result<Vec<VariantRow>> {
         let conn = self.lock();
-        let sql = format!(
-            "SELECT {VARIANT_COLUMNS} FROM variants v WHERE ?1 IS NULL OR v.run_id = ?1 ORDER BY v.seq"
-        );
+        let sql = format!("SELECT {VARIANT_COLUMNS} FROM variants v WHERE ?1 IS NULL OR v.run_id = ?1 ORDER BY v.seq");
         let mut stmt = conn.prepare(&sql).map_err(db_err("cannot read variants"))?;
         let rows = stmt
             .query_map([run], variant_from_row)
@@ -918,11 +832,7 @@ impl Archive {
                 Ok(TaskResult {
                     task_id: r.get(0)?,
                     split: split.parse().map_err(|e: Error| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            1,
-                            rusqlite::types::Type::Text,
-                            e.to_string().into(),
-                        )
+                        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.to_string().into())
                     })?,
                     passed: r.get(2)?,
                     score: r.get(3)?,
@@ -966,11 +876,7 @@ impl Archive {
     /// How many variants name `id` as their parent.
     pub fn children_count(&self, id: &VariantId) -> Result<u32> {
         self.lock()
-            .query_row(
-                "SELECT count(*) FROM variants WHERE parent_id = ?1",
-                [&id.0],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM variants WHERE parent_id = ?1", [&id.0], |r| r.get(0))
             .map_err(db_err("cannot count children"))
     }
 
@@ -982,13 +888,7 @@ impl Archive {
             .list(Some(run))?
             .into_iter()
             .filter(|v| v.status == VariantStatus::Evaluated)
-            .filter_map(|v| {
-                v.visible_score.map(|score| Candidate {
-                    id: v.id,
-                    score,
-                    children: v.children,
-                })
-            })
+            .filter_map(|v| v.visible_score.map(|score| Candidate { id: v.id, score, children: v.children }))
             .collect())
     }
 
@@ -1030,17 +930,10 @@ impl Archive {
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {
         let mut best: Option<VariantRow> = None;
         for v in self.list(Some(run))? {
-            let Some(s) = v
-                .visible_score
-                .filter(|_| v.status == VariantStatus::Evaluated)
-            else {
+            let Some(s) = v.visible_score.filter(|_| v.status == VariantStatus::Evaluated) else {
                 continue;
             };
-            if best
-                .as_ref()
-                .and_then(|b| b.visible_score)
-                .is_none_or(|b| s > b)
-            {
+            if best.as_ref().and_then(|b| b.visible_score).is_none_or(|b| s > b) {
                 best = Some(v);
             }
         }

@@ -82,10 +82,8 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err("cannot start the schema migration"))?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT;",
-    )
-    .map_err(db_err("cannot create schema_version"))?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT;")
+        .map_err(db_err("cannot create schema_version"))?;
     let current: Option<i64> = tx
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .optional()
@@ -101,18 +99,12 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
         return Ok(()); // nothing to do; the transaction rolls back
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.execute_batch(sql)
-            .map_err(db_err(&format!("schema migration {} failed", i + 1)))?;
+        tx.execute_batch(sql).map_err(db_err(&format!("schema migration {} failed", i + 1)))?;
     }
-    tx.execute("DELETE FROM schema_version", [])
+    tx.execute("DELETE FROM schema_version", []).map_err(db_err("cannot update schema_version"))?;
+    tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])
         .map_err(db_err("cannot update schema_version"))?;
-    tx.execute(
-        "INSERT INTO schema_version (version) VALUES (?1)",
-        [SCHEMA_VERSION],
-    )
-    .map_err(db_err("cannot update schema_version"))?;
-    tx.commit()
-        .map_err(db_err("cannot commit the schema migration"))?;
+    tx.commit().map_err(db_err("cannot commit the schema migration"))?;
     Ok(())
 }
 

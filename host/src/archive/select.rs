@@ -52,12 +52,7 @@ pub enum Selection {
 
 impl Selection {
     /// Every method, in documentation order.
-    pub const ALL: [Selection; 4] = [
-        Selection::Dgm,
-        Selection::DgmH,
-        Selection::Greedy,
-        Selection::Random,
-    ];
+    pub const ALL: [Selection; 4] = [Selection::Dgm, Selection::DgmH, Selection::Greedy, Selection::Random];
 
     /// The method's name in `run.toml` (`dgm`, `dgm-h`, `greedy`, `random`).
     pub fn as_str(self) -> &'static str {
@@ -79,14 +74,9 @@ impl fmt::Display for Selection {
 impl FromStr for Selection {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Selection::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown parent selection {s:?} (expected dgm, dgm-h, greedy or random)"
-                ))
-            })
+        Selection::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            Error::invalid(format!("unknown parent selection {s:?} (expected dgm, dgm-h, greedy or random)"))
+        })
     }
 }
 
@@ -116,12 +106,7 @@ pub fn weights(method: Selection, candidates: &[Candidate]) -> Vec<f64> {
     match method {
         Selection::Dgm => candidates
             .iter()
-            .map(|c| {
-                finite_or_zero(
-                    c.score,
-                    sigmoid(10.0 * (c.score - 0.5)) / (1.0 + f64::from(c.children)),
-                )
-            })
+            .map(|c| finite_or_zero(c.score, sigmoid(10.0 * (c.score - 0.5)) / (1.0 + f64::from(c.children))))
             .collect(),
         Selection::DgmH => {
             let mid = top_three_mean(candidates);
@@ -129,18 +114,13 @@ pub fn weights(method: Selection, candidates: &[Candidate]) -> Vec<f64> {
                 .iter()
                 .map(|c| {
                     let n = f64::from(c.children) / 8.0;
-                    finite_or_zero(
-                        c.score,
-                        sigmoid(10.0 * (c.score - mid)) * (-(n * n * n)).exp(),
-                    )
+                    finite_or_zero(c.score, sigmoid(10.0 * (c.score - mid)) * (-(n * n * n)).exp())
                 })
                 .collect()
         }
         Selection::Greedy => {
             let best = best_index(candidates);
-            (0..candidates.len())
-                .map(|i| if Some(i) == best { 1.0 } else { 0.0 })
-                .collect()
+            (0..candidates.len()).map(|i| if Some(i) == best { 1.0 } else { 0.0 }).collect()
         }
         Selection::Random => vec![1.0; candidates.len()],
     }
@@ -190,11 +170,7 @@ fn finite_or_zero(score: f64, weight: f64) -> f64 {
 
 /// Mean of the (up to) three highest finite scores; 0 when there are none.
 fn top_three_mean(candidates: &[Candidate]) -> f64 {
-    let mut scores: Vec<f64> = candidates
-        .iter()
-        .map(|c| c.score)
-        .filter(|s| s.is_finite())
-        .collect();
+    let mut scores: Vec<f64> = candidates.iter().map(|c| c.score).filter(|s| s.is_finite()).collect();
     if scores.is_empty() {
         return 0.0;
     }

@@ -40,23 +40,14 @@ fn tree_for(archive: &Archive, tag: &str) -> String {
     write_files(
         src.path(),
         &[
-            (
-                "variant.toml",
-                &format!("[variant]\nname = \"{tag}\"\nlanguage = \"rust\"\n"),
-            ),
+            ("variant.toml", &format!("[variant]\nname = \"{tag}\"\nlanguage = \"rust\"\n")),
             ("src/lib.rs", &format!("// {tag}\npub fn solve() {{}}\n")),
         ],
     );
     archive.put_tree(src.path()).unwrap()
 }
 
-fn new_variant(
-    archive: &Archive,
-    run: &str,
-    tag: &str,
-    parent: Option<&VariantId>,
-    generation: u32,
-) -> NewVariant {
+fn new_variant(archive: &Archive, run: &str, tag: &str, parent: Option<&VariantId>, generation: u32) -> NewVariant {
     let tree_sha = tree_for(archive, tag);
     let component_sha = archive.put(format!("component {tag}").as_bytes()).unwrap();
     NewVariant {
@@ -72,26 +63,12 @@ fn new_variant(
     }
 }
 
-fn add(
-    archive: &Archive,
-    run: &str,
-    tag: &str,
-    parent: Option<&VariantId>,
-    generation: u32,
-) -> VariantId {
-    archive
-        .add_variant(&new_variant(archive, run, tag, parent, generation))
-        .unwrap()
+fn add(archive: &Archive, run: &str, tag: &str, parent: Option<&VariantId>, generation: u32) -> VariantId {
+    archive.add_variant(&new_variant(archive, run, tag, parent, generation)).unwrap()
 }
 
 fn result(task: &str, split: Split, passed: bool, score: f64) -> TaskResult {
-    TaskResult {
-        task_id: task.into(),
-        split,
-        passed,
-        score,
-        note: format!("note {task}"),
-    }
+    TaskResult { task_id: task.into(), split, passed, score, note: format!("note {task}") }
 }
 
 /// A raw connection to the index with foreign keys off, to damage it the way
@@ -159,10 +136,7 @@ fn family() -> (TempDir, Archive, [VariantId; 4]) {
         archive
             .record_results(
                 id,
-                &[
-                    result("t1", Split::Visible, true, s),
-                    result("h1", Split::HeldOut, false, s / 2.0),
-                ],
+                &[result("t1", Split::Visible, true, s), result("h1", Split::HeldOut, false, s / 2.0)],
                 Some(s),
                 Some(s / 2.0),
                 VariantStatus::Evaluated,
@@ -178,19 +152,11 @@ fn family() -> (TempDir, Archive, [VariantId; 4]) {
 fn put_stores_by_sha256_and_get_returns_the_bytes() {
     let (_tmp, archive) = fresh();
     let sha = archive.put(b"hello").unwrap();
-    assert_eq!(
-        sha,
-        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-    );
-    let path = archive
-        .dir()
-        .join("blobs/2c/f24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    assert_eq!(sha, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+    let path = archive.dir().join("blobs/2c/f24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     assert_eq!(archive.blobs().path_of(&sha).unwrap(), path);
     assert_eq!(fs::read(&path).unwrap(), b"hello");
-    assert!(
-        fs::metadata(&path).unwrap().permissions().readonly(),
-        "blobs are read-only"
-    );
+    assert!(fs::metadata(&path).unwrap().permissions().readonly(), "blobs are read-only");
     assert_eq!(archive.get_blob(&sha).unwrap(), b"hello");
     assert_eq!(archive.blobs().check(&sha).unwrap(), BlobState::Intact);
     assert!(archive.blobs().contains(&sha).unwrap());
@@ -199,10 +165,7 @@ fn put_stores_by_sha256_and_get_returns_the_bytes() {
     let empty = archive.put(b"").unwrap();
     assert_eq!(empty, sha256_hex(b""));
     assert_eq!(archive.get_blob(&empty).unwrap(), b"");
-    assert!(
-        temp_files(archive.blobs().root()).is_empty(),
-        "no temp file is left behind"
-    );
+    assert!(temp_files(archive.blobs().root()).is_empty(), "no temp file is left behind");
 }
 
 #[test]
@@ -214,16 +177,8 @@ fn get_detects_a_corrupt_blob_and_put_repairs_it() {
     assert!(matches!(err, Error::Internal(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("corrupt") && msg.contains(&sha), "{msg}");
-    assert!(
-        msg.contains(&sha256_hex(b"the fake bytes")),
-        "names the actual hash: {msg}"
-    );
-    assert_eq!(
-        archive.blobs().check(&sha).unwrap(),
-        BlobState::Corrupt {
-            actual: sha256_hex(b"the fake bytes")
-        }
-    );
+    assert!(msg.contains(&sha256_hex(b"the fake bytes")), "names the actual hash: {msg}");
+    assert_eq!(archive.blobs().check(&sha).unwrap(), BlobState::Corrupt { actual: sha256_hex(b"the fake bytes") });
     // put notices the damage and rewrites the blob.
     assert_eq!(archive.put(b"the real bytes").unwrap(), sha);
     assert_eq!(archive.get_blob(&sha).unwrap(), b"the real bytes");
@@ -239,18 +194,8 @@ fn get_reports_a_missing_blob_and_refuses_names_that_are_not_shas() {
     }
     assert_eq!(archive.blobs().check(&missing).unwrap(), BlobState::Missing);
     assert!(!archive.blobs().contains(&missing).unwrap());
-    for bad in [
-        "",
-        "../../etc/passwd",
-        "ABCDEF",
-        &missing.to_uppercase(),
-        &missing[..63],
-        &format!("{missing}0"),
-    ] {
-        assert!(
-            matches!(archive.get_blob(bad), Err(Error::Invalid(_))),
-            "{bad:?}"
-        );
+    for bad in ["", "../../etc/passwd", "ABCDEF", &missing.to_uppercase(), &missing[..63], &format!("{missing}0")] {
+        assert!(matches!(archive.get_blob(bad), Err(Error::Invalid(_))), "{bad:?}");
         assert!(!is_sha256(bad));
     }
 }
@@ -317,49 +262,19 @@ fn a_tree_round_trips_and_skips_build_outputs() {
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "empty",
-            "src/deep/er/mod.rs",
-            "src/lib.rs",
-            "tools/run.sh",
-            "variant.toml",
-            "with space/naïve ✓.txt"
-        ]
+        ["empty", "src/deep/er/mod.rs", "src/lib.rs", "tools/run.sh", "variant.toml", "with space/naïve ✓.txt"]
     );
     #[cfg(unix)]
-    assert_eq!(
-        entries
-            .iter()
-            .find(|e| e.path == "tools/run.sh")
-            .unwrap()
-            .mode,
-        MODE_EXEC
-    );
-    assert_eq!(
-        entries
-            .iter()
-            .find(|e| e.path == "src/lib.rs")
-            .unwrap()
-            .mode,
-        MODE_FILE
-    );
+    assert_eq!(entries.iter().find(|e| e.path == "tools/run.sh").unwrap().mode, MODE_EXEC);
+    assert_eq!(entries.iter().find(|e| e.path == "src/lib.rs").unwrap().mode, MODE_FILE);
     assert_eq!(entries[0].sha256, sha256_hex(b""));
 
     let dest = tmp.path().join("restored/here");
     archive.restore_tree(&sha, &dest).unwrap();
     for e in &entries {
-        assert_eq!(
-            fs::read(dest.join(&e.path)).unwrap(),
-            fs::read(src.join(&e.path)).unwrap(),
-            "{}",
-            e.path
-        );
+        assert_eq!(fs::read(dest.join(&e.path)).unwrap(), fs::read(src.join(&e.path)).unwrap(), "{}", e.path);
     }
-    assert!(
-        !dest.join("target").exists()
-            && !dest.join(".git").exists()
-            && !dest.join("node_modules").exists()
-    );
+    assert!(!dest.join("target").exists() && !dest.join(".git").exists() && !dest.join("node_modules").exists());
     #[cfg(unix)]
     {
         assert_eq!(mode_of(&dest.join("tools/run.sh")), 0o755);
@@ -386,15 +301,9 @@ fn the_same_files_give_the_same_tree_sha_anywhere() {
     let mut reversed = files;
     reversed.reverse();
     write_files(&two, &reversed);
-    assert_eq!(
-        archive.put_tree(&one).unwrap(),
-        archive.put_tree(&two).unwrap()
-    );
+    assert_eq!(archive.put_tree(&one).unwrap(), archive.put_tree(&two).unwrap());
     fs::write(two.join("a.txt"), "A").unwrap();
-    assert_ne!(
-        archive.put_tree(&one).unwrap(),
-        archive.put_tree(&two).unwrap()
-    );
+    assert_ne!(archive.put_tree(&one).unwrap(), archive.put_tree(&two).unwrap());
 }
 
 #[test]
@@ -402,16 +311,8 @@ fn the_manifest_has_one_canonical_spelling() {
     let a = sha256_hex(b"a");
     let b = sha256_hex(b"b");
     let entries = vec![
-        TreeEntry {
-            path: "z/b.sh".into(),
-            sha256: b.clone(),
-            mode: MODE_EXEC,
-        },
-        TreeEntry {
-            path: "a b.txt".into(),
-            sha256: a.clone(),
-            mode: MODE_FILE,
-        },
+        TreeEntry { path: "z/b.sh".into(), sha256: b.clone(), mode: MODE_EXEC },
+        TreeEntry { path: "a b.txt".into(), sha256: a.clone(), mode: MODE_FILE },
     ];
     let bytes = encode_manifest(&entries).unwrap();
     let expected = format!("vivarium-tree 1\n100644 {a} a b.txt\n100755 {b} z/b.sh\n");
@@ -436,10 +337,7 @@ fn the_manifest_has_one_canonical_spelling() {
         "vivarium-tree 1\n\n".to_string(),                                   // blank line
     ];
     for m in &bad {
-        assert!(
-            matches!(parse_manifest(m.as_bytes()), Err(Error::Invalid(_))),
-            "accepted {m:?}"
-        );
+        assert!(matches!(parse_manifest(m.as_bytes()), Err(Error::Invalid(_))), "accepted {m:?}");
     }
     assert!(parse_manifest(b"\xff\xfe").is_err());
 }
@@ -472,14 +370,8 @@ fn put_tree_refuses_symlinks_but_not_inside_skipped_dirs() {
 fn put_tree_refuses_a_file_and_a_missing_dir() {
     let (tmp, archive) = fresh();
     fs::write(tmp.path().join("f"), "x").unwrap();
-    assert!(matches!(
-        archive.put_tree(&tmp.path().join("f")),
-        Err(Error::Invalid(_))
-    ));
-    assert!(matches!(
-        archive.put_tree(&tmp.path().join("nope")),
-        Err(Error::Io { .. })
-    ));
+    assert!(matches!(archive.put_tree(&tmp.path().join("f")), Err(Error::Invalid(_))));
+    assert!(matches!(archive.put_tree(&tmp.path().join("nope")), Err(Error::Io { .. })));
 }
 
 #[test]
@@ -492,23 +384,12 @@ fn restore_tree_refuses_a_non_empty_destination_and_a_corrupt_file() {
     archive.restore_tree(&sha, &empty).unwrap();
     assert!(empty.join("src/lib.rs").is_file());
     // A non-empty one is not, and is left alone.
-    assert!(matches!(
-        archive.restore_tree(&sha, &empty),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.restore_tree(&sha, &empty), Err(Error::Invalid(_))));
     // A corrupt file blob stops the restore before anything appears.
-    let lib = archive
-        .read_tree(&sha)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.path == "src/lib.rs")
-        .unwrap();
+    let lib = archive.read_tree(&sha).unwrap().into_iter().find(|e| e.path == "src/lib.rs").unwrap();
     overwrite_blob(&archive, &lib.sha256, b"tampered");
     let dest = tmp.path().join("dest");
-    assert!(matches!(
-        archive.restore_tree(&sha, &dest),
-        Err(Error::Internal(_))
-    ));
+    assert!(matches!(archive.restore_tree(&sha, &dest), Err(Error::Internal(_))));
     assert!(!dest.exists());
     let stray: Vec<_> = fs::read_dir(tmp.path())
         .unwrap()
@@ -518,10 +399,7 @@ fn restore_tree_refuses_a_non_empty_destination_and_a_corrupt_file() {
     assert!(stray.is_empty(), "staging directories left: {stray:?}");
     // A blob that is not a manifest is not a tree.
     let not_tree = archive.put(b"hello").unwrap();
-    assert!(matches!(
-        archive.restore_tree(&not_tree, &tmp.path().join("x")),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.restore_tree(&not_tree, &tmp.path().join("x")), Err(Error::Invalid(_))));
 }
 
 // ------------------------------------------------------------------ index
@@ -533,26 +411,18 @@ fn open_creates_the_schema_with_wal_and_foreign_keys() {
     assert_eq!(SCHEMA_VERSION, 2, "runs, variants, results; then the step ledger");
     {
         let conn = archive.lock();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let fk: i64 = conn
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-            .unwrap();
+        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(fk, 1);
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
         assert_eq!(sync, 2, "synchronous = FULL");
     }
     drop(archive);
     // Reopening migrates nothing and keeps one version row.
     let archive = Archive::open(&tmp.path().join("archive")).unwrap();
     assert_eq!(archive.schema_version().unwrap(), SCHEMA_VERSION);
-    let rows: i64 = raw(&archive)
-        .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
-        .unwrap();
+    let rows: i64 = raw(&archive).query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 1);
     // The database refuses what the code would never write.
     archive.begin_run("r", &json!({})).unwrap();
@@ -569,9 +439,7 @@ fn open_creates_the_schema_with_wal_and_foreign_keys() {
 #[test]
 fn an_archive_from_a_newer_schema_is_refused() {
     let (tmp, archive) = fresh();
-    raw(&archive)
-        .execute("UPDATE schema_version SET version = 99", [])
-        .unwrap();
+    raw(&archive).execute("UPDATE schema_version SET version = 99", []).unwrap();
     drop(archive);
     match Archive::open(&tmp.path().join("archive")).unwrap_err() {
         Error::Invalid(msg) => assert!(msg.contains("99") && msg.contains("newer"), "{msg}"),
@@ -592,41 +460,19 @@ fn runs_begin_resume_and_finish() {
     assert_eq!(stopped.status, RunStatus::Stopped);
     assert!(stopped.finished.is_some());
     // Resuming with the same config (keys in any order) sets it running again.
-    let resumed = archive
-        .begin_run(
-            "run-1",
-            &json!({"generations": 3, "selection": "dgm", "seed": 1}),
-        )
-        .unwrap();
+    let resumed = archive.begin_run("run-1", &json!({"generations": 3, "selection": "dgm", "seed": 1})).unwrap();
     assert_eq!(resumed.status, RunStatus::Running);
     assert_eq!(resumed.started, run.started);
     assert!(resumed.finished.is_none());
     // A different config is refused.
-    assert!(matches!(
-        archive.begin_run("run-1", &json!({"seed": 2})),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.begin_run("run-1", &json!({"seed": 2})), Err(Error::Invalid(_))));
     archive.begin_run("run-2", &json!(null)).unwrap();
-    let ids: Vec<String> = archive
-        .list_runs()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<String> = archive.list_runs().unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(ids, ["run-1", "run-2"]);
     assert!(archive.get_run("run-3").unwrap().is_none());
-    assert!(matches!(
-        archive.finish_run("run-3", RunStatus::Finished),
-        Err(Error::Invalid(_))
-    ));
-    assert!(matches!(
-        archive.begin_run("", &json!({})),
-        Err(Error::Invalid(_))
-    ));
-    assert!(matches!(
-        archive.begin_run("a\nb", &json!({})),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.finish_run("run-3", RunStatus::Finished), Err(Error::Invalid(_))));
+    assert!(matches!(archive.begin_run("", &json!({})), Err(Error::Invalid(_))));
+    assert!(matches!(archive.begin_run("a\nb", &json!({})), Err(Error::Invalid(_))));
 }
 
 #[test]
@@ -640,10 +486,7 @@ fn add_variant_is_idempotent_on_run_content_and_parent() {
     // Again (e.g. after a crash and --resume): same id, no new row, first write wins.
     let mut again = nv.clone();
     again.summary = "a different summary".into();
-    assert_eq!(
-        archive.add_variant_outcome(&again).unwrap(),
-        (id.clone(), false)
-    );
+    assert_eq!(archive.add_variant_outcome(&again).unwrap(), (id.clone(), false));
     assert_eq!(archive.list(None).unwrap().len(), 1);
     assert_eq!(archive.get(&id).unwrap().unwrap().summary, "variant root");
 
@@ -700,12 +543,7 @@ fn an_id_collision_lengthens_the_new_id() {
     // Squat on the 12-digit id with a row of another identity.
     let squatter = new_variant(&archive, "r1", "squatter", None, 0);
     let sid = archive.add_variant(&squatter).unwrap();
-    raw(&archive)
-        .execute(
-            "UPDATE variants SET id = ?1 WHERE id = ?2",
-            [&full[..12], sid.as_str()],
-        )
-        .unwrap();
+    raw(&archive).execute("UPDATE variants SET id = ?1 WHERE id = ?2", [&full[..12], sid.as_str()]).unwrap();
     let id = archive.add_variant(&nv).unwrap();
     assert_eq!(id.as_str(), &full[..16]);
 }
@@ -753,10 +591,7 @@ fn add_variant_refuses_rows_whose_blobs_run_or_parent_are_missing() {
         ("no language", no_language),
         ("file missing", file_missing),
     ] {
-        assert!(
-            matches!(archive.add_variant(&v), Err(Error::Invalid(_))),
-            "{what} was accepted"
-        );
+        assert!(matches!(archive.add_variant(&v), Err(Error::Invalid(_))), "{what} was accepted");
     }
     assert_eq!(archive.list(Some("r1")).unwrap().len(), 0);
     archive.add_variant(&good).unwrap();
@@ -773,13 +608,7 @@ fn record_results_upserts_and_sets_scores_and_status() {
 
     // Stage 1: a subset.
     archive
-        .record_results(
-            &id,
-            &[result("t2", Split::Visible, true, 1.0)],
-            Some(1.0),
-            None,
-            VariantStatus::Pending,
-        )
+        .record_results(&id, &[result("t2", Split::Visible, true, 1.0)], Some(1.0), None, VariantStatus::Pending)
         .unwrap();
     // Stage 2: the rest, and t2 re-graded.
     archive
@@ -797,10 +626,7 @@ fn record_results_upserts_and_sets_scores_and_status() {
         )
         .unwrap();
     let got = archive.results(&id).unwrap();
-    let keys: Vec<(Split, &str, f64)> = got
-        .iter()
-        .map(|r| (r.split, r.task_id.as_str(), r.score))
-        .collect();
+    let keys: Vec<(Split, &str, f64)> = got.iter().map(|r| (r.split, r.task_id.as_str(), r.score)).collect();
     assert_eq!(
         keys,
         [
@@ -823,64 +649,31 @@ fn record_results_upserts_and_sets_scores_and_status() {
     for bad in [
         archive.record_results(&id, &[], Some(f64::NAN), None, VariantStatus::Failed),
         archive.record_results(&id, &[], None, Some(f64::INFINITY), VariantStatus::Failed),
-        archive.record_results(
-            &id,
-            &[result("t", Split::Visible, true, f64::NAN)],
-            None,
-            None,
-            VariantStatus::Failed,
-        ),
-        archive.record_results(
-            &id,
-            &[result("", Split::Visible, true, 1.0)],
-            None,
-            None,
-            VariantStatus::Failed,
-        ),
+        archive.record_results(&id, &[result("t", Split::Visible, true, f64::NAN)], None, None, VariantStatus::Failed),
+        archive.record_results(&id, &[result("", Split::Visible, true, 1.0)], None, None, VariantStatus::Failed),
     ] {
         assert!(matches!(bad, Err(Error::Invalid(_))));
     }
     assert_eq!(archive.get(&id).unwrap().unwrap(), before);
     assert!(matches!(
-        archive.record_results(
-            &VariantId::from("ffffffffffff"),
-            &[],
-            None,
-            None,
-            VariantStatus::Failed
-        ),
+        archive.record_results(&VariantId::from("ffffffffffff"), &[], None, None, VariantStatus::Failed),
         Err(Error::Invalid(_))
     ));
 
-    archive
-        .set_status(&id, VariantStatus::Failed, Some("build broke"))
-        .unwrap();
+    archive.set_status(&id, VariantStatus::Failed, Some("build broke")).unwrap();
     let row = archive.get(&id).unwrap().unwrap();
-    assert_eq!(
-        (row.status, row.summary.as_str()),
-        (VariantStatus::Failed, "build broke")
-    );
-    archive
-        .set_status(&id, VariantStatus::Evaluated, None)
-        .unwrap();
+    assert_eq!((row.status, row.summary.as_str()), (VariantStatus::Failed, "build broke"));
+    archive.set_status(&id, VariantStatus::Evaluated, None).unwrap();
     assert_eq!(archive.get(&id).unwrap().unwrap().summary, "build broke");
 }
 
 #[test]
 fn lineage_children_list_and_resolve() {
     let (_tmp, archive, [root, a, b, c]) = family();
-    let lineage: Vec<VariantId> = archive
-        .lineage(&b)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
+    let lineage: Vec<VariantId> = archive.lineage(&b).unwrap().into_iter().map(|v| v.id).collect();
     assert_eq!(lineage, [root.clone(), a.clone(), b.clone()]);
     assert_eq!(archive.lineage(&root).unwrap().len(), 1);
-    assert!(matches!(
-        archive.lineage(&VariantId::from("ffffffffffff")),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.lineage(&VariantId::from("ffffffffffff")), Err(Error::Invalid(_))));
 
     assert_eq!(archive.children_count(&root).unwrap(), 2);
     assert_eq!(archive.children_count(&a).unwrap(), 1);
@@ -891,56 +684,19 @@ fn lineage_children_list_and_resolve() {
     archive.begin_run("r2", &json!({})).unwrap();
     let other = add(&archive, "r2", "other", None, 0);
     let d = add(&archive, "r1", "d", Some(&c), 3);
-    let all: Vec<VariantId> = archive
-        .list(None)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
-    assert_eq!(
-        all,
-        [
-            root.clone(),
-            a.clone(),
-            b.clone(),
-            c.clone(),
-            other.clone(),
-            d.clone()
-        ]
-    );
-    let r1: Vec<VariantId> = archive
-        .list(Some("r1"))
-        .unwrap()
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
-    assert_eq!(
-        r1,
-        [root.clone(), a.clone(), b.clone(), c.clone(), d.clone()]
-    );
+    let all: Vec<VariantId> = archive.list(None).unwrap().into_iter().map(|v| v.id).collect();
+    assert_eq!(all, [root.clone(), a.clone(), b.clone(), c.clone(), other.clone(), d.clone()]);
+    let r1: Vec<VariantId> = archive.list(Some("r1")).unwrap().into_iter().map(|v| v.id).collect();
+    assert_eq!(r1, [root.clone(), a.clone(), b.clone(), c.clone(), d.clone()]);
     assert!(archive.list(Some("nope")).unwrap().is_empty());
-    let generations: Vec<u32> = archive
-        .list(Some("r1"))
-        .unwrap()
-        .iter()
-        .map(|v| v.generation)
-        .collect();
+    let generations: Vec<u32> = archive.list(Some("r1")).unwrap().iter().map(|v| v.generation).collect();
     assert_eq!(generations, [0, 1, 2, 2, 3]);
 
     assert_eq!(archive.resolve(&root.as_str()[..6]).unwrap(), root);
-    assert_eq!(
-        archive.resolve(&root.as_str().to_uppercase()).unwrap(),
-        root
-    );
-    assert!(
-        matches!(archive.resolve("abc"), Err(Error::Invalid(_))),
-        "too short"
-    );
+    assert_eq!(archive.resolve(&root.as_str().to_uppercase()).unwrap(), root);
+    assert!(matches!(archive.resolve("abc"), Err(Error::Invalid(_))), "too short");
     assert!(matches!(archive.resolve("zzzzzz"), Err(Error::Invalid(_))));
-    assert!(matches!(
-        archive.resolve("ffffffffffff"),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(archive.resolve("ffffffffffff"), Err(Error::Invalid(_))));
 }
 
 #[test]
@@ -949,10 +705,7 @@ fn candidates_and_best_use_evaluated_visible_scores() {
     // Scores: root 0.2, a 0.3, b 0.4, c 0.5.
     let pending = add(&archive, "r1", "pending", Some(&b), 3);
     let cands = archive.candidates("r1").unwrap();
-    let got: Vec<(VariantId, f64, u32)> = cands
-        .iter()
-        .map(|c| (c.id.clone(), c.score, c.children))
-        .collect();
+    let got: Vec<(VariantId, f64, u32)> = cands.iter().map(|c| (c.id.clone(), c.score, c.children)).collect();
     let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
     assert_eq!(got.len(), 4, "the pending variant is not a candidate");
     assert_eq!((got[0].0.clone(), got[0].2), (root, 2));
@@ -963,9 +716,7 @@ fn candidates_and_best_use_evaluated_visible_scores() {
     assert!(!got.iter().any(|g| g.0 == pending));
     assert_eq!(archive.best("r1").unwrap().unwrap().id, c);
     // Ties go to the earliest.
-    archive
-        .record_results(&pending, &[], Some(0.5), None, VariantStatus::Evaluated)
-        .unwrap();
+    archive.record_results(&pending, &[], Some(0.5), None, VariantStatus::Evaluated).unwrap();
     assert_eq!(archive.best("r1").unwrap().unwrap().id, c);
     assert!(archive.best("none").unwrap().is_none());
 }
@@ -992,10 +743,7 @@ fn threads_share_one_archive() {
             })
         })
         .collect();
-    let ids: Vec<VariantId> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let ids: Vec<VariantId> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20);
     assert_eq!(archive.list(None).unwrap().len(), 22);
     assert_eq!(archive.children_count(&root).unwrap(), 21);
@@ -1024,10 +772,7 @@ fn integrity_check_catches_a_deleted_blob() {
     let report = archive.integrity_check().unwrap();
     assert_eq!(
         report.problems,
-        [Problem::MissingBlob {
-            sha: component,
-            referenced_by: format!("variant {a} (component)")
-        }]
+        [Problem::MissingBlob { sha: component, referenced_by: format!("variant {a} (component)") }]
     );
     assert!(report.problems[0].to_string().contains("missing"));
 }
@@ -1036,12 +781,7 @@ fn integrity_check_catches_a_deleted_blob() {
 fn integrity_check_catches_a_corrupt_blob() {
     let (_tmp, archive, [_, _, b, _]) = family();
     let tree = archive.get(&b).unwrap().unwrap().tree_sha;
-    let lib = archive
-        .read_tree(&tree)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.path == "src/lib.rs")
-        .unwrap();
+    let lib = archive.read_tree(&tree).unwrap().into_iter().find(|e| e.path == "src/lib.rs").unwrap();
     overwrite_blob(&archive, &lib.sha256, b"// tampered\n");
     let report = archive.integrity_check().unwrap();
     assert_eq!(
@@ -1052,10 +792,7 @@ fn integrity_check_catches_a_corrupt_blob() {
             referenced_by: format!("variant {b}: src/lib.rs"),
         }]
     );
-    assert!(matches!(
-        archive.tree_contents(&tree),
-        Err(Error::Internal(_))
-    ));
+    assert!(matches!(archive.tree_contents(&tree), Err(Error::Internal(_))));
 
     // A corrupt manifest is reported once, and its files are not guessed at.
     let (_tmp, archive, [root, ..]) = family();
@@ -1077,11 +814,7 @@ fn integrity_check_catches_an_orphan_result() {
     let report = archive.integrity_check().unwrap();
     assert_eq!(
         report.problems,
-        [Problem::OrphanResult {
-            variant: "0000deadbeef".into(),
-            split: "visible".into(),
-            task_id: "t9".into()
-        }]
+        [Problem::OrphanResult { variant: "0000deadbeef".into(), split: "visible".into(), task_id: "t9".into() }]
     );
 }
 
@@ -1089,18 +822,10 @@ fn integrity_check_catches_an_orphan_result() {
 fn integrity_check_catches_a_missing_parent() {
     let (_tmp, archive, [_, a, b, _]) = family();
     let conn = raw(&archive);
-    conn.execute("DELETE FROM results WHERE variant_id = ?1", [a.as_str()])
-        .unwrap();
-    conn.execute("DELETE FROM variants WHERE id = ?1", [a.as_str()])
-        .unwrap();
+    conn.execute("DELETE FROM results WHERE variant_id = ?1", [a.as_str()]).unwrap();
+    conn.execute("DELETE FROM variants WHERE id = ?1", [a.as_str()]).unwrap();
     let report = archive.integrity_check().unwrap();
-    assert_eq!(
-        report.problems,
-        [Problem::MissingParent {
-            variant: b.to_string(),
-            parent: a.to_string()
-        }]
-    );
+    assert_eq!(report.problems, [Problem::MissingParent { variant: b.to_string(), parent: a.to_string() }]);
     assert!(matches!(archive.lineage(&b), Err(Error::Internal(_))));
 }
 
@@ -1108,12 +833,7 @@ fn integrity_check_catches_a_missing_parent() {
 fn integrity_check_catches_cycles_cross_run_parents_and_missing_runs() {
     let (_tmp, archive, [root, a, b, _]) = family();
     // root's parent := b closes root → a → b → root.
-    raw(&archive)
-        .execute(
-            "UPDATE variants SET parent_id = ?1 WHERE id = ?2",
-            [b.as_str(), root.as_str()],
-        )
-        .unwrap();
+    raw(&archive).execute("UPDATE variants SET parent_id = ?1 WHERE id = ?2", [b.as_str(), root.as_str()]).unwrap();
     let report = archive.integrity_check().unwrap();
     assert_eq!(kinds(&report), ["cycle"]);
     match &report.problems[0] {
@@ -1127,24 +847,13 @@ fn integrity_check_catches_cycles_cross_run_parents_and_missing_runs() {
 
     let (_tmp, archive, [_, a, ..]) = family();
     archive.begin_run("r2", &json!({})).unwrap();
-    raw(&archive)
-        .execute(
-            "UPDATE variants SET run_id = 'r2' WHERE id = ?1",
-            [a.as_str()],
-        )
-        .unwrap();
+    raw(&archive).execute("UPDATE variants SET run_id = 'r2' WHERE id = ?1", [a.as_str()]).unwrap();
     // a is now in r2 with a parent in r1, and b (r1) has a parent in r2.
-    assert_eq!(
-        kinds(&archive.integrity_check().unwrap()),
-        ["parent-in-other-run", "parent-in-other-run"]
-    );
+    assert_eq!(kinds(&archive.integrity_check().unwrap()), ["parent-in-other-run", "parent-in-other-run"]);
 
     let (_tmp, archive, _) = family();
     raw(&archive).execute("DELETE FROM runs", []).unwrap();
-    assert_eq!(
-        kinds(&archive.integrity_check().unwrap()),
-        ["missing-run"; 4]
-    );
+    assert_eq!(kinds(&archive.integrity_check().unwrap()), ["missing-run"; 4]);
 }
 
 #[test]
@@ -1154,16 +863,10 @@ fn integrity_report_serializes_for_json_output() {
         variants: 2,
         results: 3,
         blobs_checked: 4,
-        problems: vec![Problem::MissingParent {
-            variant: "aa".into(),
-            parent: "bb".into(),
-        }],
+        problems: vec![Problem::MissingParent { variant: "aa".into(), parent: "bb".into() }],
     };
     let v = serde_json::to_value(&report).unwrap();
-    assert_eq!(
-        v["problems"][0],
-        json!({"kind": "missing-parent", "variant": "aa", "parent": "bb"})
-    );
+    assert_eq!(v["problems"][0], json!({"kind": "missing-parent", "variant": "aa", "parent": "bb"}));
     let back: IntegrityReport = serde_json::from_value(v).unwrap();
     assert_eq!(back, report);
 }
@@ -1192,31 +895,15 @@ fn committed_data_survives_a_handle_that_is_never_closed() {
         std::mem::forget(archive);
         (root, child)
     };
-    assert!(
-        dir.join("index.sqlite-wal").exists(),
-        "the commits are in the WAL"
-    );
+    assert!(dir.join("index.sqlite-wal").exists(), "the commits are in the WAL");
     let archive = Archive::open(&dir).unwrap();
-    let lineage: Vec<VariantId> = archive
-        .lineage(&child)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.id)
-        .collect();
+    let lineage: Vec<VariantId> = archive.lineage(&child).unwrap().into_iter().map(|v| v.id).collect();
     assert_eq!(lineage, [root.clone(), child.clone()]);
-    assert_eq!(
-        archive.get(&child).unwrap().unwrap().visible_score,
-        Some(1.0)
-    );
+    assert_eq!(archive.get(&child).unwrap().unwrap().visible_score, Some(1.0));
     assert_eq!(archive.results(&child).unwrap().len(), 1);
     assert!(archive.integrity_check().unwrap().is_ok());
     // Re-adding after the "crash" finds the same rows.
-    assert_eq!(
-        archive
-            .add_variant(&new_variant(&archive, "r1", "child", Some(&root), 1))
-            .unwrap(),
-        child
-    );
+    assert_eq!(archive.add_variant(&new_variant(&archive, "r1", "child", Some(&root), 1)).unwrap(), child);
     assert_eq!(archive.list(None).unwrap().len(), 2);
 }
 
@@ -1226,18 +913,13 @@ const CRASH_DIR_ENV: &str = "VIVARIUM_ARCHIVE_TEST_CRASH_DIR";
 /// archived (tree, component, row) and then evaluated.
 fn crash_step(archive: &Archive, i: u32, parent: Option<&VariantId>) -> VariantId {
     let tag = format!("step-{i}");
-    let (id, _) = archive
-        .add_variant_outcome(&new_variant(archive, "crash", &tag, parent, i))
-        .unwrap();
+    let (id, _) = archive.add_variant_outcome(&new_variant(archive, "crash", &tag, parent, i)).unwrap();
     if archive.get(&id).unwrap().unwrap().status != VariantStatus::Evaluated {
         let score = f64::from(i) / 100.0;
         archive
             .record_results(
                 &id,
-                &[
-                    result("t1", Split::Visible, true, score),
-                    result("h1", Split::HeldOut, true, score),
-                ],
+                &[result("t1", Split::Visible, true, score), result("h1", Split::HeldOut, true, score)],
                 Some(score),
                 Some(score),
                 VariantStatus::Evaluated,
@@ -1269,10 +951,7 @@ fn crash_child_writer() {
 fn a_writer_killed_mid_write_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("archive");
-    let name = format!(
-        "{}::crash_child_writer",
-        module_path!().split_once("::").unwrap().1
-    );
+    let name = format!("{}::crash_child_writer", module_path!().split_once("::").unwrap().1);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
         .env(CRASH_DIR_ENV, &dir)
@@ -1304,20 +983,12 @@ fn a_writer_killed_mid_write_loses_and_duplicates_nothing() {
     assert!(report.is_ok(), "{:?}", report.problems);
     let rows = archive.list(Some("crash")).unwrap();
     for (i, id) in &committed {
-        let row = rows
-            .iter()
-            .find(|r| &r.id == id)
-            .unwrap_or_else(|| panic!("step {i} ({id}) was lost"));
+        let row = rows.iter().find(|r| &r.id == id).unwrap_or_else(|| panic!("step {i} ({id}) was lost"));
         assert_eq!(row.status, VariantStatus::Evaluated);
         assert_eq!(archive.results(id).unwrap().len(), 2);
     }
     // At most the step in flight got further than "committed".
-    assert!(
-        rows.len() <= committed.len() + 1,
-        "{} rows for {} steps",
-        rows.len(),
-        committed.len()
-    );
+    assert!(rows.len() <= committed.len() + 1, "{} rows for {} steps", rows.len(), committed.len());
 
     // Resume: redo every step; nothing is duplicated, the one in flight is finished.
     archive.begin_run("crash", &json!({"seed": 42})).unwrap();
@@ -1341,21 +1012,14 @@ fn a_writer_killed_mid_write_loses_and_duplicates_nothing() {
 fn cands(rows: &[(f64, u32)]) -> Vec<Candidate> {
     rows.iter()
         .enumerate()
-        .map(|(i, &(score, children))| Candidate {
-            id: VariantId(format!("v{i}")),
-            score,
-            children,
-        })
+        .map(|(i, &(score, children))| Candidate { id: VariantId(format!("v{i}")), score, children })
         .collect()
 }
 
 fn assert_close(got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= tol,
-            "[{i}]: got {g}, want {w} (all: {got:?})"
-        );
+        assert!((g - w).abs() <= tol, "[{i}]: got {g}, want {w} (all: {got:?})");
     }
 }
 
@@ -1382,23 +1046,13 @@ fn dgm_weights_match_hand_computation() {
     let c = cands(&FOUR);
     assert_close(
         &weights(Selection::Dgm, &c),
-        &[
-            0.5,
-            0.476_287_063_411_216_7,
-            0.011_856_468_294_391_695,
-            0.952_574_126_822_433_4,
-        ],
+        &[0.5, 0.476_287_063_411_216_7, 0.011_856_468_294_391_695, 0.952_574_126_822_433_4],
         1e-12,
     );
     // Sum 1.940717658527…; probabilities:
     assert_close(
         &probabilities(Selection::Dgm, &c),
-        &[
-            0.257_636_651_989_465_8,
-            0.245_418_008_806_320_53,
-            0.006_109_321_591_572_656,
-            0.490_836_017_612_641_06,
-        ],
+        &[0.257_636_651_989_465_8, 0.245_418_008_806_320_53, 0.006_109_321_591_572_656, 0.490_836_017_612_641_06],
         1e-12,
     );
 }
@@ -1414,31 +1068,17 @@ fn dgm_h_weights_match_hand_computation() {
     let c = cands(&FOUR);
     assert_close(
         &weights(Selection::DgmH, &c),
-        &[
-            0.119_202_922_022_117_48,
-            0.729_632_123_319_84,
-            0.006_349_052_286_164_875,
-            0.731_058_578_630_004_9,
-        ],
+        &[0.119_202_922_022_117_48, 0.729_632_123_319_84, 0.006_349_052_286_164_875, 0.731_058_578_630_004_9],
         1e-12,
     );
     assert_close(
         &probabilities(Selection::DgmH, &c),
-        &[
-            0.075_147_973_135_681_63,
-            0.459_975_093_496_417_74,
-            0.004_002_573_112_672_768,
-            0.460_874_360_255_227_9,
-        ],
+        &[0.075_147_973_135_681_63, 0.459_975_093_496_417_74, 0.004_002_573_112_672_768, 0.460_874_360_255_227_9],
         1e-12,
     );
     // Fewer than three candidates: the mean of all of them.
     let two = cands(&[(0.4, 0), (0.6, 0)]);
-    assert_close(
-        &weights(Selection::DgmH, &two),
-        &[sigmoid(-1.0), sigmoid(1.0)],
-        1e-12,
-    );
+    assert_close(&weights(Selection::DgmH, &two), &[sigmoid(-1.0), sigmoid(1.0)], 1e-12);
     // The children penalty: exp(−(8/8)³) = e^−1 at 8 children, ~0 at 40.
     let penalty = cands(&[(0.5, 0), (0.5, 8), (0.5, 40)]);
     let w = weights(Selection::DgmH, &penalty);
@@ -1485,11 +1125,7 @@ fn draws_are_deterministic_and_follow_the_probabilities() {
         let mut counts = [0u64; 4];
         for step in 0..DRAWS {
             let i = choose(method, &c, 2024, step).unwrap();
-            assert_eq!(
-                choose(method, &c, 2024, step),
-                Some(i),
-                "same seed and step, same choice"
-            );
+            assert_eq!(choose(method, &c, 2024, step), Some(i), "same seed and step, same choice");
             counts[i] += 1;
         }
         let freq: Vec<f64> = counts.iter().map(|&n| n as f64 / DRAWS as f64).collect();
@@ -1497,12 +1133,8 @@ fn draws_are_deterministic_and_follow_the_probabilities() {
         assert_close(&freq, &probs, 0.01);
     }
     // Another seed makes other choices.
-    let a: Vec<_> = (0..64)
-        .map(|s| choose(Selection::Random, &c, 1, s))
-        .collect();
-    let b: Vec<_> = (0..64)
-        .map(|s| choose(Selection::Random, &c, 2, s))
-        .collect();
+    let a: Vec<_> = (0..64).map(|s| choose(Selection::Random, &c, 1, s)).collect();
+    let b: Vec<_> = (0..64).map(|s| choose(Selection::Random, &c, 2, s)).collect();
     assert_ne!(a, b);
 }
 
@@ -1514,12 +1146,8 @@ fn splitmix64_matches_the_reference_and_is_pinned() {
     assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
     assert_eq!(r.next_u64(), 0x06c4_5d18_8009_454f);
     // Per-step streams are fixed: changing them would change resumed runs.
-    let first: Vec<u64> = (0..3)
-        .map(|s| SplitMix64::for_step(42, s).next_u64())
-        .collect();
-    let again: Vec<u64> = (0..3)
-        .map(|s| SplitMix64::for_step(42, s).next_u64())
-        .collect();
+    let first: Vec<u64> = (0..3).map(|s| SplitMix64::for_step(42, s).next_u64()).collect();
+    let again: Vec<u64> = (0..3).map(|s| SplitMix64::for_step(42, s).next_u64()).collect();
     assert_eq!(first, again);
     assert_eq!(first.iter().collect::<HashSet<_>>().len(), 3);
     let mut r = SplitMix64::new(7);
@@ -1540,10 +1168,7 @@ fn selection_names_round_trip() {
     assert_eq!("dgm-h".parse::<Selection>().unwrap(), Selection::DgmH);
     assert!(matches!("DGM".parse::<Selection>(), Err(Error::Invalid(_))));
     assert_eq!("held-out".parse::<Split>().unwrap(), Split::HeldOut);
-    assert_eq!(
-        serde_json::to_value(VariantStatus::Refused).unwrap(),
-        json!("refused")
-    );
+    assert_eq!(serde_json::to_value(VariantStatus::Refused).unwrap(), json!("refused"));
     assert_eq!("stopped".parse::<RunStatus>().unwrap(), RunStatus::Stopped);
 }
 

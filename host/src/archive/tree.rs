@@ -70,16 +70,10 @@ pub fn encode_manifest(entries: &[TreeEntry]) -> Result<Vec<u8>> {
         check_rel_path(&e.path)?;
         check_sha(&e.sha256)?;
         if e.mode != MODE_FILE && e.mode != MODE_EXEC {
-            return Err(Error::invalid(format!(
-                "{}: mode {:o} is not 100644 or 100755",
-                e.path, e.mode
-            )));
+            return Err(Error::invalid(format!("{}: mode {:o} is not 100644 or 100755", e.path, e.mode)));
         }
         if prev == Some(e.path.as_str()) {
-            return Err(Error::invalid(format!(
-                "{}: listed twice in a tree",
-                e.path
-            )));
+            return Err(Error::invalid(format!("{}: listed twice in a tree", e.path)));
         }
         prev = Some(&e.path);
         out.push_str(&format!("{:o} {} {}\n", e.mode, e.sha256, e.path));
@@ -111,17 +105,11 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Vec<TreeEntry>> {
         if !is_sha256(sha) {
             return Err(bad(format!("line {}: {sha:?} is not a sha256", i + 2)));
         }
-        entries.push(TreeEntry {
-            path: path.to_string(),
-            sha256: sha.to_string(),
-            mode,
-        });
+        entries.push(TreeEntry { path: path.to_string(), sha256: sha.to_string(), mode });
     }
     let canonical = encode_manifest(&entries).map_err(|e| bad(e.to_string()))?;
     if canonical != bytes {
-        return Err(bad(
-            "not in canonical form (unsorted, or a missing final newline)".into(),
-        ));
+        return Err(bad("not in canonical form (unsorted, or a missing final newline)".into()));
     }
     Ok(entries)
 }
@@ -156,10 +144,7 @@ fn check_no_file_dir_clash(entries: &[TreeEntry]) -> Result<()> {
         let mut rest = e.path.as_str();
         while let Some((dir, _)) = rest.rsplit_once('/') {
             if files.contains(dir) {
-                return Err(Error::invalid(format!(
-                    "{dir:?} is both a file and the directory of {:?}",
-                    e.path
-                )));
+                return Err(Error::invalid(format!("{dir:?} is both a file and the directory of {:?}", e.path)));
             }
             rest = dir;
         }
@@ -175,13 +160,9 @@ fn check_no_file_dir_clash(entries: &[TreeEntry]) -> Result<()> {
 /// control character. File blobs are written before the manifest that names
 /// them.
 pub fn put_tree(store: &BlobStore, dir: &Path) -> Result<String> {
-    let meta = fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot read source tree {}", dir.display()), e))?;
+    let meta = fs::metadata(dir).map_err(|e| Error::io(format!("cannot read source tree {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(Error::invalid(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
+        return Err(Error::invalid(format!("{} is not a directory", dir.display())));
     }
     let mut entries = BTreeMap::new();
     walk(store, dir, "", &mut entries)?;
@@ -189,12 +170,7 @@ pub fn put_tree(store: &BlobStore, dir: &Path) -> Result<String> {
     store.put(&encode_manifest(&entries)?)
 }
 
-fn walk(
-    store: &BlobStore,
-    dir: &Path,
-    prefix: &str,
-    out: &mut BTreeMap<String, TreeEntry>,
-) -> Result<()> {
+fn walk(store: &BlobStore, dir: &Path, prefix: &str, out: &mut BTreeMap<String, TreeEntry>) -> Result<()> {
     let ctx = |p: &Path| format!("cannot read {}", p.display());
     let rd = fs::read_dir(dir).map_err(|e| Error::io(ctx(dir), e))?;
     for entry in rd {
@@ -202,16 +178,9 @@ fn walk(
         let path = entry.path();
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            return Err(Error::invalid(format!(
-                "{}: file name is not UTF-8",
-                path.display()
-            )));
+            return Err(Error::invalid(format!("{}: file name is not UTF-8", path.display())));
         };
-        let rel = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        };
+        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         let ft = entry.file_type().map_err(|e| Error::io(ctx(&path), e))?;
         if ft.is_symlink() {
             return Err(Error::Refused {
@@ -236,18 +205,9 @@ fn walk(
                 MODE_FILE
             };
             let sha256 = store.put(&bytes)?;
-            out.insert(
-                rel.clone(),
-                TreeEntry {
-                    path: rel,
-                    sha256,
-                    mode,
-                },
-            );
+            out.insert(rel.clone(), TreeEntry { path: rel, sha256, mode });
         } else {
-            return Err(Error::invalid(format!(
-                "{rel} is not a regular file or directory (a device, socket or pipe)"
-            )));
+            return Err(Error::invalid(format!("{rel} is not a regular file or directory (a device, socket or pipe)")));
         }
     }
     Ok(())
@@ -266,8 +226,7 @@ fn is_executable(_meta: &fs::Metadata) -> bool {
 
 /// The entries of tree `tree_sha` (its manifest blob verified and parsed).
 pub fn read_tree(store: &BlobStore, tree_sha: &str) -> Result<Vec<TreeEntry>> {
-    parse_manifest(&store.get(tree_sha)?)
-        .map_err(|e| Error::invalid(format!("blob {tree_sha}: {e}")))
+    parse_manifest(&store.get(tree_sha)?).map_err(|e| Error::invalid(format!("blob {tree_sha}: {e}")))
 }
 
 /// Every file of tree `tree_sha` with its bytes (each blob verified), in
@@ -293,72 +252,48 @@ pub fn restore_tree(store: &BlobStore, tree_sha: &str, dest: &Path) -> Result<()
     match fs::read_dir(dest) {
         Ok(mut rd) => {
             if rd.next().is_some() {
-                return Err(Error::invalid(format!(
-                    "cannot restore into {}: it is not empty",
-                    dest.display()
-                )));
+                return Err(Error::invalid(format!("cannot restore into {}: it is not empty", dest.display())));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(Error::io(
-                format!("cannot restore into {}", dest.display()),
-                e,
-            ));
+            return Err(Error::io(format!("cannot restore into {}", dest.display()), e));
         }
     }
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    fs::create_dir_all(&parent)
-        .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+    fs::create_dir_all(&parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     let staging = tempfile::Builder::new()
         .prefix(".restore-")
         .tempdir_in(&parent)
-        .map_err(|e| {
-            Error::io(
-                format!("cannot create a directory in {}", parent.display()),
-                e,
-            )
-        })?;
+        .map_err(|e| Error::io(format!("cannot create a directory in {}", parent.display()), e))?;
     for e in &entries {
         // The manifest was validated; check again that the path stays inside.
-        debug_assert!(Path::new(&e.path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_))));
+        debug_assert!(Path::new(&e.path).components().all(|c| matches!(c, Component::Normal(_))));
         let target = staging.path().join(&e.path);
         if let Some(dir) = target.parent() {
-            fs::create_dir_all(dir)
-                .map_err(|err| Error::io(format!("cannot create {}", dir.display()), err))?;
+            fs::create_dir_all(dir).map_err(|err| Error::io(format!("cannot create {}", dir.display()), err))?;
         }
         let bytes = store.get(&e.sha256)?;
-        fs::write(&target, &bytes)
-            .map_err(|err| Error::io(format!("cannot write {}", target.display()), err))?;
+        fs::write(&target, &bytes).map_err(|err| Error::io(format!("cannot write {}", target.display()), err))?;
         set_mode(&target, e.mode)?;
     }
     if dest.exists() {
-        fs::remove_dir(dest)
-            .map_err(|e| Error::io(format!("cannot replace empty {}", dest.display()), e))?;
+        fs::remove_dir(dest).map_err(|e| Error::io(format!("cannot replace empty {}", dest.display()), e))?;
     }
     // tempfile makes the staging directory 0700; give it a directory's usual mode.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755)).map_err(|e| {
-            Error::io(
-                format!("cannot set the mode of {}", staging.path().display()),
-                e,
-            )
-        })?;
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(format!("cannot set the mode of {}", staging.path().display()), e))?;
     }
     let staged = staging.keep();
     fs::rename(&staged, dest).map_err(|e| {
         let _ = fs::remove_dir_all(&staged);
-        Error::io(
-            format!("cannot move the restored tree to {}", dest.display()),
-            e,
-        )
+        Error::io(format!("cannot move the restored tree to {}", dest.display()), e)
     })?;
     Ok(())
 }

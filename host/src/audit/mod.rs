@@ -163,11 +163,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use record::{
-    cap_details, EventKind, Record, DETAILS_PREVIEW_BYTES, MAX_DETAILS_BYTES, MAX_KIND_BYTES,
-    MAX_VARIANT_BYTES, ZERO_HASH,
-};
 pub use grants::{latest_grant, GrantRecord};
+pub use record::{
+    cap_details, EventKind, Record, DETAILS_PREVIEW_BYTES, MAX_DETAILS_BYTES, MAX_KIND_BYTES, MAX_VARIANT_BYTES,
+    ZERO_HASH,
+};
 pub use store::Head;
 pub use time::{now_rfc3339, rfc3339};
 pub use verify::VerifyReport;
@@ -259,11 +259,7 @@ impl Filter {
             (Some(p), Some(v)) => v.starts_with(p.as_str()),
             (Some(_), None) => false,
         };
-        let event_ok = self.events.is_empty()
-            || self
-                .events
-                .iter()
-                .any(|k| k.as_str() == record.event.as_str());
+        let event_ok = self.events.is_empty() || self.events.iter().any(|k| k.as_str() == record.event.as_str());
         let seq_ok = self.since_seq.is_none_or(|s| record.seq >= s);
         variant_ok && event_ok && seq_ok
     }
@@ -288,13 +284,7 @@ impl AuditLog {
     /// [`open`](Self::open) with an explicit durability.
     pub fn open_with(dir: &Path, durability: Durability) -> Result<AuditLog> {
         fs::create_dir_all(dir).map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot create audit directory {} (check $VIVARIUM_HOME)",
-                    dir.display()
-                ),
-                e,
-            )
+            Error::io(format!("cannot create audit directory {} (check $VIVARIUM_HOME)", dir.display()), e)
         })?;
         let log = dir.join(LOG_FILE);
         let existed = log.exists();
@@ -344,10 +334,9 @@ impl AuditLog {
         match read_head(&self.inner.head)? {
             HeadState::Missing => Ok(None),
             HeadState::Present(h) => Ok(Some(h)),
-            HeadState::Garbled(why) => Err(Error::Invalid(format!(
-                "audit head {} is unreadable: {why}",
-                self.inner.head.display()
-            ))),
+            HeadState::Garbled(why) => {
+                Err(Error::Invalid(format!("audit head {} is unreadable: {why}", self.inner.head.display())))
+            }
         }
     }
 
@@ -359,22 +348,13 @@ impl AuditLog {
     /// a bad `variant` or kind name, or when the log on disk is damaged (then
     /// nothing is written); see the module docs for the two crash states it
     /// repairs first.
-    pub fn append(
-        &self,
-        variant: Option<&str>,
-        event: EventKind,
-        details: Value,
-    ) -> Result<Record> {
+    pub fn append(&self, variant: Option<&str>, event: EventKind, details: Value) -> Result<Record> {
         let variant = check_variant(variant)?;
         let event = EventKind::from_name(event.as_str());
         event.check()?;
         let details = cap_details(details)?;
 
-        let _writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let log = &self.inner.log;
         let file = OpenOptions::new()
             .read(true)
@@ -431,25 +411,16 @@ impl AuditLog {
             HeadState::Missing => None,
             HeadState::Present(h) => Some(h),
             HeadState::Garbled(why) => {
-                return Err(self.damaged(format!(
-                    "the head file {} is unreadable ({why})",
-                    self.inner.head.display()
-                )))
+                return Err(self.damaged(format!("the head file {} is unreadable ({why})", self.inner.head.display())))
             }
         };
-        let tail = read_tail(file, 2).map_err(|e| {
-            Error::io(
-                format!("cannot read audit log {}", self.inner.log.display()),
-                e,
-            )
-        })?;
+        let tail = read_tail(file, 2)
+            .map_err(|e| Error::io(format!("cannot read audit log {}", self.inner.log.display()), e))?;
         let no_fragment = tail.fragment.is_empty();
         let last = match tail.lines.last().map(|l| decode_line(l)) {
             None => None,
             Some(Ok(r)) => Some(r),
-            Some(Err(e)) => {
-                return Err(self.damaged(format!("the log's last complete line is {e}")))
-            }
+            Some(Err(e)) => return Err(self.damaged(format!("the log's last complete line is {e}"))),
         };
         let names = |r: &Record, h: &Head| r.seq == h.seq && r.hash == h.hash;
         let mut recoveries = Vec::new();
@@ -473,9 +444,7 @@ impl AuditLog {
                 }));
                 (r.seq, r.hash.clone())
             }
-            (None, Some(r))
-                if no_fragment && r.seq == 0 && r.prev == ZERO_HASH && tail.lines.len() == 1 =>
-            {
+            (None, Some(r)) if no_fragment && r.seq == 0 && r.prev == ZERO_HASH && tail.lines.len() == 1 => {
                 recoveries.push(json!({
                     "reason": "head-missing",
                     "explanation": "the log held only its first record and no head (the host stopped \
@@ -492,10 +461,9 @@ impl AuditLog {
                 )))
             }
             (None, Some(r)) => {
-                return Err(self.damaged(format!(
-                    "the head file is missing but the log holds records up to seq {}",
-                    r.seq
-                )))
+                return Err(
+                    self.damaged(format!("the head file is missing but the log holds records up to seq {}", r.seq))
+                )
             }
             (Some(h), Some(r)) => {
                 return Err(self.damaged(format!(
@@ -506,22 +474,14 @@ impl AuditLog {
         };
         let next_seq = match last {
             None => 0,
-            Some(_) => next_seq
-                .checked_add(1)
-                .ok_or_else(|| self.damaged("seq overflow".into()))?,
+            Some(_) => next_seq.checked_add(1).ok_or_else(|| self.damaged("seq overflow".into()))?,
         };
         if !no_fragment {
             // Only reached when the complete records match the head.
-            file.set_len(tail.fragment_offset).map_err(|e| {
-                Error::io(
-                    format!("cannot cut a torn write off {}", self.inner.log.display()),
-                    e,
-                )
-            })?;
+            file.set_len(tail.fragment_offset)
+                .map_err(|e| Error::io(format!("cannot cut a torn write off {}", self.inner.log.display()), e))?;
             if self.fsync() {
-                file.sync_data().map_err(|e| {
-                    Error::io(format!("cannot fsync {}", self.inner.log.display()), e)
-                })?;
+                file.sync_data().map_err(|e| Error::io(format!("cannot fsync {}", self.inner.log.display()), e))?;
             }
             let frag = &tail.fragment;
             let preview = String::from_utf8_lossy(&frag[..frag.len().min(256)]).into_owned();
@@ -538,11 +498,7 @@ impl AuditLog {
                 }),
             );
         }
-        Ok(ChainEnd {
-            next_seq,
-            prev,
-            recoveries,
-        })
+        Ok(ChainEnd { next_seq, prev, recoveries })
     }
 
     /// Write one record at the chain's end, sync it, move the head.
@@ -554,14 +510,7 @@ impl AuditLog {
         event: EventKind,
         details: Value,
     ) -> Result<Record> {
-        let (record, line) = encode(
-            end.next_seq,
-            now_rfc3339(),
-            variant,
-            event,
-            details,
-            end.prev.clone(),
-        )?;
+        let (record, line) = encode(end.next_seq, now_rfc3339(), variant, event, details, end.prev.clone())?;
         let log = &self.inner.log;
         let ctx = || format!("cannot append to audit log {}", log.display());
         let mut w = file;
@@ -569,17 +518,8 @@ impl AuditLog {
         if self.fsync() {
             file.sync_data().map_err(|e| Error::io(ctx(), e))?;
         }
-        let head = Head {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        };
-        write_head(
-            &self.inner.dir,
-            &self.inner.head,
-            &self.inner.head_tmp,
-            &head,
-            self.fsync(),
-        )?;
+        let head = Head { seq: record.seq, hash: record.hash.clone() };
+        write_head(&self.inner.dir, &self.inner.head, &self.inner.head_tmp, &head, self.fsync())?;
         end.next_seq += 1;
         end.prev = record.hash.clone();
         Ok(record)
@@ -599,12 +539,7 @@ impl AuditLog {
         let mut buf = Vec::new();
         for line_no in 1u64.. {
             buf.clear();
-            if reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::io(ctx(), e))?
-                == 0
-                || buf.pop() != Some(b'\n')
-            {
+            if reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(ctx(), e))? == 0 || buf.pop() != Some(b'\n') {
                 break;
             }
             let record: Record = serde_json::from_slice(&buf).map_err(|e| {
@@ -630,12 +565,10 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport> {
 fn check_variant(variant: Option<&str>) -> Result<Option<String>> {
     match variant {
         None | Some("") => Ok(None),
-        Some(v) if v.len() > MAX_VARIANT_BYTES || v.chars().any(char::is_control) => {
-            Err(Error::Invalid(format!(
-                "audit variant id {:?} is not valid: at most {MAX_VARIANT_BYTES} bytes, no control characters",
-                v.chars().take(80).collect::<String>()
-            )))
-        }
+        Some(v) if v.len() > MAX_VARIANT_BYTES || v.chars().any(char::is_control) => Err(Error::Invalid(format!(
+            "audit variant id {:?} is not valid: at most {MAX_VARIANT_BYTES} bytes, no control characters",
+            v.chars().take(80).collect::<String>()
+        ))),
         Some(v) => Ok(Some(v.to_owned())),
     }
 }

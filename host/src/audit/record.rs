@@ -100,11 +100,7 @@ impl EventKind {
     /// The kind named `name`: a known variant where there is one, else
     /// `Other(name)`. Never fails (this is what reading uses).
     pub fn from_name(name: &str) -> EventKind {
-        Self::KNOWN
-            .iter()
-            .find(|k| k.as_str() == name)
-            .cloned()
-            .unwrap_or_else(|| EventKind::Other(name.to_owned()))
+        Self::KNOWN.iter().find(|k| k.as_str() == name).cloned().unwrap_or_else(|| EventKind::Other(name.to_owned()))
     }
 
     /// A kind for a name this module has no variant for, checked the way
@@ -125,9 +121,7 @@ impl EventKind {
         if let EventKind::Other(name) = self {
             let ok = !name.is_empty()
                 && name.len() <= MAX_KIND_BYTES
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !ok {
                 return Err(Error::Invalid(format!(
                     "audit event kind {name:?} is not valid: use 1 to {MAX_KIND_BYTES} characters of a-z, 0-9 and '-'"
@@ -218,32 +212,17 @@ pub(crate) fn encode(
     details: Value,
     prev: String,
 ) -> Result<(Record, Vec<u8>)> {
-    let unhashed = Unhashed {
-        seq,
-        time: &time,
-        variant: variant.as_deref(),
-        event: &event,
-        details: &details,
-        prev: &prev,
-    };
-    let mut line = serde_json::to_vec(&unhashed).map_err(|e| {
-        Error::Internal(anyhow::anyhow!("cannot serialize audit record {seq}: {e}"))
-    })?;
+    let unhashed =
+        Unhashed { seq, time: &time, variant: variant.as_deref(), event: &event, details: &details, prev: &prev };
+    let mut line = serde_json::to_vec(&unhashed)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot serialize audit record {seq}: {e}")))?;
     let hash = hex::encode(Sha256::digest(&line));
     debug_assert_eq!(line.last(), Some(&b'}'));
     line.pop();
     line.extend_from_slice(HASH_MEMBER_OPEN);
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
-    let record = Record {
-        seq,
-        time,
-        variant,
-        event,
-        details,
-        prev,
-        hash,
-    };
+    let record = Record { seq, time, variant, event, details, prev, hash };
     Ok((record, line))
 }
 
@@ -286,16 +265,13 @@ pub(crate) fn decode_line(line: &[u8]) -> std::result::Result<Record, LineError>
     let hex_part = &member[HASH_MEMBER_OPEN.len()..HASH_MEMBER_OPEN.len() + 64];
     if !member.starts_with(HASH_MEMBER_OPEN)
         || !member.ends_with(b"\"}")
-        || !hex_part
-            .iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || !hex_part.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
     {
         return Err(LineError::Garbled(
             "it does not end with the member ,\"hash\":\"<64 lowercase hex digits>\"}".into(),
         ));
     }
-    let record: Record =
-        serde_json::from_slice(line).map_err(|e| LineError::Garbled(format!("bad JSON: {e}")))?;
+    let record: Record = serde_json::from_slice(line).map_err(|e| LineError::Garbled(format!("bad JSON: {e}")))?;
     let stored = std::str::from_utf8(hex_part).expect("checked hex");
     if record.hash != stored {
         // Only possible with a duplicate "hash" member, which serde rejects;
@@ -307,10 +283,7 @@ pub(crate) fn decode_line(line: &[u8]) -> std::result::Result<Record, LineError>
     hasher.update(b"}");
     let computed = hex::encode(hasher.finalize());
     if computed != stored {
-        return Err(LineError::HashMismatch {
-            stored: stored.to_owned(),
-            computed,
-        });
+        return Err(LineError::HashMismatch { stored: stored.to_owned(), computed });
     }
     Ok(record)
 }
@@ -344,15 +317,8 @@ mod tests {
     use super::*;
 
     fn line_of(seq: u64, details: Value) -> (Record, Vec<u8>) {
-        encode(
-            seq,
-            "2026-01-02T03:04:05.678Z".into(),
-            Some("ab12".into()),
-            EventKind::Grant,
-            details,
-            ZERO_HASH.into(),
-        )
-        .unwrap()
+        encode(seq, "2026-01-02T03:04:05.678Z".into(), Some("ab12".into()), EventKind::Grant, details, ZERO_HASH.into())
+            .unwrap()
     }
 
     #[test]
@@ -382,37 +348,18 @@ mod tests {
         }
         let weird: EventKind = serde_json::from_str("\"Not A Kebab Kind ✓\"").unwrap();
         assert_eq!(weird, EventKind::Other("Not A Kebab Kind ✓".into()));
-        assert_eq!(
-            serde_json::to_string(&weird).unwrap(),
-            "\"Not A Kebab Kind ✓\""
-        );
-        assert_eq!(
-            "limit-hit".parse::<EventKind>().unwrap(),
-            EventKind::LimitHit
-        );
+        assert_eq!(serde_json::to_string(&weird).unwrap(), "\"Not A Kebab Kind ✓\"");
+        assert_eq!("limit-hit".parse::<EventKind>().unwrap(), EventKind::LimitHit);
         assert_eq!(EventKind::from_name("grant"), EventKind::Grant);
     }
 
     #[test]
     fn other_kind_names_are_checked() {
-        assert_eq!(
-            EventKind::other("gpu-lease").unwrap(),
-            EventKind::Other("gpu-lease".into())
-        );
+        assert_eq!(EventKind::other("gpu-lease").unwrap(), EventKind::Other("gpu-lease".into()));
         assert_eq!(EventKind::other("trap").unwrap(), EventKind::Trap);
-        for bad in [
-            "",
-            "Upper",
-            "with space",
-            "under_score",
-            "é",
-            &"x".repeat(MAX_KIND_BYTES + 1),
-        ] {
+        for bad in ["", "Upper", "with space", "under_score", "é", &"x".repeat(MAX_KIND_BYTES + 1)] {
             let err = EventKind::other(bad).unwrap_err();
-            assert!(
-                matches!(err, Error::Invalid(ref m) if m.contains("is not valid")),
-                "{bad:?}: {err}"
-            );
+            assert!(matches!(err, Error::Invalid(ref m) if m.contains("is not valid")), "{bad:?}: {err}");
         }
         assert!(EventKind::other(&"x".repeat(MAX_KIND_BYTES)).is_ok());
     }
@@ -424,31 +371,15 @@ mod tests {
         let unhashed = "{\"seq\":7,\"time\":\"2026-01-02T03:04:05.678Z\",\"variant\":\"ab12\",\"event\":\"grant\",\"details\":{\"a\":[1.5,\"x\"],\"b\":1},\"prev\":\"0000000000000000000000000000000000000000000000000000000000000000\"}";
         let hash = hex::encode(Sha256::digest(unhashed.as_bytes()));
         assert_eq!(rec.hash, hash);
-        assert_eq!(
-            text,
-            format!(
-                "{},\"hash\":\"{hash}\"}}\n",
-                &unhashed[..unhashed.len() - 1]
-            )
-        );
+        assert_eq!(text, format!("{},\"hash\":\"{hash}\"}}\n", &unhashed[..unhashed.len() - 1]));
         assert_eq!(decode_line(&line[..line.len() - 1]).unwrap(), rec);
     }
 
     #[test]
     fn host_events_write_null_variant() {
-        let (rec, line) = encode(
-            0,
-            "t".into(),
-            None,
-            EventKind::Build,
-            json!(null),
-            ZERO_HASH.into(),
-        )
-        .unwrap();
+        let (rec, line) = encode(0, "t".into(), None, EventKind::Build, json!(null), ZERO_HASH.into()).unwrap();
         assert!(rec.is_host_event());
-        assert!(std::str::from_utf8(&line)
-            .unwrap()
-            .contains("\"variant\":null"));
+        assert!(std::str::from_utf8(&line).unwrap().contains("\"variant\":null"));
         assert_eq!(decode_line(&line[..line.len() - 1]).unwrap(), rec);
     }
 
@@ -457,10 +388,7 @@ mod tests {
         // Values whose text does not survive a parse/print round trip in every
         // serde_json configuration: the hash is over the stored bytes, so they
         // still verify.
-        let (rec, line) = line_of(
-            1,
-            json!({"x": 0.1, "y": 1e300, "z": 2.2250738585072014e-308, "w": -0.0}),
-        );
+        let (rec, line) = line_of(1, json!({"x": 0.1, "y": 1e300, "z": 2.2250738585072014e-308, "w": -0.0}));
         assert_eq!(decode_line(&line[..line.len() - 1]).unwrap().hash, rec.hash);
     }
 
@@ -468,19 +396,11 @@ mod tests {
     fn decode_rejects_damage() {
         let (_, line) = line_of(3, json!({"k": "v"}));
         let line = &line[..line.len() - 1];
-        assert_eq!(
-            decode_line(b""),
-            Err(LineError::Garbled("empty line".into()))
-        );
+        assert_eq!(decode_line(b""), Err(LineError::Garbled("empty line".into())));
         assert!(matches!(decode_line(b"hello"), Err(LineError::Garbled(_))));
         // An extra space is a byte change too.
-        let spaced = String::from_utf8(line.to_vec())
-            .unwrap()
-            .replacen("\"k\":", "\"k\": ", 1);
-        assert!(matches!(
-            decode_line(spaced.as_bytes()),
-            Err(LineError::HashMismatch { .. })
-        ));
+        let spaced = String::from_utf8(line.to_vec()).unwrap().replacen("\"k\":", "\"k\": ", 1);
+        assert!(matches!(decode_line(spaced.as_bytes()), Err(LineError::HashMismatch { .. })));
         // Uppercase hex is not the canonical form.
         let upper = {
             let mut l = line.to_vec();
@@ -492,15 +412,8 @@ mod tests {
             assert!(matches!(decode_line(&upper), Err(LineError::Garbled(_))));
         }
         // A duplicate hash member is rejected.
-        let dup = format!(
-            "{{\"hash\":\"{}\",{}",
-            ZERO_HASH,
-            std::str::from_utf8(&line[1..]).unwrap()
-        );
-        assert!(matches!(
-            decode_line(dup.as_bytes()),
-            Err(LineError::Garbled(_))
-        ));
+        let dup = format!("{{\"hash\":\"{}\",{}", ZERO_HASH, std::str::from_utf8(&line[1..]).unwrap());
+        assert!(matches!(decode_line(dup.as_bytes()), Err(LineError::Garbled(_))));
     }
 
     #[test]
@@ -509,10 +422,7 @@ mod tests {
         assert_eq!(cap_details(v.clone()).unwrap(), v);
         // Exactly at the cap: unchanged ("\"" + body + "\"" = cap bytes).
         let at_cap = Value::String("y".repeat(MAX_DETAILS_BYTES - 2));
-        assert_eq!(
-            serde_json::to_vec(&at_cap).unwrap().len(),
-            MAX_DETAILS_BYTES
-        );
+        assert_eq!(serde_json::to_vec(&at_cap).unwrap().len(), MAX_DETAILS_BYTES);
         assert_eq!(cap_details(at_cap.clone()).unwrap(), at_cap);
     }
 
@@ -523,14 +433,9 @@ mod tests {
         let capped = cap_details(big).unwrap();
         assert_eq!(capped["truncated"], json!(true));
         assert_eq!(capped["original_bytes"], json!(bytes.len()));
-        assert_eq!(
-            capped["original_sha256"],
-            json!(hex::encode(Sha256::digest(&bytes)))
-        );
+        assert_eq!(capped["original_sha256"], json!(hex::encode(Sha256::digest(&bytes))));
         let preview = capped["preview"].as_str().unwrap();
-        assert!(
-            preview.len() <= DETAILS_PREVIEW_BYTES && preview.len() >= DETAILS_PREVIEW_BYTES - 3
-        );
+        assert!(preview.len() <= DETAILS_PREVIEW_BYTES && preview.len() >= DETAILS_PREVIEW_BYTES - 3);
         assert!(std::str::from_utf8(&bytes).unwrap().starts_with(preview));
         assert!(serde_json::to_vec(&capped).unwrap().len() < 2 * DETAILS_PREVIEW_BYTES);
     }

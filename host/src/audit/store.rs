@@ -37,34 +37,20 @@ pub(crate) fn read_head(path: &Path) -> Result<HeadState> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HeadState::Missing),
-        Err(e) => {
-            return Err(Error::io(
-                format!("cannot read audit head {}", path.display()),
-                e,
-            ))
-        }
+        Err(e) => return Err(Error::io(format!("cannot read audit head {}", path.display()), e)),
     };
     Ok(match serde_json::from_slice::<Head>(&bytes) {
         Ok(h) if is_hash(&h.hash) => HeadState::Present(h),
-        Ok(h) => HeadState::Garbled(format!(
-            "its hash {:?} is not 64 lowercase hex digits",
-            h.hash
-        )),
+        Ok(h) => HeadState::Garbled(format!("its hash {:?} is not 64 lowercase hex digits", h.hash)),
         Err(e) => HeadState::Garbled(format!("not a head record: {e}")),
     })
 }
 
 /// Replace the head file atomically: write `tmp`, fsync it, rename it over
 /// `path`, fsync the directory (the fsyncs only when `fsync`).
-pub(crate) fn write_head(
-    dir: &Path,
-    path: &Path,
-    tmp: &Path,
-    head: &Head,
-    fsync: bool,
-) -> Result<()> {
-    let mut bytes = serde_json::to_vec(head)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot serialize audit head: {e}")))?;
+pub(crate) fn write_head(dir: &Path, path: &Path, tmp: &Path, head: &Head, fsync: bool) -> Result<()> {
+    let mut bytes =
+        serde_json::to_vec(head).map_err(|e| Error::Internal(anyhow::anyhow!("cannot serialize audit head: {e}")))?;
     bytes.push(b'\n');
     let ctx = || format!("cannot write audit head {}", tmp.display());
     let mut f = File::create(tmp).map_err(|e| Error::io(ctx(), e))?;
@@ -73,16 +59,8 @@ pub(crate) fn write_head(
         f.sync_all().map_err(|e| Error::io(ctx(), e))?;
     }
     drop(f);
-    fs::rename(tmp, path).map_err(|e| {
-        Error::io(
-            format!(
-                "cannot replace audit head {} with {}",
-                path.display(),
-                tmp.display()
-            ),
-            e,
-        )
-    })?;
+    fs::rename(tmp, path)
+        .map_err(|e| Error::io(format!("cannot replace audit head {} with {}", path.display(), tmp.display()), e))?;
     if fsync {
         sync_dir(dir)?;
     }
@@ -94,9 +72,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let ctx = || format!("cannot fsync directory {}", dir.display());
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(ctx(), e))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(ctx(), e))?;
     }
     #[cfg(not(unix))]
     let _ = dir;
@@ -105,9 +81,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Whether `s` is 64 lowercase hex digits.
 pub(crate) fn is_hash(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The end of the log file.
@@ -162,15 +136,13 @@ pub(crate) struct FileLock<'a>(&'a File);
 impl<'a> FileLock<'a> {
     /// Wait for the exclusive lock (writers).
     pub fn exclusive(file: &'a File, path: &Path) -> Result<Self> {
-        file.lock()
-            .map_err(|e| Error::io(format!("cannot lock audit log {}", path.display()), e))?;
+        file.lock().map_err(|e| Error::io(format!("cannot lock audit log {}", path.display()), e))?;
         Ok(FileLock(file))
     }
 
     /// Wait for a shared lock (readers).
     pub fn shared(file: &'a File, path: &Path) -> Result<Self> {
-        file.lock_shared()
-            .map_err(|e| Error::io(format!("cannot lock audit log {}", path.display()), e))?;
+        file.lock_shared().map_err(|e| Error::io(format!("cannot lock audit log {}", path.display()), e))?;
         Ok(FileLock(file))
     }
 }
@@ -208,10 +180,7 @@ mod tests {
         assert_eq!(t.fragment_offset, 9);
         let t = tail_of(b"frag", 1);
         assert!(t.lines.is_empty());
-        assert_eq!(
-            (t.fragment.as_slice(), t.fragment_offset),
-            (&b"frag"[..], 0)
-        );
+        assert_eq!((t.fragment.as_slice(), t.fragment_offset), (&b"frag"[..], 0));
     }
 
     #[test]
@@ -241,18 +210,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("head.json");
         assert_eq!(read_head(&p).unwrap(), HeadState::Missing);
-        let h = Head {
-            seq: 3,
-            hash: "ab".repeat(32),
-        };
+        let h = Head { seq: 3, hash: "ab".repeat(32) };
         write_head(dir.path(), &p, &dir.path().join("head.json.tmp"), &h, true).unwrap();
         assert_eq!(read_head(&p).unwrap(), HeadState::Present(h));
         assert!(!dir.path().join("head.json.tmp").exists());
         fs::write(&p, b"{\"seq\":1}").unwrap();
         assert!(matches!(read_head(&p).unwrap(), HeadState::Garbled(m) if m.contains("hash")));
         fs::write(&p, b"{\"seq\":1,\"hash\":\"XYZ\"}").unwrap();
-        assert!(
-            matches!(read_head(&p).unwrap(), HeadState::Garbled(m) if m.contains("64 lowercase hex"))
-        );
+        assert!(matches!(read_head(&p).unwrap(), HeadState::Garbled(m) if m.contains("64 lowercase hex")));
     }
 }

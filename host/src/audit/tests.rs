@@ -54,22 +54,14 @@ fn details_for(i: usize) -> Value {
 fn chain(n: usize) -> (TempDir, AuditLog, Vec<Record>) {
     let tmp = tempfile::tempdir().unwrap();
     let log = AuditLog::open_with(&tmp.path().join("audit"), Durability::Flush).unwrap();
-    let recs = (0..n)
-        .map(|i| {
-            log.append(variant_for(i), kind_for(i), details_for(i))
-                .unwrap()
-        })
-        .collect();
+    let recs = (0..n).map(|i| log.append(variant_for(i), kind_for(i), details_for(i)).unwrap()).collect();
     (tmp, log, recs)
 }
 
 /// The log's lines, each with its `\n`.
 fn lines(log: &AuditLog) -> Vec<Vec<u8>> {
     let bytes = fs::read(log.log_path()).unwrap();
-    bytes
-        .split_inclusive(|&b| b == b'\n')
-        .map(|l| l.to_vec())
-        .collect()
+    bytes.split_inclusive(|&b| b == b'\n').map(|l| l.to_vec()).collect()
 }
 
 fn write_lines(log: &AuditLog, lines: &[Vec<u8>]) {
@@ -78,11 +70,7 @@ fn write_lines(log: &AuditLog, lines: &[Vec<u8>]) {
 
 fn report(log: &AuditLog) -> VerifyReport {
     let r = log.verify().unwrap();
-    assert_eq!(
-        r,
-        verify_dir(log.dir()).unwrap(),
-        "verify and verify_dir agree"
-    );
+    assert_eq!(r, verify_dir(log.dir()).unwrap(), "verify and verify_dir agree");
     r
 }
 
@@ -100,11 +88,7 @@ fn assert_bad(r: &VerifyReport, first_bad: Option<u64>, records: u64, needle: &s
 
 #[track_caller]
 fn assert_good(r: &VerifyReport, records: u64) {
-    assert_eq!(
-        (r.ok, r.records, r.first_bad_seq, r.problem.as_deref()),
-        (true, records, None, None),
-        "{r:?}"
-    );
+    assert_eq!((r.ok, r.records, r.first_bad_seq, r.problem.as_deref()), (true, records, None, None), "{r:?}");
 }
 
 fn head_bytes(log: &AuditLog) -> Vec<u8> {
@@ -125,39 +109,19 @@ fn a_long_chain_verifies() {
     let r = report(&log);
     assert_good(&r, 120);
     assert_eq!(r.last_hash.as_deref(), Some(recs[119].hash.as_str()));
-    assert_eq!(
-        log.head().unwrap(),
-        Some(Head {
-            seq: 119,
-            hash: recs[119].hash.clone()
-        })
-    );
-    assert_eq!(
-        r.to_string(),
-        format!("audit log OK: 120 records, head {}", recs[119].hash)
-    );
+    assert_eq!(log.head().unwrap(), Some(Head { seq: 119, hash: recs[119].hash.clone() }));
+    assert_eq!(r.to_string(), format!("audit log OK: 120 records, head {}", recs[119].hash));
 
     let read = log.records().unwrap();
     assert_eq!(read, recs, "records() returns exactly what append returned");
     for (i, rec) in read.iter().enumerate() {
         assert_eq!(rec.seq, i as u64);
-        assert_eq!(
-            rec.prev,
-            if i == 0 {
-                ZERO_HASH.to_owned()
-            } else {
-                read[i - 1].hash.clone()
-            }
-        );
+        assert_eq!(rec.prev, if i == 0 { ZERO_HASH.to_owned() } else { read[i - 1].hash.clone() });
         assert_eq!(rec.variant.as_deref(), variant_for(i));
         assert_eq!(rec.event, kind_for(i));
         assert_eq!(rec.details, details_for(i));
         assert_eq!(rec.time.len(), "2026-04-14T12:34:56.789Z".len());
-        assert!(
-            rec.time.ends_with('Z') && rec.time.as_bytes()[10] == b'T',
-            "{}",
-            rec.time
-        );
+        assert!(rec.time.ends_with('Z') && rec.time.as_bytes()[10] == b'T', "{}", rec.time);
     }
     // Each line on disk is the documented canonical form.
     for (line, rec) in lines(&log).iter().zip(&read) {
@@ -193,27 +157,17 @@ fn reopening_continues_the_chain() {
     let dir = tmp.path().join("audit");
     let first: Vec<Record> = {
         let log = AuditLog::open(&dir).unwrap();
-        (0..5)
-            .map(|i| {
-                log.append(Some(V1), EventKind::Use, json!({"i": i}))
-                    .unwrap()
-            })
-            .collect()
+        (0..5).map(|i| log.append(Some(V1), EventKind::Use, json!({"i": i})).unwrap()).collect()
     };
     let log = AuditLog::open(&dir).unwrap();
-    let next = log
-        .append(None, EventKind::Build, json!({"again": true}))
-        .unwrap();
+    let next = log.append(None, EventKind::Build, json!({"again": true})).unwrap();
     assert_eq!(next.seq, 5);
     assert_eq!(next.prev, first[4].hash);
     for i in 0..4 {
         log.append(Some(V2), EventKind::Trap, json!(i)).unwrap();
     }
     let all = log.records().unwrap();
-    assert_eq!(
-        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (0..10).collect::<Vec<_>>()
-    );
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
     assert_good(&report(&log), 10);
 }
 
@@ -223,19 +177,13 @@ fn flush_durability_writes_the_same_chain() {
     let log = AuditLog::open_with(tmp.path(), Durability::Flush).unwrap();
     assert_eq!(log.durability(), Durability::Flush);
     for i in 0..30 {
-        log.append(variant_for(i), kind_for(i), details_for(i))
-            .unwrap();
+        log.append(variant_for(i), kind_for(i), details_for(i)).unwrap();
     }
     assert_good(&report(&log), 30);
     // A Fsync handle continues it.
     let log2 = AuditLog::open(tmp.path()).unwrap();
     assert_eq!(log2.durability(), Durability::Fsync);
-    assert_eq!(
-        log2.append(None, EventKind::Approval, json!({}))
-            .unwrap()
-            .seq,
-        30
-    );
+    assert_eq!(log2.append(None, EventKind::Approval, json!({})).unwrap().seq, 30);
     assert_good(&report(&log2), 31);
 }
 
@@ -249,10 +197,7 @@ fn every_single_byte_change_is_detected_at_its_record() {
     let (_tmp, log, _) = chain(12);
     let original = lines(&log);
     // Flip each byte in place on the real file, verify, flip it back.
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .open(log.log_path())
-        .unwrap();
+    let file = fs::OpenOptions::new().write(true).open(log.log_path()).unwrap();
     let (mut altered, mut garbled) = (0, 0);
     for k in [0usize, 5, 11] {
         let line = &original[k];
@@ -262,19 +207,11 @@ fn every_single_byte_change_is_detected_at_its_record() {
             assert_ne!(flipped, b'\n');
             file.write_at(&[flipped], (start + pos) as u64).unwrap();
             let r = report(&log);
-            file.write_at(&line[pos..pos + 1], (start + pos) as u64)
-                .unwrap();
+            file.write_at(&line[pos..pos + 1], (start + pos) as u64).unwrap();
             assert!(!r.ok, "byte {pos} of record {k} changed undetected");
-            assert_eq!(
-                (r.first_bad_seq, r.records),
-                (Some(k as u64), k as u64),
-                "byte {pos}: {r:?}"
-            );
+            assert_eq!((r.first_bad_seq, r.records), (Some(k as u64), k as u64), "byte {pos}: {r:?}");
             let p = r.problem.unwrap();
-            if p.starts_with(&format!(
-                "record {k} (line {}) was altered: its bytes hash to ",
-                k + 1
-            )) {
+            if p.starts_with(&format!("record {k} (line {}) was altered: its bytes hash to ", k + 1)) {
                 altered += 1;
             } else if p.starts_with(&format!("line {} (seq {k}) is garbled: ", k + 1)) {
                 garbled += 1;
@@ -284,10 +221,7 @@ fn every_single_byte_change_is_detected_at_its_record() {
         }
     }
     // Both paths were exercised (value bytes → hash mismatch; structure → garbled).
-    assert!(
-        altered > 100 && garbled > 20,
-        "altered {altered}, garbled {garbled}"
-    );
+    assert!(altered > 100 && garbled > 20, "altered {altered}, garbled {garbled}");
     assert_eq!(lines(&log), original);
     assert_good(&report(&log), 12);
 }
@@ -298,18 +232,13 @@ fn a_changed_detail_value_is_detected() {
     let mut ls = lines(&log);
     let text = String::from_utf8(ls[4].clone()).unwrap();
     assert!(text.contains("\"tokens\":204"));
-    ls[4] = text
-        .replacen("\"tokens\":204", "\"tokens\":904", 1)
-        .into_bytes();
+    ls[4] = text.replacen("\"tokens\":204", "\"tokens\":904", 1).into_bytes();
     write_lines(&log, &ls);
     let r = report(&log);
     let p = assert_bad(&r, Some(4), 4, "record 4 (line 5) was altered");
     assert!(p.contains(&format!("carries hash {}", recs[4].hash)), "{p}");
     assert_eq!(r.last_hash.as_deref(), Some(recs[3].hash.as_str()));
-    assert_eq!(
-        r.to_string(),
-        format!("audit log FAILED at seq 4: {p} (4 records before it are intact)")
-    );
+    assert_eq!(r.to_string(), format!("audit log FAILED at seq 4: {p} (4 records before it are intact)"));
     // Reading still works (verify is the integrity check), and shows the edit.
     assert_eq!(log.records().unwrap()[4].details["tokens"], json!(904));
 }
@@ -335,11 +264,7 @@ fn a_deleted_record_is_detected() {
             &report(&log),
             Some(k as u64),
             k as u64,
-            &format!(
-                "line {} should hold seq {k} but holds seq {}: records were deleted or moved",
-                k + 1,
-                k + 1
-            ),
+            &format!("line {} should hold seq {k} but holds seq {}: records were deleted or moved", k + 1, k + 1),
         );
     }
     // The last one deleted: the log is now shorter than the head says.
@@ -347,12 +272,7 @@ fn a_deleted_record_is_detected() {
     let mut ls = lines(&log);
     ls.pop();
     write_lines(&log, &ls);
-    assert_bad(
-        &report(&log),
-        Some(19),
-        19,
-        "records 19 to 19 are missing (the tail was truncated)",
-    );
+    assert_bad(&report(&log), Some(19), 19, "records 19 to 19 are missing (the tail was truncated)");
 }
 
 #[test]
@@ -390,46 +310,20 @@ fn a_forged_record_that_does_not_chain_is_detected() {
     // A self-consistent record (its own hash is right) spliced in place of
     // record 6, and one in place of record 0 with a non-zero prev.
     let (_tmp, log, recs) = chain(10);
-    let (_, forged) = record::encode(
-        6,
-        now_rfc3339(),
-        Some(V1.into()),
-        EventKind::Grant,
-        json!({"all": true}),
-        "ab".repeat(32),
-    )
-    .unwrap();
+    let (_, forged) =
+        record::encode(6, now_rfc3339(), Some(V1.into()), EventKind::Grant, json!({"all": true}), "ab".repeat(32))
+            .unwrap();
     let mut ls = lines(&log);
     ls[6] = forged;
     write_lines(&log, &ls);
-    let p = assert_bad(
-        &report(&log),
-        Some(6),
-        6,
-        "record 6 does not chain: its prev is abab",
-    );
-    assert!(
-        p.contains(&format!("record 5 has hash {}", recs[5].hash)),
-        "{p}"
-    );
+    let p = assert_bad(&report(&log), Some(6), 6, "record 6 does not chain: its prev is abab");
+    assert!(p.contains(&format!("record 5 has hash {}", recs[5].hash)), "{p}");
 
-    let (_, forged0) = record::encode(
-        0,
-        now_rfc3339(),
-        None,
-        EventKind::Grant,
-        json!({}),
-        recs[3].hash.clone(),
-    )
-    .unwrap();
+    let (_, forged0) =
+        record::encode(0, now_rfc3339(), None, EventKind::Grant, json!({}), recs[3].hash.clone()).unwrap();
     ls[0] = forged0;
     write_lines(&log, &ls);
-    assert_bad(
-        &report(&log),
-        Some(0),
-        0,
-        "record 0 does not start the chain",
-    );
+    assert_bad(&report(&log), Some(0), 0, "record 0 does not start the chain");
 }
 
 #[test]
@@ -452,21 +346,11 @@ fn a_truncated_tail_is_detected() {
     let mut cut = ls.concat();
     cut.truncate(cut.len() - 40);
     fs::write(log.log_path(), &cut).unwrap();
-    assert_bad(
-        &report(&log),
-        Some(19),
-        19,
-        "line 20 (seq 19) is incomplete",
-    );
+    assert_bad(&report(&log), Some(19), 19, "line 20 (seq 19) is incomplete");
 
     // Cut to nothing, or the log removed.
     fs::write(log.log_path(), b"").unwrap();
-    assert_bad(
-        &report(&log),
-        Some(0),
-        0,
-        "the log is empty or missing but the head says its last record is seq 19",
-    );
+    assert_bad(&report(&log), Some(0), 0, "the log is empty or missing but the head says its last record is seq 19");
     fs::remove_file(log.log_path()).unwrap();
     assert_bad(&report(&log), Some(0), 0, "the log is empty or missing");
 }
@@ -475,13 +359,11 @@ fn a_truncated_tail_is_detected() {
 fn a_rolled_back_head_is_detected() {
     let (_tmp, log) = fresh();
     for i in 0..10 {
-        log.append(variant_for(i), kind_for(i), details_for(i))
-            .unwrap();
+        log.append(variant_for(i), kind_for(i), details_for(i)).unwrap();
     }
     let head_at_9 = head_bytes(&log);
     for i in 10..20 {
-        log.append(variant_for(i), kind_for(i), details_for(i))
-            .unwrap();
+        log.append(variant_for(i), kind_for(i), details_for(i)).unwrap();
     }
     let head_at_19 = head_bytes(&log);
     let head_at_18 = {
@@ -500,12 +382,7 @@ fn a_rolled_back_head_is_detected() {
 
     // Rolled back by one: indistinguishable from a crash between the two writes.
     fs::write(log.head_path(), &head_at_18).unwrap();
-    assert_bad(
-        &report(&log),
-        Some(19),
-        20,
-        "or the host stopped between writing record 19 and updating the head",
-    );
+    assert_bad(&report(&log), Some(19), 20, "or the host stopped between writing record 19 and updating the head");
 
     fs::write(log.head_path(), &head_at_19).unwrap();
     assert_good(&report(&log), 20);
@@ -514,28 +391,10 @@ fn a_rolled_back_head_is_detected() {
 #[test]
 fn a_head_with_a_wrong_hash_is_detected() {
     let (_tmp, log, recs) = chain(8);
-    fs::write(
-        log.head_path(),
-        format!("{{\"seq\":7,\"hash\":\"{}\"}}", recs[6].hash),
-    )
-    .unwrap();
-    assert_bad(
-        &report(&log),
-        Some(7),
-        8,
-        &format!("the head says record 7 has hash {}", recs[6].hash),
-    );
-    fs::write(
-        log.head_path(),
-        format!("{{\"seq\":3,\"hash\":\"{}\"}}", "cd".repeat(32)),
-    )
-    .unwrap();
-    assert_bad(
-        &report(&log),
-        Some(3),
-        8,
-        &format!("but it has hash {}", recs[3].hash),
-    );
+    fs::write(log.head_path(), format!("{{\"seq\":7,\"hash\":\"{}\"}}", recs[6].hash)).unwrap();
+    assert_bad(&report(&log), Some(7), 8, &format!("the head says record 7 has hash {}", recs[6].hash));
+    fs::write(log.head_path(), format!("{{\"seq\":3,\"hash\":\"{}\"}}", "cd".repeat(32))).unwrap();
+    assert_bad(&report(&log), Some(3), 8, &format!("but it has hash {}", recs[3].hash));
 }
 
 #[test]
@@ -546,15 +405,8 @@ fn a_garbled_line_is_detected() {
     let mut ls = original.clone();
     ls[6] = b"this is not json\n".to_vec();
     write_lines(&log, &ls);
-    assert_bad(
-        &report(&log),
-        Some(6),
-        6,
-        "line 7 (seq 6) is garbled: not a valid record",
-    );
-    assert!(
-        matches!(log.records(), Err(Error::Invalid(m)) if m.contains("line 7 is not a valid record"))
-    );
+    assert_bad(&report(&log), Some(6), 6, "line 7 (seq 6) is garbled: not a valid record");
+    assert!(matches!(log.records(), Err(Error::Invalid(m)) if m.contains("line 7 is not a valid record")));
 
     // Valid JSON that is not a record.
     ls[6] = b"{\"seq\":6}\n".to_vec();
@@ -572,12 +424,7 @@ fn a_garbled_line_is_detected() {
     let mut ls = original.clone();
     ls.insert(4, b"\n".to_vec());
     write_lines(&log, &ls);
-    assert_bad(
-        &report(&log),
-        Some(4),
-        4,
-        "line 5 (seq 4) is garbled: not a valid record: empty line",
-    );
+    assert_bad(&report(&log), Some(4), 4, "line 5 (seq 4) is garbled: not a valid record: empty line");
 
     // Invalid UTF-8.
     let mut ls = original.clone();
@@ -592,21 +439,13 @@ fn a_missing_or_garbled_head_is_detected() {
     let (_tmp, log, _) = chain(5);
     let head = head_bytes(&log);
     fs::remove_file(log.head_path()).unwrap();
-    let p = assert_bad(
-        &report(&log),
-        Some(0),
-        5,
-        "is missing but the log holds 5 records (seq 0 to 4)",
-    );
+    let p = assert_bad(&report(&log), Some(0), 5, "is missing but the log holds 5 records (seq 0 to 4)");
     assert!(p.contains(HEAD_FILE));
 
     fs::write(log.head_path(), b"{not json").unwrap();
     let r = report(&log);
     assert_bad(&r, None, 5, "is unreadable: not a head record");
-    assert!(
-        r.to_string().starts_with("audit log FAILED: the head file"),
-        "{r}"
-    );
+    assert!(r.to_string().starts_with("audit log FAILED: the head file"), "{r}");
     assert!(matches!(log.head(), Err(Error::Invalid(_))));
 
     fs::write(log.head_path(), head).unwrap();
@@ -633,9 +472,7 @@ fn eight_threads_make_one_chain() {
             let log = log.clone();
             thread::spawn(move || {
                 for i in 0..50 {
-                    let rec = log
-                        .append(Some(V1), EventKind::Use, json!({"thread": t, "i": i}))
-                        .unwrap();
+                    let rec = log.append(Some(V1), EventKind::Use, json!({"thread": t, "i": i})).unwrap();
                     assert_eq!(rec.details, json!({"thread": t, "i": i}));
                 }
             })
@@ -646,18 +483,12 @@ fn eight_threads_make_one_chain() {
     }
     assert_good(&report(&log), 400);
     let recs = log.records().unwrap();
-    assert_eq!(
-        recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        (0..400).collect::<Vec<_>>()
-    );
+    assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..400).collect::<Vec<_>>());
     assert_eq!(log.head().unwrap().unwrap().seq, 399);
     // Every thread's 50 appends are there, in its own order.
     for t in 0..8 {
-        let mine: Vec<i64> = recs
-            .iter()
-            .filter(|r| r.details["thread"] == json!(t))
-            .map(|r| r.details["i"].as_i64().unwrap())
-            .collect();
+        let mine: Vec<i64> =
+            recs.iter().filter(|r| r.details["thread"] == json!(t)).map(|r| r.details["i"].as_i64().unwrap()).collect();
         assert_eq!(mine, (0..50).collect::<Vec<_>>(), "thread {t}");
     }
 }
@@ -674,8 +505,7 @@ fn separately_opened_handles_interleave_through_the_file_lock() {
             let log = if t % 2 == 0 { a.clone() } else { b.clone() };
             thread::spawn(move || {
                 for i in 0..25 {
-                    log.append(None, EventKind::Build, json!({"t": t, "i": i}))
-                        .unwrap();
+                    log.append(None, EventKind::Build, json!({"t": t, "i": i})).unwrap();
                 }
             })
         })
@@ -694,16 +524,12 @@ const CHILD_TAG_ENV: &str = "VIVARIUM_AUDIT_TEST_CHILD_TAG";
 /// when run as an ordinary test.
 #[test]
 fn child_process_appender() {
-    let (Some(dir), Some(tag)) = (
-        std::env::var_os(CHILD_DIR_ENV),
-        std::env::var(CHILD_TAG_ENV).ok(),
-    ) else {
+    let (Some(dir), Some(tag)) = (std::env::var_os(CHILD_DIR_ENV), std::env::var(CHILD_TAG_ENV).ok()) else {
         return;
     };
     let log = AuditLog::open(Path::new(&dir)).unwrap();
     for i in 0..40 {
-        log.append(Some(V3), EventKind::Use, json!({"process": tag, "i": i}))
-            .unwrap();
+        log.append(Some(V3), EventKind::Use, json!({"process": tag, "i": i})).unwrap();
     }
 }
 
@@ -712,10 +538,7 @@ fn processes_interleave_into_one_chain() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     // The test's path without the crate name: `audit::tests::child_process_appender`.
-    let name = format!(
-        "{}::child_process_appender",
-        module_path!().split_once("::").unwrap().1
-    );
+    let name = format!("{}::child_process_appender", module_path!().split_once("::").unwrap().1);
     let children: Vec<_> = (0..3)
         .map(|c| {
             Command::new(&exe)
@@ -730,25 +553,13 @@ fn processes_interleave_into_one_chain() {
         .collect();
     let log = AuditLog::open(tmp.path()).unwrap();
     for i in 0..40 {
-        log.append(
-            Some(V3),
-            EventKind::Use,
-            json!({"process": "parent", "i": i}),
-        )
-        .unwrap();
+        log.append(Some(V3), EventKind::Use, json!({"process": "parent", "i": i})).unwrap();
     }
     for child in children {
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains("1 passed"),
-            "the child ran the appender: {stdout}"
-        );
+        assert!(out.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("1 passed"), "the child ran the appender: {stdout}");
     }
     assert_good(&report(&log), 160);
     let recs = log.records().unwrap();
@@ -767,74 +578,31 @@ fn processes_interleave_into_one_chain() {
 #[test]
 fn query_filters_by_variant_prefix_kind_and_seq() {
     let (_tmp, log) = fresh();
-    log.append(Some(V1), EventKind::Grant, json!({"n": 0}))
-        .unwrap();
-    log.append(Some(V2), EventKind::Grant, json!({"n": 1}))
-        .unwrap();
-    log.append(Some(V3), EventKind::Deny, json!({"n": 2}))
-        .unwrap();
+    log.append(Some(V1), EventKind::Grant, json!({"n": 0})).unwrap();
+    log.append(Some(V2), EventKind::Grant, json!({"n": 1})).unwrap();
+    log.append(Some(V3), EventKind::Deny, json!({"n": 2})).unwrap();
     log.append(None, EventKind::Build, json!({"n": 3})).unwrap();
-    log.append(Some(V1), EventKind::LimitHit, json!({"n": 4}))
-        .unwrap();
-    log.append(
-        Some(V2),
-        EventKind::Other("gpu-lease".into()),
-        json!({"n": 5}),
-    )
-    .unwrap();
-    log.append(Some(V1), EventKind::Grant, json!({"n": 6}))
-        .unwrap();
+    log.append(Some(V1), EventKind::LimitHit, json!({"n": 4})).unwrap();
+    log.append(Some(V2), EventKind::Other("gpu-lease".into()), json!({"n": 5})).unwrap();
+    log.append(Some(V1), EventKind::Grant, json!({"n": 6})).unwrap();
 
-    let seqs = |f: Filter| {
-        log.query(&f)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect::<Vec<_>>()
-    };
+    let seqs = |f: Filter| log.query(&f).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>();
     assert_eq!(seqs(Filter::new()), vec![0, 1, 2, 3, 4, 5, 6]);
     assert_eq!(seqs(Filter::new().variant(V1)), vec![0, 4, 6]);
-    assert_eq!(
-        seqs(Filter::new().variant("9f86")),
-        vec![0, 1, 4, 5, 6],
-        "V1 and V2 share a prefix"
-    );
+    assert_eq!(seqs(Filter::new().variant("9f86")), vec![0, 1, 4, 5, 6], "V1 and V2 share a prefix");
     assert_eq!(seqs(Filter::new().variant("9f86a")), vec![1, 5]);
-    assert_eq!(
-        seqs(Filter::new().variant("")),
-        vec![0, 1, 2, 4, 5, 6],
-        "host events have no variant"
-    );
+    assert_eq!(seqs(Filter::new().variant("")), vec![0, 1, 2, 4, 5, 6], "host events have no variant");
     assert_eq!(seqs(Filter::new().variant("ffff")), Vec::<u64>::new());
     assert_eq!(seqs(Filter::new().event(EventKind::Grant)), vec![0, 1, 6]);
-    assert_eq!(
-        seqs(Filter::new().event(EventKind::Grant).event(EventKind::Deny)),
-        vec![0, 1, 2, 6]
-    );
-    assert_eq!(
-        seqs(Filter::new().event(EventKind::Other("gpu-lease".into()))),
-        vec![5]
-    );
-    assert_eq!(
-        seqs(Filter::new().event(EventKind::Other("grant".into()))),
-        vec![0, 1, 6]
-    );
-    assert_eq!(
-        seqs(Filter::new().variant(V1).event(EventKind::Grant)),
-        vec![0, 6]
-    );
-    assert_eq!(
-        seqs(Filter::new().variant(V1).event(EventKind::Grant).since(1)),
-        vec![6]
-    );
+    assert_eq!(seqs(Filter::new().event(EventKind::Grant).event(EventKind::Deny)), vec![0, 1, 2, 6]);
+    assert_eq!(seqs(Filter::new().event(EventKind::Other("gpu-lease".into()))), vec![5]);
+    assert_eq!(seqs(Filter::new().event(EventKind::Other("grant".into()))), vec![0, 1, 6]);
+    assert_eq!(seqs(Filter::new().variant(V1).event(EventKind::Grant)), vec![0, 6]);
+    assert_eq!(seqs(Filter::new().variant(V1).event(EventKind::Grant).since(1)), vec![6]);
     assert_eq!(seqs(Filter::new().since(5)), vec![5, 6]);
     assert_eq!(
         Filter::new().variant("ab").event(EventKind::Trap).since(2),
-        Filter {
-            variant_prefix: Some("ab".into()),
-            events: vec![EventKind::Trap],
-            since_seq: Some(2)
-        }
+        Filter { variant_prefix: Some("ab".into()), events: vec![EventKind::Trap], since_seq: Some(2) }
     );
     let recs = log.query(&Filter::new().variant(V2)).unwrap();
     assert_eq!(recs[1].event, EventKind::Other("gpu-lease".into()));
@@ -858,27 +626,16 @@ fn unknown_kinds_read_back_and_verify() {
     let mut bytes = fs::read(log.log_path()).unwrap();
     bytes.extend_from_slice(&line);
     fs::write(log.log_path(), bytes).unwrap();
-    fs::write(
-        log.head_path(),
-        format!("{{\"seq\":3,\"hash\":\"{}\"}}\n", future.hash),
-    )
-    .unwrap();
+    fs::write(log.head_path(), format!("{{\"seq\":3,\"hash\":\"{}\"}}\n", future.hash)).unwrap();
 
     assert_good(&report(&log), 4);
     let read = log.records().unwrap();
     assert_eq!(read[3], future);
     assert_eq!(read[3].event.as_str(), "Quantum Leap ✓");
     assert!(!read[3].event.is_known());
-    assert_eq!(
-        log.query(&Filter::new().event(EventKind::Other("Quantum Leap ✓".into())))
-            .unwrap(),
-        vec![future]
-    );
+    assert_eq!(log.query(&Filter::new().event(EventKind::Other("Quantum Leap ✓".into()))).unwrap(), vec![future]);
     // And the chain goes on after it.
-    assert_eq!(
-        log.append(None, EventKind::Use, json!(null)).unwrap().seq,
-        4
-    );
+    assert_eq!(log.append(None, EventKind::Use, json!(null)).unwrap().seq, 4);
     assert_good(&report(&log), 5);
 }
 
@@ -893,26 +650,15 @@ fn append_checks_variant_and_kind() {
         (Some(V1), EventKind::Other(String::new())),
     ] {
         let err = log.append(variant, kind, json!({})).unwrap_err();
-        assert!(
-            matches!(err, Error::Invalid(ref m) if m.contains("is not valid")),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Invalid(ref m) if m.contains("is not valid")), "{err}");
     }
     assert_eq!(log.records().unwrap(), vec![]);
     assert_eq!(log.head().unwrap(), None);
 
     // "" is a host event; a known name given as Other is the known kind.
-    let rec = log
-        .append(Some(""), EventKind::Other("grant".into()), json!({}))
-        .unwrap();
+    let rec = log.append(Some(""), EventKind::Other("grant".into()), json!({})).unwrap();
     assert_eq!((rec.variant, rec.event), (None, EventKind::Grant));
-    let rec = log
-        .append(
-            Some(&"a".repeat(MAX_VARIANT_BYTES)),
-            EventKind::Use,
-            json!({}),
-        )
-        .unwrap();
+    let rec = log.append(Some(&"a".repeat(MAX_VARIANT_BYTES)), EventKind::Use, json!({})).unwrap();
     assert_eq!(rec.variant.unwrap().len(), MAX_VARIANT_BYTES);
 }
 
@@ -924,26 +670,18 @@ fn oversized_details_are_capped_in_the_log() {
     let rec = log.append(Some(V1), EventKind::LimitHit, flood).unwrap();
     assert_eq!(rec.details["truncated"], json!(true));
     assert_eq!(rec.details["original_bytes"], json!(flood_bytes.len()));
-    assert_eq!(
-        rec.details["original_sha256"],
-        json!(hex::encode(Sha256::digest(&flood_bytes)))
-    );
+    assert_eq!(rec.details["original_sha256"], json!(hex::encode(Sha256::digest(&flood_bytes))));
     assert_eq!(
         rec.details["preview"].as_str().unwrap(),
         std::str::from_utf8(&flood_bytes[..DETAILS_PREVIEW_BYTES]).unwrap()
     );
     let len = fs::metadata(log.log_path()).unwrap().len();
-    assert!(
-        len < 2 * DETAILS_PREVIEW_BYTES as u64,
-        "line is {len} bytes"
-    );
+    assert!(len < 2 * DETAILS_PREVIEW_BYTES as u64, "line is {len} bytes");
     assert_eq!(log.records().unwrap(), vec![rec]);
 
     // At the cap: kept whole.
     let at_cap = Value::String("b".repeat(MAX_DETAILS_BYTES - 2));
-    let rec = log
-        .append(Some(V1), EventKind::Use, at_cap.clone())
-        .unwrap();
+    let rec = log.append(Some(V1), EventKind::Use, at_cap.clone()).unwrap();
     assert_eq!(rec.details, at_cap);
     assert_good(&report(&log), 2);
 }
@@ -954,16 +692,9 @@ fn oversized_details_are_capped_in_the_log() {
 fn append_repairs_a_head_left_one_behind() {
     let (_tmp, log, _) = chain(5);
     let head_at_4 = head_bytes(&log);
-    let r5 = log
-        .append(Some(V1), EventKind::Use, json!({"last": true}))
-        .unwrap();
+    let r5 = log.append(Some(V1), EventKind::Use, json!({"last": true})).unwrap();
     fs::write(log.head_path(), &head_at_4).unwrap(); // as if killed before the rename
-    assert_bad(
-        &report(&log),
-        Some(5),
-        6,
-        "the host stopped between writing record 5",
-    );
+    assert_bad(&report(&log), Some(5), 6, "the host stopped between writing record 5");
 
     let next = log.append(Some(V2), EventKind::Trap, json!({})).unwrap();
     assert_eq!(next.seq, 7);
@@ -987,12 +718,7 @@ fn append_repairs_a_missing_first_head() {
     let (_tmp, log) = fresh();
     let r0 = log.append(None, EventKind::Grant, json!({})).unwrap();
     fs::remove_file(log.head_path()).unwrap();
-    assert_bad(
-        &report(&log),
-        Some(0),
-        1,
-        "is missing but the log holds 1 records",
-    );
+    assert_bad(&report(&log), Some(0), 1, "is missing but the log holds 1 records");
     let next = log.append(None, EventKind::Grant, json!({})).unwrap();
     assert_eq!(next.seq, 2);
     let recs = log.records().unwrap();
@@ -1014,16 +740,9 @@ fn append_repairs_a_torn_write() {
         &report(&log),
         Some(3),
         3,
-        &format!(
-            "line 4 (seq 3) is incomplete: {} bytes without a final newline",
-            fragment.len()
-        ),
+        &format!("line 4 (seq 3) is incomplete: {} bytes without a final newline", fragment.len()),
     );
-    assert_eq!(
-        log.records().unwrap(),
-        recs,
-        "readers skip the unfinished line"
-    );
+    assert_eq!(log.records().unwrap(), recs, "readers skip the unfinished line");
 
     let next = log.append(Some(V1), EventKind::Use, json!({})).unwrap();
     assert_eq!(next.seq, 4);
@@ -1034,14 +753,8 @@ fn append_repairs_a_torn_write() {
     assert_eq!(rec.details["reason"], json!("torn-write"));
     assert_eq!(rec.details["at_offset"], json!(good.len()));
     assert_eq!(rec.details["discarded_bytes"], json!(fragment.len()));
-    assert_eq!(
-        rec.details["discarded_sha256"],
-        json!(hex::encode(Sha256::digest(fragment)))
-    );
-    assert_eq!(
-        rec.details["discarded_preview"],
-        json!(std::str::from_utf8(fragment).unwrap())
-    );
+    assert_eq!(rec.details["discarded_sha256"], json!(hex::encode(Sha256::digest(fragment))));
+    assert_eq!(rec.details["discarded_preview"], json!(std::str::from_utf8(fragment).unwrap()));
     assert!(fs::read(log.log_path()).unwrap().starts_with(&good));
     assert_good(&report(&log), 5);
 
@@ -1049,10 +762,7 @@ fn append_repairs_a_torn_write() {
     let (_tmp2, log2) = fresh();
     fs::write(log2.log_path(), b"{\"se").unwrap();
     assert_eq!(log2.append(None, EventKind::Use, json!({})).unwrap().seq, 1);
-    assert_eq!(
-        log2.records().unwrap()[0].details["reason"],
-        json!("torn-write")
-    );
+    assert_eq!(log2.records().unwrap()[0].details["reason"], json!("torn-write"));
     assert_good(&report(&log2), 2);
 }
 
@@ -1064,11 +774,7 @@ fn append_refuses_a_damaged_log_and_writes_nothing() {
             "head two behind",
             |log, _, _| {
                 let recs = log.records().unwrap();
-                fs::write(
-                    log.head_path(),
-                    format!("{{\"seq\":7,\"hash\":\"{}\"}}", recs[7].hash),
-                )
-                .unwrap();
+                fs::write(log.head_path(), format!("{{\"seq\":7,\"hash\":\"{}\"}}", recs[7].hash)).unwrap();
             },
             "the head names seq 7",
         ),
@@ -1077,16 +783,8 @@ fn append_refuses_a_damaged_log_and_writes_nothing() {
             |log, _, _| fs::remove_file(log.head_path()).unwrap(),
             "the head file is missing but the log holds records up to seq 9",
         ),
-        (
-            "head garbled",
-            |log, _, _| fs::write(log.head_path(), "garbage").unwrap(),
-            "is unreadable",
-        ),
-        (
-            "tail truncated",
-            |log, ls, _| write_lines(log, &ls[..8]),
-            "the head names seq 9",
-        ),
+        ("head garbled", |log, _, _| fs::write(log.head_path(), "garbage").unwrap(), "is unreadable"),
+        ("tail truncated", |log, ls, _| write_lines(log, &ls[..8]), "the head names seq 9"),
         (
             "log emptied",
             |log, _, _| fs::write(log.log_path(), b"").unwrap(),
@@ -1126,31 +824,17 @@ fn append_refuses_a_damaged_log_and_writes_nothing() {
         let (_tmp, log, _) = chain(10);
         let ls = lines(&log);
         damage(&log, &ls, &head_bytes(&log));
-        let (log_before, head_before) = (
-            fs::read(log.log_path()).ok(),
-            fs::read(log.head_path()).ok(),
-        );
+        let (log_before, head_before) = (fs::read(log.log_path()).ok(), fs::read(log.head_path()).ok());
         let err = log.append(None, EventKind::Use, json!({})).unwrap_err();
         match &err {
             Error::Invalid(m) => {
                 assert!(m.contains(needle), "{name}: {m:?} lacks {needle:?}");
-                assert!(
-                    m.contains("is damaged") && m.contains("Nothing was appended"),
-                    "{name}: {m}"
-                );
+                assert!(m.contains("is damaged") && m.contains("Nothing was appended"), "{name}: {m}");
             }
             other => panic!("{name}: expected Invalid, got {other:?}"),
         }
-        assert_eq!(
-            fs::read(log.log_path()).ok(),
-            log_before,
-            "{name}: log untouched"
-        );
-        assert_eq!(
-            fs::read(log.head_path()).ok(),
-            head_before,
-            "{name}: head untouched"
-        );
+        assert_eq!(fs::read(log.log_path()).ok(), log_before, "{name}: log untouched");
+        assert_eq!(fs::read(log.head_path()).ok(), head_before, "{name}: head untouched");
         assert!(!report(&log).ok, "{name}: verify agrees it is damaged");
     }
 }

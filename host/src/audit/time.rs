@@ -14,12 +14,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// The current time as [`rfc3339`].
@@ -66,10 +61,7 @@ mod tests {
 
     #[test]
     fn before_epoch_clamps() {
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(10)),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(10)), "1970-01-01T00:00:00.000Z");
     }
 
     #[test]

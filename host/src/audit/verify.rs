@@ -35,28 +35,11 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     fn good(records: u64, last_hash: Option<String>) -> Self {
-        Self {
-            ok: true,
-            records,
-            first_bad_seq: None,
-            problem: None,
-            last_hash,
-        }
+        Self { ok: true, records, first_bad_seq: None, problem: None, last_hash }
     }
 
-    fn bad(
-        records: u64,
-        first_bad_seq: Option<u64>,
-        problem: String,
-        last_hash: Option<String>,
-    ) -> Self {
-        Self {
-            ok: false,
-            records,
-            first_bad_seq,
-            problem: Some(problem),
-            last_hash,
-        }
+    fn bad(records: u64, first_bad_seq: Option<u64>, problem: String, last_hash: Option<String>) -> Self {
+        Self { ok: false, records, first_bad_seq, problem: Some(problem), last_hash }
     }
 }
 
@@ -67,11 +50,9 @@ impl fmt::Display for VerifyReport {
                 Some(h) => write!(f, "audit log OK: {} records, head {h}", self.records),
                 None => write!(f, "audit log OK: empty"),
             },
-            (Some(p), Some(seq)) => write!(
-                f,
-                "audit log FAILED at seq {seq}: {p} ({} records before it are intact)",
-                self.records
-            ),
+            (Some(p), Some(seq)) => {
+                write!(f, "audit log FAILED at seq {seq}: {p} ({} records before it are intact)", self.records)
+            }
             (Some(p), None) => write!(f, "audit log FAILED: {p}"),
         }
     }
@@ -105,9 +86,7 @@ pub(crate) fn verify_files(log: &Path, head_path: &Path) -> Result<VerifyReport>
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| Error::io(io_ctx(), e))?;
+            let read = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(io_ctx(), e))?;
             if read == 0 {
                 break;
             }
@@ -135,10 +114,7 @@ pub(crate) fn verify_files(log: &Path, head_path: &Path) -> Result<VerifyReport>
                 } else {
                     "records were inserted, duplicated or moved"
                 };
-                return bad(format!(
-                    "line {line_no} should hold seq {n} but holds seq {}: {how}",
-                    record.seq
-                ));
+                return bad(format!("line {line_no} should hold seq {n} but holds seq {}: {how}", record.seq));
             }
             let expected_prev = prev.as_deref().unwrap_or(ZERO_HASH);
             if record.prev != expected_prev {
@@ -167,12 +143,9 @@ pub(crate) fn verify_files(log: &Path, head_path: &Path) -> Result<VerifyReport>
 
     // Every line is good; now the head must point at the last one.
     Ok(match head {
-        HeadState::Garbled(why) => VerifyReport::bad(
-            n,
-            None,
-            format!("the head file {} is unreadable: {why}", head_path.display()),
-            prev,
-        ),
+        HeadState::Garbled(why) => {
+            VerifyReport::bad(n, None, format!("the head file {} is unreadable: {why}", head_path.display()), prev)
+        }
         HeadState::Missing if n == 0 => VerifyReport::good(0, None),
         HeadState::Missing => VerifyReport::bad(
             n,

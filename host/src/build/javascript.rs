@@ -68,9 +68,7 @@ fn toolchain() -> Result<&'static Toolchain> {
         .get_or_init(|| {
             let node = std::env::var_os("VIVARIUM_NODE")
                 .map(PathBuf::from)
-                .or_else(|| {
-                    ["/usr/bin/node", "/usr/local/bin/node"].iter().map(PathBuf::from).find(|p| p.is_file())
-                })
+                .or_else(|| ["/usr/bin/node", "/usr/local/bin/node"].iter().map(PathBuf::from).find(|p| p.is_file()))
                 .ok_or_else(|| "no node in /usr/bin or /usr/local/bin (set VIVARIUM_NODE)".to_string())?;
             let node = node.canonicalize().unwrap_or(node);
             let node_version = support::probe(
@@ -84,8 +82,9 @@ fn toolchain() -> Result<&'static Toolchain> {
             let tools = tools_dir().ok_or("the repository's tools/js is gone (set VIVARIUM_JS_TOOLS)")?;
             let tools = tools.canonicalize().map_err(|e| format!("{}: {e}", tools.display()))?;
             let pkg = tools.join("node_modules/@bytecodealliance/componentize-js/package.json");
-            let pkg_text = std::fs::read_to_string(&pkg)
-                .map_err(|e| format!("{} is missing ({e}); `npm ci` in {} installs it", pkg.display(), tools.display()))?;
+            let pkg_text = std::fs::read_to_string(&pkg).map_err(|e| {
+                format!("{} is missing ({e}); `npm ci` in {} installs it", pkg.display(), tools.display())
+            })?;
             let lock = std::fs::read(tools.join("package-lock.json")).unwrap_or_default();
             use sha2::Digest as _;
             let version = format!(
@@ -151,15 +150,10 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
     let wit = staging.path().join("wit");
     support::write_wit(&wit, Some(&world))?;
     let out = staging.path().join("out.wasm");
-    let source = std::path::absolute(dir.join(APP_MODULE))
-        .map_err(|e| crate::Error::io("resolving the variant's source", e))?;
+    let source =
+        std::path::absolute(dir.join(APP_MODULE)).map_err(|e| crate::Error::io("resolving the variant's source", e))?;
     let mut cmd = Command::new(&tc.node);
-    cmd.arg(tc.tools.join("componentize.mjs"))
-        .arg(&source)
-        .arg(&wit)
-        .arg(WORLD)
-        .arg(&out)
-        .current_dir(staging.path());
+    cmd.arg(tc.tools.join("componentize.mjs")).arg(&source).arg(&wit).arg(WORLD).arg(&out).current_dir(staging.path());
     // Node reads OpenSSL's configuration at startup (public, no secrets).
     let toolchain = [tc.tools.clone(), tc.node.clone(), PathBuf::from("/etc/ssl/openssl.cnf")];
     let sandbox = support::toolchain_sandbox(dir, staging.path(), &toolchain, MEMORY);

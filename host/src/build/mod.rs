@@ -29,11 +29,11 @@ pub mod sandbox;
 pub mod support;
 pub mod wat;
 
-pub use rust::{build_rust, build_rust_sandboxed, RustTarget};
-pub use sandbox::Sandbox;
 pub use c::build_c;
 pub use javascript::build_javascript;
 pub use python::build_python;
+pub use rust::{build_rust, build_rust_sandboxed, RustTarget};
+pub use sandbox::Sandbox;
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]

@@ -119,12 +119,7 @@ const ERROR_TAIL_LINES: usize = 40;
 /// or a bad `Cargo.toml`, a compile error, a timeout, a core module that is
 /// not a valid component), with the tail of cargo's output and what to do;
 /// [`Error::Io`] when a file or a program cannot be read or started.
-pub fn build_rust(
-    variant_dir: &Path,
-    target_dir: &Path,
-    target: RustTarget,
-    timeout: Duration,
-) -> Result<BuildOutput> {
+pub fn build_rust(variant_dir: &Path, target_dir: &Path, target: RustTarget, timeout: Duration) -> Result<BuildOutput> {
     build(variant_dir, target_dir, target, timeout, None)
 }
 
@@ -173,19 +168,16 @@ fn build(
     let name = artifact_name(variant_dir, &manifest)?;
 
     // An absolute target directory: cargo runs with it as working directory.
-    let target_dir = std::path::absolute(target_dir).map_err(|e| {
-        Error::io(format!("resolving the guest target directory {}", target_dir.display()), e)
-    })?;
-    std::fs::create_dir_all(&target_dir).map_err(|e| {
-        Error::io(format!("creating the guest target directory {}", target_dir.display()), e)
-    })?;
-    let manifest = std::path::absolute(&manifest)
-        .map_err(|e| Error::io(format!("resolving {}", manifest.display()), e))?;
+    let target_dir = std::path::absolute(target_dir)
+        .map_err(|e| Error::io(format!("resolving the guest target directory {}", target_dir.display()), e))?;
+    std::fs::create_dir_all(&target_dir)
+        .map_err(|e| Error::io(format!("creating the guest target directory {}", target_dir.display()), e))?;
+    let manifest =
+        std::path::absolute(&manifest).map_err(|e| Error::io(format!("resolving {}", manifest.display()), e))?;
 
     if sandbox.is_some() {
-        let abs_dir = std::path::absolute(variant_dir).map_err(|e| {
-            Error::io(format!("resolving the variant directory {}", variant_dir.display()), e)
-        })?;
+        let abs_dir = std::path::absolute(variant_dir)
+            .map_err(|e| Error::io(format!("resolving the variant directory {}", variant_dir.display()), e))?;
         if abs_dir.starts_with(&target_dir) {
             return Err(Error::invalid(format!(
                 "the variant {} lies inside the guest target directory {}: a sandboxed build \
@@ -283,10 +275,7 @@ fn build(
     let (component, path) = if is_component(&bytes) {
         (bytes, artifact)
     } else if !is_core_module(&bytes) {
-        return Err(Error::invalid(format!(
-            "the build output {} is not WebAssembly",
-            artifact.display()
-        )));
+        return Err(Error::invalid(format!("the build output {} is not WebAssembly", artifact.display())));
     } else {
         match target {
             RustTarget::Unknown => {
@@ -391,19 +380,15 @@ fn artifact_name(variant_dir: &Path, manifest: &Path) -> Result<String> {
             Error::io(format!("reading {}", manifest.display()), e)
         }
     })?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| Error::invalid(format!("{} is not valid TOML: {e}", manifest.display())))?;
+    let table: toml::Table =
+        text.parse().map_err(|e| Error::invalid(format!("{} is not valid TOML: {e}", manifest.display())))?;
     let lib_name = table.get("lib").and_then(|lib| lib.get("name")).and_then(|n| n.as_str());
-    let package_name =
-        table.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str());
-    let name = lib_name.or(package_name).ok_or_else(|| {
-        Error::invalid(format!("{} has no `[package] name`", manifest.display()))
-    })?;
+    let package_name = table.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str());
+    let name = lib_name
+        .or(package_name)
+        .ok_or_else(|| Error::invalid(format!("{} has no `[package] name`", manifest.display())))?;
     // The name becomes part of a path: accept only what cargo accepts.
-    if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(Error::invalid(format!(
             "{}: the crate name {name:?} may only hold ASCII letters, digits, `-` and `_`",
             manifest.display()
@@ -424,12 +409,7 @@ fn cargo_program() -> std::ffi::OsString {
 ///
 /// A target found installed is remembered for the life of the process, so
 /// only the first build per target pays for the rustup call.
-fn ensure_target_installed(
-    target: RustTarget,
-    cwd: &Path,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<()> {
+fn ensure_target_installed(target: RustTarget, cwd: &Path, deadline: Instant, timeout: Duration) -> Result<()> {
     static KNOWN_INSTALLED: Mutex<Vec<RustTarget>> = Mutex::new(Vec::new());
     let known = |t: RustTarget| KNOWN_INSTALLED.lock().map(|k| k.contains(&t)).unwrap_or(false);
     let remember = |t: RustTarget| {
@@ -469,8 +449,8 @@ fn ensure_target_installed(
 
     let mut add = Command::new("rustup");
     add.args(["target", "add", target.triple()]).current_dir(cwd);
-    let added = run_bounded(add, deadline)
-        .map_err(|e| Error::io(format!("running `rustup target add {target}`"), e))?;
+    let added =
+        run_bounded(add, deadline).map_err(|e| Error::io(format!("running `rustup target add {target}`"), e))?;
     match added.status {
         Some(status) if status.success() => {
             remember(target);
@@ -574,11 +554,7 @@ pub(crate) fn run_bounded(mut cmd: Command, deadline: Instant) -> std::io::Resul
 
 /// Read `pipe` to its end on a thread, keeping the last [`LOG_LIMIT`] bytes,
 /// and send them with `index` when the pipe closes.
-fn spawn_reader<R: Read + Send + 'static>(
-    mut pipe: R,
-    index: usize,
-    tx: mpsc::Sender<(usize, Vec<u8>)>,
-) {
+fn spawn_reader<R: Read + Send + 'static>(mut pipe: R, index: usize, tx: mpsc::Sender<(usize, Vec<u8>)>) {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
@@ -655,10 +631,7 @@ mod tests {
     #[test]
     fn targets_parse_and_print() {
         assert_eq!("wasip2".parse::<RustTarget>().unwrap(), RustTarget::WasiP2);
-        assert_eq!(
-            "wasm32-unknown-unknown".parse::<RustTarget>().unwrap(),
-            RustTarget::Unknown
-        );
+        assert_eq!("wasm32-unknown-unknown".parse::<RustTarget>().unwrap(), RustTarget::Unknown);
         assert!("x86_64".parse::<RustTarget>().is_err());
         assert_eq!(RustTarget::WasiP2.to_string(), "wasm32-wasip2");
     }

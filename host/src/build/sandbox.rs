@@ -148,10 +148,8 @@ impl Sandbox {
     pub fn for_build(tree: &Path, target_dir: &Path) -> Self {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let target_dir = abs(target_dir);
-        let mut sandbox = Sandbox::new()
-            .with_read_only(abs(tree))
-            .with_read_write(&target_dir)
-            .with_read_write("/dev/null");
+        let mut sandbox =
+            Sandbox::new().with_read_only(abs(tree)).with_read_write(&target_dir).with_read_write("/dev/null");
         sandbox.tmp_root = Some(target_dir.join("sandbox-tmp"));
 
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -441,10 +439,7 @@ pub enum NetNamespace {
 /// namespace (probed by starting `true` in one).
 pub fn support() -> Support {
     static SUPPORT: std::sync::OnceLock<Support> = std::sync::OnceLock::new();
-    *SUPPORT.get_or_init(|| Support {
-        landlock_abi: imp::landlock_abi(),
-        net_namespace: imp::probe_net_namespace(),
-    })
+    *SUPPORT.get_or_init(|| Support { landlock_abi: imp::landlock_abi(), net_namespace: imp::probe_net_namespace() })
 }
 
 /// The names of the caller's environment variables passed into the
@@ -508,9 +503,8 @@ fn scrub_env(cmd: &mut Command, tmp_dir: Option<&Path>) {
 /// Make a fresh directory `<root>/<pid>-<n>` (mode 0700 on Unix).
 fn make_private_dir(root: &Path) -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    std::fs::create_dir_all(root).map_err(|e| {
-        Error::io(format!("creating the sandbox's temp root {}", root.display()), e)
-    })?;
+    std::fs::create_dir_all(root)
+        .map_err(|e| Error::io(format!("creating the sandbox's temp root {}", root.display()), e))?;
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = root.join(format!("{}-{n}", std::process::id()));
@@ -524,12 +518,7 @@ fn make_private_dir(root: &Path) -> Result<PathBuf> {
             Ok(()) => return Ok(dir),
             // Left behind by an earlier process with the same pid.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(Error::io(
-                    format!("creating the sandbox's temp directory {}", dir.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(Error::io(format!("creating the sandbox's temp directory {}", dir.display()), e)),
         }
     }
 }
@@ -544,8 +533,8 @@ mod imp {
     use std::process::{Command, Stdio};
 
     use landlock::{
-        Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-        RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+        RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
     };
 
     use super::{NetNamespace, NetworkIsolation, Sandbox, SandboxReport, Support};
@@ -618,11 +607,7 @@ mod imp {
 
     /// Build the ruleset and decide the network isolation, in the parent.
     pub(super) fn plan(sandbox: &Sandbox, support: Support) -> Result<Plan> {
-        let ruleset = if support.landlock_abi >= 1 {
-            Some(ruleset(sandbox, support.landlock_abi)?)
-        } else {
-            None
-        };
+        let ruleset = if support.landlock_abi >= 1 { Some(ruleset(sandbox, support.landlock_abi)?) } else { None };
         let filesystem = ruleset.is_some();
         let tcp_denied = filesystem && !sandbox.network && support.landlock_abi >= 4;
         let net_namespace = if sandbox.network { None } else { support.net_namespace };
@@ -647,17 +632,14 @@ mod imp {
     /// yet enforced.
     fn ruleset(sandbox: &Sandbox, abi: u32) -> Result<RulesetCreated> {
         let internal = |e: landlock::RulesetError| {
-            Error::Internal(anyhow::anyhow!(
-                "building the Landlock ruleset of the build sandbox: {e}"
-            ))
+            Error::Internal(anyhow::anyhow!("building the Landlock ruleset of the build sandbox: {e}"))
         };
         let mut ruleset = Ruleset::default()
             .set_compatibility(CompatLevel::BestEffort)
             .handle_access(AccessFs::from_all(REQUESTED_ABI))
             .map_err(internal)?;
         if !sandbox.network && abi >= 4 {
-            ruleset =
-                ruleset.handle_access(AccessNet::from_all(REQUESTED_ABI)).map_err(internal)?;
+            ruleset = ruleset.handle_access(AccessNet::from_all(REQUESTED_ABI)).map_err(internal)?;
         }
         if abi >= 6 {
             ruleset = ruleset.scope(Scope::from_all(REQUESTED_ABI)).map_err(internal)?;
@@ -685,10 +667,7 @@ mod imp {
         }
         // The kernel enforces nothing when the ruleset has no descriptor
         // (Landlock disabled after all).
-        let has_fd = created
-            .try_clone()
-            .map(|c| Option::<std::os::fd::OwnedFd>::from(c).is_some())
-            .unwrap_or(false);
+        let has_fd = created.try_clone().map(|c| Option::<std::os::fd::OwnedFd>::from(c).is_some()).unwrap_or(false);
         if !has_fd {
             return Err(Error::Internal(anyhow::anyhow!(
                 "the kernel reports Landlock ABI {abi} but created no ruleset"
@@ -773,15 +752,8 @@ mod imp {
     }
 
     pub(super) fn plan(sandbox: &Sandbox, support: Support) -> Result<Plan> {
-        let network =
-            if sandbox.network { NetworkIsolation::Allowed } else { NetworkIsolation::None };
-        Ok(Plan {
-            report: SandboxReport {
-                landlock_abi: support.landlock_abi,
-                filesystem: false,
-                network,
-            },
-        })
+        let network = if sandbox.network { NetworkIsolation::Allowed } else { NetworkIsolation::None };
+        Ok(Plan { report: SandboxReport { landlock_abi: support.landlock_abi, filesystem: false, network } })
     }
 
     pub(super) fn install(_cmd: &mut Command, _plan: Plan) {}
@@ -971,19 +943,13 @@ mod tests {
         let (ok, _, err) = sh(&sandbox, &format!("echo x > {}/src/lib.rs", tree.display()));
         assert!(!ok, "the tree was writable");
         assert!(err.contains("Permission denied"), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(tree.join("src/lib.rs")).unwrap(),
-            "pub const X: u32 = 7;\n"
-        );
+        assert_eq!(std::fs::read_to_string(tree.join("src/lib.rs")).unwrap(), "pub const X: u32 = 7;\n");
         let (ok, _, err) = sh(&sandbox, &format!("touch {}/new", tree.display()));
         assert!(!ok && !tree.join("new").exists(), "{err}");
 
         let (ok, _, err) = sh(
             &sandbox,
-            &format!(
-                "echo x > {t}/out && echo y > \"$TMPDIR/f\" && echo z > /dev/null",
-                t = target.display()
-            ),
+            &format!("echo x > {t}/out && echo y > \"$TMPDIR/f\" && echo z > /dev/null", t = target.display()),
         );
         assert!(ok, "writing the target dir failed: {err}");
         assert_eq!(std::fs::read_to_string(target.join("out")).unwrap(), "x\n");
@@ -1009,23 +975,10 @@ mod tests {
         assert!(env.contains("EXPLICIT_VAR=kept"), "{env}");
         assert!(env.contains(&format!("TMPDIR={}", tmp.display())), "{env}");
         assert!(env.contains(&format!("HOME={}", tmp.display())), "{env}");
-        let allowed = [
-            "PATH",
-            "HOME",
-            "TMPDIR",
-            "CARGO_HOME",
-            "RUSTUP_HOME",
-            "EXPLICIT_VAR",
-            "PWD",
-            "OLDPWD",
-            "SHLVL",
-            "_",
-        ];
+        let allowed =
+            ["PATH", "HOME", "TMPDIR", "CARGO_HOME", "RUSTUP_HOME", "EXPLICIT_VAR", "PWD", "OLDPWD", "SHLVL", "_"];
         for name in names {
-            assert!(
-                allowed.contains(&name) || PASSED_ENV.contains(&name),
-                "{name} leaked into the sandbox:\n{env}"
-            );
+            assert!(allowed.contains(&name) || PASSED_ENV.contains(&name), "{name} leaked into the sandbox:\n{env}");
         }
     }
 
@@ -1042,8 +995,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines, [&*((3u64 << 30) / 1024).to_string(), "42", "2048", "0"], "{out}");
         // The file-size limit bites: a 2 MiB write fails.
-        let (ok, _, _) =
-            sh(&sandbox, &format!("head -c 2097152 /dev/urandom > {}/big", target.display()));
+        let (ok, _, _) = sh(&sandbox, &format!("head -c 2097152 /dev/urandom > {}/big", target.display()));
         assert!(!ok, "a file over RLIMIT_FSIZE was written");
         assert!(std::fs::metadata(target.join("big")).map(|m| m.len()).unwrap_or(0) <= 1 << 20);
     }
@@ -1066,11 +1018,8 @@ mod tests {
         assert!(!out.status.success(), "the connection was made");
         assert!(listener.accept().is_err(), "the listener got a connection");
         // Outside the sandbox the same command connects.
-        let ok = Command::new("/bin/bash")
-            .arg("-c")
-            .arg(format!("echo hi > /dev/tcp/127.0.0.1/{port}"))
-            .status()
-            .unwrap();
+        let ok =
+            Command::new("/bin/bash").arg("-c").arg(format!("echo hi > /dev/tcp/127.0.0.1/{port}")).status().unwrap();
         assert!(ok.success());
     }
 
@@ -1082,10 +1031,7 @@ mod tests {
             eprintln!("skipped: no Landlock or no namespaces");
             return;
         }
-        let with_user = Support {
-            landlock_abi: support().landlock_abi,
-            net_namespace: Some(NetNamespace::WithUser),
-        };
+        let with_user = Support { landlock_abi: support().landlock_abi, net_namespace: Some(NetNamespace::WithUser) };
         let (_dir, tree, target) = tree_and_target();
         let sandbox = Sandbox::for_build(&tree, &target);
         let mut cmd = Command::new("/bin/sh");
@@ -1119,7 +1065,8 @@ mod tests {
     fn classifies_violations() {
         let log = "error: couldn't read `/etc/passwd`: Permission denied (os error 13)\n";
         assert!(matches!(classify_violation(log), Some(Violation::OutsidePath(l)) if l.len() == 1));
-        let log = "thread 'main' panicked: Os { code: 101, kind: NetworkUnreachable, message: \"Network is unreachable\" }";
+        let log =
+            "thread 'main' panicked: Os { code: 101, kind: NetworkUnreachable, message: \"Network is unreachable\" }";
         assert!(matches!(classify_violation(log), Some(Violation::Network(_))));
         assert_eq!(classify_violation("error[E0425]: cannot find value `x`"), None);
     }
@@ -1138,10 +1085,7 @@ mod tests {
         let manifest = std::fs::read_to_string(src.join("Cargo.toml"))
             .unwrap()
             .replace("name = \"echo\"", &format!("name = \"{name}\""))
-            .replace(
-                "path = \"../../guest-sdk\"",
-                &format!("path = {:?}", sdk.display().to_string()),
-            );
+            .replace("path = \"../../guest-sdk\"", &format!("path = {:?}", sdk.display().to_string()));
         assert!(manifest.contains(&format!("name = \"{name}\"")));
         std::fs::write(tree.join("Cargo.toml"), manifest).unwrap();
         let lock = std::fs::read_to_string(src.join("Cargo.lock"))
@@ -1164,20 +1108,10 @@ mod tests {
 
     fn build(tree: &Path) -> Result<crate::build::BuildOutput> {
         let target = crate::build::default_guest_target_dir(&workspace_root());
-        build_rust_sandboxed(
-            tree,
-            &target,
-            RustTarget::WasiP2,
-            Duration::from_secs(900),
-            &build_sandbox(tree, &target),
-        )
+        build_rust_sandboxed(tree, &target, RustTarget::WasiP2, Duration::from_secs(900), &build_sandbox(tree, &target))
     }
 
-    fn assert_refused(
-        result: Result<crate::build::BuildOutput>,
-        expected_what: &str,
-        needle: &str,
-    ) -> String {
+    fn assert_refused(result: Result<crate::build::BuildOutput>, expected_what: &str, needle: &str) -> String {
         match result {
             Err(Error::Refused { what, detail }) => {
                 eprintln!("refused ({what:?}): {detail}");
@@ -1207,30 +1141,16 @@ mod tests {
         let target = crate::build::default_guest_target_dir(&workspace_root());
         let lib = tree.join("src/lib.rs");
         let text = std::fs::read_to_string(&lib).unwrap();
-        std::fs::write(
-            &lib,
-            text.replace("const GENERATION: u32 = 0;", "const GENERATION: u32 = 1;"),
-        )
-        .unwrap();
-        let plain =
-            crate::build::build_rust(&tree, &target, RustTarget::WasiP2, Duration::from_secs(900))
-                .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&lib, text.replace("const GENERATION: u32 = 0;", "const GENERATION: u32 = 1;")).unwrap();
+        let plain = crate::build::build_rust(&tree, &target, RustTarget::WasiP2, Duration::from_secs(900))
+            .unwrap_or_else(|e| panic!("{e}"));
         eprintln!("unsandboxed rebuild after a one-line edit: {:?}", plain.duration);
-        std::fs::write(
-            &lib,
-            text.replace("const GENERATION: u32 = 0;", "const GENERATION: u32 = 2;"),
-        )
-        .unwrap();
+        std::fs::write(&lib, text.replace("const GENERATION: u32 = 0;", "const GENERATION: u32 = 2;")).unwrap();
         let again = build(&tree).unwrap_or_else(|e| panic!("{e}"));
         eprintln!("sandboxed rebuild after a one-line edit: {:?}\n{}", again.duration, again.log);
         assert_ne!(again.component, out.component);
-        let compiled: Vec<&str> =
-            again.log.lines().filter(|l| l.trim_start().starts_with("Compiling")).collect();
-        assert_eq!(
-            compiled.len(),
-            1,
-            "a warm rebuild recompiled more than the variant: {compiled:?}"
-        );
+        let compiled: Vec<&str> = again.log.lines().filter(|l| l.trim_start().starts_with("Compiling")).collect();
+        assert_eq!(compiled.len(), 1, "a warm rebuild recompiled more than the variant: {compiled:?}");
         assert!(compiled[0].contains("sbx-echo-ok"), "{compiled:?}");
     }
 
@@ -1249,20 +1169,13 @@ mod tests {
         for round in 1..=6u32 {
             for sandboxed in [true, false] {
                 let generation = round * 2 + u32::from(sandboxed);
-                let edited = text.replace(
-                    "const GENERATION: u32 = 0;",
-                    &format!("const GENERATION: u32 = {generation};"),
-                );
+                let edited =
+                    text.replace("const GENERATION: u32 = 0;", &format!("const GENERATION: u32 = {generation};"));
                 std::fs::write(&lib, edited).unwrap();
                 let out = if sandboxed {
                     build(&tree)
                 } else {
-                    crate::build::build_rust(
-                        &tree,
-                        &target,
-                        RustTarget::WasiP2,
-                        Duration::from_secs(900),
-                    )
+                    crate::build::build_rust(&tree, &target, RustTarget::WasiP2, Duration::from_secs(900))
                 }
                 .unwrap_or_else(|e| panic!("{e}"));
                 if sandboxed {
@@ -1345,10 +1258,7 @@ mod tests {
             Err(other) => panic!("expected a sandbox refusal, got: {other}"),
             Ok(out) => panic!("the build script connected out:\n{}", out.log),
         };
-        assert!(
-            detail.contains("network") || detail.contains("outside the build sandbox"),
-            "{detail}"
-        );
+        assert!(detail.contains("network") || detail.contains("outside the build sandbox"), "{detail}");
         let mut got = Vec::new();
         if let Ok((mut stream, _)) = listener.accept() {
             let _ = stream.read_to_end(&mut got);
@@ -1388,13 +1298,7 @@ mod tests {
         std::fs::remove_file(tree.join("Cargo.lock")).unwrap();
         let target = crate::build::default_guest_target_dir(&workspace_root());
         let sandbox = build_sandbox(&tree, &target).allow_unsandboxed(true);
-        let r = build_rust_sandboxed(
-            &tree,
-            &target,
-            RustTarget::WasiP2,
-            Duration::from_secs(60),
-            &sandbox,
-        );
+        let r = build_rust_sandboxed(&tree, &target, RustTarget::WasiP2, Duration::from_secs(60), &sandbox);
         assert!(matches!(&r, Err(Error::Invalid(m)) if m.contains("no Cargo.lock")), "{r:?}");
 
         let target = tempfile::tempdir().unwrap();
@@ -1402,16 +1306,7 @@ mod tests {
         std::fs::create_dir_all(&inside).unwrap();
         std::fs::write(inside.join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
         let sandbox = Sandbox::for_build(&inside, target.path()).allow_unsandboxed(true);
-        let r = build_rust_sandboxed(
-            &inside,
-            target.path(),
-            RustTarget::WasiP2,
-            Duration::from_secs(60),
-            &sandbox,
-        );
-        assert!(
-            matches!(&r, Err(Error::Invalid(m)) if m.contains("inside the guest target")),
-            "{r:?}"
-        );
+        let r = build_rust_sandboxed(&inside, target.path(), RustTarget::WasiP2, Duration::from_secs(60), &sandbox);
+        assert!(matches!(&r, Err(Error::Invalid(m)) if m.contains("inside the guest target")), "{r:?}");
     }
 }

@@ -92,8 +92,8 @@ pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
 /// write there, so the tree would be writable).
 pub(crate) fn check_tree_outside(dir: &Path, target_dir: &Path) -> Result<()> {
     let dir = std::path::absolute(dir).map_err(|e| Error::io(format!("resolving {}", dir.display()), e))?;
-    let target = std::path::absolute(target_dir)
-        .map_err(|e| Error::io(format!("resolving {}", target_dir.display()), e))?;
+    let target =
+        std::path::absolute(target_dir).map_err(|e| Error::io(format!("resolving {}", target_dir.display()), e))?;
     if dir.starts_with(&target) {
         return Err(Error::invalid(format!(
             "the variant {} lies inside the guest target directory {}: a sandboxed build may write \
@@ -171,7 +171,11 @@ pub(crate) fn probe(mut cmd: Command, limit: Duration) -> std::result::Result<St
         .chain(cmd.get_args())
         .map(|a| {
             let a = a.to_string_lossy();
-            if a.len() > 40 || a.contains('\n') { "…".to_string() } else { a.into_owned() }
+            if a.len() > 40 || a.contains('\n') {
+                "…".to_string()
+            } else {
+                a.into_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join(" ");
@@ -393,8 +397,7 @@ mod tests {
         let mut resolve = wit_parser::Resolve::default();
         let (pkg, _) = resolve.push_dir(dir.path()).unwrap();
         let world = resolve.select_world(&[pkg], Some("python-agent")).unwrap();
-        let imports: Vec<String> =
-            resolve.worlds[world].imports.keys().map(|k| resolve.name_world_key(k)).collect();
+        let imports: Vec<String> = resolve.worlds[world].imports.keys().map(|k| resolve.name_world_key(k)).collect();
         assert!(imports.iter().any(|i| i == "vivarium:agent/llm@0.1.0"), "{imports:?}");
         assert!(!imports.iter().any(|i| i.contains("trainer")), "{imports:?}");
     }

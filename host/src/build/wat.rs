@@ -17,12 +17,12 @@ pub const SOURCE: &str = "src/agent.wat";
 pub fn build_wat(dir: &Path) -> Result<BuildOutput> {
     let started = Instant::now();
     let path = dir.join(SOURCE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::invalid(format!("cannot read {}: {e}; a wat variant keeps its text there", path.display())))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::invalid(format!("cannot read {}: {e}; a wat variant keeps its text there", path.display()))
+    })?;
     let is_component = text.trim_start().trim_start_matches(|c: char| c == '(').trim_start().starts_with("component");
     let component = if is_component {
-        wat::parse_str(&text)
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?
+        wat::parse_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?
     } else {
         crate::componentize::from_core_module(text.as_bytes(), true)
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?

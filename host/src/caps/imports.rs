@@ -37,9 +37,7 @@ pub struct RefusedImport {
 pub fn check<'a>(imports: impl IntoIterator<Item = &'a str>, grant: &Grant) -> Vec<RefusedImport> {
     imports
         .into_iter()
-        .filter_map(|name| {
-            refusal(name, grant).map(|reason| RefusedImport { import: name.to_string(), reason })
-        })
+        .filter_map(|name| refusal(name, grant).map(|reason| RefusedImport { import: name.to_string(), reason }))
         .collect()
 }
 

@@ -107,9 +107,7 @@ fn scratch_subdir(scratch: &Path, rel: &str) -> Result<PathBuf> {
                 match std::fs::create_dir(&dir) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        return Err(Error::io(format!("cannot create scratch directory {}", dir.display()), e))
-                    }
+                    Err(e) => return Err(Error::io(format!("cannot create scratch directory {}", dir.display()), e)),
                 }
                 std::fs::symlink_metadata(&dir)
                     .map_err(|e| Error::io(format!("cannot inspect scratch directory {}", dir.display()), e))?

@@ -46,11 +46,7 @@ fn fmt_score(s: Option<f64>) -> String {
 }
 
 fn first_line(s: &str, max: usize) -> String {
-    let l = s
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
+    let l = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
     let mut t: String = l.chars().take(max).collect();
     if t.chars().count() < l.chars().count() || s.trim() != l {
         t.push('…');
@@ -112,11 +108,7 @@ fn list(archive: &Archive, run: Option<&str>, out: &Out) -> vivarium::Result<()>
         let mut current_run: Option<&str> = None;
         for v in &rows {
             if run.is_none() && current_run != Some(v.run_id.as_str()) {
-                s.push_str(&format!(
-                    "{}run {}\n{HEADER}\n",
-                    if current_run.is_some() { "\n" } else { "" },
-                    v.run_id
-                ));
+                s.push_str(&format!("{}run {}\n{HEADER}\n", if current_run.is_some() { "\n" } else { "" }, v.run_id));
                 current_run = Some(&v.run_id);
             } else if current_run.is_none() {
                 s.push_str(HEADER);
@@ -133,9 +125,7 @@ fn list(archive: &Archive, run: Option<&str>, out: &Out) -> vivarium::Result<()>
 
 fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
     let id = archive.resolve(id)?;
-    let v = archive
-        .get(&id)?
-        .ok_or_else(|| vivarium::Error::invalid(format!("no variant {id} in the archive")))?;
+    let v = archive.get(&id)?.ok_or_else(|| vivarium::Error::invalid(format!("no variant {id} in the archive")))?;
     let results = archive.results(&id)?;
     let chain = archive.lineage(&id)?;
     let files = archive.read_tree(&v.tree_sha)?;
@@ -161,10 +151,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
         s.push_str(&format!("run         {}\n", v.run_id));
         s.push_str(&format!(
             "parent      {}\n",
-            v.parent
-                .as_ref()
-                .map(|p| p.0.as_str())
-                .unwrap_or("none (initial variant)")
+            v.parent.as_ref().map(|p| p.0.as_str()).unwrap_or("none (initial variant)")
         ));
         s.push_str(&format!("generation  {}\n", v.generation));
         s.push_str(&format!("status      {}\n", v.status));
@@ -176,20 +163,10 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
             fmt_score(v.visible_score.zip(v.held_out_score).map(|(a, b)| a - b))
         ));
         s.push_str(&format!("children    {}\n", v.children));
-        s.push_str(&format!(
-            "component   {}\n",
-            v.component_sha.as_deref().unwrap_or("none (not built)")
-        ));
-        s.push_str(&format!(
-            "tree        {} ({} files)\n",
-            v.tree_sha,
-            files.len()
-        ));
+        s.push_str(&format!("component   {}\n", v.component_sha.as_deref().unwrap_or("none (not built)")));
+        s.push_str(&format!("tree        {} ({} files)\n", v.tree_sha, files.len()));
         s.push_str(&format!("grant       {}\n", v.grant_digest));
-        s.push_str(&format!(
-            "created     {}\nupdated     {}\n",
-            v.created, v.updated
-        ));
+        s.push_str(&format!("created     {}\nupdated     {}\n", v.created, v.updated));
         s.push_str("\nsummary\n");
         for l in v.summary.trim().lines() {
             s.push_str(&format!("  {l}\n"));
@@ -200,10 +177,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
                 continue;
             }
             let passed = rs.iter().filter(|r| r.passed).count();
-            s.push_str(&format!(
-                "\n{split} results ({passed}/{} passed)\n",
-                rs.len()
-            ));
+            s.push_str(&format!("\n{split} results ({passed}/{} passed)\n", rs.len()));
             for r in rs {
                 s.push_str(&format!(
                     "  {:<24} {:<4} {:>8}  {}\n",
@@ -214,10 +188,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
                 ));
             }
         }
-        s.push_str(&format!(
-            "\nlineage ({} generations from the root)\n",
-            chain.len().saturating_sub(1)
-        ));
+        s.push_str(&format!("\nlineage ({} generations from the root)\n", chain.len().saturating_sub(1)));
         for a in &chain {
             s.push_str(&format!(
                 "  {}  gen {:<3} {:>8}  {}\n",
@@ -287,10 +258,7 @@ fn runs(archive: &Archive, out: &Out) -> vivarium::Result<()> {
                     r["id"].as_str().unwrap_or(""),
                     r["status"].as_str().unwrap_or(""),
                     r["variants"],
-                    r["best"]["visible_score"]
-                        .as_f64()
-                        .map(|s| format!("{s:.4}"))
-                        .unwrap_or_else(|| "-".into()),
+                    r["best"]["visible_score"].as_f64().map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into()),
                     r["started"].as_str().unwrap_or("")
                 )
             })

@@ -62,7 +62,10 @@ pub fn render(s: &Summary) -> String {
             b.id.0,
             b.generation
         ));
-        t.push_str(&format!("  best held-out score      {}\n", b.held_out_score.map_or("-".into(), |h| format!("{h:.3}"))));
+        t.push_str(&format!(
+            "  best held-out score      {}\n",
+            b.held_out_score.map_or("-".into(), |h| format!("{h:.3}"))
+        ));
     }
     if let Some(g) = s.held_out_gap {
         t.push_str(&format!("  held-out gap             {g:+.3}  (visible − held-out; large = reward hacking)\n"));

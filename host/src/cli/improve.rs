@@ -112,10 +112,14 @@ pub async fn approve(a: ApproveArgs, out: &Out) -> ExitCode {
                                 "{}  {:<8} parent {}  child {}\n    reason: {}\n    exceeds: {}",
                                 r["id"].as_str().unwrap_or(""),
                                 r["status"].as_str().unwrap_or(""),
-                                &r["parent_variant"].as_str().unwrap_or("")[..12.min(r["parent_variant"].as_str().unwrap_or("").len())],
+                                &r["parent_variant"].as_str().unwrap_or("")
+                                    [..12.min(r["parent_variant"].as_str().unwrap_or("").len())],
                                 r["child_tree"].as_str().unwrap_or(""),
                                 r["reason"].as_str().unwrap_or(""),
-                                r["exceeding"].as_array().map(|x| x.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+                                r["exceeding"]
+                                    .as_array()
+                                    .map(|x| x.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; "))
+                                    .unwrap_or_default()
                             )
                         })
                         .collect::<Vec<_>>()

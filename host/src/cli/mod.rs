@@ -11,7 +11,6 @@ mod output;
 mod report;
 mod run;
 
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -96,4 +95,3 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
-

@@ -30,10 +30,7 @@ pub struct ExportGitArgs {
 
 pub fn report(a: ReportArgs, out: &Out) -> ExitCode {
     let result = vivarium::report::locate_run(&a.run_dir).and_then(|loc| {
-        let path = a
-            .output
-            .clone()
-            .unwrap_or_else(|| loc.run_dir.join("report.html"));
+        let path = a.output.clone().unwrap_or_else(|| loc.run_dir.join("report.html"));
         vivarium::report::write_report(&loc.run_dir, &path).map(|loc| (loc, path))
     });
     match result {
@@ -57,11 +54,7 @@ pub fn export_git(a: ExportGitArgs, out: &Out) -> ExitCode {
                     s.commits,
                     s.run_id,
                     s.repo.display(),
-                    if s.initialised {
-                        " (new repository, `best` checked out)"
-                    } else {
-                        ""
-                    }
+                    if s.initialised { " (new repository, `best` checked out)" } else { "" }
                 );
                 for b in &s.branches {
                     t.push_str(&format!("  {:<30} {}\n", b.branch, b.variant));

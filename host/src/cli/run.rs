@@ -5,13 +5,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
+use vivarium::caps::Overrides;
+use vivarium::home::Home;
 use vivarium::runtime::{CallOptions, CallOutcome};
 use vivarium::task::TaskSpec;
 use vivarium::units::{ByteSize, HumanDuration};
-use vivarium::caps::Overrides;
-use vivarium::home::Home;
 use vivarium::variant;
-
 
 use super::output::Out;
 
@@ -67,10 +66,11 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
-    let report = match session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await {
-        Ok(r) => r,
-        Err(e) => return out.error(&e),
-    };
+    let report =
+        match session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await {
+            Ok(r) => r,
+            Err(e) => return out.error(&e),
+        };
     let usage = json!(report.usage);
     let logs = json!(report.logs);
     let (status, reason, output, code) = match &report.outcome {
@@ -119,7 +119,11 @@ pub async fn inspect(a: InspectArgs, out: &Out) -> ExitCode {
     match result {
         Ok(i) => {
             out.print(&json!(i), || {
-                let mut s = format!("sha256   {}\nagent    {}\nimports:\n", i.sha256, if i.is_agent { "yes (task-agent + meta-agent)" } else { "no" });
+                let mut s = format!(
+                    "sha256   {}\nagent    {}\nimports:\n",
+                    i.sha256,
+                    if i.is_agent { "yes (task-agent + meta-agent)" } else { "no" }
+                );
                 for imp in &i.imports {
                     let refused = i.refused.iter().find(|r| &r.import == imp);
                     match refused {
@@ -153,4 +157,3 @@ pub async fn build(a: BuildArgs, out: &Out) -> ExitCode {
         Err(e) => out.error(&e),
     }
 }
-

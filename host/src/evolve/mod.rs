@@ -246,7 +246,8 @@ impl Ctx<'_> {
     fn ensure_tree(&self, id: &VariantId) -> Result<PathBuf> {
         let dir = self.run_dir.join("variants").join(&id.0);
         if !dir.join(MANIFEST).is_file() {
-            let row = self.archive.get(id)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} vanished", id.0)))?;
+            let row =
+                self.archive.get(id)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} vanished", id.0)))?;
             let _ = std::fs::remove_dir_all(&dir);
             self.archive.restore_tree(&row.tree_sha, &dir)?;
             // Trees are stored as written; path dependencies were made
@@ -274,7 +275,8 @@ impl Ctx<'_> {
         let parent = candidates[i].id.clone();
         let parent_dir = self.ensure_tree(&parent)?;
         let (history, feedback) = context_for(&self.archive, &self.suite, &parent)?;
-        let parent_row = self.archive.get(&parent)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("parent vanished")))?;
+        let parent_row =
+            self.archive.get(&parent)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("parent vanished")))?;
         let parent_component = match &parent_row.component_sha {
             Some(sha) => Some(self.archive.get_blob(sha)?),
             None => None,
@@ -324,10 +326,12 @@ impl Ctx<'_> {
         } else {
             std::fs::create_dir_all(dest.parent().expect("has a parent"))
                 .map_err(|e| Error::io("creating the run's variants directory", e))?;
-            std::fs::rename(&staging, &dest).map_err(|e| Error::io(format!("moving the child to {}", dest.display()), e))?;
+            std::fs::rename(&staging, &dest)
+                .map_err(|e| Error::io(format!("moving the child to {}", dest.display()), e))?;
         }
         if self.archive.get(&id)?.is_some_and(|v| v.status != VariantStatus::Evaluated) {
-            let opened = self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;
+            let opened =
+                self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;
             let p = self.session.prepare(&opened)?;
             self.evaluate(&id, &p).await?;
         }
@@ -383,9 +387,11 @@ pub async fn evolve(
     session.home.ensure(&run_dir)?;
     crate::runtime::cache::write_atomic(
         &run_dir.join("run.json"),
-        serde_json::to_string_pretty(&json!({ "run_id": run_id, "archive": session.home.archive_dir(), "config": config_json }))
-            .unwrap_or_default()
-            .as_bytes(),
+        serde_json::to_string_pretty(
+            &json!({ "run_id": run_id, "archive": session.home.archive_dir(), "config": config_json }),
+        )
+        .unwrap_or_default()
+        .as_bytes(),
     )
     .map_err(|e| Error::io("writing run.json", e))?;
 

@@ -7,8 +7,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub use self::vivarium::agent::types::{Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task};
 pub use exports::vivarium::agent::meta_agent;
 pub use exports::vivarium::agent::task_agent;
-pub use self::vivarium::agent::types::{
-    Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task,
-};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Agent, Answer, ImproveContext, Proposal, Edit, Task};
+use super::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
@@ -116,7 +116,12 @@ impl Runtime {
     }
 
     /// Call `meta-agent.improve` on a fresh instance.
-    pub async fn improve(&self, p: &Prepared, ctx: &ImproveContext, opts: &CallOptions) -> Result<CallReport<Proposal>> {
+    pub async fn improve(
+        &self,
+        p: &Prepared,
+        ctx: &ImproveContext,
+        opts: &CallOptions,
+    ) -> Result<CallReport<Proposal>> {
         let ctx = ctx.clone();
         self.call(p, opts, move |agent, store| {
             Box::pin(async move { agent.vivarium_agent_meta_agent().call_improve(store, &ctx).await })
@@ -141,7 +146,11 @@ impl Runtime {
                 self.services().memory.clone(),
                 opts.lineage.clone().unwrap_or_else(|| p.sha256.clone()),
             ),
-            archive: ArchiveViewState::new(p.grant.archive.is_some(), self.services().archive.clone(), opts.run.clone()),
+            archive: ArchiveViewState::new(
+                p.grant.archive.is_some(),
+                self.services().archive.clone(),
+                opts.run.clone(),
+            ),
             llm: llm::LlmState::new(
                 p.grant.llm.clone(),
                 self.services().llm.clone(),
@@ -156,9 +165,7 @@ impl Runtime {
         // log messages) near the output cap, so a huge result is refused
         // before the host allocates it.
         store.set_hostcall_fuel(hostcall_budget(&limits));
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| crate::Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
+        store.set_fuel(limits.fuel).map_err(|e| crate::Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
         let wall = limits.wall.0;
         let start = Instant::now();
         let deadline = start + wall;
@@ -249,12 +256,13 @@ fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Durat
         return GuestFailure { kind: K::MemoryLimit, detail: hit.clone() };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => GuestFailure {
-            kind: K::OutOfFuel,
-            detail: format!("the fuel budget of {} was used up", limits.fuel),
-        },
+        Some(Trap::OutOfFuel) => {
+            GuestFailure { kind: K::OutOfFuel, detail: format!("the fuel budget of {} was used up", limits.fuel) }
+        }
         Some(Trap::Interrupt) => deadline_failure(wall),
-        Some(Trap::StackOverflow) => GuestFailure { kind: K::StackOverflow, detail: "the wasm stack limit was exceeded".into() },
+        Some(Trap::StackOverflow) => {
+            GuestFailure { kind: K::StackOverflow, detail: "the wasm stack limit was exceeded".into() }
+        }
         Some(trap) => {
             let mut detail = trap.to_string();
             if let Some(msg) = log.last_stderr() {
@@ -274,7 +282,10 @@ fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Durat
                         limits.output.bytes()
                     ),
                 }
-            } else if text.contains("exceeds memory limits") || text.contains("resource limit") || text.contains("instance limit") {
+            } else if text.contains("exceeds memory limits")
+                || text.contains("resource limit")
+                || text.contains("instance limit")
+            {
                 GuestFailure { kind: K::MemoryLimit, detail: text }
             } else {
                 GuestFailure { kind: K::Trap, detail: text }

@@ -59,10 +59,8 @@ impl ResourceLimiter for CallLimiter {
         let total = self.tables_now.saturating_add(delta);
         if total > self.table_limit || maximum.is_some_and(|m| desired > m) {
             if self.hit.is_none() {
-                self.hit = Some(format!(
-                    "tables would grow to {total} elements; the limit is {} elements",
-                    self.table_limit
-                ));
+                self.hit =
+                    Some(format!("tables would grow to {total} elements; the limit is {} elements", self.table_limit));
             }
             return Ok(false);
         }

@@ -163,7 +163,8 @@ impl Runtime {
             .max_wasm_stack(config.max_wasm_stack)
             .async_stack_size(config.max_wasm_stack + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(|e| Error::Internal(anyhow::anyhow!("cannot create the wasm engine: {e:#}")))?;
+        let engine =
+            Engine::new(&cfg).map_err(|e| Error::Internal(anyhow::anyhow!("cannot create the wasm engine: {e:#}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -233,14 +234,12 @@ impl Runtime {
                 let component = match tokio::time::timeout(self.config.compile_timeout, job).await {
                     Err(_) => {
                         return Err(Error::invalid(format!(
-                            "compiling the component took longer than {:?}; it is too large or too complex for this host",
-                            self.config.compile_timeout
-                        )))
+                        "compiling the component took longer than {:?}; it is too large or too complex for this host",
+                        self.config.compile_timeout
+                    )))
                     }
                     Ok(Err(join)) => return Err(Error::Internal(anyhow::anyhow!("compiler thread failed: {join}"))),
-                    Ok(Ok(Err(e))) => {
-                        return Err(Error::invalid(format!("the component does not validate: {e:#}")))
-                    }
+                    Ok(Ok(Err(e))) => return Err(Error::invalid(format!("the component does not validate: {e:#}"))),
                     Ok(Ok(Ok(c))) => c,
                 };
                 if let Some(cache) = &self.cache {
@@ -286,9 +285,10 @@ impl Runtime {
             .map_err(internal)?;
         }
         if grant.archive.is_some() {
-            bindings::vivarium::agent::archive::add_to_linker::<HostState, HasSelf<ArchiveViewState>>(&mut linker, |s| {
-                &mut s.services.archive
-            })
+            bindings::vivarium::agent::archive::add_to_linker::<HostState, HasSelf<ArchiveViewState>>(
+                &mut linker,
+                |s| &mut s.services.archive,
+            )
             .map_err(internal)?;
         }
         if grant.llm.is_some() {
@@ -297,10 +297,9 @@ impl Runtime {
             })
             .map_err(internal)?;
         }
-        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| Error::Refused {
-            what: vec![],
-            detail: format!("the component cannot be linked: {e:#}"),
-        })?;
+        let pre = linker
+            .instantiate_pre(&loaded.component)
+            .map_err(|e| Error::Refused { what: vec![], detail: format!("the component cannot be linked: {e:#}") })?;
         let pre = AgentPre::new(pre).map_err(|e| {
             Error::invalid(format!(
                 "the component does not export the vivarium:agent world (task-agent and meta-agent): {e:#}"

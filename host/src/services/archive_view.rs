@@ -187,9 +187,7 @@ impl wit::Host for ArchiveViewState {
         self.count(|u| u.lists += 1);
         let limit = limit.min(MAX_LIST) as usize;
         let rows = self
-            .run(move |a, run| {
-                Ok(a.list(Some(run))?.into_iter().skip(offset as usize).take(limit).collect::<Vec<_>>())
-            })
+            .run(move |a, run| Ok(a.list(Some(run))?.into_iter().skip(offset as usize).take(limit).collect::<Vec<_>>()))
             .await
             .unwrap_or_default();
         self.count(|u| u.rows += rows.len() as u64);

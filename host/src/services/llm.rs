@@ -821,7 +821,9 @@ impl LlmState {
                 return Err((wit::Error::$kind($msg), rec));
             }};
         }
-        let Some(grant) = self.inner.grant.clone() else { fail!(Denied, "denied", "the llm service is not granted".into()) };
+        let Some(grant) = self.inner.grant.clone() else {
+            fail!(Denied, "denied", "the llm service is not granted".into())
+        };
         let Some(service) = self.inner.service.clone() else {
             fail!(Unavailable, "unavailable", "no LLM is configured on this host".into())
         };
@@ -853,7 +855,9 @@ impl LlmState {
         }
         let temperature = match req.temperature {
             None => None,
-            Some(t) if t.is_finite() && (0.0..=2.0).contains(&t) => Some(t.to_string().parse::<f64>().unwrap_or(t as f64)),
+            Some(t) if t.is_finite() && (0.0..=2.0).contains(&t) => {
+                Some(t.to_string().parse::<f64>().unwrap_or(t as f64))
+            }
             Some(t) => fail!(InvalidRequest, "invalid-request", format!("temperature {t} is not between 0 and 2")),
         };
         let messages: Vec<Value> = req

@@ -272,11 +272,17 @@ impl tokio::io::AsyncWrite for CaptureWriter {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -312,9 +318,12 @@ mod tests {
         // Up to the last three stderr lines, the pending partial one included.
         assert_eq!(log.last_stderr().as_deref(), Some("panicked at x / half \u{FFFD}"));
         let (lines, _) = log.finish();
-        assert_eq!(lines, vec![
-            LogLine { level: "stderr".into(), message: "panicked at x".into() },
-            LogLine { level: "stderr".into(), message: "half \u{FFFD}".into() },
-        ]);
+        assert_eq!(
+            lines,
+            vec![
+                LogLine { level: "stderr".into(), message: "panicked at x".into() },
+                LogLine { level: "stderr".into(), message: "half \u{FFFD}".into() },
+            ]
+        );
     }
 }

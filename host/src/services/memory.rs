@@ -255,8 +255,10 @@ impl MemoryStore {
         }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err("cannot begin"))?;
-            let exists =
-                tx.query_row("SELECT 1 FROM lineages WHERE id = ?1", [child], |_| Ok(())).optional().map_err(db_err("cannot read"))?;
+            let exists = tx
+                .query_row("SELECT 1 FROM lineages WHERE id = ?1", [child], |_| Ok(()))
+                .optional()
+                .map_err(db_err("cannot read"))?;
             if exists.is_some() {
                 return Ok(false);
             }

@@ -22,14 +22,8 @@ const VISIBLE: &[&str] = &[
     "3 ^ 2 ^ 2",
 ];
 
-const HELD_OUT: &[&str] = &[
-    "(1+2)*(3+4)",
-    "50 - 2*2*2",
-    "(100 / 7) % 3",
-    "-(2 ^ 3) + 100 / 9",
-    "9 % 4 * -3",
-    "2 ^ 3 * 5 - 60 / 6",
-];
+const HELD_OUT: &[&str] =
+    &["(1+2)*(3+4)", "50 - 2*2*2", "(100 / 7) % 3", "-(2 ^ 3) + 100 / 9", "9 % 4 * -3", "2 ^ 3 * 5 - 60 / 6"];
 
 /// The suite, with expected answers from the reference evaluator.
 pub fn suite() -> Suite {

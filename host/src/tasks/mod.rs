@@ -88,7 +88,13 @@ pub async fn run_tasks(
         fuel += r.usage.fuel;
         let (passed, note) = match &r.outcome {
             CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
-            CallOutcome::Ok(a) => (false, format!("answered {:?}, which is wrong", crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)]))),
+            CallOutcome::Ok(a) => (
+                false,
+                format!(
+                    "answered {:?}, which is wrong",
+                    crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)])
+                ),
+            ),
             CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
             CallOutcome::Failed(f) => (false, format!("{}: {}", f.kind, f.detail)),
         };
