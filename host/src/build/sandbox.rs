@@ -66,6 +66,20 @@ pub const ALLOW_UNSANDBOXED_ENV: &str = "VIVARIUM_ALLOW_UNSANDBOXED_BUILD";
 /// available or a build reached outside it.
 pub const REFUSED_SANDBOX: &str = "build-sandbox";
 
+/// System paths every build may read (and execute): the dynamic loader's
+/// files, the system's binaries and libraries, and a random source.
+pub(crate) const SYSTEM_READ_ONLY: &[&str] = &[
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/bin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/dev/urandom",
+];
+
 /// A set of restrictions for a child process: which paths it may read,
 /// which it may write, how much memory and CPU time each of its processes
 /// may use, and whether it may use the network.
@@ -179,18 +193,8 @@ impl Sandbox {
                 }
             }
         }
-        for system in [
-            "/usr",
-            "/lib",
-            "/lib32",
-            "/lib64",
-            "/bin",
-            "/etc/ld.so.cache",
-            "/etc/ld.so.conf",
-            "/etc/ld.so.conf.d",
-            "/dev/urandom",
-        ] {
-            sandbox = sandbox.with_read_only(system);
+        for system in SYSTEM_READ_ONLY {
+            sandbox = sandbox.with_read_only(*system);
         }
         sandbox
     }

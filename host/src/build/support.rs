@@ -34,20 +34,9 @@ pub(crate) const ERROR_TAIL_LINES: usize = 40;
 /// The script every missing-toolchain error points at.
 pub const SETUP_SCRIPT: &str = "scripts/setup.sh";
 
-/// System paths every toolchain may read (and execute).
-const SYSTEM_READ_ONLY: &[&str] = &[
-    "/usr",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/bin",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/dev/urandom",
-    "/dev/random",
-];
+/// Paths the interpreter toolchains read besides the build sandbox's
+/// system paths ([`super::sandbox::SYSTEM_READ_ONLY`]).
+const EXTRA_READ_ONLY: &[&str] = &["/etc/localtime", "/dev/random"];
 
 /// The sandbox a toolchain runs in for the variant `tree`, writing only
 /// `staging` (which also holds its private `TMPDIR`/`HOME`), plus
@@ -63,7 +52,7 @@ pub(crate) fn toolchain_sandbox(tree: &Path, staging: &Path, toolchain: &[PathBu
     for p in toolchain {
         sandbox = sandbox.with_read_only(abs(p));
     }
-    for p in SYSTEM_READ_ONLY {
+    for p in super::sandbox::SYSTEM_READ_ONLY.iter().chain(EXTRA_READ_ONLY) {
         sandbox = sandbox.with_read_only(*p);
     }
     sandbox
