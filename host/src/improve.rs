@@ -45,6 +45,9 @@ pub struct ImproveRequest {
     /// The parent's component when the caller has it (the archive does),
     /// so the parent is not rebuilt.
     pub parent_component: Option<Vec<u8>>,
+    /// Options of the meta-agent's call (an evolution run passes its run id
+    /// and what is left of its token budget).
+    pub call: CallOptions,
 }
 
 /// The result of a successful `improve`.
@@ -104,7 +107,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         feedback: req.feedback.clone(),
         iterations_left: req.iterations_left,
     };
-    let report = session.improve(&prepared, &ctx, &CallOptions::default()).await?;
+    let report = session.improve(&prepared, &ctx, &req.call).await?;
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {

@@ -41,6 +41,7 @@ use crate::caps::Manifest;
 use crate::error::{Error, Result};
 use crate::improve::{improve, ImproveRequest};
 use crate::runtime::bindings::Evaluation;
+use crate::runtime::CallOptions;
 use crate::tasks::{self, Suite};
 use crate::variant::{Session, MANIFEST};
 
@@ -90,6 +91,10 @@ pub struct Summary {
     pub refused: usize,
     /// Fuel spent by this invocation.
     pub fuel: u64,
+    /// LLM tokens charged in the run (every invocation).
+    pub llm_tokens: u64,
+    /// Trainer seconds spent in the run (every invocation).
+    pub gpu_seconds: f64,
     /// Wall time of this invocation, in seconds.
     pub seconds: f64,
 }
@@ -99,6 +104,18 @@ pub struct Summary {
 pub struct EvolveOptions {
     /// Continue a run that exists.
     pub resume: bool,
+}
+
+/// The file under a run's directory that keeps the trainer seconds spent.
+const SPENT_FILE: &str = "spent.json";
+
+/// Trainer seconds recorded in a run's `spent.json` (0 when there is none).
+fn gpu_seconds_recorded(run_dir: &Path) -> f64 {
+    std::fs::read(run_dir.join(SPENT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["gpu_seconds"].as_f64())
+        .unwrap_or(0.0)
 }
 
 /// Where a run keeps its trees: `$VIVARIUM_HOME/runs/<name>`.
@@ -125,7 +142,7 @@ pub fn context_for(archive: &Archive, suite: &Suite, parent: &VariantId) -> Resu
         .results(parent)?
         .into_iter()
         .filter(|r| r.split == Split::Visible)
-        .map(|r| tasks::TaskResult { id: r.task_id, held_out: false, passed: r.passed, note: r.note })
+        .map(|r| tasks::TaskResult { id: r.task_id, held_out: false, passed: r.passed, score: r.score, note: r.note })
         .collect();
     Ok((history, tasks::feedback(suite, &visible)))
 }
@@ -138,28 +155,79 @@ struct Ctx<'a> {
     run_id: String,
     run_dir: PathBuf,
     started: Instant,
-    fuel: std::sync::atomic::AtomicU64,
+    /// What this invocation's evaluations spent (fuel, trainer seconds, …).
+    spent: std::sync::Mutex<tasks::Spent>,
+    /// Trainer seconds spent by earlier invocations of this run (resume).
+    gpu_seconds_before: f64,
 }
 
 impl Ctx<'_> {
-    fn budget_hit(&self) -> Option<String> {
+    fn budget_hit(&self) -> Result<Option<String>> {
         let b = &self.config.budget;
         if let Some(w) = b.wall {
             if self.started.elapsed() >= w.0 {
-                return Some(format!("wall time {w}"));
+                return Ok(Some(format!("wall time {w}")));
             }
         }
+        let spent = self.spent();
         if let Some(f) = b.fuel {
-            let used = self.fuel.load(std::sync::atomic::Ordering::Relaxed);
-            if used >= f {
-                return Some(format!("fuel {used} of {f}"));
+            if spent.fuel >= f {
+                return Ok(Some(format!("fuel {} of {f}", spent.fuel)));
             }
         }
-        None
+        if let Some(t) = b.tokens {
+            let used = self.tokens_spent()?;
+            if used >= t {
+                return Ok(Some(format!("llm tokens {used} of {t}")));
+            }
+        }
+        if let Some(g) = b.gpu_seconds {
+            let used = self.gpu_seconds_before + spent.gpu_seconds;
+            if used >= g as f64 {
+                return Ok(Some(format!("trainer seconds {used:.1} of {g}")));
+            }
+        }
+        Ok(None)
     }
 
-    fn add_fuel(&self, n: u64) {
-        self.fuel.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    fn spent(&self) -> tasks::Spent {
+        *self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Count what an evaluation spent, and keep the run's trainer seconds
+    /// in `spent.json` so a resumed run goes on counting from them (a step
+    /// killed before this point is redone and counted once).
+    fn add_spent(&self, s: &tasks::Spent) -> Result<()> {
+        let total = {
+            let mut g = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            g.add(s);
+            self.gpu_seconds_before + g.gpu_seconds
+        };
+        crate::runtime::cache::write_atomic(
+            &self.run_dir.join(SPENT_FILE),
+            json!({ "gpu_seconds": total }).to_string().as_bytes(),
+        )
+        .map_err(|e| Error::io("writing the run's spent.json", e))
+    }
+
+    /// LLM tokens charged in this run so far, by every invocation (the
+    /// host's token ledger survives a resume).
+    fn tokens_spent(&self) -> Result<u64> {
+        match &self.session.runtime.services().llm {
+            Some(llm) => llm.spent_in_run(&self.run_id),
+            None => Ok(0),
+        }
+    }
+
+    /// The options of every guest call of the run: the archive view and the
+    /// token ledger of this run, and at most what is left of its token
+    /// budget.
+    fn call_options(&self) -> Result<CallOptions> {
+        let llm_tokens = match self.config.budget.tokens {
+            Some(t) => Some(t.saturating_sub(self.tokens_spent()?)),
+            None => None,
+        };
+        Ok(CallOptions { run: Some(self.run_id.clone()), llm_tokens, ..CallOptions::default() })
     }
 
     /// Staged evaluation of a prepared variant; records the results.
@@ -167,20 +235,24 @@ impl Ctx<'_> {
         let staged = &self.config.staged;
         let visible = &self.suite.visible;
         let first = staged.first.min(visible.len());
-        let (mut results, fuel) = tasks::run_tasks(self.session, p, &visible[..first], false).await?;
-        self.add_fuel(fuel);
-        let full = first == 0 || first == visible.len() || tasks::pass_rate(&results) >= staged.threshold;
+        let opts = self.call_options()?;
+        let suite = &self.suite;
+        let (mut results, mut spent) =
+            tasks::run_tasks(self.session, p, suite, &visible[..first], false, &opts).await?;
+        let full = first == 0 || first == visible.len() || tasks::mean_score(&results) >= staged.threshold;
         let held = if full {
-            let (rest, f1) = tasks::run_tasks(self.session, p, &visible[first..], false).await?;
-            let (held, f2) = tasks::run_tasks(self.session, p, &self.suite.held_out, true).await?;
-            self.add_fuel(f1 + f2);
+            let (rest, s1) = tasks::run_tasks(self.session, p, suite, &visible[first..], false, &opts).await?;
+            let (held, s2) = tasks::run_tasks(self.session, p, suite, &suite.held_out, true, &opts).await?;
+            spent.add(&s1);
+            spent.add(&s2);
             results.extend(rest);
             Some(held)
         } else {
             None
         };
-        let visible_score = tasks::pass_rate(&results);
-        let held_score = held.as_ref().map(|h| tasks::pass_rate(h));
+        self.add_spent(&spent)?;
+        let visible_score = tasks::mean_score(&results);
+        let held_score = held.as_ref().map(|h| tasks::mean_score(h));
         let mut rows: Vec<archive::TaskResult> = results
             .iter()
             .chain(held.iter().flatten())
@@ -188,7 +260,7 @@ impl Ctx<'_> {
                 task_id: r.id.clone(),
                 split: if r.held_out { Split::HeldOut } else { Split::Visible },
                 passed: r.passed,
-                score: if r.passed { 1.0 } else { 0.0 },
+                score: r.score,
                 note: r.note.clone(),
             })
             .collect();
@@ -291,6 +363,7 @@ impl Ctx<'_> {
             feedback,
             iterations_left,
             parent_component,
+            call: self.call_options()?,
         };
         let outcome = match improve(self.session, &req).await {
             Ok(o) => o,
@@ -395,6 +468,7 @@ pub async fn evolve(
     )
     .map_err(|e| Error::io("writing run.json", e))?;
 
+    let gpu_seconds_before = if opts.resume { gpu_seconds_recorded(&run_dir) } else { 0.0 };
     let ctx = Ctx {
         session,
         archive,
@@ -402,7 +476,8 @@ pub async fn evolve(
         run_id: run_id.clone(),
         run_dir: run_dir.clone(),
         started: Instant::now(),
-        fuel: Default::default(),
+        spent: Default::default(),
+        gpu_seconds_before,
         config,
     };
     let n_init = ctx.config.run.initial.len() as u64;
@@ -420,7 +495,7 @@ pub async fn evolve(
     'generations: for g in 1..=ctx.config.run.generations {
         let steps: Vec<u64> = (0..per_gen).map(|c| n_init + u64::from(g - 1) * per_gen + c).collect();
         for chunk in steps.chunks(ctx.config.run.workers as usize) {
-            if let Some(why) = ctx.budget_hit() {
+            if let Some(why) = ctx.budget_hit()? {
                 stop = StopReason::Budget(why);
                 break 'generations;
             }
@@ -453,7 +528,9 @@ pub async fn evolve(
         best,
         variants: rows.len(),
         refused,
-        fuel: ctx.fuel.load(std::sync::atomic::Ordering::Relaxed),
+        fuel: ctx.spent().fuel,
+        llm_tokens: ctx.tokens_spent()?,
+        gpu_seconds: ctx.gpu_seconds_before + ctx.spent().gpu_seconds,
         seconds: ctx.started.elapsed().as_secs_f64(),
     };
     session.audit.append(None, crate::audit::EventKind::Other("evolve-summary".into()), json!(summary))?;

@@ -347,6 +347,20 @@ impl LlmService {
             .map_err(ledger_err)
     }
 
+    /// Tokens charged in `run` so far, over every variant of the run: what
+    /// `vivarium evolve` holds against the run's `budget.tokens`.
+    pub fn spent_in_run(&self, run: &str) -> Result<u64> {
+        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        let prefix = budget_key(Some(run), "");
+        conn.query_row(
+            "SELECT coalesce(sum(tokens), 0) FROM spend WHERE substr(budget, 1, length(?1)) = ?1",
+            [prefix],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n.max(0) as u64)
+        .map_err(ledger_err)
+    }
+
     /// Charge `amount` to `budget` if the total stays within `limit`; the
     /// inner `Err` is what was already spent.
     fn reserve(&self, budget: &str, amount: u64, limit: u64) -> Result<std::result::Result<(), u64>> {

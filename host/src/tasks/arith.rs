@@ -42,7 +42,7 @@ pub fn suite() -> Suite {
             })
             .collect()
     };
-    Suite { name: "arith", visible: make("v", VISIBLE), held_out: make("h", HELD_OUT) }
+    Suite { name: "arith", visible: make("v", VISIBLE), held_out: make("h", HELD_OUT), grading: super::Grading::Exact }
 }
 
 /// Reference evaluator: `+ - * / %` (truncating), unary minus, `^`

@@ -1,20 +1,106 @@
 //! Task suites and their graders. They live in the host and are never
 //! reachable from a variant: a variant sees one task at a time, never the
 //! expected answer, never the held-out split.
+//!
+//! A suite grades in one of two ways ([`Grading`]): `solve`'s answer must
+//! equal the expected string (score 1 or 0), or host code grades each task
+//! itself ([`Grader`]): it may call `solve` and score the answer by running
+//! something (a training job), or drive another export of the variant (a
+//! reward model called by the simulator). Either way a task's score is in
+//! `[0, 1]`, higher is better, and the suite's score is their mean.
 
 pub mod arith;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::runtime::bindings::Task;
+use crate::runtime::{CallOptions, CallOutcome, Prepared};
+use crate::variant::Session;
 
 /// One task with the grader's expectation (kept host-side).
 #[derive(Debug, Clone)]
 pub struct GradedTask {
     /// What the variant sees.
     pub task: Task,
-    /// The exact expected output.
+    /// The exact expected output ([`Grading::Exact`]), or whatever host-side
+    /// data a [`Grader`] needs for this task (e.g. a JSON of seeds); never
+    /// shown to the variant.
     pub expected: String,
+}
+
+/// What grading one task spent, for the run's budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spent {
+    /// Fuel of every guest call.
+    pub fuel: u64,
+    /// LLM tokens (prompt + completion) charged.
+    pub llm_tokens: u64,
+    /// Trainer seconds (GPU-seconds, or CPU-seconds on a CPU backend).
+    pub gpu_seconds: f64,
+    /// Simulator steps.
+    pub sim_steps: u64,
+}
+
+impl Spent {
+    /// Add `o` to `self`.
+    pub fn add(&mut self, o: &Spent) {
+        self.fuel += o.fuel;
+        self.llm_tokens += o.llm_tokens;
+        self.gpu_seconds += o.gpu_seconds;
+        self.sim_steps += o.sim_steps;
+    }
+}
+
+/// One graded task as a [`Grader`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graded {
+    /// Score in `[0, 1]`, higher is better.
+    pub score: f64,
+    /// Whether the task counts as solved (shown in `archive show`).
+    pub passed: bool,
+    /// What happened, for feedback (visible split only) and the report:
+    /// raw metrics, or what went wrong.
+    pub note: String,
+    /// What it spent.
+    pub spent: Spent,
+}
+
+/// Host code that grades one task of a suite by driving a prepared variant.
+/// Implementations must turn every guest failure into a low score with a
+/// note, never into an `Err`: `Err` is for host failures (the run stops).
+pub trait Grader: Send + Sync {
+    /// Grade `task` for the variant `p`; `opts` carries the run's call
+    /// options (run id, lineage, what is left of the token budget).
+    fn grade<'a>(
+        &'a self,
+        session: &'a Session,
+        p: &'a Prepared,
+        task: &'a GradedTask,
+        opts: &'a CallOptions,
+    ) -> Pin<Box<dyn Future<Output = crate::Result<Graded>> + Send + 'a>>;
+}
+
+/// How a suite grades its tasks.
+#[derive(Clone)]
+pub enum Grading {
+    /// `solve`'s answer, trimmed, must equal [`GradedTask::expected`].
+    Exact,
+    /// Host code grades each task.
+    Custom(Arc<dyn Grader>),
+}
+
+impl fmt::Debug for Grading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grading::Exact => f.write_str("Exact"),
+            Grading::Custom(_) => f.write_str("Custom"),
+        }
+    }
 }
 
 /// A suite: a visible split (its scores and failures reach the meta-agent)
@@ -27,6 +113,8 @@ pub struct Suite {
     pub visible: Vec<GradedTask>,
     /// Tasks scored but never shown.
     pub held_out: Vec<GradedTask>,
+    /// How tasks are graded.
+    pub grading: Grading,
 }
 
 /// The result of one graded task.
@@ -36,9 +124,11 @@ pub struct TaskResult {
     pub id: String,
     /// Whether it is a held-out task.
     pub held_out: bool,
-    /// Whether the output matched.
+    /// Whether the task counts as solved.
     pub passed: bool,
-    /// What went wrong, for feedback (visible split only).
+    /// Score in `[0, 1]`.
+    pub score: f64,
+    /// What went wrong (or the raw metrics), for feedback (visible split only).
     pub note: String,
 }
 
@@ -46,6 +136,9 @@ pub struct TaskResult {
 pub fn grade(t: &GradedTask, output: &str) -> bool {
     output.trim() == t.expected
 }
+
+/// The names of the suites this host has.
+pub const SUITES: &[&str] = &["arith"];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
@@ -58,81 +151,94 @@ pub fn suite(name: &str) -> Option<Suite> {
 /// Scores of one variant on a suite.
 #[derive(Debug, Clone, Serialize)]
 pub struct SuiteScore {
-    /// Fraction of visible tasks passed.
+    /// Mean score of the visible tasks.
     pub visible: f64,
-    /// Fraction of held-out tasks passed (`None` when not evaluated, e.g.
+    /// Mean score of the held-out tasks (`None` when not evaluated, e.g.
     /// stopped after the first stage).
     pub held_out: Option<f64>,
     /// Per-task results, both splits.
     pub results: Vec<TaskResult>,
     /// Failure notes of the visible split, for the meta-agent.
     pub feedback: String,
-    /// Fuel used over all calls.
-    pub fuel: u64,
+    /// What the evaluation spent.
+    pub spent: Spent,
 }
 
-/// Run `tasks` through `solve` and grade each; a trap or limit hit fails
-/// that task only.
+/// Grade one task with `solve` and an exact match.
+async fn grade_exact(session: &Session, p: &Prepared, t: &GradedTask, opts: &CallOptions) -> crate::Result<Graded> {
+    let r = session.solve(p, &t.task, opts).await?;
+    let spent = Spent {
+        fuel: r.usage.fuel,
+        llm_tokens: r.services.llm.as_ref().map(|u| u.prompt_tokens + u.completion_tokens).unwrap_or(0),
+        ..Spent::default()
+    };
+    let (passed, note) = match &r.outcome {
+        CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
+        CallOutcome::Ok(a) => (
+            false,
+            format!(
+                "answered {:?}, which is wrong",
+                crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)])
+            ),
+        ),
+        CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
+        CallOutcome::Failed(f) => (false, format!("{}: {}", f.kind, f.detail)),
+    };
+    Ok(Graded { score: if passed { 1.0 } else { 0.0 }, passed, note, spent })
+}
+
+/// Run `tasks` of `suite` and grade each; a trap or limit hit fails that
+/// task only. `opts` are the call options of every call.
 pub async fn run_tasks(
-    session: &crate::variant::Session,
-    p: &crate::runtime::Prepared,
+    session: &Session,
+    p: &Prepared,
+    suite: &Suite,
     tasks: &[GradedTask],
     held_out: bool,
-) -> crate::Result<(Vec<TaskResult>, u64)> {
-    use crate::runtime::{CallOptions, CallOutcome};
-    let opts = CallOptions::default();
+    opts: &CallOptions,
+) -> crate::Result<(Vec<TaskResult>, Spent)> {
     let mut results = Vec::new();
-    let mut fuel = 0;
+    let mut spent = Spent::default();
     for t in tasks {
-        let r = session.solve(p, &t.task, &opts).await?;
-        fuel += r.usage.fuel;
-        let (passed, note) = match &r.outcome {
-            CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
-            CallOutcome::Ok(a) => (
-                false,
-                format!(
-                    "answered {:?}, which is wrong",
-                    crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)])
-                ),
-            ),
-            CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
-            CallOutcome::Failed(f) => (false, format!("{}: {}", f.kind, f.detail)),
+        let g = match &suite.grading {
+            Grading::Exact => grade_exact(session, p, t, opts).await?,
+            Grading::Custom(grader) => grader.grade(session, p, t, opts).await?,
         };
-        results.push(TaskResult { id: t.task.id.clone(), held_out, passed, note });
+        spent.add(&g.spent);
+        let score = if g.score.is_finite() { g.score.clamp(0.0, 1.0) } else { 0.0 };
+        results.push(TaskResult { id: t.task.id.clone(), held_out, passed: g.passed, score, note: g.note });
     }
-    Ok((results, fuel))
+    Ok((results, spent))
 }
 
-/// Fraction passed.
-pub fn pass_rate(results: &[TaskResult]) -> f64 {
+/// The mean score (for exact suites: the pass rate).
+pub fn mean_score(results: &[TaskResult]) -> f64 {
     if results.is_empty() {
         0.0
     } else {
-        results.iter().filter(|r| r.passed).count() as f64 / results.len() as f64
+        results.iter().map(|r| r.score).sum::<f64>() / results.len() as f64
     }
 }
 
-/// The visible failures as feedback text: the task input and what went
-/// wrong. Held-out results are never included.
+/// The visible failures (and scored notes) as feedback text: the task
+/// input and what went wrong. Held-out results are never included.
 pub fn feedback(suite: &Suite, results: &[TaskResult]) -> String {
     let mut out = String::new();
-    for r in results.iter().filter(|r| !r.held_out && !r.passed) {
+    for r in results.iter().filter(|r| !r.held_out && (!r.passed || !r.note.is_empty())) {
         let input = suite.visible.iter().find(|t| t.task.id == r.id).map(|t| t.task.input.as_str()).unwrap_or("");
-        out.push_str(&format!("task {} `{}`: {}\n", r.id, input, r.note));
+        out.push_str(&format!("task {} `{}`: score {:.4}: {}\n", r.id, input, r.score, r.note));
     }
     out
 }
 
 /// Evaluate on the whole suite (both splits).
-pub async fn evaluate(
-    session: &crate::variant::Session,
-    p: &crate::runtime::Prepared,
-    suite: &Suite,
-) -> crate::Result<SuiteScore> {
-    let (mut results, f1) = run_tasks(session, p, &suite.visible, false).await?;
-    let (held, f2) = run_tasks(session, p, &suite.held_out, true).await?;
-    let visible = pass_rate(&results);
-    let held_out = Some(pass_rate(&held));
+pub async fn evaluate(session: &Session, p: &Prepared, suite: &Suite) -> crate::Result<SuiteScore> {
+    let opts = CallOptions::default();
+    let (mut results, mut spent) = run_tasks(session, p, suite, &suite.visible, false, &opts).await?;
+    let (held, s2) = run_tasks(session, p, suite, &suite.held_out, true, &opts).await?;
+    spent.add(&s2);
+    let visible = mean_score(&results);
+    let held_out = Some(mean_score(&held));
     results.extend(held);
-    Ok(SuiteScore { visible, held_out, feedback: feedback(suite, &results), results, fuel: f1 + f2 })
+    Ok(SuiteScore { visible, held_out, feedback: feedback(suite, &results), results, spent })
 }
