@@ -110,3 +110,36 @@ async fn the_meta_agent_never_sees_held_out_results() {
     // proposal records name the parents whose context was used.
     assert!(s.variants >= 2);
 }
+
+#[tokio::test]
+async fn a_childs_compiler_error_comes_back_to_the_meta_agent_as_feedback() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The proposer guest: its first proposal does not compile in the build
+    // sandbox; it proposes an honest edit only once it has read the
+    // compiler's message in its feedback.
+    let src = workspace_root().join("tests/guests/proposer");
+    let parent = tmp.path().join("proposer");
+    std::fs::create_dir_all(parent.join("src")).unwrap();
+    for f in ["Cargo.toml", "Cargo.lock", "variant.toml", "src/lib.rs"] {
+        std::fs::copy(src.join(f), parent.join(f)).unwrap();
+    }
+    vivarium::improve::rebase_path_dependencies(&src, &parent).unwrap();
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"feedback\"\nsuite = \"arith\"\ngenerations = 2\nchildren_per_generation = 1\ninitial = [\"proposer\"]\n",
+    )
+    .unwrap();
+    let s = evolve_in(&tmp.path().join("h"), &run).await;
+    assert_eq!(s.stop, StopReason::Finished);
+    assert_eq!(s.refused, 1, "the first child did not build");
+    let archive = Archive::open(&s.archive_dir).unwrap();
+    let rows = archive.list(Some("feedback")).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].summary, "saw the compiler's refusal; honest now");
+    assert_eq!(rows[1].generation, 2);
+    let note = std::fs::read_to_string(s.run_dir.join("attempts").join(&rows[0].id.0).join("00000001.txt")).unwrap();
+    assert!(note.contains("couldn't read `/etc/passwd`"), "the compiler's message: {note}");
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(!note.contains(passwd.lines().next().unwrap()), "no byte of the file");
+}

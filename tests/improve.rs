@@ -216,3 +216,29 @@ async fn an_escalation_waits_for_a_person() {
     assert!(g.grant.service_granted("memory"), "{g:?}");
     assert!(vivarium::improve::approve(&store, &id, "tester").is_err(), "decided once");
 }
+
+#[tokio::test]
+async fn a_child_over_the_policys_component_size_is_refused() {
+    let s = setup();
+    let policy = s.root.join("policy.toml");
+    std::fs::write(&policy, "[build]\nmax_component = \"4KiB\"\n").unwrap();
+    let before = snapshot(&s.root);
+    let req = ImproveRequest {
+        parent: s.parent.clone(),
+        out: s.root.join("child"),
+        policy: Some(policy),
+        feedback: "honest".into(),
+        iterations_left: 1,
+        ..ImproveRequest::default()
+    };
+    match improve(&s.session, &req).await {
+        Err(Error::Refused { what, detail }) => {
+            assert_eq!(what, ["build.max_component"]);
+            assert!(detail.contains("the policy allows at most 4KiB (build.max_component)"), "{detail}");
+        }
+        other => panic!("expected a size refusal, got {:?}", other.map(|o| o.child)),
+    }
+    assert_eq!(snapshot(&s.root), before, "the child was removed");
+    let rec = s.session.audit.query(&vivarium::audit::Filter::new().event(EventKind::Proposal)).unwrap();
+    assert_eq!(rec.last().unwrap().details["verdict"], "build-refused");
+}

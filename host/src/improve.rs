@@ -236,6 +236,16 @@ async fn finish_child(
         EventKind::Build,
         json!({ "dir": req.out, "ms": built.duration.as_millis() as u64, "bytes": built.component.len() }),
     )?;
+    let max = policy.build.max_component;
+    if built.component.len() as u64 > max.0 {
+        return Err(Error::Refused {
+            what: vec!["build.max_component".into()],
+            detail: format!(
+                "the child's component is {} bytes; the policy allows at most {max} (build.max_component)",
+                built.component.len()
+            ),
+        });
+    }
     let loaded = session.runtime.load(&built.component).await?;
     let child_grant = resolve(&manifest, policy, &Overrides::default()).grant;
     if !escalation_pending {

@@ -16,6 +16,9 @@
 //! max_bytes_per_call = "64KiB"
 //! max_messages_per_call = 1000
 //!
+//! [build]               # what a child built from proposed source may be
+//! max_component = "64MiB"
+//!
 //! [capabilities]        # what may be granted at most; absent = never granted
 //! llm       = { models = ["small", "large"], tokens = 1_000_000, max_request_bytes = "256KiB", requests_per_minute = 60 }
 //! trainer   = { backends = ["cpu"], gpu_seconds = 3600 }
@@ -58,8 +61,31 @@ pub struct Policy {
     pub ceilings: Limits,
     /// The `log` service's caps, the same for every variant.
     pub log: LogGrant,
+    /// What a child built from a proposal may be.
+    pub build: BuildPolicy,
     /// What may be granted at most.
     pub capabilities: CapabilityPolicy,
+}
+
+/// `[build]` of a policy: checks on a child's built component before it can
+/// run (its imports are checked against its grant as well).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildPolicy {
+    /// The largest component a child may build to (default 64MiB, the most
+    /// the runtime loads at all).
+    #[serde(default = "default_max_component")]
+    pub max_component: ByteSize,
+}
+
+fn default_max_component() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl Default for BuildPolicy {
+    fn default() -> Self {
+        Self { max_component: default_max_component() }
+    }
 }
 
 /// `[capabilities]` of a policy.
@@ -269,6 +295,7 @@ impl Default for Policy {
             defaults: Limits::default(),
             ceilings: builtin_ceilings(),
             log: LogGrant::default(),
+            build: BuildPolicy::default(),
             capabilities: CapabilityPolicy {
                 llm: None,
                 trainer: Some(TrainerPolicy { backends: vec!["cpu".into()], gpu_seconds: 600 }),
@@ -303,6 +330,8 @@ struct PolicyFile {
     ceilings: LimitsSpec,
     #[serde(default)]
     log: LogSpec,
+    #[serde(default)]
+    build: BuildPolicy,
     #[serde(default = "nothing_allowed")]
     capabilities: CapabilityPolicy,
 }
@@ -403,7 +432,16 @@ impl Policy {
             max_bytes_per_call: file.log.max_bytes_per_call.unwrap_or(builtin.log.max_bytes_per_call),
             max_messages_per_call: file.log.max_messages_per_call.unwrap_or(builtin.log.max_messages_per_call),
         };
-        Ok(Policy { defaults: raw.tightened(&ceilings), ceilings, log, capabilities: file.capabilities })
+        if file.build.max_component.0 == 0 {
+            return Err(error_at(text, origin, "build.max_component", "must be above 0"));
+        }
+        Ok(Policy {
+            defaults: raw.tightened(&ceilings),
+            ceilings,
+            log,
+            build: file.build,
+            capabilities: file.capabilities,
+        })
     }
 }
 

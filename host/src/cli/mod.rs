@@ -24,6 +24,11 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Answer every `llm` call from the response cache only, never the
+    /// network, to reproduce a recorded run offline (same as
+    /// `VIVARIUM_LLM_REPLAY=1`); a request not in the cache is `unavailable`.
+    #[arg(long, global = true)]
+    replay: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +72,11 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing();
+    if cli.replay {
+        // Still one thread here: the async runtime starts below. The
+        // service reads the variable when a session opens its home.
+        std::env::set_var("VIVARIUM_LLM_REPLAY", "1");
+    }
     let out = Out { json: cli.json };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -106,6 +106,9 @@ pub struct EvolveOptions {
     pub resume: bool,
 }
 
+/// The longest refusal note kept for the meta-agent (compiler output is long).
+const MAX_ATTEMPT_NOTE: usize = 2000;
+
 /// The file under a run's directory that keeps the trainer seconds spent.
 const SPENT_FILE: &str = "spent.json";
 
@@ -219,15 +222,29 @@ impl Ctx<'_> {
         }
     }
 
-    /// The options of every guest call of the run: the archive view and the
-    /// token ledger of this run, and at most what is left of its token
-    /// budget.
-    fn call_options(&self) -> Result<CallOptions> {
+    /// The options of a guest call of variant `id` in the run: the archive
+    /// view and the token ledger of this run, at most what is left of its
+    /// token budget, and the variant's own `memory` lineage (its archive id).
+    fn call_options(&self, id: &VariantId) -> Result<CallOptions> {
         let llm_tokens = match self.config.budget.tokens {
             Some(t) => Some(t.saturating_sub(self.tokens_spent()?)),
             None => None,
         };
-        Ok(CallOptions { run: Some(self.run_id.clone()), llm_tokens, ..CallOptions::default() })
+        Ok(CallOptions {
+            run: Some(self.run_id.clone()),
+            llm_tokens,
+            lineage: Some(id.0.clone()),
+            ..CallOptions::default()
+        })
+    }
+
+    /// Start `child`'s memory as a snapshot of `parent`'s (a no-op when it
+    /// exists, so a resumed step forks again safely).
+    fn fork_memory(&self, parent: &VariantId, child: &VariantId) -> Result<()> {
+        if let Some(m) = &self.session.runtime.services().memory {
+            m.fork(&parent.0, &child.0)?;
+        }
+        Ok(())
     }
 
     /// Staged evaluation of a prepared variant; records the results.
@@ -235,7 +252,7 @@ impl Ctx<'_> {
         let staged = &self.config.staged;
         let visible = &self.suite.visible;
         let first = staged.first.min(visible.len());
-        let opts = self.call_options()?;
+        let opts = self.call_options(id)?;
         let suite = &self.suite;
         let (mut results, mut spent) =
             tasks::run_tasks(self.session, p, suite, &visible[..first], false, &opts).await?;
@@ -346,7 +363,8 @@ impl Ctx<'_> {
         };
         let parent = candidates[i].id.clone();
         let parent_dir = self.ensure_tree(&parent)?;
-        let (history, feedback) = context_for(&self.archive, &self.suite, &parent)?;
+        let (history, mut feedback) = context_for(&self.archive, &self.suite, &parent)?;
+        feedback.push_str(&self.failed_attempts(&parent, generation)?);
         let parent_row =
             self.archive.get(&parent)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("parent vanished")))?;
         let parent_component = match &parent_row.component_sha {
@@ -363,13 +381,14 @@ impl Ctx<'_> {
             feedback,
             iterations_left,
             parent_component,
-            call: self.call_options()?,
+            call: self.call_options(&parent)?,
         };
         let outcome = match improve(self.session, &req).await {
             Ok(o) => o,
             Err(Error::Refused { detail, .. }) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 self.refused_child(&parent, generation, &detail)?;
+                self.record_attempt(&parent, step, &detail)?;
                 return self.archive.record_step(&self.run_id, step, None, "refused");
             }
             Err(Error::Guest(f)) => {
@@ -393,6 +412,7 @@ impl Ctx<'_> {
             status: VariantStatus::Pending,
             summary: outcome.summary.clone(),
         })?;
+        self.fork_memory(&parent, &id)?;
         let dest = self.run_dir.join("variants").join(&id.0);
         if dest.exists() {
             let _ = std::fs::remove_dir_all(&staging);
@@ -420,6 +440,51 @@ impl Ctx<'_> {
             json!({ "run": self.run_id, "parent": parent.0, "generation": generation, "refused": why }),
         )?;
         Ok(())
+    }
+
+    /// Keep why a proposal of `parent` was refused (a guard rule, or the
+    /// compiler's message when the child did not build) so that the next
+    /// `improve` of `parent` sees it in its feedback. One file per step,
+    /// written atomically, so a resumed step writes the same file again.
+    fn record_attempt(&self, parent: &VariantId, step: u64, why: &str) -> Result<()> {
+        let dir = self.run_dir.join("attempts").join(&parent.0);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating the run's attempts directory", e))?;
+        let mut note = why.to_string();
+        if note.len() > MAX_ATTEMPT_NOTE {
+            let mut cut = MAX_ATTEMPT_NOTE;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+            note.push_str(" …");
+        }
+        crate::runtime::cache::write_atomic(&dir.join(format!("{step:08}.txt")), note.as_bytes())
+            .map_err(|e| Error::io("writing a refused attempt", e))
+    }
+
+    /// The last refused attempts on `parent` from earlier generations, as
+    /// feedback. Only earlier generations: a sibling step running at the
+    /// same time must not change what this step sees (determinism).
+    fn failed_attempts(&self, parent: &VariantId, generation: u32) -> Result<String> {
+        let first_of_generation = self.config.run.initial.len() as u64
+            + u64::from(generation.saturating_sub(1)) * u64::from(self.config.run.children_per_generation);
+        let dir = self.run_dir.join("attempts").join(&parent.0);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(String::new()) };
+        let mut steps: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let step = name.strip_suffix(".txt")?.parse::<u64>().ok()?;
+                (step < first_of_generation).then(|| (step, e.path()))
+            })
+            .collect();
+        steps.sort();
+        let mut out = String::new();
+        for (step, path) in steps.iter().rev().take(3).rev() {
+            let note = std::fs::read_to_string(path).map_err(|e| Error::io("reading a refused attempt", e))?;
+            out.push_str(&format!("an earlier proposal (step {step}) was refused: {note}\n"));
+        }
+        Ok(out)
     }
 
     fn keeps(&self, v: &VariantRow) -> bool {
