@@ -304,7 +304,61 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
 /// only the tree, the toolchain, the fetched sources and its path
 /// dependencies. Every variant build goes through here, so the shared target
 /// directory only ever holds sandboxed output.
+///
+/// A tree whose inputs were built before is not built again: the output is
+/// kept by content ([`rust_cache_key`]), as the other languages' builders
+/// do, so running or evolving an unchanged variant costs no cargo run.
 fn build_rust_in_sandbox(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
+    let started = std::time::Instant::now();
+    let key = rust_cache_key(dir, target)?;
+    let out_path = build::support::cached_path(target_dir, "rust-cache", &key)?;
+    if let Some(hit) = build::support::cached(&out_path, started) {
+        return Ok(hit);
+    }
+    let built = build_rust_uncached(dir, target_dir, target)?;
+    build::support::store(&out_path, built.component, built.log, started, "the Rust build")
+}
+
+/// The inputs of a Rust variant's build, hashed: the tree's `Cargo.toml`,
+/// `Cargo.lock`, `build.rs` and `src/`, every path dependency's manifest and
+/// sources with the WIT and workspace manifest beside it (what the sandbox
+/// lets the build read), the target, and the compiler's version.
+fn rust_cache_key(dir: &Path, target: RustTarget) -> Result<String> {
+    static RUSTC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let rustc = RUSTC.get_or_init(|| {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        std::process::Command::new(rustc).arg("-vV").output().map(|o| o.stdout).unwrap_or_default()
+    });
+    let mut files = build::support::source_files(dir)?;
+    for name in ["Cargo.toml", "Cargo.lock", "build.rs"] {
+        if dir.join(name).is_file() {
+            files.push((name.to_string(), dir.join(name)));
+        }
+    }
+    for (i, dep) in path_dependencies(dir)?.into_iter().enumerate() {
+        let mut add = |rel: String, path: PathBuf| files.push((format!("dep{i}/{rel}"), path));
+        if dep.join("src").is_dir() {
+            for (rel, path) in build::support::source_files(&dep)? {
+                add(rel, path);
+            }
+        }
+        add("Cargo.toml".into(), dep.join("Cargo.toml"));
+        let parent = dep.join("..");
+        if parent.join("Cargo.toml").is_file() {
+            add("../Cargo.toml".into(), parent.join("Cargo.toml"));
+        }
+        if let Ok(entries) = std::fs::read_dir(parent.join("wit")) {
+            let mut wit: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+            wit.sort();
+            for p in wit {
+                add(format!("../wit/{}", p.file_name().unwrap_or_default().to_string_lossy()), p);
+            }
+        }
+    }
+    build::support::cache_key(&[("target", target.triple().as_bytes()), ("rustc", rustc)], &files)
+}
+
+fn build_rust_uncached(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
     fetch_locked(dir)?;
     touch_sources(dir)?;
     let mut sandbox = build::Sandbox::for_build(dir, target_dir);

@@ -1158,46 +1158,6 @@ mod tests {
         assert!(compiled[0].contains("sbx-echo-ok"), "{compiled:?}");
     }
 
-    /// Warm rebuild after a one-line edit, inside the sandbox and outside
-    /// it, alternating (`cargo test -p vivarium --lib sandbox_overhead --
-    /// --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn sandbox_overhead() {
-        let (_dir, tree) = echo_copy("sbx-echo-bench");
-        let target = crate::build::default_guest_target_dir(&workspace_root());
-        let lib = tree.join("src/lib.rs");
-        let text = std::fs::read_to_string(&lib).unwrap();
-        build(&tree).unwrap_or_else(|e| panic!("{e}"));
-        let (mut inside, mut outside) = (Vec::new(), Vec::new());
-        for round in 1..=6u32 {
-            for sandboxed in [true, false] {
-                let generation = round * 2 + u32::from(sandboxed);
-                let edited =
-                    text.replace("const GENERATION: u32 = 0;", &format!("const GENERATION: u32 = {generation};"));
-                std::fs::write(&lib, edited).unwrap();
-                let out = if sandboxed {
-                    build(&tree)
-                } else {
-                    crate::build::build_rust(&tree, &target, RustTarget::WasiP2, Duration::from_secs(900))
-                }
-                .unwrap_or_else(|e| panic!("{e}"));
-                if sandboxed {
-                    inside.push(out.duration)
-                } else {
-                    outside.push(out.duration)
-                }
-            }
-        }
-        inside.sort();
-        outside.sort();
-        eprintln!(
-            "warm one-line rebuild: sandboxed median {:?} (all {inside:?}); unsandboxed median {:?} (all {outside:?})",
-            inside[inside.len() / 2],
-            outside[outside.len() / 2]
-        );
-    }
-
     #[test]
     fn include_str_of_etc_passwd_is_refused() {
         if !enforcing() {
