@@ -25,7 +25,7 @@ pub enum Keep {
 pub struct RunSection {
     /// Run id: letters, digits, `-`, `_`.
     pub name: String,
-    /// Task suite (`arith`).
+    /// Task suite (`arith`, `reward-design`).
     pub suite: String,
     /// Seed of parent selection.
     #[serde(default)]
@@ -143,7 +143,11 @@ impl RunConfig {
             return bad(format!("run.name `{}` must be letters, digits, - and _", c.run.name));
         }
         if crate::tasks::suite(&c.run.suite).is_none() {
-            return bad(format!("run.suite `{}` is not a suite this host has; available: arith", c.run.suite));
+            return bad(format!(
+                "run.suite `{}` is not a suite this host has; available: {}",
+                c.run.suite,
+                crate::tasks::SUITES.join(", ")
+            ));
         }
         if c.run.initial.is_empty() {
             return bad("run.initial must name at least one variant directory".into());
