@@ -117,6 +117,14 @@ pub struct Prepared {
     pub sha256: String,
 }
 
+impl Prepared {
+    /// The compiled component (for host code that instantiates it another
+    /// way, such as a reward instance).
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+}
+
 /// The host runtime. Create one per process and share it.
 pub struct Runtime {
     engine: Engine,

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentType, Linker, Lower, TypedFunc};
 use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
@@ -118,6 +119,15 @@ impl RewardInstance {
         Self::with_engine(runtime.engine(), runtime.config().max_memory, component, grant, scratch)
     }
 
+    /// [`RewardInstance::new`] for a prepared variant, under its grant.
+    pub fn for_prepared(
+        runtime: &Runtime,
+        p: &crate::runtime::Prepared,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
+        Self::new(runtime, p.component(), &p.grant, scratch)
+    }
+
     /// [`RewardInstance::new`] with the runtime's engine and memory ceiling
     /// given separately (they are `'static`, so this runs on a blocking thread).
     pub fn with_engine(
@@ -217,7 +227,24 @@ fn reward_linker(engine: &Engine, component: &Component) -> Result<Linker<HostSt
         Ok(())
     })
     .map_err(internal)?;
-    linker.define_unknown_imports_as_traps(component).map_err(internal)?;
+    // The other services trap when called: a reward function may only log.
+    // (WASI is matched by semver in the linker, so only these are stubbed.)
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine) {
+        let Some(iface) = name.strip_prefix("vivarium:agent/") else { continue };
+        if iface.starts_with("log@") || iface.starts_with("types@") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(inst) = item.ty else { continue };
+        let mut stub = linker.instance(name).map_err(internal)?;
+        for (func, item) in inst.exports(engine) {
+            if !matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                continue;
+            }
+            let what = format!("`{name}#{func}` cannot be called from the reward function; only `log` can");
+            stub.func_new(func, move |_, _, _, _| Err(wasmtime::format_err!("{what}"))).map_err(internal)?;
+        }
+    }
     Ok(linker)
 }
 

@@ -178,7 +178,7 @@ impl Grader for RewardDesignGrader {
             let (ref_ret, _) = self.reference(kind, seed).await?;
             let engine = session.runtime.engine().clone();
             let max_memory = session.runtime.config().max_memory;
-            let component = p.pre.instance_pre().component().clone();
+            let component = p.component().clone();
             let grant = p.grant.clone();
             let scratch = session.scratch_for(p)?;
             let job = tokio::task::spawn_blocking(move || {
