@@ -12,7 +12,7 @@ use vivarium::home::Home;
 use vivarium::runtime::{CallOptions, Prepared, Runtime};
 use vivarium::services::simulator::SimulatorUsage;
 use vivarium::sim::reward::RewardInstance;
-use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy};
+use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Transition};
 use vivarium::tasks::{self, reward_design};
 use vivarium::variant::Session;
 use vivarium::{Error, GuestFailureKind};
@@ -168,6 +168,21 @@ async fn reward_callback_runs_in_one_instance_and_hostile_ones_end_typed() {
                 assert!(stop.error.detail.contains("the pendulum reward is not written yet"), "{}", stop.error.detail);
             }
         }
+        // A service called from inside the reward function traps, naming it.
+        let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+        let odd = [1234.0, 0.0, 0.0, 0.0];
+        let t = Transition {
+            env: EnvKind::Cartpole,
+            obs: &odd,
+            action: 0.0,
+            next_obs: &odd,
+            terminated: false,
+            env_reward: 1.0,
+        };
+        let f = inst.call(&t).unwrap_err();
+        assert_eq!(f.kind, GuestFailureKind::Trap);
+        assert!(f.detail.contains("cannot be called from the reward function; only `log` can"), "{}", f.detail);
+        assert!(f.detail.contains("vivarium:agent/simulator@0.1.0#steps-left"), "{}", f.detail);
         // The host is fine afterwards: a new instance works.
         let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
         assert!(cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.call(t)).is_ok());

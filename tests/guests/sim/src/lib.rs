@@ -15,7 +15,7 @@
 //!
 //! | reward env | behaviour |
 //! |---|---|
-//! | cartpole | 1 per step (the environment's own reward) |
+//! | cartpole | 1 per step (the environment's own reward); with `obs.o0 == 1234` it calls `simulator.steps-left` |
 //! | mountain-car | loops forever |
 //! | pendulum | panics (a trap) |
 //! | acrobot | allocates without bound |
@@ -106,8 +106,9 @@ impl MetaAgent for Guest {
 }
 
 impl RewardModel for Guest {
-    fn reward(env: Env, _obs: Observation, _action: f64, _next: Observation, _terminated: bool) -> f64 {
+    fn reward(env: Env, obs: Observation, _action: f64, _next: Observation, _terminated: bool) -> f64 {
         match env {
+            Env::Cartpole if obs.o0 == 1234.0 => sim::steps_left() as f64,
             Env::Cartpole => 1.0,
             Env::MountainCar => {
                 let mut spins = 0u64;
