@@ -238,3 +238,30 @@ async fn reward_design_suite_grades_against_the_reference_and_audits_training() 
     assert!(ok_use.details["usage"]["calls"].as_u64().unwrap() > 0);
     assert!(session.audit.verify().unwrap().ok);
 }
+
+#[tokio::test]
+async fn evolving_the_reward_shaper_beats_its_baseline() {
+    use vivarium::evolve::{self, EvolveOptions, StopReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
+    // The same sandboxed guest build directory as `vivarium build` with
+    // VIVARIUM_GUEST_TARGET_DIR=target/guests, so the SDK is built once.
+    session.guest_target_dir = workspace_root().join("target/guests");
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"rd\"\nsuite = \"reward-design\"\nseed = 7\ngenerations = 1\nchildren_per_generation = 1\n\
+             initial = [\"{}\"]\n",
+            workspace_root().join("variants/reward-shaper").display()
+        ),
+    )
+    .unwrap();
+    let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
+    assert_eq!(s.stop, StopReason::Finished);
+    let best = s.best.clone().unwrap();
+    assert_eq!(best.generation, 1, "{best:?}");
+    assert!(best.visible_score.unwrap() > s.baseline + 0.1, "{} -> {:?}", s.baseline, best.visible_score);
+    assert!(best.summary.contains("MOUNTAIN_CAR_ENERGY = 10"), "{}", best.summary);
+    assert!(session.audit.verify().unwrap().ok);
+}
