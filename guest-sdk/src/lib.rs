@@ -68,10 +68,14 @@
 //!   [`trainer`], [`simulator`], [`memory`], [`archive`].
 //! * [`source`]: text helpers for self-modification (read and rewrite a
 //!   `const` item).
+//! * With the `reward-model` feature: the `reward-designer` world, whose
+//!   variants also export a reward function ([`RewardModel`], graded by the
+//!   host's `reward-design` suite).
 
 // The bindings are generated at the crate root so that the exported
 // `export!` macro (which refers to `vivarium_guest::exports::…`) resolves from
 // a variant's crate.
+#[cfg(not(feature = "reward-model"))]
 wit_bindgen::generate!({
     world: "agent",
     path: "../wit",
@@ -80,6 +84,31 @@ wit_bindgen::generate!({
     generate_all,
     additional_derives: [PartialEq],
 });
+
+// With the `reward-model` feature the crate targets the `reward-designer`
+// world (`agent` plus the `reward-model` export): `export!` then also needs
+// an impl of [`RewardModel`].
+#[cfg(feature = "reward-model")]
+wit_bindgen::generate!({
+    world: "reward-designer",
+    path: "../wit",
+    pub_export_macro: true,
+    default_bindings_module: "vivarium_guest",
+    generate_all,
+    additional_derives: [PartialEq],
+});
+
+/// The reward model (feature `reward-model`): implement `reward` for your
+/// variant's type. The host calls it once per simulation step while it
+/// trains a policy with it (the `reward-design` suite), so keep it cheap:
+/// its arguments are plain numbers and it should allocate nothing.
+#[cfg(feature = "reward-model")]
+pub use exports::vivarium::agent::reward_model::Guest as RewardModel;
+
+/// The reward model's argument types (feature `reward-model`): the
+/// environment and a zero-padded six-number observation.
+#[cfg(feature = "reward-model")]
+pub use exports::vivarium::agent::reward_model::{Env, Observation};
 
 /// The task agent: implement `solve` for your variant's type.
 ///

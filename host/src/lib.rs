@@ -14,7 +14,9 @@
 //!   fuel, epoch, memory and stack limits; every guest failure becomes a
 //!   [`GuestFailure`].
 //! * [`services`]: host interfaces a variant may import (`log`, `memory`,
-//!   `archive`, `llm`).
+//!   `archive`, `llm`, `simulator`).
+//! * [`sim`]: the built-in simulation environments, linear policies, the
+//!   CEM trainer and the per-step `reward-model` callback.
 //! * [`audit`]: the append-only, hash-chained record of grants, denials and use.
 //! * [`build`]: turning a variant's source tree into a component.
 
@@ -35,6 +37,7 @@ pub mod inspect;
 pub mod report;
 pub mod runtime;
 pub mod services;
+pub mod sim;
 pub mod task;
 pub mod tasks;
 pub mod units;

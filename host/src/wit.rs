@@ -4,8 +4,11 @@
 use wit_parser::{Resolve, SourceMap, WorldId};
 
 /// The WIT files of `vivarium:agent@0.1.0`, as shipped in `wit/`.
-pub const FILES: &[(&str, &str)] =
-    &[("types.wit", include_str!("../../wit/types.wit")), ("services.wit", include_str!("../../wit/services.wit"))];
+pub const FILES: &[(&str, &str)] = &[
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("services.wit", include_str!("../../wit/services.wit")),
+    ("reward.wit", include_str!("../../wit/reward.wit")),
+];
 
 /// Parse the embedded package and select the `agent` world.
 pub fn resolve() -> anyhow::Result<(Resolve, WorldId)> {

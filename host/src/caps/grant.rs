@@ -201,7 +201,8 @@ impl fmt::Display for TrainerGrant {
 pub struct SimulatorGrant {
     /// Environment names the variant may create, or `["*"]`.
     pub envs: Vec<String>,
-    /// Total environment steps.
+    /// The most environment steps one call may take (the `simulator`
+    /// service counts per call).
     pub steps: u64,
 }
 

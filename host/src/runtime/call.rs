@@ -16,7 +16,9 @@ use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
-use crate::services::{archive_view::ArchiveViewState, llm, memory::MemoryState, CallServices, ServiceUsage};
+use crate::services::{
+    archive_view::ArchiveViewState, llm, memory::MemoryState, simulator::SimulatorState, CallServices, ServiceUsage,
+};
 
 /// Per-call options: limits that can only tighten the grant's, the
 /// scratch directory that file grants live in, and which slice of the
@@ -37,6 +39,9 @@ pub struct CallOptions {
     /// At most this many `llm` tokens in this call, within the grant's
     /// budget (e.g. what is left of a run's budget).
     pub llm_tokens: Option<u64>,
+    /// At most this many `simulator` steps in this call, within the
+    /// grant's per-call budget.
+    pub sim_steps: Option<u64>,
 }
 
 /// What one call used.
@@ -158,6 +163,7 @@ impl Runtime {
                 opts.llm_tokens,
                 Some(Instant::now() + limits.wall.0),
             ),
+            simulator: SimulatorState::new(p.grant.simulator.clone(), opts.sim_steps),
         };
         let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone()));
         store.limiter(|s| &mut s.limiter);
@@ -232,7 +238,7 @@ impl Runtime {
 }
 
 /// Bytes the guest may hand the host in one crossing.
-fn hostcall_budget(limits: &Limits) -> usize {
+pub(crate) fn hostcall_budget(limits: &Limits) -> usize {
     (limits.output.bytes().max(1 << 20) + (64 << 10)) as usize
 }
 
@@ -244,7 +250,13 @@ fn deadline_failure(wall: Duration) -> GuestFailure {
 }
 
 /// Map a wasmtime error to the contract's failure kinds.
-fn classify(e: &wasmtime::Error, state: &HostState, limits: &Limits, wall: Duration, log: &LogState) -> GuestFailure {
+pub(crate) fn classify(
+    e: &wasmtime::Error,
+    state: &HostState,
+    limits: &Limits,
+    wall: Duration,
+    log: &LogState,
+) -> GuestFailure {
     use GuestFailureKind as K;
     // Fuel, the deadline and the stack end a call by themselves. Any other
     // failure after a refused growth is taken as that limit's consequence (a

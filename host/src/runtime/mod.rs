@@ -30,6 +30,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub(crate) use call::{classify, hostcall_budget};
 pub use call::{CallOptions, CallOutcome, CallReport, Usage};
 
 use crate::caps::{imports, Grant};
@@ -114,6 +115,14 @@ pub struct Prepared {
     pub grant: Arc<Grant>,
     /// sha256 of the component bytes.
     pub sha256: String,
+}
+
+impl Prepared {
+    /// The compiled component (for host code that instantiates it another
+    /// way, such as a reward instance).
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
 }
 
 /// The host runtime. Create one per process and share it.
@@ -277,7 +286,9 @@ impl Runtime {
             .map_err(internal)?;
         // The other services are linked only when granted: an import of one
         // that is not granted was refused above, before linking.
-        use crate::services::{archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState};
+        use crate::services::{
+            archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState, simulator::SimulatorState,
+        };
         if grant.memory.is_some() {
             bindings::vivarium::agent::memory::add_to_linker::<HostState, HasSelf<MemoryState>>(&mut linker, |s| {
                 &mut s.services.memory
@@ -288,6 +299,13 @@ impl Runtime {
             bindings::vivarium::agent::archive::add_to_linker::<HostState, HasSelf<ArchiveViewState>>(
                 &mut linker,
                 |s| &mut s.services.archive,
+            )
+            .map_err(internal)?;
+        }
+        if grant.simulator.is_some() {
+            bindings::vivarium::agent::simulator::add_to_linker::<HostState, HasSelf<SimulatorState>>(
+                &mut linker,
+                |s| &mut s.services.simulator,
             )
             .map_err(internal)?;
         }
@@ -385,14 +403,24 @@ impl Runtime {
         wasi: WasiCtx,
         services: CallServices,
     ) -> HostState {
+        HostState::new(self.config.max_memory, limits, log, wasi, services)
+    }
+}
+
+impl HostState {
+    /// Store data for one call (or one reward instance) under `limits`,
+    /// linear memory capped at `max_memory` as well.
+    pub(crate) fn new(
+        max_memory: u64,
+        limits: &crate::caps::Limits,
+        log: LogState,
+        wasi: WasiCtx,
+        services: CallServices,
+    ) -> Self {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: CallLimiter::new(
-                limits.memory.bytes().min(self.config.max_memory),
-                limits.table_elements,
-                limits.instances,
-            ),
+            limiter: CallLimiter::new(limits.memory.bytes().min(max_memory), limits.table_elements, limits.instances),
             log,
             services,
         }

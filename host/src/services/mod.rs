@@ -18,11 +18,12 @@
 //! | `memory` | [`memory`] | [`memory::MemoryState`] | [`memory::MemoryUsage`] |
 //! | `archive` (read-only view) | [`archive_view`] | [`archive_view::ArchiveViewState`] | [`archive_view::ArchiveUsage`] |
 //! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
+//! | `simulator` | [`simulator`] | [`simulator::SimulatorState`] | [`simulator::SimulatorUsage`] |
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
-//! archive `run`, and an optional cap on the call's LLM tokens — never by
-//! the guest. `trainer` and `simulator` are refused at load until they are
+//! archive `run`, optional caps on the call's LLM tokens and simulator
+//! steps — never by the guest. `trainer` is refused at load until it is
 //! implemented here. `docs/services.md` describes each service for
 //! operators and variant authors.
 
@@ -30,6 +31,7 @@ pub mod archive_view;
 pub mod llm;
 pub mod log;
 pub mod memory;
+pub mod simulator;
 
 use std::sync::Arc;
 
@@ -39,7 +41,7 @@ use crate::error::Result;
 use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name.
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator"];
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -81,12 +83,15 @@ pub struct ServiceUsage {
     /// The `archive` view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<archive_view::ArchiveUsage>,
+    /// The `simulator` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<simulator::SimulatorUsage>,
 }
 
 impl ServiceUsage {
     /// Whether no service other than `log` was granted.
     pub fn is_empty(&self) -> bool {
-        self.llm.is_none() && self.memory.is_none() && self.archive.is_none()
+        self.llm.is_none() && self.memory.is_none() && self.archive.is_none() && self.simulator.is_none()
     }
 }
 
@@ -96,11 +101,27 @@ pub(crate) struct CallServices {
     pub(crate) memory: memory::MemoryState,
     pub(crate) archive: archive_view::ArchiveViewState,
     pub(crate) llm: llm::LlmState,
+    pub(crate) simulator: simulator::SimulatorState,
 }
 
 impl CallServices {
     /// What the call used so far.
     pub(crate) fn usage(&self) -> ServiceUsage {
-        ServiceUsage { llm: self.llm.usage(), memory: self.memory.usage(), archive: self.archive.usage() }
+        ServiceUsage {
+            llm: self.llm.usage(),
+            memory: self.memory.usage(),
+            archive: self.archive.usage(),
+            simulator: self.simulator.usage(),
+        }
+    }
+
+    /// States with no service granted (a reward instance's store).
+    pub(crate) fn none() -> Self {
+        Self {
+            memory: memory::MemoryState::new(None, None, String::new()),
+            archive: archive_view::ArchiveViewState::new(false, None, None),
+            llm: llm::LlmState::new(None, None, String::new(), None, None),
+            simulator: simulator::SimulatorState::new(None, None),
+        }
     }
 }

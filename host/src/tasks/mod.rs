@@ -10,6 +10,7 @@
 //! `[0, 1]`, higher is better, and the suite's score is their mean.
 
 pub mod arith;
+pub mod reward_design;
 
 use std::fmt;
 use std::future::Future;
@@ -138,12 +139,13 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 }
 
 /// The names of the suites this host has.
-pub const SUITES: &[&str] = &["arith"];
+pub const SUITES: &[&str] = &["arith", reward_design::NAME];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
     match name {
         "arith" => Some(arith::suite()),
+        reward_design::NAME => Some(reward_design::suite()),
         _ => None,
     }
 }

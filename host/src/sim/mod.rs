@@ -1,0 +1,449 @@
+//! Built-in deterministic simulation environments, linear policies, and a
+//! seeded cross-entropy-method trainer.
+//!
+//! * **Environments** — the classic-control set with Gymnasium's dynamics,
+//!   constants and reward definitions, so returns compare with published
+//!   ones: [`cartpole`] (CartPole-v1), [`pendulum`] (Pendulum-v1),
+//!   [`acrobot`] (Acrobot-v1), [`mountain_car`] (MountainCar-v0). Each
+//!   implements [`Env`]; [`Episode`] adds Gymnasium's `TimeLimit`
+//!   truncation. Initial states are drawn from Gymnasium's distributions
+//!   with this module's own PRNG ([`rng::Rng`]), so the same seed gives the
+//!   same rollout on every machine (but not numpy's exact numbers).
+//! * **Policies** — [`LinearPolicy`]: observations scaled by a fixed
+//!   per-environment scale, then one linear map (argmax for discrete
+//!   actions, `tanh` × the torque limit for continuous ones). A policy is
+//!   just its parameter vector, which is what crosses the WIT boundary.
+//! * **Training** — [`cem::train`]: the cross-entropy method over the
+//!   policy's parameters, seeded, driven by any per-step reward function
+//!   (the environment's own, a hand-written reference, or a variant's
+//!   `reward-model` export through [`reward::RewardInstance`]).
+
+pub mod acrobot;
+pub mod cartpole;
+pub mod cem;
+pub mod mountain_car;
+pub mod pendulum;
+pub mod reward;
+pub mod rng;
+
+use std::fmt;
+
+pub use rng::Rng;
+
+/// The largest observation of any built-in environment (acrobot's 6).
+pub const MAX_OBS: usize = 6;
+
+/// The built-in environments, by their names in grants and WIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvKind {
+    /// CartPole-v1.
+    Cartpole,
+    /// Pendulum-v1.
+    Pendulum,
+    /// Acrobot-v1.
+    Acrobot,
+    /// MountainCar-v0.
+    MountainCar,
+}
+
+/// Shape and constants of an environment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spec {
+    /// Observation length.
+    pub obs: usize,
+    /// Discrete actions (`Some(n)`: actions `0..n`), or `None` for one
+    /// continuous action.
+    pub actions: Option<usize>,
+    /// Continuous actions are clipped to `±max_action`.
+    pub max_action: f64,
+    /// Gymnasium's `max_episode_steps` (truncation).
+    pub max_steps: u32,
+    /// The scale each observation is divided by before a linear policy sees it.
+    pub obs_scale: &'static [f64],
+    /// Episode return mapped to score 0 (a policy that does nothing useful).
+    pub score_floor: f64,
+    /// Episode return mapped to score 1 (Gymnasium's `reward_threshold`
+    /// where it has one).
+    pub score_ceiling: f64,
+}
+
+impl EnvKind {
+    /// Every built-in environment.
+    pub const ALL: [EnvKind; 4] = [EnvKind::Cartpole, EnvKind::Pendulum, EnvKind::Acrobot, EnvKind::MountainCar];
+
+    /// The name used in grants, tasks and the WIT (`cartpole`, `pendulum`,
+    /// `acrobot`, `mountain-car`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvKind::Cartpole => "cartpole",
+            EnvKind::Pendulum => "pendulum",
+            EnvKind::Acrobot => "acrobot",
+            EnvKind::MountainCar => "mountain-car",
+        }
+    }
+
+    /// The environment called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its shape and constants.
+    pub fn spec(self) -> Spec {
+        match self {
+            EnvKind::Cartpole => Spec {
+                obs: 4,
+                actions: Some(2),
+                max_action: 1.0,
+                max_steps: 500,
+                obs_scale: &[2.4, 3.0, 0.21, 3.0],
+                score_floor: 0.0,
+                score_ceiling: 500.0,
+            },
+            EnvKind::Pendulum => Spec {
+                obs: 3,
+                actions: None,
+                max_action: pendulum::MAX_TORQUE,
+                max_steps: 200,
+                obs_scale: &[1.0, 1.0, 8.0],
+                score_floor: -1500.0,
+                score_ceiling: -200.0,
+            },
+            EnvKind::Acrobot => Spec {
+                obs: 6,
+                actions: Some(3),
+                max_action: 1.0,
+                max_steps: 500,
+                obs_scale: &[1.0, 1.0, 1.0, 1.0, 4.0 * std::f64::consts::PI, 9.0 * std::f64::consts::PI],
+                score_floor: -500.0,
+                score_ceiling: -100.0,
+            },
+            EnvKind::MountainCar => Spec {
+                obs: 2,
+                actions: Some(3),
+                max_action: 1.0,
+                max_steps: 200,
+                obs_scale: &[1.2, 0.07],
+                score_floor: -200.0,
+                score_ceiling: -110.0,
+            },
+        }
+    }
+
+    /// A fresh environment of this kind (call [`Env::reset`] before stepping).
+    pub fn make(self) -> AnyEnv {
+        match self {
+            EnvKind::Cartpole => AnyEnv::Cartpole(cartpole::CartPole::default()),
+            EnvKind::Pendulum => AnyEnv::Pendulum(pendulum::Pendulum::default()),
+            EnvKind::Acrobot => AnyEnv::Acrobot(acrobot::Acrobot::default()),
+            EnvKind::MountainCar => AnyEnv::MountainCar(mountain_car::MountainCar::default()),
+        }
+    }
+
+    /// `ret` mapped linearly from [score_floor, score_ceiling] onto [0, 1], clamped.
+    pub fn score(self, ret: f64) -> f64 {
+        let s = self.spec();
+        if !ret.is_finite() {
+            return 0.0;
+        }
+        ((ret - s.score_floor) / (s.score_ceiling - s.score_floor)).clamp(0.0, 1.0)
+    }
+}
+
+impl fmt::Display for EnvKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One environment's dynamics. Actions are one number: the action's index
+/// for discrete environments (already validated), the torque for continuous
+/// ones.
+pub trait Env: Send {
+    /// Which environment this is.
+    fn kind(&self) -> EnvKind;
+    /// Draw a fresh initial state from Gymnasium's distribution.
+    fn reset(&mut self, rng: &mut Rng);
+    /// Write the observation into `out[..spec.obs]`.
+    fn observe(&self, out: &mut [f64]);
+    /// Advance one step: `(reward, terminated)` as Gymnasium defines them.
+    fn step(&mut self, action: f64) -> (f64, bool);
+}
+
+/// Any built-in environment, dispatched without a vtable.
+#[derive(Debug, Clone)]
+pub enum AnyEnv {
+    /// CartPole-v1.
+    Cartpole(cartpole::CartPole),
+    /// Pendulum-v1.
+    Pendulum(pendulum::Pendulum),
+    /// Acrobot-v1.
+    Acrobot(acrobot::Acrobot),
+    /// MountainCar-v0.
+    MountainCar(mountain_car::MountainCar),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $e:ident => $body:expr) => {
+        match $self {
+            AnyEnv::Cartpole($e) => $body,
+            AnyEnv::Pendulum($e) => $body,
+            AnyEnv::Acrobot($e) => $body,
+            AnyEnv::MountainCar($e) => $body,
+        }
+    };
+}
+
+impl Env for AnyEnv {
+    fn kind(&self) -> EnvKind {
+        dispatch!(self, e => e.kind())
+    }
+    fn reset(&mut self, rng: &mut Rng) {
+        dispatch!(self, e => e.reset(rng))
+    }
+    fn observe(&self, out: &mut [f64]) {
+        dispatch!(self, e => e.observe(out))
+    }
+    fn step(&mut self, action: f64) -> (f64, bool) {
+        dispatch!(self, e => e.step(action))
+    }
+}
+
+/// What one step returned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The environment's own reward.
+    pub reward: f64,
+    /// The episode ended by the task's rules (pole fell, goal reached).
+    pub terminated: bool,
+    /// The episode hit `max_steps`.
+    pub truncated: bool,
+}
+
+/// An environment with Gymnasium's `TimeLimit`, its seed and its step count.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    env: AnyEnv,
+    rng: Rng,
+    steps: u32,
+    done: bool,
+}
+
+impl Episode {
+    /// An environment of `kind` whose initial states come from `seed`:
+    /// each [`Episode::reset`] draws the next one. It must be reset before
+    /// its first step ([`Episode::done`] is true until then).
+    pub fn new(kind: EnvKind, seed: u64) -> Self {
+        Self { env: kind.make(), rng: Rng::new(seed), steps: 0, done: true }
+    }
+
+    /// Start a new episode from a fresh initial state.
+    pub fn reset(&mut self) {
+        self.env.reset(&mut self.rng);
+        self.steps = 0;
+        self.done = false;
+    }
+
+    /// Which environment this is.
+    pub fn kind(&self) -> EnvKind {
+        self.env.kind()
+    }
+
+    /// Steps taken since the last reset.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// Whether the episode has terminated or been truncated.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Write the observation into `out[..spec.obs]`.
+    pub fn observe(&self, out: &mut [f64]) {
+        self.env.observe(out)
+    }
+
+    /// The observation as a vector.
+    pub fn observation(&self) -> Vec<f64> {
+        let mut v = vec![0.0; self.kind().spec().obs];
+        self.observe(&mut v);
+        v
+    }
+
+    /// The underlying environment (for tests that set a state).
+    pub fn env_mut(&mut self) -> &mut AnyEnv {
+        &mut self.env
+    }
+
+    /// Advance one step with an action already checked by [`check_action`].
+    pub fn step(&mut self, action: f64) -> StepOutcome {
+        let (reward, terminated) = self.env.step(action);
+        self.steps += 1;
+        let truncated = !terminated && self.steps >= self.kind().spec().max_steps;
+        self.done = terminated || truncated;
+        StepOutcome { reward, terminated, truncated }
+    }
+}
+
+/// Check an action vector for `kind`: one number, an integer index below
+/// the action count for a discrete environment, a finite number for a
+/// continuous one (clipped by the environment). Returns the action, or
+/// why it is invalid.
+pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<f64, String> {
+    let spec = kind.spec();
+    let [a] = action else {
+        return Err(format!("{kind} takes an action of 1 number; got {}", action.len()));
+    };
+    match spec.actions {
+        Some(n) if a.fract() != 0.0 || *a < 0.0 || *a >= n as f64 => {
+            Err(format!("{kind} takes a discrete action 0..{n} (an integer); got {a}"))
+        }
+        None if !a.is_finite() => Err(format!("{kind} takes a finite torque; got {a}")),
+        _ => Ok(*a),
+    }
+}
+
+/// A linear policy for one environment: observations divided by the
+/// environment's `obs_scale`, then `W·o + b`.
+///
+/// Parameters, row by row: for a discrete environment with `n` actions,
+/// `n` rows of `obs + 1` (weights, then bias) and the action is the argmax
+/// (the lowest index on ties); for a continuous one, one row and the
+/// action is `max_action · tanh(w·o + b)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearPolicy {
+    kind: EnvKind,
+    params: Vec<f64>,
+}
+
+impl LinearPolicy {
+    /// How many parameters a policy for `kind` has.
+    pub fn param_count(kind: EnvKind) -> usize {
+        let s = kind.spec();
+        s.actions.unwrap_or(1) * (s.obs + 1)
+    }
+
+    /// A policy from its parameters; an error names the expected count.
+    pub fn new(kind: EnvKind, params: Vec<f64>) -> Result<Self, String> {
+        let want = Self::param_count(kind);
+        if params.len() != want {
+            return Err(format!("a linear policy for {kind} has {want} parameters; got {}", params.len()));
+        }
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(format!("policy parameter {i} is not a finite number"));
+        }
+        Ok(Self { kind, params })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[f64] {
+        &self.params
+    }
+
+    /// The action for observation `obs`.
+    pub fn act(&self, obs: &[f64]) -> f64 {
+        let spec = self.kind.spec();
+        let row = |r: usize| {
+            let w = &self.params[r * (spec.obs + 1)..(r + 1) * (spec.obs + 1)];
+            let mut z = w[spec.obs];
+            for j in 0..spec.obs {
+                z += w[j] * obs[j] / spec.obs_scale[j];
+            }
+            z
+        };
+        match spec.actions {
+            Some(n) => {
+                let mut best = (0, row(0));
+                for a in 1..n {
+                    let z = row(a);
+                    if z > best.1 {
+                        best = (a, z);
+                    }
+                }
+                best.0 as f64
+            }
+            None => spec.max_action * row(0).tanh(),
+        }
+    }
+}
+
+/// One transition as a reward function sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    /// The environment.
+    pub env: EnvKind,
+    /// The observation before the step.
+    pub obs: &'a [f64],
+    /// The action taken.
+    pub action: f64,
+    /// The observation after the step.
+    pub next_obs: &'a [f64],
+    /// Whether the step ended the episode by the task's rules.
+    pub terminated: bool,
+    /// The environment's own reward for the step.
+    pub env_reward: f64,
+}
+
+/// The result of one episode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollout {
+    /// Sum of the rewards (the environment's own, or the reward function's).
+    pub total_reward: f64,
+    /// Sum of the environment's own rewards (the true objective).
+    pub env_return: f64,
+    /// Steps taken.
+    pub steps: u32,
+    /// Whether it ended by termination (not truncation).
+    pub terminated: bool,
+}
+
+/// Run one episode of `policy` on `episode` (after resetting it), at most
+/// `max_steps` steps (and the environment's own limit), with `reward`
+/// scoring every step. The first `Err` of `reward` ends the episode.
+pub fn run_episode<E>(
+    episode: &mut Episode,
+    policy: &LinearPolicy,
+    max_steps: u32,
+    reward: &mut dyn FnMut(&Transition<'_>) -> Result<f64, E>,
+) -> Result<Rollout, E> {
+    episode.reset();
+    let kind = episode.kind();
+    let mut obs = [0.0; MAX_OBS];
+    let mut next = [0.0; MAX_OBS];
+    let n = kind.spec().obs;
+    episode.observe(&mut obs);
+    let mut r = Rollout { total_reward: 0.0, env_return: 0.0, steps: 0, terminated: false };
+    while r.steps < max_steps && !episode.done() {
+        let action = policy.act(&obs[..n]);
+        let out = episode.step(action);
+        episode.observe(&mut next);
+        let t = Transition {
+            env: kind,
+            obs: &obs[..n],
+            action,
+            next_obs: &next[..n],
+            terminated: out.terminated,
+            env_reward: out.reward,
+        };
+        r.total_reward += reward(&t)?;
+        r.env_return += out.reward;
+        r.steps += 1;
+        r.terminated = out.terminated;
+        obs = next;
+    }
+    Ok(r)
+}
+
+/// One episode of `policy` scored by the environment's own reward.
+pub fn rollout(kind: EnvKind, seed: u64, policy: &LinearPolicy, max_steps: u32) -> Rollout {
+    let mut ep = Episode::new(kind, seed);
+    let never: Result<Rollout, std::convert::Infallible> =
+        run_episode(&mut ep, policy, max_steps, &mut |t| Ok(t.env_reward));
+    match never {
+        Ok(r) => r,
+        Err(e) => match e {},
+    }
+}
+
+#[cfg(test)]
+mod tests;

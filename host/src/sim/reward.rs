@@ -1,0 +1,254 @@
+//! A variant's `reward-model` export, called by the host once per
+//! simulation step: the hot host → guest path.
+//!
+//! One training run is **one instance in one store** (not a fresh store per
+//! step), under the variant's limits for the whole run: fuel, memory,
+//! table and instance limits, and an epoch deadline at the grant's wall
+//! limit. The store is synchronous — the instance is linked with WASI's
+//! synchronous bindings, `log`, and traps for every other import — so a
+//! call is a plain function call with no fiber switch; run it on a
+//! blocking thread ([`tokio::task::spawn_blocking`]), never on an async
+//! executor thread. During reward calls a variant may only log: calling
+//! `llm`, `memory`, `archive` or `simulator` from the reward function
+//! traps. A trap or a limit ends the run as a [`GuestFailure`], never a
+//! host panic; the store is dropped with it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentType, Linker, Lower, TypedFunc};
+use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
+
+use super::{EnvKind, Transition, MAX_OBS};
+use crate::caps::{wasi, Grant, Limits};
+use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
+use crate::runtime::bindings::vivarium::agent::log::Level;
+use crate::runtime::{HostState, Runtime};
+use crate::services::log::{LogLine, LogState, LogUsage};
+use crate::services::CallServices;
+
+/// The export's interface name.
+pub const INTERFACE: &str = "vivarium:agent/reward-model@0.1.0";
+
+/// `reward-model.env`.
+#[derive(ComponentType, Lower, Clone, Copy, Debug)]
+#[component(enum)]
+#[repr(u8)]
+enum WitEnv {
+    #[component(name = "cartpole")]
+    Cartpole,
+    #[component(name = "pendulum")]
+    Pendulum,
+    #[component(name = "acrobot")]
+    Acrobot,
+    #[component(name = "mountain-car")]
+    MountainCar,
+}
+
+/// `reward-model.observation`.
+#[derive(ComponentType, Lower, Clone, Copy, Debug, Default)]
+#[component(record)]
+struct WitObs {
+    o0: f64,
+    o1: f64,
+    o2: f64,
+    o3: f64,
+    o4: f64,
+    o5: f64,
+}
+
+impl WitObs {
+    fn from(obs: &[f64]) -> Self {
+        let mut o = [0.0; MAX_OBS];
+        o[..obs.len()].copy_from_slice(obs);
+        Self { o0: o[0], o1: o[1], o2: o[2], o3: o[3], o4: o[4], o5: o[5] }
+    }
+}
+
+impl From<EnvKind> for WitEnv {
+    fn from(k: EnvKind) -> Self {
+        match k {
+            EnvKind::Cartpole => WitEnv::Cartpole,
+            EnvKind::Pendulum => WitEnv::Pendulum,
+            EnvKind::Acrobot => WitEnv::Acrobot,
+            EnvKind::MountainCar => WitEnv::MountainCar,
+        }
+    }
+}
+
+type RewardFunc = TypedFunc<(WitEnv, WitObs, f64, WitObs, bool), (f64,)>;
+
+/// What a reward instance used so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RewardUsage {
+    /// Calls of `reward` that returned.
+    pub calls: u64,
+    /// Fuel consumed (instantiation included).
+    pub fuel: u64,
+    /// Peak linear memory, in bytes.
+    pub memory_peak: u64,
+    /// Wall time since instantiation began, in milliseconds.
+    pub wall_ms: u64,
+}
+
+/// A variant's reward function, instantiated once for a training run.
+pub struct RewardInstance {
+    store: Store<HostState>,
+    func: RewardFunc,
+    limits: Limits,
+    log: LogState,
+    started: Instant,
+    calls: u64,
+}
+
+impl RewardInstance {
+    /// Instantiate `component` under `grant`'s limits for one training run.
+    ///
+    /// The component must already have passed the import check against
+    /// `grant` (it comes from a [`Prepared`](crate::runtime::Prepared)).
+    /// `Err(Error::Invalid)` when it does not export `reward-model`;
+    /// `Ok(Err(failure))` when instantiating it hit a limit or trapped.
+    pub fn new(
+        runtime: &Runtime,
+        component: &Component,
+        grant: &Grant,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
+        Self::with_engine(runtime.engine(), runtime.config().max_memory, component, grant, scratch)
+    }
+
+    /// [`RewardInstance::new`] for a prepared variant, under its grant.
+    pub fn for_prepared(
+        runtime: &Runtime,
+        p: &crate::runtime::Prepared,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
+        Self::new(runtime, p.component(), &p.grant, scratch)
+    }
+
+    /// [`RewardInstance::new`] with the runtime's engine and memory ceiling
+    /// given separately (they are `'static`, so this runs on a blocking thread).
+    pub fn with_engine(
+        engine: &Engine,
+        max_memory: u64,
+        component: &Component,
+        grant: &Grant,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
+        let limits = grant.limits.clone();
+        let log = LogState::new(grant.log.clone());
+        let wasi = wasi::build(grant, &log, scratch, &|name| std::env::var(name).ok())?;
+        let state = HostState::new(max_memory, &limits, log.clone(), wasi, CallServices::none());
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(crate::runtime::hostcall_budget(&limits));
+        store.set_fuel(limits.fuel).map_err(|e| Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
+        let started = Instant::now();
+        let deadline = started + limits.wall.0;
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        });
+        store.set_epoch_deadline(1);
+
+        let linker = reward_linker(engine, component)?;
+        let instance = match linker.instantiate(&mut store, component) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(crate::runtime::classify(&e, store.data(), &limits, limits.wall.0, &log))),
+        };
+        let missing = || {
+            Error::invalid(format!(
+                "the component does not export `{INTERFACE}` with `reward: func(env, obs, action, next-obs, \
+                 terminated) -> f64`; build it for the `reward-designer` world (vivarium-guest feature `reward-model`)"
+            ))
+        };
+        let iface = instance.get_export_index(&mut store, None, INTERFACE).ok_or_else(missing)?;
+        let index = instance.get_export_index(&mut store, Some(&iface), "reward").ok_or_else(missing)?;
+        let func: RewardFunc = instance.get_typed_func(&mut store, index).map_err(|_| missing())?;
+        Ok(Ok(Self { store, func, limits, log, started, calls: 0 }))
+    }
+
+    /// The reward for one transition, or the failure that ends the run.
+    #[inline]
+    pub fn call(&mut self, t: &Transition<'_>) -> std::result::Result<f64, GuestFailure> {
+        let args = (WitEnv::from(t.env), WitObs::from(t.obs), t.action, WitObs::from(t.next_obs), t.terminated);
+        match self.func.call(&mut self.store, args) {
+            Ok((r,)) => {
+                self.calls += 1;
+                Ok(r)
+            }
+            Err(e) => Err(crate::runtime::classify(&e, self.store.data(), &self.limits, self.limits.wall.0, &self.log)),
+        }
+    }
+
+    /// What the instance used so far.
+    pub fn usage(&self) -> RewardUsage {
+        let fuel_left = self.store.get_fuel().unwrap_or(0);
+        RewardUsage {
+            calls: self.calls,
+            fuel: self.limits.fuel.saturating_sub(fuel_left),
+            memory_peak: self.store.data().limiter.memory_peak,
+            wall_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// The wall time left before the deadline.
+    pub fn time_left(&self) -> Duration {
+        self.limits.wall.0.saturating_sub(self.started.elapsed())
+    }
+
+    /// Drop the instance; its usage and the guest's log.
+    pub fn finish(self) -> (RewardUsage, Vec<LogLine>, LogUsage) {
+        let usage = self.usage();
+        let log = self.log.clone();
+        drop(self);
+        let (lines, log_usage) = log.finish();
+        (usage, lines, log_usage)
+    }
+}
+
+/// The synchronous linker of a reward instance: WASI (sync bindings, the
+/// same authority as a call), `log`, and a trapping stub for any other import.
+fn reward_linker(engine: &Engine, component: &Component) -> Result<Linker<HostState>> {
+    let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the reward instance failed: {e:#}"));
+    let mut linker = Linker::<HostState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(internal)?;
+    let mut log = linker.instance("vivarium:agent/log@0.1.0").map_err(internal)?;
+    log.func_wrap("log", |cx: StoreContextMut<'_, HostState>, (level, message): (Level, String)| {
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        cx.data().log.record(level, message.as_bytes());
+        Ok(())
+    })
+    .map_err(internal)?;
+    // The other services trap when called: a reward function may only log.
+    // (WASI is matched by semver in the linker, so only these are stubbed.)
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine) {
+        let Some(iface) = name.strip_prefix("vivarium:agent/") else { continue };
+        if iface.starts_with("log@") || iface.starts_with("types@") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(inst) = item.ty else { continue };
+        let mut stub = linker.instance(name).map_err(internal)?;
+        for (func, item) in inst.exports(engine) {
+            if !matches!(item.ty, ComponentItem::ComponentFunc(_)) {
+                continue;
+            }
+            let what = format!("`{name}#{func}` cannot be called from the reward function; only `log` can");
+            stub.func_new(func, move |_, _, _, _| Err(wasmtime::format_err!("{what}"))).map_err(internal)?;
+        }
+    }
+    Ok(linker)
+}
+
+/// Whether `failure`'s kind is a limit (as opposed to a plain trap).
+pub fn is_limit(failure: &GuestFailure) -> bool {
+    failure.kind != GuestFailureKind::Trap
+}

@@ -1,0 +1,267 @@
+//! Issue 9 (simulator half): the `simulator` service, the `reward-model`
+//! callback and the `reward-design` suite.
+//!
+//! The guest is `tests/guests/sim` (a `reward-designer` world component
+//! built for wasm32-wasip2): `solve` runs a script of simulator calls, and
+//! its reward function is honest for cart-pole and hostile for the other
+//! environments (an endless loop, a panic, a memory bomb).
+
+use vivarium::audit::EventKind;
+use vivarium::caps::{Grant, SimulatorGrant};
+use vivarium::home::Home;
+use vivarium::runtime::{CallOptions, Prepared, Runtime};
+use vivarium::services::simulator::SimulatorUsage;
+use vivarium::sim::reward::RewardInstance;
+use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Transition};
+use vivarium::tasks::{self, reward_design};
+use vivarium::variant::Session;
+use vivarium::{Error, GuestFailureKind};
+use vivarium_tests::*;
+
+const GUEST: &str = "tests/guests/sim";
+
+fn sim_grant(envs: &[&str], steps: u64) -> Grant {
+    Grant {
+        simulator: Some(SimulatorGrant { envs: envs.iter().map(|s| s.to_string()).collect(), steps }),
+        ..Grant::minimal(small_limits())
+    }
+}
+
+async fn prepared(rt: &Runtime, g: Grant) -> Prepared {
+    prepare(rt, &rust_guest(GUEST), g).await.expect("prepare")
+}
+
+async fn script(rt: &Runtime, p: &Prepared, s: &str) -> (Vec<String>, SimulatorUsage) {
+    let r = rt.solve(p, &task("script", s), &CallOptions::default()).await.expect("host error");
+    let lines = ok_output(&r).output.lines().map(str::to_string).collect();
+    (lines, r.services.simulator.clone().expect("granted"))
+}
+
+fn nums(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(",")
+}
+
+#[tokio::test]
+async fn steps_match_the_host_environment_and_are_deterministic() {
+    let rt = shared_runtime();
+    let p = prepared(rt, sim_grant(&["cartpole", "mountain-car"], 1000)).await;
+    let s = "make cartpole 5\nreset 1\nstep 1 1\nstep 1 0\nmake mountain-car 2\nreset 2\nstep 2 2\nleft";
+    let (a, usage) = script(rt, &p, s).await;
+    let (b, _) = script(rt, &p, s).await;
+    assert_eq!(a, b, "the same seed gives the same episode");
+    assert_eq!(a[0], "ok 1 obs=4 act=2 discrete=true max=500 policy=10");
+    assert_eq!(a[4], "ok 2 obs=2 act=3 discrete=true max=200 policy=9");
+    // The guest sees exactly what the host's own environment computes.
+    let mut ep = Episode::new(EnvKind::Cartpole, 5);
+    ep.reset();
+    assert_eq!(a[1], format!("ok {}", nums(&ep.observation())));
+    let o = ep.step(1.0);
+    assert_eq!(a[2], format!("ok reward=1 term=false trunc=false obs={}", nums(&ep.observation())));
+    assert!(!o.terminated);
+    ep.step(0.0);
+    assert_eq!(a[3], format!("ok reward=1 term=false trunc=false obs={}", nums(&ep.observation())));
+    assert!(a[6].starts_with("ok reward=-1 term=false trunc=false obs="), "{}", a[6]);
+    assert_eq!(a[7], "997");
+    assert_eq!(usage, SimulatorUsage { budget: 1000, steps: 3, envs_made: 2, resets: 2, ..SimulatorUsage::default() });
+}
+
+#[tokio::test]
+async fn step_budget_is_enforced_with_a_typed_error_and_audited() {
+    let home = tempfile::tempdir().unwrap();
+    let session = Session::open(Home::at(home.path())).unwrap();
+    let loaded = session.runtime.load(&rust_guest(GUEST)).await.unwrap();
+    let p = session.runtime.prepare(&loaded, sim_grant(&["cartpole"], 100)).unwrap();
+    let s = "make cartpole 1\nrun 1 1 150\nleft\nstep 1 1\nrollout cartpole 1 500 0,0,0,0,0,0,0,0,0,0";
+    let r = session.solve(&p, &task("script", s), &CallOptions::default()).await.unwrap();
+    let out: Vec<&str> = ok_output(&r).output.lines().collect();
+    assert!(
+        out[1].starts_with("err budget-exhausted: the simulator step budget of 100 steps for this call is used up"),
+        "{}",
+        out[1]
+    );
+    assert!(out[1].ends_with("after 100"), "{}", out[1]);
+    assert_eq!(out[2], "0");
+    assert!(out[3].starts_with("err budget-exhausted") || out[3].starts_with("err needs-reset"), "{}", out[3]);
+    assert!(out[4].starts_with("err budget-exhausted"), "{}", out[4]);
+    let usage = r.services.simulator.clone().unwrap();
+    assert_eq!((usage.steps, usage.budget), (100, 100));
+    assert!(usage.budget_exhausted >= 2, "{usage:?}");
+    // The call's one `use` record carries the simulator usage.
+    let uses = session.audit.query(&vivarium::audit::Filter::new().event(EventKind::Use)).unwrap();
+    let sim = &uses.last().unwrap().details["services"]["simulator"];
+    assert_eq!(sim["steps"], 100);
+    assert_eq!(sim["budget"], 100);
+    assert_eq!(sim["budget_exhausted"], usage.budget_exhausted);
+    assert!(session.audit.verify().unwrap().ok);
+
+    // A call's cap tightens the grant's budget.
+    let opts = CallOptions { sim_steps: Some(10), ..CallOptions::default() };
+    let r = session.runtime.solve(&p, &task("script", "make cartpole 1\nrun 1 1 50"), &opts).await.unwrap();
+    assert!(ok_output(&r).output.ends_with("after 10"), "{}", ok_output(&r).output);
+}
+
+#[tokio::test]
+async fn refusals_are_typed_and_say_what_to_do() {
+    let rt = shared_runtime();
+    let p = prepared(rt, sim_grant(&["cartpole"], 1000)).await;
+    let s = "make acrobot 1\nmake walker 1\nmake cartpole 1\nstep 1 1\nreset 1\nstep 1 2\nstep 1 0.5\nstep 9 1\n\
+             rollout cartpole 1 10 1,2,3\nrollout cartpole 3 500 0,0,0,0,0,0,1,1,1,0\nclose 1\nreset 1";
+    let (out, usage) = script(rt, &p, s).await;
+    assert!(out[0].starts_with("err denied: environment `acrobot` is not in this variant's grant"), "{}", out[0]);
+    assert!(out[0].contains("simulator.envs"), "{}", out[0]);
+    assert!(out[1].starts_with("err denied: `walker` is not an environment of this host"), "{}", out[1]);
+    assert!(out[3].starts_with("err needs-reset:"), "{}", out[3]);
+    assert!(out[5].starts_with("err invalid-action: cartpole takes a discrete action 0..2"), "{}", out[5]);
+    assert!(out[6].starts_with("err invalid-action:"), "{}", out[6]);
+    assert_eq!(out[7], "err unknown-handle: 9");
+    assert!(
+        out[8].starts_with("err invalid-action: a linear policy for cartpole has 10 parameters; got 3"),
+        "{}",
+        out[8]
+    );
+    // A balancing linear policy, rolled out by the host: the same as the host's own rollout.
+    let policy = LinearPolicy::new(EnvKind::Cartpole, vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]).unwrap();
+    let host = vivarium::sim::rollout(EnvKind::Cartpole, 3, &policy, 500);
+    assert_eq!(out[9], format!("ok total={} steps={} term={}", host.total_reward, host.steps, host.terminated));
+    assert_eq!(out[9], "ok total=500 steps=500 term=false");
+    assert_eq!(out[11], "err unknown-handle: 1");
+    assert_eq!((usage.denied, usage.invalid, usage.rollouts, usage.steps), (2, 6, 1, 500));
+}
+
+#[tokio::test]
+async fn simulator_import_without_grant_is_refused_at_load() {
+    let rt = shared_runtime();
+    let e = prepare(rt, &rust_guest(GUEST), Grant::minimal(small_limits())).await.err().expect("refused");
+    let Error::Refused { what, detail } = e else { panic!("expected a refusal, got {e:?}") };
+    assert_eq!(what, vec!["vivarium:agent/simulator@0.1.0".to_string()]);
+    assert!(detail.contains("capability `simulator` is not granted to this variant"), "{detail}");
+}
+
+#[tokio::test]
+async fn reward_callback_runs_in_one_instance_and_hostile_ones_end_typed() {
+    let rt = shared_runtime();
+    let p = prepared(rt, sim_grant(&["*"], 10)).await;
+    let (rt2, p2) = (rt, p.clone());
+    tokio::task::spawn_blocking(move || {
+        // Honest: one instance for a whole training run; every step one call.
+        let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+        let cfg = cem::CemConfig { iterations: 2, population: 4, ..cem::CemConfig::default() };
+        let trained = cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.call(t)).unwrap();
+        let usage = inst.usage();
+        assert_eq!(usage.calls, trained.steps);
+        assert!(usage.fuel > 0);
+        // The guest's reward is the environment's own: the same training as the host's.
+        let host = cem::train::<()>(EnvKind::Cartpole, &cfg, &mut |t| Ok(t.env_reward)).unwrap();
+        assert_eq!(trained, host);
+
+        // Hostile: each ends its training run with a typed failure.
+        for (kind, want) in [
+            (EnvKind::MountainCar, GuestFailureKind::OutOfFuel),
+            (EnvKind::Pendulum, GuestFailureKind::Trap),
+            (EnvKind::Acrobot, GuestFailureKind::MemoryLimit),
+        ] {
+            let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+            let stop = cem::train(kind, &cfg, &mut |t| inst.call(t)).unwrap_err();
+            assert_eq!(stop.error.kind, want, "{kind}: {}", stop.error.detail);
+            assert_eq!(stop.steps, 1, "{kind}: the first call failed");
+            if kind == EnvKind::Pendulum {
+                assert!(stop.error.detail.contains("the pendulum reward is not written yet"), "{}", stop.error.detail);
+            }
+        }
+        // A service called from inside the reward function traps, naming it.
+        let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+        let odd = [1234.0, 0.0, 0.0, 0.0];
+        let t = Transition {
+            env: EnvKind::Cartpole,
+            obs: &odd,
+            action: 0.0,
+            next_obs: &odd,
+            terminated: false,
+            env_reward: 1.0,
+        };
+        let f = inst.call(&t).unwrap_err();
+        assert_eq!(f.kind, GuestFailureKind::Trap);
+        assert!(f.detail.contains("cannot be called from the reward function; only `log` can"), "{}", f.detail);
+        assert!(f.detail.contains("vivarium:agent/simulator@0.1.0#steps-left"), "{}", f.detail);
+        // The host is fine afterwards: a new instance works.
+        let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+        assert!(cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.call(t)).is_ok());
+    })
+    .await
+    .unwrap();
+    // And a plain call too.
+    let (out, _) = script(rt, &p, "left").await;
+    assert_eq!(out, ["10"]);
+}
+
+#[tokio::test]
+async fn a_component_without_reward_model_is_refused_with_a_reason() {
+    let rt = shared_runtime();
+    let p = prepare(rt, &rust_guest("variants/echo"), Grant::minimal(small_limits())).await.unwrap();
+    let rt2 = rt;
+    let e =
+        tokio::task::spawn_blocking(move || RewardInstance::for_prepared(rt2, &p, None).err().unwrap()).await.unwrap();
+    assert!(e.to_string().contains("reward-designer"), "{e}");
+}
+
+#[tokio::test]
+async fn reward_design_suite_grades_against_the_reference_and_audits_training() {
+    let home = tempfile::tempdir().unwrap();
+    let session = Session::open(Home::at(home.path())).unwrap();
+    let suite = tasks::suite(reward_design::NAME).unwrap();
+    assert!(tasks::SUITES.contains(&"reward-design"));
+
+    // The hostile guest: cart-pole tasks train (its reward is the true one),
+    // mountain car loops forever and scores 0 with the limit in the note.
+    let loaded = session.runtime.load(&rust_guest(GUEST)).await.unwrap();
+    let p = session.runtime.prepare(&loaded, sim_grant(&["*"], 10)).unwrap();
+    let score = tasks::evaluate(&session, &p, &suite).await.unwrap();
+    let by_id = |id: &str| score.results.iter().find(|r| r.id == id).unwrap().clone();
+    let cart = by_id("rd-v-cartpole-1");
+    assert!(cart.note.starts_with("cartpole: trained return "), "{}", cart.note);
+    assert!(cart.note.contains("reference reward return"), "{}", cart.note);
+    let car = by_id("rd-v-mountain-car-1");
+    assert_eq!(car.score, 0.0);
+    assert!(car.note.contains("the reward function failed (out-of-fuel"), "{}", car.note);
+    let acro = by_id("rd-h-acrobot-1");
+    assert!(acro.note.contains("memory-limit"), "{}", acro.note);
+    assert!(score.spent.sim_steps > 0);
+    // Held-out notes never reach the feedback.
+    assert!(score.feedback.contains("rd-v-mountain-car-1") && !score.feedback.contains("rd-h-"));
+    // Each training is one `use` record; each failure a `limit-hit`.
+    let records = session.audit.records().unwrap();
+    let trainings: Vec<_> = records.iter().filter(|r| r.details["call"] == "reward-model").collect();
+    assert_eq!(trainings.iter().filter(|r| r.event == EventKind::Use).count(), 7);
+    let hits = trainings.iter().filter(|r| r.event == EventKind::LimitHit).count();
+    assert_eq!(hits, 4, "two mountain-car visible, one held-out, one acrobot");
+    let ok_use = trainings.iter().find(|r| r.event == EventKind::Use && r.details["outcome"] == "ok").unwrap();
+    assert!(ok_use.details["usage"]["calls"].as_u64().unwrap() > 0);
+    assert!(session.audit.verify().unwrap().ok);
+}
+
+#[tokio::test]
+async fn evolving_the_reward_shaper_beats_its_baseline() {
+    use vivarium::evolve::{self, EvolveOptions, StopReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
+    // The same sandboxed guest build directory as `vivarium build` with
+    // VIVARIUM_GUEST_TARGET_DIR=target/guests, so the SDK is built once.
+    session.guest_target_dir = workspace_root().join("target/guests");
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"rd\"\nsuite = \"reward-design\"\nseed = 7\ngenerations = 1\nchildren_per_generation = 1\n\
+             initial = [\"{}\"]\n",
+            workspace_root().join("variants/reward-shaper").display()
+        ),
+    )
+    .unwrap();
+    let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
+    assert_eq!(s.stop, StopReason::Finished);
+    let best = s.best.clone().unwrap();
+    assert_eq!(best.generation, 1, "{best:?}");
+    assert!(best.visible_score.unwrap() > s.baseline + 0.1, "{} -> {:?}", s.baseline, best.visible_score);
+    assert!(best.summary.contains("MOUNTAIN_CAR_ENERGY = 10"), "{}", best.summary);
+    assert!(session.audit.verify().unwrap().ok);
+}
