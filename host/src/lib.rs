@@ -37,6 +37,7 @@ pub mod runtime;
 pub mod services;
 pub mod task;
 pub mod tasks;
+pub mod trainer;
 pub mod units;
 pub mod variant;
 pub mod wit;

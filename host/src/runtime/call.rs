@@ -16,7 +16,7 @@ use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
-use crate::services::{archive_view::ArchiveViewState, llm, memory::MemoryState, CallServices, ServiceUsage};
+use crate::services::{archive_view::ArchiveViewState, llm, memory::MemoryState, trainer, CallServices, ServiceUsage};
 
 /// Per-call options: limits that can only tighten the grant's, the
 /// scratch directory that file grants live in, and which slice of the
@@ -156,6 +156,12 @@ impl Runtime {
                 self.services().llm.clone(),
                 llm::budget_key(opts.run.as_deref(), &p.sha256),
                 opts.llm_tokens,
+                Some(Instant::now() + limits.wall.0),
+            ),
+            trainer: trainer::TrainerState::new(
+                p.grant.trainer.clone(),
+                self.services().trainer.clone(),
+                llm::budget_key(opts.run.as_deref(), &p.sha256),
                 Some(Instant::now() + limits.wall.0),
             ),
         };

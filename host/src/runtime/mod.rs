@@ -277,7 +277,9 @@ impl Runtime {
             .map_err(internal)?;
         // The other services are linked only when granted: an import of one
         // that is not granted was refused above, before linking.
-        use crate::services::{archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState};
+        use crate::services::{
+            archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState, trainer::TrainerState,
+        };
         if grant.memory.is_some() {
             bindings::vivarium::agent::memory::add_to_linker::<HostState, HasSelf<MemoryState>>(&mut linker, |s| {
                 &mut s.services.memory
@@ -294,6 +296,12 @@ impl Runtime {
         if grant.llm.is_some() {
             bindings::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
                 &mut s.services.llm
+            })
+            .map_err(internal)?;
+        }
+        if grant.trainer.is_some() {
+            bindings::vivarium::agent::trainer::add_to_linker::<HostState, HasSelf<TrainerState>>(&mut linker, |s| {
+                &mut s.services.trainer
             })
             .map_err(internal)?;
         }

@@ -18,18 +18,19 @@
 //! | `memory` | [`memory`] | [`memory::MemoryState`] | [`memory::MemoryUsage`] |
 //! | `archive` (read-only view) | [`archive_view`] | [`archive_view::ArchiveViewState`] | [`archive_view::ArchiveUsage`] |
 //! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
+//! | `trainer` | [`trainer`] | [`trainer::TrainerState`] | [`trainer::TrainerUsage`] |
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
 //! archive `run`, and an optional cap on the call's LLM tokens — never by
-//! the guest. `trainer` and `simulator` are refused at load until they are
-//! implemented here. `docs/services.md` describes each service for
+//! the guest. `simulator` is refused at load until it is implemented here. `docs/services.md` describes each service for
 //! operators and variant authors.
 
 pub mod archive_view;
 pub mod llm;
 pub mod log;
 pub mod memory;
+pub mod trainer;
 
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ use crate::error::Result;
 use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name.
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "trainer"];
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -53,17 +54,22 @@ pub struct HostServices {
     pub archive: Option<Arc<archive_view::ArchiveSource>>,
     /// The LLM client, key, ledger and cache.
     pub llm: Option<Arc<llm::LlmService>>,
+    /// The trainer: its backend, job table and seconds ledger.
+    pub trainer: Option<Arc<crate::trainer::Trainer>>,
 }
 
 impl HostServices {
     /// The services of a home: the memory store at `memory.sqlite` and the
     /// archive under `archive/` (each opened on first use), and the LLM
-    /// when one is configured ([`llm::LlmConfig::discover`]).
+    /// when one is configured ([`llm::LlmConfig::discover`]), and the
+    /// trainer ([`crate::trainer::Trainer::for_home`]; the embedded backend
+    /// unless `trainer.toml` says otherwise).
     pub fn for_home(home: &Home) -> Result<Self> {
         Ok(Self {
             memory: Some(Arc::new(memory::MemoryStore::lazy(home.root().join(memory::STORE_FILE)))),
             archive: Some(Arc::new(archive_view::ArchiveSource::lazy(home.archive_dir()))),
             llm: llm::LlmService::for_home(home)?.map(Arc::new),
+            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
         })
     }
 }
@@ -81,12 +87,15 @@ pub struct ServiceUsage {
     /// The `archive` view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<archive_view::ArchiveUsage>,
+    /// The `trainer` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<trainer::TrainerUsage>,
 }
 
 impl ServiceUsage {
     /// Whether no service other than `log` was granted.
     pub fn is_empty(&self) -> bool {
-        self.llm.is_none() && self.memory.is_none() && self.archive.is_none()
+        self.llm.is_none() && self.memory.is_none() && self.archive.is_none() && self.trainer.is_none()
     }
 }
 
@@ -96,11 +105,17 @@ pub(crate) struct CallServices {
     pub(crate) memory: memory::MemoryState,
     pub(crate) archive: archive_view::ArchiveViewState,
     pub(crate) llm: llm::LlmState,
+    pub(crate) trainer: trainer::TrainerState,
 }
 
 impl CallServices {
     /// What the call used so far.
     pub(crate) fn usage(&self) -> ServiceUsage {
-        ServiceUsage { llm: self.llm.usage(), memory: self.memory.usage(), archive: self.archive.usage() }
+        ServiceUsage {
+            llm: self.llm.usage(),
+            memory: self.memory.usage(),
+            archive: self.archive.usage(),
+            trainer: self.trainer.usage(),
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! `[0, 1]`, higher is better, and the suite's score is their mean.
 
 pub mod arith;
+pub mod tiny_lm;
 
 use std::fmt;
 use std::future::Future;
@@ -138,12 +139,13 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 }
 
 /// The names of the suites this host has.
-pub const SUITES: &[&str] = &["arith"];
+pub const SUITES: &[&str] = &["arith", "tiny-lm"];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
     match name {
         "arith" => Some(arith::suite()),
+        "tiny-lm" => Some(tiny_lm::suite()),
         _ => None,
     }
 }
