@@ -36,7 +36,10 @@ fn rt_with(t: Arc<Trainer>) -> Runtime {
 
 fn grant(backends: &[&str], seconds: u64) -> Grant {
     Grant {
-        trainer: Some(TrainerGrant { backends: backends.iter().map(|b| b.to_string()).collect(), gpu_seconds: seconds }),
+        trainer: Some(TrainerGrant {
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+            gpu_seconds: seconds,
+        }),
         ..Grant::minimal(small_limits())
     }
 }
@@ -55,12 +58,7 @@ async fn script(rt: &Runtime, p: &Prepared, s: &str) -> (Vec<String>, CallReport
 fn command_config(script_name: &str) -> TrainerConfig {
     let mut c = CommandConfig::new("/bin/sh", &[script_name]);
     c.script_name = script_name.into();
-    TrainerConfig {
-        backend: BackendKind::Command,
-        command: Some(c),
-        max_job_seconds: 30.0,
-        ..TrainerConfig::default()
-    }
+    TrainerConfig { backend: BackendKind::Command, command: Some(c), max_job_seconds: 30.0, ..TrainerConfig::default() }
 }
 
 const SMALL_LM: &str = r#"{"d_model":16,"layers":1,"heads":2,"context":16,"batch":4,"steps":5}"#;
@@ -96,12 +94,15 @@ async fn refusals_are_typed_and_say_what_to_change() {
         &rt,
         &p,
         &format!(
-            "submit 3 char-lm {SMALL_LM}\nsubmit 1 gpt char-lm {{}}\nsubmit 1 char-lm {{\"layers\": 99}}\n\
+            "submit 3 char-lm {SMALL_LM}\nsubmit 1 gpt {{}}\nsubmit 1 char-lm {{\"layers\": 99}}\n\
              submit -1 char-lm {{}}\nsubmit 1 char-lm not-json\nsubmit-script 1 char-lm echo hi\npoll 7\npoll-id job-1-1\nleft"
         ),
     )
     .await;
-    assert_eq!(lines[0], "err budget-exhausted: the job asks for 3 s but 2.0 s of the grant's 2 s are left; ask for less");
+    assert_eq!(
+        lines[0],
+        "err budget-exhausted: the job asks for 3 s but 2.0 s of the grant's 2 s are left; ask for less"
+    );
     assert!(lines[1].starts_with("err invalid-job: unknown recipe \"gpt\""), "{}", lines[1]);
     assert_eq!(lines[2], "err invalid-job: config for char-lm: layers = 99 is out of range; use 1 to 8");
     assert_eq!(lines[3], "err invalid-job: budget-seconds must be a positive number, not -1");
@@ -141,11 +142,7 @@ async fn a_command_job_may_not_write_outside_its_directory() {
     let p = prepared(&rt, grant(&["command"], 10)).await;
     let s = format!("echo pwned > {}\\necho '{{\"val_bpb\": 0}}'", outside.display());
     let (lines, _) = script(&rt, &p, &format!("submit-script 5 any set -e\\n{s}\nwait 0 4000")).await;
-    assert!(
-        lines[1].starts_with("failed ") && lines[1].contains("reached outside its job directory"),
-        "{}",
-        lines[1]
-    );
+    assert!(lines[1].starts_with("failed ") && lines[1].contains("reached outside its job directory"), "{}", lines[1]);
     assert!(!outside.exists(), "the write outside the job directory happened");
 }
 
@@ -159,13 +156,17 @@ async fn a_command_job_may_not_reach_the_network() {
     config.command.as_mut().unwrap().program = "/bin/bash".into();
     let rt = rt_with(trainer(config, &tmp.path().join("jobs")));
     let p = prepared(&rt, grant(&["command"], 10)).await;
-    let s = format!("exec 3<>/dev/tcp/127.0.0.1/{port}\\necho '{{\"val_bpb\": 0}}'");
+    let s = format!("(exec 3<>/dev/tcp/127.0.0.1/{port}) || exit 7\\necho '{{\"val_bpb\": 0}}'");
     let (lines, _) = script(&rt, &p, &format!("submit-script 5 any {s}\nwait 0 4000")).await;
-    assert!(lines[1].starts_with("failed "), "{}", lines[1]);
+    // Without a network namespace Landlock refuses `connect` (EACCES); in
+    // one, the loopback is down (ENETUNREACH).
+    let (head, msg) = lines[1].split_once(" msg=").unwrap();
+    assert!(head.starts_with("failed seconds=") && head.ends_with(" metrics="), "{head}");
     assert!(
-        lines[1].contains("tried to reach the network") || lines[1].contains("reached outside its job directory"),
-        "{}",
-        lines[1]
+        msg.starts_with(
+            "the command (exit status: 7) tried to reach the network, which training jobs may not: train.sh: connect: "
+        ),
+        "{msg}"
     );
     assert!(listener.accept().is_err(), "the job reached the host's loopback");
 }
@@ -176,8 +177,7 @@ async fn a_job_past_its_budget_is_killed_and_charged_its_budget() {
     let rt = rt_with(trainer(command_config("train.sh"), &tmp.path().join("jobs")));
     let p = prepared(&rt, grant(&["command"], 10)).await;
     let started = Instant::now();
-    let (lines, r) =
-        script(&rt, &p, "submit-script 0.5 any echo '{\"loss\": 9}'\\nsleep 30\nwait 0 4000\nleft").await;
+    let (lines, r) = script(&rt, &p, "submit-script 0.5 any echo '{\"loss\": 9}'\\nsleep 30\nwait 0 4000\nleft").await;
     assert!(started.elapsed() < Duration::from_secs(3), "killed at its budget: {:?}", started.elapsed());
     assert_eq!(
         lines[1],
@@ -403,16 +403,10 @@ async fn the_tiny_lm_suite_trains_on_the_host_and_ignores_claims() {
         "(call $answer (i32.const 32768) (i32.const 16))",
     ));
     let p = prepare(&session.runtime, &liar, Grant::minimal(small_limits())).await.unwrap();
-    let (results, spent) = vivarium::tasks::run_tasks(
-        &session,
-        &p,
-        &suite,
-        &suite.visible[..1],
-        false,
-        &CallOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (results, spent) =
+        vivarium::tasks::run_tasks(&session, &p, &suite, &suite.visible[..1], false, &CallOptions::default())
+            .await
+            .unwrap();
     assert_eq!(results[0].score, 0.0);
     assert!(results[0].note.contains("unknown field `val_bpb`"), "{}", results[0].note);
     assert_eq!(spent.gpu_seconds, 0.0, "nothing was trained");
@@ -421,13 +415,11 @@ async fn the_tiny_lm_suite_trains_on_the_host_and_ignores_claims() {
     let built = rust_guest("variants/tiny-lm");
     let p = prepare(&session.runtime, &built, Grant::minimal(small_limits())).await.unwrap();
     let (results, spent) =
-        vivarium::tasks::run_tasks(&session, &p, &suite, &suite.held_out, true, &CallOptions::default())
-            .await
-            .unwrap();
+        vivarium::tasks::run_tasks(&session, &p, &suite, &suite.held_out, true, &CallOptions::default()).await.unwrap();
     let r = &results[0];
     assert!(r.note.starts_with("bpb "), "{}", r.note);
     let bpb: f64 = r.note[4..].split(' ').next().unwrap().parse().unwrap();
-    assert!((r.score - (1.0 - bpb / 8.0)).abs() < 1e-9);
+    assert!((r.score - (1.0 - bpb / 8.0)).abs() < 1e-4, "the note rounds bpb to 4 places");
     assert!(bpb > 1.0 && bpb < 8.0, "{bpb}");
     assert!(spent.gpu_seconds > 0.5 && spent.gpu_seconds <= 2.0, "{}", spent.gpu_seconds);
 }

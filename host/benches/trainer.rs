@@ -49,8 +49,9 @@ fn main() {
         g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
         g.bench_function("raw_train", |b| {
             b.iter(|| {
-                let r = embedded::train(&config(), EvalSplit::Validation, Duration::from_secs(30), &|| false, &|_, _| {})
-                    .unwrap();
+                let r =
+                    embedded::train(&config(), EvalSplit::Validation, Duration::from_secs(30), &|| false, &|_, _| {})
+                        .unwrap();
                 black_box(r.metrics["val_bpb"])
             })
         });

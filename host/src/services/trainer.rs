@@ -180,7 +180,7 @@ impl TrainerState {
         let backend = t.backend();
         if !grant.allows_backend(backend.as_str()) {
             return Err(wit::Error::Denied(format!(
-                "this host trains on the {backend:?} backend, which the grant does not allow (it allows {:?}); \
+                "this host trains on the \"{backend}\" backend, which the grant does not allow (it allows {:?}); \
                  ask the operator to grant it",
                 grant.backends
             )));

@@ -88,7 +88,9 @@ impl TinyLmGrader {
     /// A grader with its own embedded trainer (one job at a time).
     pub fn new() -> Self {
         let config = TrainerConfig { max_job_seconds: TASK_SECONDS, ..TrainerConfig::default() };
-        Self { trainer: Arc::new(Trainer::with_backend(config, Arc::new(embedded::Embedded::new()), Ledger::in_memory())) }
+        Self {
+            trainer: Arc::new(Trainer::with_backend(config, Arc::new(embedded::Embedded::new()), Ledger::in_memory())),
+        }
     }
 }
 

@@ -107,13 +107,13 @@ impl CommandBackend {
         if p.is_absolute() {
             return Some(p.to_path_buf());
         }
-        std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file()))
+        std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file()))
     }
 
     fn run_in(&self, dir: &Path, spec: &JobSpec, ctx: &JobContext) -> Result<RunOutcome, String> {
-        let program =
-            self.program().ok_or_else(|| format!("the operator's trainer command {:?} was not found", self.config.program))?;
+        let program = self
+            .program()
+            .ok_or_else(|| format!("the operator's trainer command {:?} was not found", self.config.program))?;
         let write = |name: &str, text: &str| {
             std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name} in the job directory: {e}"))
         };
@@ -161,11 +161,14 @@ impl CommandBackend {
         let applied = sb.apply(&mut cmd).map_err(|e| e.to_string())?;
         let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let log = Arc::new(Mutex::new(String::new()));
-        let readers: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
-            .into_iter()
-            .flatten()
-            .map(|pipe| spawn_reader(pipe, log.clone()))
-            .collect();
+        let readers: Vec<_> = [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|pipe| spawn_reader(pipe, log.clone()))
+        .collect();
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -193,7 +196,7 @@ impl CommandBackend {
                     .to_string(),
             ),
             Some(s) if s.success() => None,
-            Some(s) => Some(match sandbox::classify_violation(&log) {
+            Some(s) => Some(match network_denied(&log).or_else(|| sandbox::classify_violation(&log)) {
                 Some(sandbox::Violation::Network(lines)) => format!(
                     "the command ({s}) tried to reach the network, which training jobs may not: {}",
                     lines.join(" | ")
@@ -207,6 +210,22 @@ impl CommandBackend {
         };
         Ok(RunOutcome { error, metrics, log_tail: tail(&log, LOG_TAIL_BYTES) })
     }
+}
+
+/// Lines showing a refused connection: with no network namespace, Landlock
+/// refuses `connect` with EACCES, which the generic classifier would read
+/// as a file access.
+fn network_denied(log: &str) -> Option<sandbox::Violation> {
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("connect") && (l.contains("permission denied") || l.contains("os error 13"))
+        })
+        .map(|l| l.trim().chars().take(400).collect())
+        .take(10)
+        .collect();
+    (!lines.is_empty()).then_some(sandbox::Violation::Network(lines))
 }
 
 /// Read `pipe` to its end into `log`, keeping only its last part.

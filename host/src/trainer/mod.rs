@@ -625,11 +625,7 @@ fn run_job(id: String, job: Arc<Job>, backend: Arc<dyn Backend>, slots: Arc<Slot
             ctx.cancelled.store(true, Ordering::Relaxed);
             let mut out = RunOutcome::default();
             out.metrics = ctx.progress.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            (
-                Phase::BudgetExhausted,
-                format!("the job did not stop at its budget of {budget} s and was abandoned"),
-                out,
-            )
+            (Phase::BudgetExhausted, format!("the job did not stop at its budget of {budget} s and was abandoned"), out)
         }
         Some(out) => match (ctx.stop_reason(), &out.error) {
             (Some(Phase::Cancelled), _) => (Phase::Cancelled, "cancelled".to_string(), out),

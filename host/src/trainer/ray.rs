@@ -95,10 +95,7 @@ impl RayBackend {
         // that must not be created (or dropped) inside an async context.
         let timeout = config.request_timeout.0;
         let http = std::thread::spawn(move || {
-            reqwest::blocking::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
+            reqwest::blocking::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build()
         })
         .join()
         .map_err(|_| Error::Internal(anyhow::anyhow!("building the Ray HTTP client panicked")))?
@@ -117,7 +114,8 @@ impl RayBackend {
         if !status.is_success() {
             return Err(format!("Ray {what}: the cluster answered {status}: {}", tail(&body, 300)));
         }
-        serde_json::from_str(&body).map_err(|e| format!("Ray {what}: the answer is not JSON ({e}): {}", tail(&body, 300)))
+        serde_json::from_str(&body)
+            .map_err(|e| format!("Ray {what}: the answer is not JSON ({e}): {}", tail(&body, 300)))
     }
 
     /// Submit; the submission id.
@@ -174,7 +172,10 @@ impl Backend for RayBackend {
 
     fn check(&self, spec: &JobSpec) -> std::result::Result<(), String> {
         if !self.config.recipes.is_empty() && !self.config.recipes.contains(&spec.recipe) {
-            return Err(format!("unknown recipe {:?}: this host's Ray entrypoint accepts {:?}", spec.recipe, self.config.recipes));
+            return Err(format!(
+                "unknown recipe {:?}: this host's Ray entrypoint accepts {:?}",
+                spec.recipe, self.config.recipes
+            ));
         }
         Ok(())
     }
@@ -212,9 +213,9 @@ impl Backend for RayBackend {
         let logs = self.logs(&sid).unwrap_or_else(|e| e);
         let metrics = last_json_metrics(&logs).unwrap_or_default();
         let error = match status.as_str() {
-            "SUCCEEDED" if metrics.is_empty() => Some(
-                "the Ray job ended without printing its metrics; print them as a final JSON line".to_string(),
-            ),
+            "SUCCEEDED" if metrics.is_empty() => {
+                Some("the Ray job ended without printing its metrics; print them as a final JSON line".to_string())
+            }
             "SUCCEEDED" => None,
             other => Some(format!("the Ray job ended {other}: {message}")),
         };
