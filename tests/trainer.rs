@@ -423,3 +423,69 @@ async fn the_tiny_lm_suite_trains_on_the_host_and_ignores_claims() {
     assert!(bpb > 1.0 && bpb < 8.0, "{bpb}");
     assert!(spent.gpu_seconds > 0.5 && spent.gpu_seconds <= 2.0, "{}", spent.gpu_seconds);
 }
+
+fn evolve_run(dir: &Path, name: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        "[run]\nname = \"{name}\"\nsuite = \"tiny-lm\"\nseed = 3\ngenerations = 2\nchildren_per_generation = 1\n\
+         initial = [\"{}\"]\n{extra}",
+        workspace_root().join("variants/tiny-lm").display()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn evolve_session(home: &Path) -> vivarium::variant::Session {
+    let mut s = vivarium::variant::Session::open(vivarium::home::Home::at(home)).unwrap();
+    s.guest_target_dir = workspace_root().join("target/guests-sandboxed");
+    s
+}
+
+#[tokio::test]
+async fn evolve_runs_the_tiny_lm_suite_and_the_meta_agent_edits_its_config() {
+    use vivarium::archive::{Archive, Split};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = evolve_run(tmp.path(), "lm", "");
+    let s = vivarium::evolve::evolve(&evolve_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(s.stop, vivarium::evolve::StopReason::Finished);
+    assert_eq!(s.variants, 2, "the baseline and one child");
+    // Three tasks of at most 2 s each per variant.
+    assert!(s.gpu_seconds > 3.0 && s.gpu_seconds <= 2.0 * 3.0 * 2.0, "{}", s.gpu_seconds);
+    let archive = Archive::open(&s.archive_dir).unwrap();
+    let rows = archive.list(Some("lm")).unwrap();
+    for row in &rows {
+        let results = archive.results(&row.id).unwrap();
+        assert_eq!(results.iter().filter(|r| r.split == Split::Visible).count(), 2);
+        assert_eq!(results.iter().filter(|r| r.split == Split::HeldOut).count(), 1);
+        for r in &results {
+            assert!(r.note.starts_with("bpb "), "{}", r.note);
+            assert!(r.score > 0.0 && r.score < 1.0, "{}", r.score);
+        }
+    }
+    // The first child tripled its learning rate (the first move).
+    let child = rows.iter().find(|r| r.generation == 1).expect("a first-generation child");
+    let files = archive.tree_contents(&child.tree_sha).unwrap();
+    let (_, lib) = files.iter().find(|(e, _)| e.path == "src/lib.rs").expect("src/lib.rs");
+    let lib = String::from_utf8_lossy(lib);
+    assert!(lib.contains("const LR_MILLI: u32 = 3;") && lib.contains("const GENERATION: u32 = 1;"), "{lib}");
+    // A 3x learning rate trains much further in 2 s (bpb about 5.7 -> 5.2
+    // on the development machine).
+    assert!(child.visible_score.unwrap() > s.baseline, "{} vs {}", child.visible_score.unwrap(), s.baseline);
+}
+
+#[tokio::test]
+async fn evolve_stops_at_the_runs_trainer_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = evolve_run(tmp.path(), "lm-budget", "[budget]\ngpu_seconds = 3\n");
+    let s = vivarium::evolve::evolve(&evolve_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
+        .await
+        .unwrap();
+    match &s.stop {
+        vivarium::evolve::StopReason::Budget(why) => assert!(why.starts_with("trainer seconds "), "{why}"),
+        other => panic!("expected a budget stop, got {other:?}"),
+    }
+    assert_eq!(s.variants, 1, "only the baseline");
+    assert!(s.gpu_seconds > 3.0, "{}", s.gpu_seconds);
+}

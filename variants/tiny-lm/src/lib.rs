@@ -123,8 +123,7 @@ fn plan(feedback: &str) -> (Vec<(&'static str, u32)>, u32, u32, u32, String) {
     let bpb_milli = (bpb * 1000.0).round() as u32;
     let mut remembered = bpb_milli;
     let mut summary = String::new();
-    let mut values: Vec<(&'static str, u32)> =
-        MOVES.iter().map(|m| (m.0, current(m.0))).collect::<Vec<_>>();
+    let mut values: Vec<(&'static str, u32)> = MOVES.iter().map(|m| (m.0, current(m.0))).collect::<Vec<_>>();
     values.dedup();
     let get = |values: &[(&'static str, u32)], n: &str| values.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
     let set = |values: &mut Vec<(&'static str, u32)>, n: &'static str, v: u32| {
