@@ -361,8 +361,9 @@ fn a_ray_job_past_its_budget_is_stopped_on_the_cluster() {
     assert_eq!(stops.len(), 1, "{reqs:?}");
 }
 
-#[test]
-fn a_ray_cluster_that_is_down_fails_the_job_with_the_reason() {
+/// Also run on an async runtime: the Ray client is built and dropped there.
+#[tokio::test]
+async fn a_ray_cluster_that_is_down_fails_the_job_with_the_reason() {
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed at once
     let server = FakeRay { addr, requests: Arc::default(), stop: Arc::default() };
     let s = ray_trainer(&server).run_blocking(ray_spec(Duration::from_secs(5))).unwrap();

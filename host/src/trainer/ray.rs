@@ -79,7 +79,18 @@ impl RayConfig {
 #[derive(Debug)]
 pub struct RayBackend {
     config: RayConfig,
-    http: reqwest::blocking::Client,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    http: Option<reqwest::blocking::Client>,
+}
+
+impl Drop for RayBackend {
+    fn drop(&mut self) {
+        // reqwest's blocking client shuts its runtime down when dropped,
+        // which must not happen on an async runtime's thread.
+        if let Some(http) = self.http.take() {
+            let _ = std::thread::spawn(move || drop(http)).join();
+        }
+    }
 }
 
 impl RayBackend {
@@ -100,7 +111,11 @@ impl RayBackend {
         .join()
         .map_err(|_| Error::Internal(anyhow::anyhow!("building the Ray HTTP client panicked")))?
         .map_err(|e| Error::Internal(anyhow::anyhow!("building the Ray HTTP client: {e}")))?;
-        Ok(Self { config, http })
+        Ok(Self { config, http: Some(http) })
+    }
+
+    fn http(&self) -> &reqwest::blocking::Client {
+        self.http.as_ref().expect("the client is taken only on drop")
     }
 
     fn url(&self, path: &str) -> String {
@@ -138,7 +153,7 @@ impl RayBackend {
             "runtime_env": env,
             "metadata": {"vivarium_job": id, "recipe": spec.recipe},
         });
-        let v = self.call(self.http.post(self.url("/api/jobs/")).json(&body), "submit")?;
+        let v = self.call(self.http().post(self.url("/api/jobs/")).json(&body), "submit")?;
         v["submission_id"]
             .as_str()
             .or_else(|| v["job_id"].as_str())
@@ -148,20 +163,20 @@ impl RayBackend {
 
     /// The job's status and message.
     pub fn status(&self, sid: &str) -> std::result::Result<(String, String), String> {
-        let v = self.call(self.http.get(self.url(&format!("/api/jobs/{sid}"))), "status")?;
+        let v = self.call(self.http().get(self.url(&format!("/api/jobs/{sid}"))), "status")?;
         let status = v["status"].as_str().ok_or_else(|| format!("Ray status: the answer has no status: {v}"))?;
         Ok((status.to_string(), v["message"].as_str().unwrap_or("").to_string()))
     }
 
     /// The job's logs.
     pub fn logs(&self, sid: &str) -> std::result::Result<String, String> {
-        let v = self.call(self.http.get(self.url(&format!("/api/jobs/{sid}/logs"))), "logs")?;
+        let v = self.call(self.http().get(self.url(&format!("/api/jobs/{sid}/logs"))), "logs")?;
         Ok(v["logs"].as_str().unwrap_or("").to_string())
     }
 
     /// Ask Ray to stop the job.
     pub fn stop(&self, sid: &str) -> std::result::Result<(), String> {
-        self.call(self.http.post(self.url(&format!("/api/jobs/{sid}/stop"))), "stop").map(|_| ())
+        self.call(self.http().post(self.url(&format!("/api/jobs/{sid}/stop"))), "stop").map(|_| ())
     }
 }
 
