@@ -208,7 +208,7 @@ impl CommandBackend {
                 None => format!("the command failed ({s}); see the log tail"),
             }),
         };
-        Ok(RunOutcome { error, metrics, log_tail: tail(&log, LOG_TAIL_BYTES) })
+        Ok(RunOutcome { error, metrics, log_tail: tail(&log, LOG_TAIL_BYTES), stopped: status.is_none() })
     }
 }
 

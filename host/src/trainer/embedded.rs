@@ -182,7 +182,7 @@ impl Backend for Embedded {
         };
         let budget = ctx.deadline.saturating_duration_since(Instant::now());
         match train(&config, spec.eval_split, budget, &|| ctx.stop_reason().is_some(), &|k, v| ctx.report(k, v)) {
-            Ok(r) => RunOutcome { error: None, metrics: r.metrics, log_tail: r.log },
+            Ok(r) => RunOutcome { error: None, metrics: r.metrics, log_tail: r.log, stopped: r.stopped },
             Err(e) => RunOutcome { error: Some(format!("training failed: {e}")), ..RunOutcome::default() },
         }
     }
@@ -195,6 +195,8 @@ pub struct TrainReport {
     pub metrics: BTreeMap<String, f64>,
     /// A short log.
     pub log: String,
+    /// Whether `stop()` ended it (the evaluation is then skipped or cut).
+    pub stopped: bool,
 }
 
 /// The device jobs run on: the first CUDA GPU with the `cuda` feature when
@@ -387,6 +389,7 @@ pub fn train(
     let mut last_loss;
     let mut log = String::new();
     let mut first_step_ms = f64::NAN;
+    let mut stopped = false;
     loop {
         let offsets: Vec<usize> = (0..config.batch).map(|_| rng.below(train_data.len() - t - 1)).collect();
         let (x, y) = batch(train_data, &offsets, t, &dev)?;
@@ -407,7 +410,11 @@ pub fn train(
             log.push_str(&format!("step {steps}: the loss is not finite; stopping (lower lr)\n"));
             break;
         }
-        if config.steps.is_some_and(|s| steps >= s) || Instant::now() >= train_until || stop() {
+        if stop() {
+            stopped = true;
+            break;
+        }
+        if config.steps.is_some_and(|s| steps >= s) || Instant::now() >= train_until {
             break;
         }
     }
@@ -418,6 +425,7 @@ pub fn train(
     let mut count = 0usize;
     for chunk in windows.chunks(32) {
         if stop() {
+            stopped = true;
             break;
         }
         let (x, y) = batch(eval_data, chunk, t, &dev)?;
@@ -448,7 +456,7 @@ pub fn train(
         log.push_str("evaluation cut off by the budget\n");
     }
     metrics.retain(|_, v| v.is_finite());
-    Ok(TrainReport { metrics, log })
+    Ok(TrainReport { metrics, log, stopped })
 }
 
 #[cfg(test)]
@@ -514,5 +522,6 @@ mod tests {
         let r = train(&c, EvalSplit::Validation, Duration::from_secs(60), &|| true, &|_, _| {}).unwrap();
         assert_eq!(r.metrics["steps"], 1.0);
         assert!(!r.metrics.contains_key("val_bpb"), "evaluation is skipped once stopped");
+        assert!(r.stopped);
     }
 }

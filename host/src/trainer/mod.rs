@@ -254,6 +254,9 @@ pub struct RunOutcome {
     pub metrics: BTreeMap<String, f64>,
     /// The tail of the output.
     pub log_tail: String,
+    /// Whether the run ended because [`JobContext::stop_reason`] said so
+    /// (not on its own): the job is then cancelled or out of budget.
+    pub stopped: bool,
 }
 
 /// What a running job sees of the host: when to stop, and where to report.
@@ -627,7 +630,9 @@ fn run_job(id: String, job: Arc<Job>, backend: Arc<dyn Backend>, slots: Arc<Slot
             out.metrics = ctx.progress.lock().unwrap_or_else(PoisonError::into_inner).clone();
             (Phase::BudgetExhausted, format!("the job did not stop at its budget of {budget} s and was abandoned"), out)
         }
-        Some(out) => match (ctx.stop_reason(), &out.error) {
+        // A run that ended on its own keeps its outcome even when the
+        // deadline passed while it was returning.
+        Some(out) => match (out.stopped.then(|| ctx.stop_reason()).flatten(), &out.error) {
             (Some(Phase::Cancelled), _) => (Phase::Cancelled, "cancelled".to_string(), out),
             (Some(_), _) => (
                 Phase::BudgetExhausted,
@@ -812,7 +817,7 @@ mod tests {
                 ctx.report("slept_ms", start.elapsed().as_millis() as f64);
                 std::thread::sleep(Duration::from_millis(5));
             }
-            RunOutcome { log_tail: "done\n".into(), ..RunOutcome::default() }
+            RunOutcome { log_tail: "done\n".into(), stopped: ctx.stop_reason().is_some(), ..RunOutcome::default() }
         }
     }
 

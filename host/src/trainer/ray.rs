@@ -210,6 +210,7 @@ impl Backend for RayBackend {
                     error: stopped.err(),
                     metrics: last_json_metrics(&logs).unwrap_or_default(),
                     log_tail: tail(&logs, LOG_TAIL_BYTES),
+                    stopped: true,
                 };
             }
             match self.status(&sid) {
@@ -234,6 +235,6 @@ impl Backend for RayBackend {
             "SUCCEEDED" => None,
             other => Some(format!("the Ray job ended {other}: {message}")),
         };
-        RunOutcome { error, metrics, log_tail: tail(&logs, LOG_TAIL_BYTES) }
+        RunOutcome { error, metrics, log_tail: tail(&logs, LOG_TAIL_BYTES), stopped: false }
     }
 }

@@ -111,41 +111,78 @@ fn current(name: &str) -> u32 {
     }
 }
 
+/// What the hill climber remembers, read from the constants.
+#[derive(Debug, Clone, PartialEq)]
+struct Climber {
+    /// The tuned constants' current values.
+    values: Vec<(&'static str, u32)>,
+    last_move: u32,
+    next_move: u32,
+    parent_bpb_milli: u32,
+    lr_milli: u32,
+}
+
+impl Climber {
+    fn current() -> Self {
+        let mut values: Vec<(&'static str, u32)> = Vec::new();
+        for m in MOVES {
+            if !values.iter().any(|(k, _)| *k == m.0) {
+                values.push((m.0, current(m.0)));
+            }
+        }
+        Self {
+            values,
+            last_move: LAST_MOVE,
+            next_move: NEXT_MOVE,
+            parent_bpb_milli: PARENT_BPB_MILLI,
+            lr_milli: LR_MILLI,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<u32> {
+        self.values.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    fn set(&mut self, name: &str, v: u32) {
+        if let Some(e) = self.values.iter_mut().find(|(k, _)| *k == name) {
+            e.1 = v;
+        }
+    }
+}
+
 /// The plan for the next generation: constant edits, the move made, the
 /// next move, the bpb to remember, and a summary.
-fn plan(feedback: &str) -> (Vec<(&'static str, u32)>, u32, u32, u32, String) {
+fn plan(feedback: &str, mut c: Climber) -> (Vec<(&'static str, u32)>, u32, u32, u32, String) {
     let mut edits: Vec<(&'static str, u32)> = Vec::new();
     let Some(bpb) = mean_bpb(feedback) else {
-        let lr = (LR_MILLI / 2).max(1);
+        let lr = (c.lr_milli / 2).max(1);
         edits.push(("LR_MILLI", lr));
-        return (edits, NO_MOVE, NEXT_MOVE, PARENT_BPB_MILLI, format!("no bpb in the feedback: lr to {lr}/1000"));
+        let summary = format!("no bpb in the feedback: lr to {lr}/1000");
+        return (edits, NO_MOVE, c.next_move, c.parent_bpb_milli, summary);
     };
     let bpb_milli = (bpb * 1000.0).round() as u32;
     let mut remembered = bpb_milli;
     let mut summary = String::new();
-    let mut values: Vec<(&'static str, u32)> = MOVES.iter().map(|m| (m.0, current(m.0))).collect::<Vec<_>>();
-    values.dedup();
-    let get = |values: &[(&'static str, u32)], n: &str| values.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
-    let set = |values: &mut Vec<(&'static str, u32)>, n: &'static str, v: u32| {
-        if let Some(e) = values.iter_mut().find(|(k, _)| *k == n) {
-            e.1 = v;
-        }
-    };
-    if LAST_MOVE != NO_MOVE && PARENT_BPB_MILLI != 0 && bpb_milli >= PARENT_BPB_MILLI {
+    let mut undone = None;
+    if c.last_move != NO_MOVE && c.parent_bpb_milli != 0 && bpb_milli >= c.parent_bpb_milli {
         // The last move did not help: undo it; the parent's bpb stands.
-        let m = MOVES[LAST_MOVE as usize % MOVES.len()];
-        if let Some(v) = get(&values, m.0).and_then(|v| apply(v, m, true)) {
-            set(&mut values, m.0, v);
+        let m = MOVES[c.last_move as usize % MOVES.len()];
+        if let Some(v) = c.get(m.0).and_then(|v| apply(v, m, true)) {
+            c.set(m.0, v);
             edits.push((m.0, v));
         }
-        remembered = PARENT_BPB_MILLI;
-        summary.push_str(&format!("undo move {LAST_MOVE} ({} did not help: bpb {bpb:.3}); ", m.0));
+        remembered = c.parent_bpb_milli;
+        undone = Some(m);
+        summary.push_str(&format!("undo move {} ({} did not help: bpb {bpb:.3}); ", c.last_move, m.0));
     }
     // The next move that stays in range.
     for k in 0..MOVES.len() as u32 {
-        let index = (NEXT_MOVE + k) % MOVES.len() as u32;
+        let index = (c.next_move + k) % MOVES.len() as u32;
         let m = MOVES[index as usize];
-        if let Some(v) = get(&values, m.0).and_then(|v| apply(v, m, false)) {
+        if undone == Some(m) {
+            continue; // the same move just failed
+        }
+        if let Some(v) = c.get(m.0).and_then(|v| apply(v, m, false)) {
             edits.retain(|(n, _)| *n != m.0);
             edits.push((m.0, v));
             summary.push_str(&format!("move {index}: {} to {v}", m.0));
@@ -153,12 +190,12 @@ fn plan(feedback: &str) -> (Vec<(&'static str, u32)>, u32, u32, u32, String) {
         }
     }
     summary.push_str("no move left in range");
-    (edits, NO_MOVE, NEXT_MOVE, remembered, summary)
+    (edits, NO_MOVE, c.next_move, remembered, summary)
 }
 
 impl MetaAgent for TinyLm {
     fn improve(ctx: ImproveContext) -> Result<Proposal, String> {
-        let (edits, last, next, parent_bpb, summary) = plan(&ctx.feedback);
+        let (edits, last, next, parent_bpb, summary) = plan(&ctx.feedback, Climber::current());
         let generation = GENERATION + 1;
         let edit = ctx.edit_text(SELF_PATH, |text| {
             let mut text = text.to_string();
@@ -190,9 +227,29 @@ mod tests {
 
     #[test]
     fn the_first_move_triples_the_learning_rate() {
-        let (edits, last, next, parent, _) = plan("bpb 4.000 (steps 10)");
+        let (edits, last, next, parent, _) = plan("bpb 4.000 (steps 10)", Climber::current());
         assert_eq!(edits, vec![("LR_MILLI", 3)]);
         assert_eq!((last, next, parent), (0, 1, 4000));
+    }
+
+    #[test]
+    fn a_move_that_did_not_help_is_undone_and_not_retried() {
+        let mut c = Climber::current();
+        c.set("LR_MILLI", 3);
+        (c.last_move, c.next_move, c.parent_bpb_milli, c.lr_milli) = (0, 1, 4000, 3);
+        let (edits, last, next, parent, summary) = plan("bpb 4.500", c);
+        // LR back to 1, move 1 (the same x3) skipped, move 2 doubles the context.
+        assert_eq!(edits, vec![("LR_MILLI", 1), ("CONTEXT", 64)]);
+        assert_eq!((last, next, parent), (2, 3, 4000));
+        assert!(summary.starts_with("undo move 0"), "{summary}");
+    }
+
+    #[test]
+    fn a_diverged_run_halves_the_learning_rate() {
+        let mut c = Climber::current();
+        c.lr_milli = 9;
+        let (edits, last, _, _, _) = plan("training did not produce a score", c);
+        assert_eq!((edits, last), (vec![("LR_MILLI", 4)], NO_MOVE));
     }
 
     #[test]
