@@ -156,15 +156,15 @@ async fn an_import_the_host_does_not_provide_is_refused_before_instantiation() {
     let bytes = wat::parse_str(
         r#"(component
              (import "evil:corp/backdoor" (instance (export "open" (func))))
-             (import "vivarium:agent/trainer@0.1.0" (instance)))"#,
+             (import "vivarium:agent/teleporter@0.1.0" (instance)))"#,
     )
     .unwrap();
     let loaded = rt.load(&bytes).await.unwrap();
     match rt.prepare(&loaded, Grant::minimal(small_limits())) {
         Err(Error::Refused { what, detail }) => {
-            assert_eq!(what, ["evil:corp/backdoor", "vivarium:agent/trainer@0.1.0"]);
+            assert_eq!(what, ["evil:corp/backdoor", "vivarium:agent/teleporter@0.1.0"]);
             assert!(detail.contains("package `evil:corp` is not provided by this host"), "{detail}");
-            assert!(detail.contains("the `trainer` service is not provided by this host yet"), "{detail}");
+            assert!(detail.contains("`teleporter` is not an interface of vivarium:agent@0.1.0"), "{detail}");
         }
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("expected a refusal"),

@@ -176,9 +176,11 @@ impl fmt::Display for LlmGrant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerGrant {
-    /// Backends (`cpu`, `cuda`, …) jobs may run on, or `["*"]`.
+    /// Backends (`embedded`, `command`, `ray`) jobs may run on, or `["*"]`;
+    /// the host's configured backend must be among them.
     pub backends: Vec<String>,
-    /// Total GPU-seconds (backend-seconds on `cpu`) the variant may spend.
+    /// Total trainer seconds (GPU-seconds on a GPU, else CPU-seconds) the
+    /// variant may spend in one run.
     pub gpu_seconds: u64,
 }
 

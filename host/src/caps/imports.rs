@@ -133,12 +133,18 @@ mod tests {
         );
         assert_eq!(refused[0].reason, "capability `llm` is not granted to this variant");
         assert_eq!(refused[3].reason, "capability `sockets` is not granted to this variant");
-        // A service this host does not implement yet is refused as such.
+        // A granted service is linked.
         let g = Grant {
-            trainer: Some(crate::caps::TrainerGrant { backends: vec!["cpu".into()], gpu_seconds: 1 }),
+            trainer: Some(crate::caps::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
             ..Grant::default()
         };
-        let refused = check(["vivarium:agent/trainer@0.1.0"], &g);
-        assert_eq!(refused[0].reason, "the `trainer` service is not provided by this host yet");
+        assert!(check(["vivarium:agent/trainer@0.1.0"], &g).is_empty());
+        // A service this host does not implement yet is refused as such.
+        for iface in ["llm", "trainer", "simulator", "memory", "archive"] {
+            if !services::IMPLEMENTED.contains(&iface) {
+                let refused = check([format!("vivarium:agent/{iface}@0.1.0").as_str()], &g);
+                assert_eq!(refused[0].reason, format!("the `{iface}` service is not provided by this host yet"));
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@
 //!
 //! [capabilities]                   # every key optional; absent = not requested
 //! llm       = { models = ["*"], tokens = 200_000 }   # + max_request_bytes, requests_per_minute
-//! trainer   = { backends = ["cpu"], gpu_seconds = 600 }
+//! trainer   = { backends = ["embedded"], gpu_seconds = 600 }
 //! simulator = { envs = ["cartpole"], steps = 2_000_000 }
 //! memory    = { bytes = "1MiB" }
 //! archive   = {}

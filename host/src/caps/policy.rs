@@ -21,7 +21,7 @@
 //!
 //! [capabilities]        # what may be granted at most; absent = never granted
 //! llm       = { models = ["small", "large"], tokens = 1_000_000, max_request_bytes = "256KiB", requests_per_minute = 60 }
-//! trainer   = { backends = ["cpu"], gpu_seconds = 3600 }
+//! trainer   = { backends = ["embedded"], gpu_seconds = 3600 }
 //! simulator = { envs = ["*"], steps = 10_000_000 }
 //! memory    = { bytes = "16MiB" }
 //! archive   = true
@@ -286,7 +286,7 @@ impl Default for Policy {
     /// Limits: [`Limits::default`] as defaults, [`builtin_ceilings`] as
     /// ceilings. Capabilities: what stays on this machine and is bounded by a
     /// budget the host meters is allowed with modest budgets — `simulator`
-    /// (any embedded env, 10M steps), `trainer` (the `cpu` backend, 600
+    /// (any embedded env, 10M steps), `trainer` (the `embedded` backend, 600
     /// s), `memory` (16MiB), `archive`, up to 4 scratch directories,
     /// deterministic mode. What leaves the machine, costs money or reveals
     /// the host is not: no `llm`, no sockets, no environment variables.
@@ -298,7 +298,7 @@ impl Default for Policy {
             build: BuildPolicy::default(),
             capabilities: CapabilityPolicy {
                 llm: None,
-                trainer: Some(TrainerPolicy { backends: vec!["cpu".into()], gpu_seconds: 600 }),
+                trainer: Some(TrainerPolicy { backends: vec!["embedded".into()], gpu_seconds: 600 }),
                 simulator: Some(SimulatorPolicy { envs: manifest::any(), steps: 10_000_000 }),
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
@@ -650,7 +650,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(p.log, LogGrant::default());
         let c = &p.capabilities;
         assert_eq!(c.llm, None);
-        assert_eq!(c.trainer, Some(TrainerPolicy { backends: s(&["cpu"]), gpu_seconds: 600 }));
+        assert_eq!(c.trainer, Some(TrainerPolicy { backends: s(&["embedded"]), gpu_seconds: 600 }));
         assert_eq!(c.simulator, Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }));
         assert_eq!(c.memory, Some(MemoryPolicy { bytes: ByteSize(16 << 20) }));
         assert!(c.archive);

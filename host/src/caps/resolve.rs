@@ -897,7 +897,7 @@ sockets = ["api.example.com:443"]"#,
                 denial("env", "LANG", "not in the policy's env_allow"),
                 denial("sockets", "api.example.com:443", "not in the policy's sockets_allow"),
                 denial("llm", "models [*], tokens 1", "the policy does not allow the llm service"),
-                denial("trainer.backends", "cuda", "not in the policy's list [cpu]"),
+                denial("trainer.backends", "cuda", "not in the policy's list [embedded]"),
                 denial("trainer", "backends [cuda], gpu_seconds 60", "none of the requested backends is allowed"),
             ]
         );

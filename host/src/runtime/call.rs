@@ -17,7 +17,8 @@ use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
 use crate::services::{
-    archive_view::ArchiveViewState, llm, memory::MemoryState, simulator::SimulatorState, CallServices, ServiceUsage,
+    archive_view::ArchiveViewState, llm, memory::MemoryState, simulator::SimulatorState, trainer, CallServices,
+    ServiceUsage,
 };
 
 /// Per-call options: limits that can only tighten the grant's, the
@@ -164,6 +165,12 @@ impl Runtime {
                 Some(Instant::now() + limits.wall.0),
             ),
             simulator: SimulatorState::new(p.grant.simulator.clone(), opts.sim_steps),
+            trainer: trainer::TrainerState::new(
+                p.grant.trainer.clone(),
+                self.services().trainer.clone(),
+                llm::budget_key(opts.run.as_deref(), &p.sha256),
+                Some(Instant::now() + limits.wall.0),
+            ),
         };
         let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone()));
         store.limiter(|s| &mut s.limiter);

@@ -288,6 +288,7 @@ impl Runtime {
         // that is not granted was refused above, before linking.
         use crate::services::{
             archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState, simulator::SimulatorState,
+            trainer::TrainerState,
         };
         if grant.memory.is_some() {
             bindings::vivarium::agent::memory::add_to_linker::<HostState, HasSelf<MemoryState>>(&mut linker, |s| {
@@ -312,6 +313,12 @@ impl Runtime {
         if grant.llm.is_some() {
             bindings::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
                 &mut s.services.llm
+            })
+            .map_err(internal)?;
+        }
+        if grant.trainer.is_some() {
+            bindings::vivarium::agent::trainer::add_to_linker::<HostState, HasSelf<TrainerState>>(&mut linker, |s| {
+                &mut s.services.trainer
             })
             .map_err(internal)?;
         }

@@ -19,12 +19,13 @@
 //! | `archive` (read-only view) | [`archive_view`] | [`archive_view::ArchiveViewState`] | [`archive_view::ArchiveUsage`] |
 //! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
 //! | `simulator` | [`simulator`] | [`simulator::SimulatorState`] | [`simulator::SimulatorUsage`] |
+//! | `trainer` | [`trainer`] | [`trainer::TrainerState`] | [`trainer::TrainerUsage`] |
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
-//! archive `run`, optional caps on the call's LLM tokens and simulator
-//! steps — never by the guest. `trainer` is refused at load until it is
-//! implemented here. `docs/services.md` describes each service for
+//! archive `run` (which is also the run the `llm` and `trainer` budgets are
+//! counted in), optional caps on the call's LLM tokens and simulator steps —
+//! never by the guest. `docs/services.md` describes each service for
 //! operators and variant authors.
 
 pub mod archive_view;
@@ -32,6 +33,7 @@ pub mod llm;
 pub mod log;
 pub mod memory;
 pub mod simulator;
+pub mod trainer;
 
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ use crate::error::Result;
 use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name.
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer"];
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -55,17 +57,22 @@ pub struct HostServices {
     pub archive: Option<Arc<archive_view::ArchiveSource>>,
     /// The LLM client, key, ledger and cache.
     pub llm: Option<Arc<llm::LlmService>>,
+    /// The trainer: its backend, job table and seconds ledger.
+    pub trainer: Option<Arc<crate::trainer::Trainer>>,
 }
 
 impl HostServices {
     /// The services of a home: the memory store at `memory.sqlite` and the
     /// archive under `archive/` (each opened on first use), and the LLM
-    /// when one is configured ([`llm::LlmConfig::discover`]).
+    /// when one is configured ([`llm::LlmConfig::discover`]), and the
+    /// trainer ([`crate::trainer::Trainer::for_home`]; the embedded backend
+    /// unless `trainer.toml` says otherwise).
     pub fn for_home(home: &Home) -> Result<Self> {
         Ok(Self {
             memory: Some(Arc::new(memory::MemoryStore::lazy(home.root().join(memory::STORE_FILE)))),
             archive: Some(Arc::new(archive_view::ArchiveSource::lazy(home.archive_dir()))),
             llm: llm::LlmService::for_home(home)?.map(Arc::new),
+            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
         })
     }
 }
@@ -86,12 +93,19 @@ pub struct ServiceUsage {
     /// The `simulator` service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulator: Option<simulator::SimulatorUsage>,
+    /// The `trainer` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<trainer::TrainerUsage>,
 }
 
 impl ServiceUsage {
     /// Whether no service other than `log` was granted.
     pub fn is_empty(&self) -> bool {
-        self.llm.is_none() && self.memory.is_none() && self.archive.is_none() && self.simulator.is_none()
+        self.llm.is_none()
+            && self.memory.is_none()
+            && self.archive.is_none()
+            && self.simulator.is_none()
+            && self.trainer.is_none()
     }
 }
 
@@ -102,6 +116,7 @@ pub(crate) struct CallServices {
     pub(crate) archive: archive_view::ArchiveViewState,
     pub(crate) llm: llm::LlmState,
     pub(crate) simulator: simulator::SimulatorState,
+    pub(crate) trainer: trainer::TrainerState,
 }
 
 impl CallServices {
@@ -112,6 +127,7 @@ impl CallServices {
             memory: self.memory.usage(),
             archive: self.archive.usage(),
             simulator: self.simulator.usage(),
+            trainer: self.trainer.usage(),
         }
     }
 
@@ -122,6 +138,7 @@ impl CallServices {
             archive: archive_view::ArchiveViewState::new(false, None, None),
             llm: llm::LlmState::new(None, None, String::new(), None, None),
             simulator: simulator::SimulatorState::new(None, None),
+            trainer: trainer::TrainerState::new(None, None, String::new(), None),
         }
     }
 }

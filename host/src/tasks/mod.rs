@@ -11,6 +11,7 @@
 
 pub mod arith;
 pub mod reward_design;
+pub mod tiny_lm;
 
 use std::fmt;
 use std::future::Future;
@@ -139,13 +140,14 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 }
 
 /// The names of the suites this host has.
-pub const SUITES: &[&str] = &["arith", reward_design::NAME];
+pub const SUITES: &[&str] = &["arith", reward_design::NAME, "tiny-lm"];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
     match name {
         "arith" => Some(arith::suite()),
         reward_design::NAME => Some(reward_design::suite()),
+        "tiny-lm" => Some(tiny_lm::suite()),
         _ => None,
     }
 }
