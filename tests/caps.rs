@@ -28,6 +28,7 @@ use vivarium::caps::{resolve, Access, Denial, FileGrant, Grant, Manifest, Overri
 use vivarium::home::Home;
 use vivarium::runtime::bindings::{Answer, ImproveContext};
 use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared};
+use vivarium::units::ByteSize;
 use vivarium::variant::{Opened, Session};
 use vivarium::Error;
 use vivarium_tests::*;
@@ -193,9 +194,12 @@ fn scratch_area() -> tempfile::TempDir {
 async fn files_a_read_write_grant_holds_what_the_guest_writes() {
     init();
     let r = read_write_scratch();
-    assert_eq!(r.grant.files, [FileGrant { path: "scratch".into(), access: Access::ReadWrite }]);
+    assert_eq!(
+        r.grant.files,
+        [FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: Some(ByteSize(16 << 20)) }]
+    );
     assert_eq!(r.denials, []);
-    assert_eq!(r.provenance_of("files").unwrap().value, "scratch (read-write)");
+    assert_eq!(r.provenance_of("files").unwrap().value, "scratch (read-write, quota 16MiB)");
     let p = prepared(HOSTILE, r.grant).await.unwrap();
 
     let root = tempfile::tempdir().unwrap();
@@ -349,7 +353,7 @@ async fn files_links_made_by_the_guest_do_not_escape() {
 async fn files_a_read_only_grant_refuses_every_write() {
     init();
     let r = resolution(r#"files = [{ path = "data", access = "read-only" }]"#, "files = true");
-    assert_eq!(r.grant.files, [FileGrant { path: "data".into(), access: Access::ReadOnly }]);
+    assert_eq!(r.grant.files, [FileGrant { path: "data".into(), access: Access::ReadOnly, quota: None }]);
     assert_eq!(r.denials, []);
     let p = prepared(HOSTILE, r.grant).await.unwrap();
     let root = tempfile::tempdir().unwrap();
@@ -404,7 +408,10 @@ async fn files_granted_denied_by_policy_and_absent() {
         r#"files = [{ path = "scratch", access = "read-write" }, { path = "more", access = "read-only" }]"#,
         "files = 1",
     );
-    assert_eq!(two.grant.files, [FileGrant { path: "scratch".into(), access: Access::ReadWrite }]);
+    assert_eq!(
+        two.grant.files,
+        [FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: Some(ByteSize(16 << 20)) }]
+    );
     assert_eq!(two.denials, [denial("files", "more (read-only)", "the policy allows at most 1 file grants")]);
 
     // Absent: not asked for, so neither granted nor denied.
@@ -429,7 +436,7 @@ async fn files_an_unsafe_grant_or_a_linked_scratch_area_is_refused_before_the_ca
         ("a//b", "file path `a//b` has an empty component (`//` or a trailing `/`)"),
     ] {
         let g = Grant {
-            files: vec![FileGrant { path: path.into(), access: Access::ReadWrite }],
+            files: vec![FileGrant { path: path.into(), access: Access::ReadWrite, quota: None }],
             ..Grant::minimal(small_limits())
         };
         let p = prepared(HOSTILE, g).await.unwrap();

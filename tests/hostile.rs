@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use vivarium::caps::{Access, FileGrant, Grant, Limits, LlmGrant, MemoryGrant};
 use vivarium::home::Home;
-use vivarium::runtime::bindings::{ImproveContext, SourceFile};
+use vivarium::runtime::bindings::{Answer, ImproveContext, SourceFile};
 use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Runtime, RuntimeConfig};
 use vivarium::services::log::{LogLine, LogUsage};
 use vivarium::services::{llm, memory, HostServices, ServiceUsage};
@@ -845,7 +845,7 @@ async fn measurement_graders_tasks_and_audit_log_are_unreachable_without_files()
 
 #[tokio::test]
 async fn measurement_graders_tasks_and_audit_log_are_unreachable_from_the_scratch_area() {
-    let grant = vec![FileGrant { path: "scratch".into(), access: Access::ReadWrite }];
+    let grant = vec![FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: None }];
     let (tmp, session, p) = measurement_session(grant).await;
     let home = tmp.path().join("home");
     // The scratch area is `$VIVARIUM_HOME/scratch/<id>/scratch`: three `..`
@@ -887,4 +887,76 @@ async fn measurement_graders_tasks_and_audit_log_are_unreachable_from_the_scratc
     let report = session.audit.verify().unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(guest_reads(&session, &p, "write-read", "scratch/ok.txt").await, "read back: written by the guest\n");
+}
+
+// ---------------------------------------------------------------------------
+// Filling the disk past a file grant's quota (`vivarium::runtime::quota`).
+
+/// The most a call may overshoot its quota in these tests: what the guest
+/// writes between two measurements (5 ms apart) and its interruption.
+const QUOTA_OVERSHOOT_BOUND: u64 = 64 << 20;
+
+/// The hostile guest with `scratch` granted read-write under `quota`, on the
+/// shared host, with fuel and wall time to write far past it.
+async fn quota_guest(quota: u64) -> Prepared {
+    let loaded = host().load(&rust_guest(HOSTILE)).await.unwrap();
+    let mut grant =
+        Grant::minimal(Limits { fuel: 20_000_000_000, wall: HumanDuration(Duration::from_secs(30)), ..small_limits() });
+    grant.files = vec![FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: Some(ByteSize(quota)) }];
+    host().prepare(&loaded, grant).unwrap()
+}
+
+async fn solve_in(p: &Prepared, scratch: &Path, instruction: &str, input: &str) -> CallReport<Answer> {
+    let opts = CallOptions { scratch: Some(scratch.to_path_buf()), ..CallOptions::default() };
+    host().solve(p, &task(instruction, input), &opts).await.unwrap()
+}
+
+#[tokio::test]
+async fn files_past_the_quota() {
+    const QUOTA: u64 = 1 << 20;
+    let p = quota_guest(QUOTA).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let tree = scratch.path().join("scratch");
+
+    // Under the quota: written and answered.
+    let r = solve_in(&p, scratch.path(), "fill-disk", "scratch/small|0").await;
+    assert_eq!(ok_output(&r).output, "wrote 0 MiB");
+    let r = solve_in(&p, scratch.path(), "write-read", "scratch/ok.txt").await;
+    assert_eq!(ok_output(&r).output, "read back: written by the guest\n");
+    std::fs::remove_dir_all(&tree).unwrap();
+
+    // 256 MiB against a 1 MiB quota: stopped, with the typed failure.
+    let r = solve_in(&p, scratch.path(), "fill-disk", "scratch/big|256").await;
+    let f = failure(&r);
+    assert_eq!(f.kind, K::DiskQuota, "{f}");
+    assert_eq!(f.kind.as_str(), "disk-quota");
+    assert!(f.detail.starts_with("the read-write file grant `scratch` holds at least "), "{f}");
+    assert!(f.detail.contains("over its quota of 1MiB (1048576 bytes)"), "{f}");
+    let used = vivarium::runtime::quota::tree_usage(&tree, u64::MAX);
+    println!("quota 1 MiB: the guest left {used} bytes (overshoot {} bytes)", used.saturating_sub(QUOTA));
+    assert!(used > QUOTA, "the guest did write past the quota: {used}");
+    assert!(used <= QUOTA + QUOTA_OVERSHOOT_BOUND, "overshoot {used} bytes is past the stated bound");
+
+    // The tree is still over: the next call with this grant is refused
+    // before the guest runs.
+    let r = solve_in(&p, scratch.path(), "ok", "").await;
+    assert_eq!(failure(&r).kind, K::DiskQuota);
+    assert_eq!(r.usage.fuel, 0, "nothing ran");
+
+    // A flood of empty files fills the quota too (each counts 4 KiB).
+    std::fs::remove_dir_all(&tree).unwrap();
+    std::fs::create_dir(&tree).unwrap();
+    let r = solve_in(&p, scratch.path(), "fill-files", "scratch|100000").await;
+    let f = failure(&r);
+    assert_eq!(f.kind, K::DiskQuota, "{f}");
+    let files = std::fs::read_dir(&tree).unwrap().count() as u64;
+    println!("quota 1 MiB: the guest made {files} empty files before it was stopped");
+    assert!(files > QUOTA / 4096 && files < 100_000, "{files} files");
+
+    // The host carries on: the same component in a fresh scratch area, and
+    // a well-behaved agent.
+    let fresh = tempfile::tempdir().unwrap();
+    let r = solve_in(&p, fresh.path(), "write-read", "scratch/ok.txt").await;
+    assert_eq!(ok_output(&r).output, "read back: written by the guest\n");
+    assert_host_still_serves().await;
 }

@@ -34,6 +34,9 @@ pub enum GuestFailureKind {
     StackOverflow,
     /// Any other trap: `unreachable`, a Rust panic, a bad memory access, …
     Trap,
+    /// A read-write file grant's tree grew past its byte quota
+    /// (`runtime::quota`).
+    DiskQuota,
 }
 
 impl GuestFailureKind {
@@ -45,6 +48,7 @@ impl GuestFailureKind {
             Self::MemoryLimit => "memory-limit",
             Self::StackOverflow => "stack-overflow",
             Self::Trap => "trap",
+            Self::DiskQuota => "disk-quota",
         }
     }
 }

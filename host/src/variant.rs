@@ -56,8 +56,13 @@ impl Session {
     /// A session on `home`, with the compile cache and audit log under it.
     pub fn open(home: Home) -> Result<Self> {
         home.ensure(&home.cache_dir())?;
-        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(home.cache_dir()), ..RuntimeConfig::default() })?
-            .with_services(crate::services::HostServices::for_home(&home)?);
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(home.cache_dir()),
+            // Out of process in the `vivarium` binary (see `runtime::compile`).
+            compiler: crate::runtime::compile::Compiler::for_this_process(),
+            ..RuntimeConfig::default()
+        })?
+        .with_services(crate::services::HostServices::for_home(&home)?);
         let audit = AuditLog::open(&home.audit_dir())?;
         let guest_target_dir = guest_target_dir(&home);
         Ok(Self { home, runtime, audit, guest_target_dir })
@@ -169,10 +174,12 @@ impl Session {
     /// `limit-hit`/`trap` record when it failed).
     pub async fn solve(&self, p: &Prepared, task: &Task, opts: &CallOptions) -> Result<CallReport<Answer>> {
         let mut opts = opts.clone();
-        if opts.scratch.is_none() {
+        let fresh = opts.scratch.is_none();
+        if fresh {
             opts.scratch = self.scratch_for(p)?;
         }
         let report = self.runtime.solve(p, task, &opts).await?;
+        discard_over_quota(fresh, &opts, &report);
         self.audit_call(p, "solve", &report)?;
         Ok(report)
     }
@@ -185,10 +192,12 @@ impl Session {
         opts: &CallOptions,
     ) -> Result<CallReport<Proposal>> {
         let mut opts = opts.clone();
-        if opts.scratch.is_none() {
+        let fresh = opts.scratch.is_none();
+        if fresh {
             opts.scratch = self.scratch_for(p)?;
         }
         let report = self.runtime.improve(p, ctx, &opts).await?;
+        discard_over_quota(fresh, &opts, &report);
         self.audit_call(p, "improve", &report)?;
         Ok(report)
     }
@@ -487,4 +496,17 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
         path,
         duration_ms: b.duration.as_millis() as u64,
     })
+}
+
+/// A scratch area this session made for one call that ended over its disk
+/// quota is removed, so over-quota bytes do not pile up across calls (a
+/// scratch area the caller passed in is the caller's to keep or clear).
+fn discard_over_quota<T>(fresh: bool, opts: &CallOptions, report: &CallReport<T>) {
+    if let (true, Some(dir), CallOutcome::Failed(f)) = (fresh, &opts.scratch, &report.outcome) {
+        if f.kind == crate::GuestFailureKind::DiskQuota {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot remove an over-quota scratch area");
+            }
+        }
+    }
 }

@@ -1,28 +1,42 @@
-//! Crash safety: `vivarium evolve` killed with SIGKILL at several moments,
+//! Crash safety: `vivarium evolve` killed with SIGKILL at 20 random moments,
 //! each followed by `--resume`, ends with the same archive as an
 //! uninterrupted run — nothing lost, nothing duplicated — an archive that
 //! passes its integrity check and an audit log that verifies.
+//!
+//! The moments come from a seeded PRNG. The seed and every moment (with the
+//! phase the run was in: build, improve, child-build, evaluate,
+//! archive-write, record) are printed; rerun one with
+//! `VIVARIUM_CRASH_SEED=<seed> cargo test -p vivarium --test evolve_resume -- --nocapture`
+//! (with `VIVARIUM_CRASH_KEEP=1` the homes and per-attempt logs are kept).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vivarium::archive::Archive;
+
+/// Kills delivered to a running `vivarium evolve`.
+const KILLS: usize = 20;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn vivarium(home: &Path) -> Command {
+/// `vivarium` with its state in `home`, tracing the evolve phases to `log`.
+fn vivarium(home: &Path, log: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vivarium"));
     c.env("VIVARIUM_HOME", home)
+        .env("VIVARIUM_LOG", "vivarium::evolve=info")
         .env("VIVARIUM_GUEST_TARGET_DIR", root().join("target/guests-sandboxed"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(std::fs::File::create(log).unwrap());
     c
 }
 
-fn fingerprint(home: &Path) -> Vec<(String, Option<String>, u32, Option<f64>, Option<f64>)> {
+type Fingerprint = Vec<(String, Option<String>, u32, Option<f64>, Option<f64>)>;
+
+fn fingerprint(home: &Path) -> Fingerprint {
     let a = Archive::open(&home.join("archive")).unwrap();
     a.list(Some("crash"))
         .unwrap()
@@ -31,59 +45,139 @@ fn fingerprint(home: &Path) -> Vec<(String, Option<String>, u32, Option<f64>, Op
         .collect()
 }
 
+/// The archive and the audit log of `home` are whole and agree with `expected`.
+fn check_home(home: &Path, expected: &Fingerprint, what: &str) {
+    assert_eq!(&fingerprint(home), expected, "{what}: same variants, none lost, none duplicated");
+    let archive = Archive::open(&home.join("archive")).unwrap();
+    let integrity = archive.integrity_check().unwrap();
+    assert!(integrity.is_ok(), "{what}: {integrity:?}");
+    // A kill can tear the audit log's last line; the next append repairs it
+    // and records a `recovery` event, after which the chain verifies.
+    let verify = vivarium::audit::verify_dir(&home.join("audit")).unwrap();
+    assert!(verify.ok, "{what}: {verify:?}");
+}
+
+/// The phase the run was in: the last `phase …` line it traced.
+fn last_phase(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| l.split_once("phase ").map(|(_, p)| p.trim().to_string()))
+        .unwrap_or_else(|| "startup".into())
+}
+
+/// splitmix64: a small, seedable PRNG, so a failing sweep can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[test]
-fn resume_after_kill_9_loses_and_duplicates_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run.toml");
+fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
+    let seed = std::env::var("VIVARIUM_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("crash sweep seed {seed} (replay: VIVARIUM_CRASH_SEED={seed})");
+    let mut rng = Rng(seed);
+
+    let guard = tempfile::tempdir().unwrap();
+    let (_guard, base) = if std::env::var_os("VIVARIUM_CRASH_KEEP").is_some() {
+        let kept = guard.keep();
+        println!("keeping the homes and logs in {}", kept.display());
+        (None, kept)
+    } else {
+        let base = guard.path().to_path_buf();
+        (Some(guard), base)
+    };
+    let run = base.join("run.toml");
+    // arith-wat builds in process (no cargo), so a run is about a second and
+    // still has every phase: build and evaluate the baseline, then per child
+    // improve, child build, archive write and evaluation.
     std::fs::write(
         &run,
         format!(
-            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 2\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
-            root().join("variants/arith").display()
+            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            root().join("variants/arith-wat").display()
         ),
     )
     .unwrap();
 
-    // The reference: one uninterrupted run.
-    let clean = tmp.path().join("clean");
-    let out = vivarium(&clean).arg("evolve").arg(&run).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The reference: one uninterrupted run, which also sets the time scale.
+    let clean = base.join("clean");
+    let started = Instant::now();
+    let out = vivarium(&clean, &base.join("clean.log")).arg("evolve").arg(&run).status().unwrap();
+    let full = started.elapsed();
+    assert!(out.success(), "the uninterrupted run failed: {}", last_phase(&base.join("clean.log")));
     let expected = fingerprint(&clean);
+    assert!(expected.len() >= 3, "the run archives the baseline and its children: {expected:?}");
+    println!("uninterrupted run: {} ms, {} variants", full.as_millis(), expected.len());
 
-    // Killed at several moments (the first while the baseline is built and
-    // evaluated, later ones during improve, child builds and archive
-    // writes), resumed each time.
-    let home = tmp.path().join("crashy");
-    let mut first = true;
-    for delay_ms in [700u64, 1500, 2500, 3500, 5000] {
-        let mut cmd = vivarium(&home);
+    // Each attempt is killed at a moment drawn in [0, 0.6 × the full run),
+    // so most kills land mid-run; a round whose run completes between kills
+    // is checked, and the next round starts from an empty home, until 20
+    // kills have hit a running process.
+    let mut kills: Vec<(usize, u64, String)> = Vec::new();
+    let mut round = 0;
+    let mut attempt = 0;
+    while kills.len() < KILLS {
+        round += 1;
+        let home = base.join(format!("round-{round}"));
+        let mut resume = false;
+        loop {
+            attempt += 1;
+            let log = base.join(format!("attempt-{attempt}.log"));
+            let mut cmd = vivarium(&home, &log);
+            cmd.arg("evolve").arg(&run);
+            if resume {
+                cmd.arg("--resume");
+            }
+            let delay = Duration::from_secs_f64(full.as_secs_f64() * 0.6 * rng.unit());
+            let mut child = cmd.spawn().unwrap();
+            std::thread::sleep(delay);
+            if child.try_wait().unwrap().is_none() {
+                let _ = child.kill(); // SIGKILL
+            }
+            let status = child.wait().unwrap();
+            if home.join("archive").exists() {
+                resume = true;
+            }
+            if status.signal() == Some(libc::SIGKILL) {
+                let phase = last_phase(&log);
+                println!("kill {:2}: round {round}, after {:4} ms, in {phase}", kills.len() + 1, delay.as_millis());
+                kills.push((round, delay.as_millis() as u64, phase));
+                if kills.len() == KILLS {
+                    break;
+                }
+            } else {
+                assert!(status.success(), "attempt {attempt} failed: {status}; see its log: {}", last_phase(&log));
+                break;
+            }
+        }
+        // Finish the round without interruption and check it.
+        let log = base.join(format!("round-{round}-final.log"));
+        let mut cmd = vivarium(&home, &log);
         cmd.arg("evolve").arg(&run);
-        if !first {
+        if resume {
             cmd.arg("--resume");
         }
-        let mut child = cmd.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let finished = child.try_wait().unwrap().is_some();
-        if !finished {
-            child.kill().unwrap(); // SIGKILL
-        }
-        child.wait().unwrap();
-        if home.join("archive").exists() {
-            first = false;
-        }
-        if finished {
-            break;
-        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "round {round}: the final resume failed: {status}");
+        check_home(&home, &expected, &format!("round {round} (seed {seed})"));
     }
-    let out = vivarium(&home).args(["evolve", "--resume"]).arg(&run).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    assert_eq!(fingerprint(&home), expected, "same variants, none lost, none duplicated");
-    let archive = Archive::open(&home.join("archive")).unwrap();
-    let integrity = archive.integrity_check().unwrap();
-    assert!(integrity.is_ok(), "{integrity:?}");
-    let verify = vivarium::audit::verify_dir(&home.join("audit")).unwrap();
-    // A kill can tear the audit log's last line; the next append repairs it
-    // and records a `recovery` event, after which the chain verifies.
-    assert!(verify.ok, "{verify:?}");
+    let mut phases: Vec<&str> = kills.iter().map(|k| k.2.as_str()).collect();
+    phases.sort();
+    phases.dedup();
+    println!("{} kills over {round} rounds ({attempt} attempts); phases hit: {}", kills.len(), phases.join(", "));
 }

@@ -873,6 +873,24 @@ impl Archive {
         Ok(chain)
     }
 
+    /// Per parent, how many distinct variants the finished steps of run
+    /// `run` numbered below `before` produced. Unlike the variants' own
+    /// children counts this ignores children left by an interrupted attempt,
+    /// so a resumed run selects exactly as an uninterrupted one.
+    pub fn recorded_children(&self, run: &str, before: u64) -> Result<std::collections::HashMap<String, u32>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT v.parent_id, count(DISTINCT v.id) FROM steps s JOIN variants v ON v.id = s.variant_id \
+                 WHERE s.run_id = ?1 AND s.step < ?2 AND v.parent_id IS NOT NULL GROUP BY v.parent_id",
+            )
+            .map_err(db_err("cannot read steps"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![run, before as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(db_err("cannot read steps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
+    }
+
     /// How many variants name `id` as their parent.
     pub fn children_count(&self, id: &VariantId) -> Result<u32> {
         self.lock()

@@ -102,7 +102,19 @@ pub struct FileGrant {
     pub path: String,
     /// What the guest may do there.
     pub access: Access,
+    /// Read-write grants: the most bytes the directory's tree may hold, every
+    /// file, directory and link counted at its length (or allocated size, if
+    /// larger) and at least [`QUOTA_ENTRY_BYTES`]. In a manifest, the request
+    /// (absent: the policy's default); in a grant, the enforced value
+    /// (`runtime::quota`). Always `None` on a read-only grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<ByteSize>,
 }
+
+/// The least one entry (file, directory, link) of a read-write grant counts
+/// against its quota, so a flood of empty files fills the quota too, and
+/// measuring a tree walks at most quota / 4 KiB entries.
+pub const QUOTA_ENTRY_BYTES: u64 = 4096;
 
 impl Access {
     /// The manifest spelling: `read-only` or `read-write`.
@@ -122,7 +134,10 @@ impl fmt::Display for Access {
 
 impl fmt::Display for FileGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.path, self.access)
+        match self.quota {
+            Some(q) => write!(f, "{} ({}, quota {q})", self.path, self.access),
+            None => write!(f, "{} ({})", self.path, self.access),
+        }
     }
 }
 
@@ -576,6 +591,20 @@ pub fn is_within(child: &Grant, parent: &Grant) -> Result<(), Vec<String>> {
             out.push(format!("files: `{}` is not granted to the parent", f.path));
         } else if f.access == Access::ReadWrite && inside.iter().all(|q| q.access == Access::ReadOnly) {
             out.push(format!("files: `{}` is read-write; the parent has it read-only", f.path));
+        } else if f.access == Access::ReadWrite {
+            // A bigger quota is a widening; no quota is the widest.
+            let widest = inside
+                .iter()
+                .filter(|q| q.access == Access::ReadWrite)
+                .map(|q| q.quota.map_or(u64::MAX, |b| b.0))
+                .max()
+                .unwrap_or(0);
+            let mine = f.quota.map_or(u64::MAX, |b| b.0);
+            if mine > widest {
+                let show =
+                    |q: u64| if q == u64::MAX { "no quota".to_string() } else { format!("quota {}", ByteSize(q)) };
+                out.push(format!("files: `{}` has {}, more than the parent's {}", f.path, show(mine), show(widest)));
+            }
         }
     }
     for e in c.env.iter().filter(|e| !p.env.contains(e)) {
@@ -630,7 +659,8 @@ mod tests {
     }
 
     fn file(path: &str, access: Access) -> FileGrant {
-        FileGrant { path: path.into(), access }
+        let quota = (access == Access::ReadWrite).then_some(ByteSize(16 << 20));
+        FileGrant { path: path.into(), access, quota }
     }
 
     /// A grant with every kind of power.
@@ -743,8 +773,8 @@ mod tests {
                 "~ limits.fuel: 5000000000 -> 1000",
                 "~ limits.memory: 256MiB -> 64MiB",
                 "~ log.max_messages_per_call: 1000 -> 10",
-                "- files: scratch (read-write)",
-                "+ files: out (read-write)",
+                "- files: scratch (read-write, quota 16MiB)",
+                "+ files: out (read-write, quota 16MiB)",
                 "+ files: scratch (read-only)",
                 "+ env: TZ",
                 "- sockets: api.example.com:443",
@@ -761,7 +791,7 @@ mod tests {
             diff(&Grant::minimal(Limits::default()), &a),
             s(&[
                 "+ files: data (read-only)",
-                "+ files: scratch (read-write)",
+                "+ files: scratch (read-write, quota 16MiB)",
                 "+ env: LANG",
                 "+ sockets: api.example.com:443",
                 "+ llm: models [large, small], tokens 1000, max_request_bytes 1KiB, requests_per_minute 10",
@@ -864,6 +894,26 @@ mod tests {
                 "archive: not granted to the parent",
             ]))
         );
+    }
+
+    #[test]
+    fn a_bigger_file_quota_is_a_widening() {
+        let with = |q: Option<u64>| Grant {
+            files: vec![FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: q.map(ByteSize) }],
+            ..Grant::minimal(Limits::default())
+        };
+        assert_eq!(is_within(&with(Some(1 << 20)), &with(Some(16 << 20))), Ok(()));
+        assert_eq!(is_within(&with(Some(16 << 20)), &with(Some(16 << 20))), Ok(()));
+        assert_eq!(
+            is_within(&with(Some(32 << 20)), &with(Some(16 << 20))),
+            Err(s(&["files: `scratch` has quota 32MiB, more than the parent's quota 16MiB"]))
+        );
+        assert_eq!(
+            is_within(&with(None), &with(Some(16 << 20))),
+            Err(s(&["files: `scratch` has no quota, more than the parent's quota 16MiB"]))
+        );
+        assert_eq!(is_within(&with(Some(1 << 30)), &with(None)), Ok(()));
+        assert_eq!(with(Some(16 << 20)).files[0].to_string(), "scratch (read-write, quota 16MiB)");
     }
 
     #[test]

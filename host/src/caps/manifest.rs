@@ -21,7 +21,9 @@
 //! simulator = { envs = ["cartpole"], steps = 2_000_000 }
 //! memory    = { bytes = "1MiB" }
 //! archive   = {}
-//! files     = [{ path = "scratch", access = "read-write" }]  # access defaults to read-only
+//! files     = [{ path = "scratch", access = "read-write", quota = "16MiB" }]
+//!                                  # access defaults to read-only; quota (read-write
+//!                                  # only) to the policy's files_quota.default
 //! env       = []                   # names of environment variables; secrets never
 //! sockets   = ["api.example.com:443"]
 //! deterministic = { seed = 7 }
@@ -512,11 +514,20 @@ fn de_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<FileGrant>, D::Error>
         path: String,
         #[serde(default = "read_only")]
         access: Access,
+        #[serde(default)]
+        quota: Option<ByteSize>,
     }
     let specs = Vec::<FileSpec>::deserialize(d)?;
-    let v: Vec<FileGrant> = specs.into_iter().map(|f| FileGrant { path: f.path, access: f.access }).collect();
+    let v: Vec<FileGrant> =
+        specs.into_iter().map(|f| FileGrant { path: f.path, access: f.access, quota: f.quota }).collect();
     for (i, a) in v.iter().enumerate() {
         validate_rel_path(&a.path).map_err(|why| de::Error::custom(format!("#{i}: {why}")))?;
+        if a.access == Access::ReadOnly && a.quota.is_some() {
+            return Err(de::Error::custom(format!(
+                "#{i}: file path `{}` is read-only; a quota applies to read-write grants only (drop `quota`, or set access = \"read-write\")",
+                a.path
+            )));
+        }
         for b in &v[..i] {
             if a.path == b.path {
                 return Err(de::Error::custom(format!("#{i}: file path `{}` is listed twice", a.path)));
@@ -908,8 +919,8 @@ deterministic = { seed = 7 }
         assert_eq!(
             c.files,
             vec![
-                FileGrant { path: "scratch".into(), access: Access::ReadWrite },
-                FileGrant { path: "data/in".into(), access: Access::ReadOnly },
+                FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: None },
+                FileGrant { path: "data/in".into(), access: Access::ReadOnly, quota: None },
             ]
         );
         assert_eq!(c.env, vec!["LANG".to_string()]);

@@ -26,6 +26,7 @@
 //! memory    = { bytes = "16MiB" }
 //! archive   = true
 //! files     = 4                      # true (any number), false, or the most directories
+//! files_quota = { default = "16MiB", max = "256MiB" }  # bytes per read-write directory
 //! env_allow = ["LANG", "HF_TOKEN"]   # "*" = any name that does not look like a secret
 //! sockets_allow = ["api.example.com:443", "*.example.org:443"]
 //! deterministic = { allowed = true, forced = false, seed = 0 }
@@ -110,6 +111,9 @@ pub struct CapabilityPolicy {
     /// File grants (scratch directories).
     #[serde(default)]
     pub files: FilesPolicy,
+    /// The byte quota of a read-write file grant.
+    #[serde(default)]
+    pub files_quota: FilesQuotaPolicy,
     /// Environment variable names that may be passed. `"*"` allows any name
     /// that does not look like a secret; a secret-looking name
     /// ([`secret_marker`]) passes only when listed here exactly.
@@ -180,6 +184,34 @@ pub struct SimulatorPolicy {
 pub struct MemoryPolicy {
     /// The largest quota.
     pub bytes: ByteSize,
+}
+
+/// The byte quota of each read-write file grant: `default` where the
+/// manifest sets none, requests above `max` are cut down to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesQuotaPolicy {
+    /// The quota of a read-write grant whose manifest sets none.
+    #[serde(default = "default_files_quota")]
+    pub default: ByteSize,
+    /// The largest quota a grant may have.
+    #[serde(default = "max_files_quota")]
+    pub max: ByteSize,
+}
+
+fn default_files_quota() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+fn max_files_quota() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+impl Default for FilesQuotaPolicy {
+    /// 16 MiB by default, 256 MiB at most.
+    fn default() -> Self {
+        Self { default: default_files_quota(), max: max_files_quota() }
+    }
 }
 
 /// How many file grants (scratch directories) a variant may have.
@@ -303,6 +335,7 @@ impl Default for Policy {
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
                 files: FilesPolicy::AtMost(4),
+                files_quota: FilesQuotaPolicy::default(),
                 env_allow: Vec::new(),
                 sockets_allow: Vec::new(),
                 deterministic: DeterministicPolicy::default(),
@@ -344,6 +377,7 @@ fn nothing_allowed() -> CapabilityPolicy {
         memory: None,
         archive: false,
         files: FilesPolicy::Denied,
+        files_quota: FilesQuotaPolicy::default(),
         env_allow: Vec::new(),
         sockets_allow: Vec::new(),
         deterministic: DeterministicPolicy::default(),
@@ -688,6 +722,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
                 files: FilesPolicy::AtMost(4),
+                files_quota: FilesQuotaPolicy::default(),
                 env_allow: s(&["LANG", "HF_TOKEN"]),
                 sockets_allow: s(&["api.example.com:443", "*.example.org:443"]),
                 deterministic: DeterministicPolicy::default(),
@@ -755,8 +790,8 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(
             err("[capabilities]\nnetwork = true\n"),
             "policy.toml:2:1: capabilities.network: unknown field `network`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `files`, `env_allow`, `sockets_allow`, `deterministic`; fix the key or \
-             remove it"
+             `simulator`, `memory`, `archive`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`; \
+             fix the key or remove it"
         );
         assert_eq!(
             err("[ceilings]\nwall = \"forever\"\n"),

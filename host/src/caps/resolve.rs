@@ -36,9 +36,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     caps::{
-        grant::{ArchiveGrant, Grant, Limits, LlmGrant, MemoryGrant, SimulatorGrant, TrainerGrant, ANY},
+        grant::{
+            Access, ArchiveGrant, FileGrant, Grant, Limits, LlmGrant, MemoryGrant, SimulatorGrant, TrainerGrant, ANY,
+        },
         manifest::{parse_socket, validate_env_name, validate_rel_path, Capabilities, LimitsSpec, Manifest},
-        policy::{is_internal_host, secret_marker, Policy, SocketPattern},
+        policy::{is_internal_host, secret_marker, FilesQuotaPolicy, Policy, SocketPattern},
     },
     error::Error,
     units::{ByteSize, HumanDuration},
@@ -247,6 +249,26 @@ impl Builder {
         value
     }
 
+    /// The quota of the read-write file grant `f`: its request or the
+    /// policy's default, cut to the policy's maximum (a note says so).
+    fn file_quota(&mut self, f: &FileGrant, policy: &FilesQuotaPolicy) -> ByteSize {
+        let field = format!("files.{}.quota", f.path);
+        match f.quota {
+            Some(r) if r > policy.max => {
+                let note = format!("manifest asked {r}; ceiling {}", policy.max);
+                self.line(&field, policy.max, Source::PolicyCeiling, Some(note));
+                policy.max
+            }
+            Some(r) => r,
+            None if policy.default > policy.max => {
+                let note = format!("policy default {} is above the ceiling {}", policy.default, policy.max);
+                self.line(&field, policy.max, Source::PolicyCeiling, Some(note));
+                policy.max
+            }
+            None => policy.default,
+        }
+    }
+
     /// A budget: the request cut to the policy's maximum.
     fn budget<T: Ord + Copy + fmt::Display>(&mut self, field: &str, requested: T, max: T) -> T {
         if requested > max {
@@ -354,7 +376,14 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
             Some(n) if grant.files.len() >= n as usize => {
                 b.deny("files", f, format!("the policy allows at most {n} file grants"))
             }
-            _ => grant.files.push(f.clone()),
+            _ => {
+                let mut g = f.clone();
+                g.quota = match f.access {
+                    Access::ReadOnly => None,
+                    Access::ReadWrite => Some(b.file_quota(f, &pc.files_quota)),
+                };
+                grant.files.push(g);
+            }
         }
     }
     grant.files.sort_by(|x, y| x.path.cmp(&y.path));
@@ -657,8 +686,8 @@ deterministic = { seed = 7 }
                 },
                 log: LogGrant::default(),
                 files: vec![
-                    FileGrant { path: "data".into(), access: Access::ReadOnly },
-                    FileGrant { path: "scratch".into(), access: Access::ReadWrite },
+                    FileGrant { path: "data".into(), access: Access::ReadOnly, quota: None },
+                    FileGrant { path: "scratch".into(), access: Access::ReadWrite, quota: Some(ByteSize(16 << 20)) },
                 ],
                 env: s(&["LANG"]),
                 sockets: s(&["api.example.com:443"]),
@@ -688,7 +717,7 @@ deterministic = { seed = 7 }
                 line("log.max_message", "4KiB", Source::PolicyDefault, None),
                 line("log.max_bytes_per_call", "64KiB", Source::PolicyDefault, None),
                 line("log.max_messages_per_call", "1000", Source::PolicyDefault, None),
-                line("files", "data (read-only), scratch (read-write)", Source::Manifest, None),
+                line("files", "data (read-only), scratch (read-write, quota 16MiB)", Source::Manifest, None),
                 line("env", "LANG", Source::Manifest, None),
                 line("sockets", "api.example.com:443", Source::Manifest, None),
                 line("deterministic", "seed 7", Source::Manifest, None),
@@ -936,8 +965,8 @@ sockets = ["api.example.com:443"]"#,
         assert_eq!(
             r.grant.files,
             vec![
-                FileGrant { path: "a".into(), access: Access::ReadWrite },
-                FileGrant { path: "c".into(), access: Access::ReadOnly }
+                FileGrant { path: "a".into(), access: Access::ReadWrite, quota: Some(ByteSize(16 << 20)) },
+                FileGrant { path: "c".into(), access: Access::ReadOnly, quota: None }
             ]
         );
         assert_eq!(r.denials, vec![denial("files", "b (read-only)", "the policy allows at most 2 file grants")]);
@@ -1019,17 +1048,42 @@ sockets = ["api.example.com:443"]"#,
     }
 
     #[test]
+    fn a_read_write_grant_gets_a_quota_cut_to_the_policy() {
+        let p =
+            Policy::parse("[capabilities]\nfiles = true\nfiles_quota = { default = \"8MiB\", max = \"64MiB\" }\n", "p")
+                .unwrap();
+        let m = caps(
+            r#"files = [{ path = "a", access = "read-write" }, { path = "b", access = "read-write", quota = "1GiB" },
+                        { path = "c", access = "read-write", quota = "1MiB" }, { path = "d" }]"#,
+        );
+        let r = resolve(&m, &p, &Overrides::default());
+        let quotas: Vec<Option<ByteSize>> = r.grant.files.iter().map(|f| f.quota).collect();
+        assert_eq!(quotas, [Some(ByteSize(8 << 20)), Some(ByteSize(64 << 20)), Some(ByteSize(1 << 20)), None]);
+        assert_eq!(
+            r.provenance_of("files.b.quota"),
+            Some(&line("files.b.quota", "64MiB", Source::PolicyCeiling, Some("manifest asked 1GiB; ceiling 64MiB")))
+        );
+        // A quota on a read-only grant is a mistake in the manifest.
+        let err = Manifest::parse(
+            "[variant]\nname = \"v\"\nlanguage = \"wat\"\n[capabilities]\nfiles = [{ path = \"d\", quota = \"1MiB\" }]\n",
+            "variant.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("a quota applies to read-write grants only"), "{err}");
+    }
+
+    #[test]
     fn a_manifest_built_in_code_is_checked_too() {
         let mut m = manifest("");
         m.capabilities.files = vec![
-            FileGrant { path: "../etc".into(), access: Access::ReadWrite },
-            FileGrant { path: "ok".into(), access: Access::ReadOnly },
-            FileGrant { path: "ok".into(), access: Access::ReadWrite },
+            FileGrant { path: "../etc".into(), access: Access::ReadWrite, quota: None },
+            FileGrant { path: "ok".into(), access: Access::ReadOnly, quota: None },
+            FileGrant { path: "ok".into(), access: Access::ReadWrite, quota: None },
         ];
         m.capabilities.env = s(&["LANG", "BAD=NAME"]);
         m.capabilities.sockets = s(&["no-port"]);
         let r = resolve(&m, &policy(), &Overrides::default());
-        assert_eq!(r.grant.files, vec![FileGrant { path: "ok".into(), access: Access::ReadOnly }]);
+        assert_eq!(r.grant.files, vec![FileGrant { path: "ok".into(), access: Access::ReadOnly, quota: None }]);
         assert_eq!(r.grant.env, s(&["LANG"]));
         assert_eq!(r.grant.sockets, Vec::<String>::new());
         assert_eq!(

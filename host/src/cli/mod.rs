@@ -59,6 +59,18 @@ enum Command {
     Report(report::ReportArgs),
     /// Write a run's variants as git commits, one branch per lineage.
     ExportGit(report::ExportGitArgs),
+    /// Internal: compile one component read from stdin and write the
+    /// serialized artifact to stdout (the host's compiler process).
+    #[command(name = "__compile", hide = true)]
+    Compile(CompileArgs),
+}
+
+/// Arguments of the hidden compiler subcommand.
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The engine's wasm stack limit, in bytes (it shapes the compiled code).
+    #[arg(long)]
+    max_wasm_stack: usize,
 }
 
 /// Parse, dispatch, print, exit.
@@ -71,6 +83,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::Compile(a) = &cli.command {
+        let max = vivarium::runtime::RuntimeConfig::default().max_component_bytes;
+        return vivarium::runtime::compile::child_main(a.max_wasm_stack, max);
+    }
+    // Runtimes of this process compile untrusted components in a child
+    // process running this binary's `__compile`, which can be killed.
+    if let Ok(exe) = std::env::current_exe() {
+        vivarium::runtime::compile::compile_out_of_process_with(exe);
+    }
     init_tracing();
     if cli.replay {
         // Still one thread here: the async runtime starts below. The
@@ -96,6 +117,11 @@ pub fn main() -> ExitCode {
             Command::Evolve(a) => evolve::evolve(a, &out).await,
             Command::Improve(a) => improve::improve(a, &out).await,
             Command::Approve(a) => improve::approve(a, &out).await,
+            // Handled above, before the async runtime starts.
+            Command::Compile(a) => vivarium::runtime::compile::child_main(
+                a.max_wasm_stack,
+                vivarium::runtime::RuntimeConfig::default().max_component_bytes,
+            ),
         }
     })
 }

@@ -294,6 +294,7 @@ impl Ctx<'_> {
         // so the tree builds wherever it is restored.
         let staging = self.run_dir.join("staging").join(format!("initial-{step}"));
         let _ = std::fs::remove_dir_all(&staging);
+        phase(step, "build");
         let original = self.archive.put_tree(dir)?;
         self.archive.restore_tree(&original, &staging)?;
         crate::improve::rebase_path_dependencies(dir, &staging)?;
@@ -301,6 +302,7 @@ impl Ctx<'_> {
         let opened = self.session.open_target(&staging, self.config.run.policy.as_deref(), &Default::default()).await?;
         let manifest = opened.manifest.clone().expect("a directory");
         let component = self.component_bytes(&staging, &manifest).await?;
+        phase(step, "archive-write");
         let sha = self.archive.put(&component)?;
         let id = self.archive.add_variant(&NewVariant {
             run_id: self.run_id.clone(),
@@ -317,8 +319,10 @@ impl Ctx<'_> {
         self.ensure_tree(&id)?;
         if self.archive.get(&id)?.is_some_and(|v| v.status != VariantStatus::Evaluated) {
             let p = self.session.prepare(&opened)?;
+            phase(step, "evaluate");
             self.evaluate(&id, &p).await?;
         }
+        phase(step, "record");
         self.archive.record_step(&self.run_id, step, Some(&id), "initial")
     }
 
@@ -350,13 +354,24 @@ impl Ctx<'_> {
         if self.archive.step(&self.run_id, step)?.is_some() {
             return Ok(());
         }
+        // Children are counted from the finished steps of earlier
+        // generations only: a child left half-done by a killed attempt, or
+        // one a concurrent step of this generation just made, must not tilt
+        // the choice, or a resumed run would pick other parents than an
+        // uninterrupted one (host/tests/evolve_resume.rs).
+        let first_of_generation = self.config.run.initial.len() as u64
+            + u64::from(generation - 1) * u64::from(self.config.run.children_per_generation);
+        let children = self.archive.recorded_children(&self.run_id, first_of_generation)?;
         let candidates: Vec<archive::Candidate> = self
             .archive
             .list(Some(&self.run_id))?
             .into_iter()
             .filter(|v| v.generation < generation && v.status == VariantStatus::Evaluated)
             .filter(|v| self.keeps(v))
-            .filter_map(|v| v.visible_score.map(|score| archive::Candidate { id: v.id, score, children: v.children }))
+            .filter_map(|v| {
+                let children = children.get(&v.id.0).copied().unwrap_or(0);
+                v.visible_score.map(|score| archive::Candidate { id: v.id, score, children })
+            })
             .collect();
         let Some(i) = archive::choose(self.config.run.selection, &candidates, self.config.run.seed, step) else {
             return self.archive.record_step(&self.run_id, step, None, "no-parent");
@@ -383,6 +398,7 @@ impl Ctx<'_> {
             parent_component,
             call: self.call_options(&parent)?,
         };
+        phase(step, "improve");
         let outcome = match improve(self.session, &req).await {
             Ok(o) => o,
             Err(Error::Refused { detail, .. }) => {
@@ -399,6 +415,7 @@ impl Ctx<'_> {
             Err(e) => return Err(e),
         };
         let manifest = Manifest::load(staging.join(MANIFEST))?;
+        phase(step, "archive-write");
         let tree = self.archive.put_tree(&staging)?;
         let sha = self.archive.put(&outcome.component)?;
         let id = self.archive.add_variant(&NewVariant {
@@ -426,8 +443,10 @@ impl Ctx<'_> {
             let opened =
                 self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;
             let p = self.session.prepare(&opened)?;
+            phase(step, "evaluate");
             self.evaluate(&id, &p).await?;
         }
+        phase(step, "record");
         self.archive.record_step(&self.run_id, step, Some(&id), "accepted")
     }
 
@@ -499,6 +518,12 @@ impl Ctx<'_> {
             },
         }
     }
+}
+
+/// Trace the phase a step enters (`VIVARIUM_LOG=vivarium::evolve=info`); the
+/// crash-safety test reads it to say where each kill landed.
+fn phase(step: u64, phase: &str) {
+    tracing::info!(target: "vivarium::evolve", "step {step} phase {phase}");
 }
 
 /// Run (or resume) the evolution described by `config_path`.

@@ -65,12 +65,23 @@ impl CompileCache {
         }
     }
 
+    /// Store an artifact serialized by this host's own compiler process
+    /// (`runtime::compile`) under `sha256`; failures only cost a recompile.
+    pub fn put_serialized(&self, sha256: &str, bytes: &[u8]) {
+        if let Err(e) = self.try_put_bytes(sha256, bytes) {
+            tracing::warn!(error = %e, "could not write compiled-code cache");
+        }
+    }
+
     fn try_put(&self, sha256: &str, component: &Component) -> anyhow::Result<()> {
+        self.try_put_bytes(sha256, &component.serialize()?)
+    }
+
+    fn try_put_bytes(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let bytes = component.serialize()?;
         let (art, sum) = self.paths(sha256);
-        write_atomic(&sum, hex::encode(Sha256::digest(&bytes)).as_bytes())?;
-        write_atomic(&art, &bytes)?;
+        write_atomic(&sum, hex::encode(Sha256::digest(bytes)).as_bytes())?;
+        write_atomic(&art, bytes)?;
         Ok(())
     }
 }

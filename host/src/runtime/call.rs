@@ -172,6 +172,22 @@ impl Runtime {
                 Some(Instant::now() + limits.wall.0),
             ),
         };
+        // Disk quotas of read-write file grants (see `quota`): a tree already
+        // over its quota refuses the call before anything runs.
+        let quota = super::quota::Watchdog::start(&p.grant, opts.scratch.as_deref());
+        if let Some(failure) = quota.failure() {
+            let (logs, log_usage) = log.finish();
+            return Ok(CallReport {
+                outcome: CallOutcome::Failed(failure),
+                usage: Usage::default(),
+                limits,
+                logs,
+                log_usage,
+                services: services.usage(),
+            });
+        }
+        let over_quota = quota.hit_flag();
+        let quota_notify = quota.notifier();
         let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone()));
         store.limiter(|s| &mut s.limiter);
         // Bound what wasmtime copies from the guest in one crossing (results,
@@ -188,7 +204,7 @@ impl Runtime {
         let demote = Arc::new(AtomicBool::new(false));
         let computed_a_tick = demote.clone();
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || over_quota.load(Ordering::Relaxed) {
                 return Ok(UpdateDeadline::Interrupt);
             }
             computed_a_tick.store(true, Ordering::Relaxed);
@@ -201,8 +217,14 @@ impl Runtime {
         let pre = p.pre.clone();
         let job = async move {
             let result = tokio::time::timeout(wall, async {
-                let agent = pre.instantiate_async(&mut store).await?;
-                f(&agent, &mut store).await
+                // A write in progress when the quota is hit is cancelled.
+                tokio::select! {
+                    r = async {
+                        let agent = pre.instantiate_async(&mut store).await?;
+                        f(&agent, &mut store).await
+                    } => r,
+                    _ = quota_notify.notified() => Err(wasmtime::Error::msg("disk quota exceeded")),
+                }
             })
             .await;
             (result, store)
@@ -210,6 +232,7 @@ impl Runtime {
         let lane = self.long_lane.as_ref().map(|l| l.handle().clone());
         let (result, store) = super::lanes::Demotable::new(job, demote, lane).await;
         let elapsed = start.elapsed();
+        let quota_failure = quota.finish();
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.data();
         let usage = Usage {
@@ -217,13 +240,15 @@ impl Runtime {
             memory_peak: state.limiter.memory_peak,
             wall_ms: elapsed.as_millis() as u64,
         };
-        let outcome = match result {
-            Err(_) => CallOutcome::Failed(deadline_failure(wall)),
-            Ok(Err(e)) => CallOutcome::Failed(classify(&e, state, &limits, wall, &log)),
-            Ok(Ok(Err(msg))) => CallOutcome::GuestError(crate::services::log::sanitize(
+        let outcome = match (quota_failure, result) {
+            // Whatever else happened, a call that ends over a quota fails.
+            (Some(f), _) => CallOutcome::Failed(f),
+            (None, Err(_)) => CallOutcome::Failed(deadline_failure(wall)),
+            (None, Ok(Err(e))) => CallOutcome::Failed(classify(&e, state, &limits, wall, &log)),
+            (None, Ok(Ok(Err(msg)))) => CallOutcome::GuestError(crate::services::log::sanitize(
                 &msg.as_bytes()[..msg.len().min(limits.output.bytes() as usize)],
             )),
-            Ok(Ok(Ok(v))) => {
+            (None, Ok(Ok(Ok(v)))) => {
                 let size = v.output_size();
                 if size > limits.output.bytes() {
                     CallOutcome::Failed(GuestFailure {

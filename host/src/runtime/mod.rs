@@ -17,8 +17,10 @@
 pub mod bindings;
 pub mod cache;
 mod call;
+pub mod compile;
 mod lanes;
 pub mod limiter;
+pub mod quota;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) use call::{classify, hostcall_budget};
@@ -55,6 +57,12 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Longest a component may take to compile.
     pub compile_timeout: Duration,
+    /// Where components are compiled: in a child process that is killed at
+    /// the timeout ([`compile::Compiler::Process`]) or on a thread of this
+    /// process (the default; see [`compile`]).
+    pub compiler: compile::Compiler,
+    /// `RLIMIT_AS` of the compiler process, in bytes.
+    pub compile_memory: u64,
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
     /// Threads of the long lane, where calls that compute past one epoch
@@ -72,6 +80,8 @@ impl Default for RuntimeConfig {
             total_instances: 1000,
             epoch_tick: Duration::from_millis(5),
             compile_timeout: Duration::from_secs(120),
+            compiler: compile::Compiler::InProcess,
+            compile_memory: 8 << 30,
             max_component_bytes: 64 << 20,
             long_lane_threads: 0,
         }
@@ -165,13 +175,8 @@ impl Runtime {
             .max_component_instance_size(8 << 20)
             .table_elements(100_000)
             .max_unused_warm_slots(100);
-        let mut cfg = Config::new();
-        cfg.wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            .async_stack_size(config.max_wasm_stack + (1 << 20))
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut cfg = compile::engine_config(config.max_wasm_stack);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
             Engine::new(&cfg).map_err(|e| Error::Internal(anyhow::anyhow!("cannot create the wasm engine: {e:#}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -229,33 +234,38 @@ impl Runtime {
     /// Compile (or load from the cache) a component from binary or text bytes.
     ///
     /// Bytes that are not a component are refused with a clear
-    /// [`Error::Invalid`]; compilation runs on a blocking thread under the
-    /// configured timeout.
+    /// [`Error::Invalid`]; compilation runs under the configured timeout, in
+    /// a compiler process or on a blocking thread ([`RuntimeConfig::compiler`]).
     pub async fn load(&self, bytes: &[u8]) -> Result<Loaded> {
         let bytes = to_component_bytes(bytes, self.config.max_component_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let component = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &sha256)) {
             Some(c) => c,
-            None => {
-                let engine = self.engine.clone();
-                let bytes = bytes.clone();
-                let job = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes));
-                let component = match tokio::time::timeout(self.config.compile_timeout, job).await {
-                    Err(_) => {
-                        return Err(Error::invalid(format!(
-                        "compiling the component took longer than {:?}; it is too large or too complex for this host",
-                        self.config.compile_timeout
-                    )))
+            None => match &self.config.compiler {
+                compile::Compiler::InProcess => {
+                    let component = compile::in_process(&self.engine, &bytes, self.config.compile_timeout).await?;
+                    if let Some(cache) = &self.cache {
+                        cache.put(&sha256, &component);
                     }
-                    Ok(Err(join)) => return Err(Error::Internal(anyhow::anyhow!("compiler thread failed: {join}"))),
-                    Ok(Ok(Err(e))) => return Err(Error::invalid(format!("the component does not validate: {e:#}"))),
-                    Ok(Ok(Ok(c))) => c,
-                };
-                if let Some(cache) = &self.cache {
-                    cache.put(&sha256, &component);
+                    component
                 }
-                component
-            }
+                compile::Compiler::Process(exe) => {
+                    let artifact = compile::out_of_process(exe, &bytes, &self.config).await?;
+                    // SAFETY: `artifact` is `Engine::precompile_component`
+                    // output of this host's own binary (`exe`), read from a
+                    // pipe only we hold; deserialize checks that it was
+                    // compiled with this engine's settings, and applies the
+                    // pool's limits the compiler process does not have.
+                    let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+                        .map_err(|e| Error::invalid(format!("the component does not validate: {e:#}")))?;
+                    // Later loads come from the cache, checked against the
+                    // sidecar digest written with it.
+                    if let Some(cache) = &self.cache {
+                        cache.put_serialized(&sha256, &artifact);
+                    }
+                    component
+                }
+            },
         };
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();

@@ -23,6 +23,8 @@
 //! | `list-dir`     | path (default `/`)         | `std::fs::read_dir`, listing or error as the output |
 //! | `write-read`   | path                       | writes `written by the guest\n` to the path, reads it back: `read back: …` or `error: …` |
 //! | `append`       | path                       | opens an existing file for appending (no create) and writes: `appended …` or `error: …` |
+//! | `fill-disk`    | `PATH|MiB` (default 256)   | writes that many MiB in 64 KiB chunks to PATH: `wrote N MiB` or `error after K KiB: …` |
+//! | `fill-files`   | `DIR|N` (default 100000)   | creates N empty files in DIR: `created N files` or `error after K files: …` |
 //! | `symlink`      | `TARGET|LINK`              | creates a symlink LINK → TARGET, then reads through it: `read: …`, or `error: …` at the failing step |
 //! | `hard-link`    | `SRC|DST`                  | `std::fs::hard_link(SRC, DST)`, then reads DST: `read: …` or `error: …` |
 //! | `entropy`      | —                          | 16 random bytes (wasi:random), a hash keyed by std's random seed, the wall clock and two monotonic readings |
@@ -135,6 +137,36 @@ fn append(path: &str) -> String {
         Ok(()) => format!("appended {path}"),
         Err(e) => format!("error: {e}"),
     }
+}
+
+/// `path|MiB`: write up to MiB mebibytes of 64 KiB chunks to `path`.
+fn fill_disk(input: &str) -> String {
+    use std::io::Write;
+    let (path, mib) = input.split_once('|').unwrap_or((input, "256"));
+    let mib: usize = mib.parse().unwrap_or(256);
+    let chunk = vec![0x5au8; 64 << 10];
+    let mut f = match std::fs::File::create(path) {
+        Ok(f) => f,
+        Err(e) => return format!("error: {e}"),
+    };
+    for i in 0..mib * 16 {
+        if let Err(e) = f.write_all(&chunk) {
+            return format!("error after {} KiB: {e}", i * 64);
+        }
+    }
+    format!("wrote {mib} MiB")
+}
+
+/// `dir|N`: create N empty files in `dir`.
+fn fill_files(input: &str) -> String {
+    let (dir, n) = input.split_once('|').unwrap_or((input, "100000"));
+    let n: usize = n.parse().unwrap_or(100_000);
+    for i in 0..n {
+        if let Err(e) = std::fs::write(format!("{dir}/{i}"), b"") {
+            return format!("error after {i} files: {e}");
+        }
+    }
+    format!("created {n} files")
 }
 
 fn symlink(input: &str) -> String {
@@ -329,6 +361,8 @@ impl TaskAgent for Hostile {
             "list-dir" => list_dir(input),
             "write-read" => write_read(input),
             "append" => append(input),
+            "fill-disk" => fill_disk(input),
+            "fill-files" => fill_files(input),
             "symlink" => symlink(input),
             "hard-link" => hard_link(input),
             "entropy" => entropy(),
