@@ -12,7 +12,7 @@ use vivarium::home::Home;
 use vivarium::runtime::{CallOptions, Prepared, Runtime};
 use vivarium::services::simulator::SimulatorUsage;
 use vivarium::sim::reward::RewardInstance;
-use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Transition};
+use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Step, Transition};
 use vivarium::tasks::{self, reward_design};
 use vivarium::variant::Session;
 use vivarium::{Error, GuestFailureKind};
@@ -143,27 +143,43 @@ async fn reward_callback_runs_in_one_instance_and_hostile_ones_end_typed() {
     let p = prepared(rt, sim_grant(&["*"], 10)).await;
     let (rt2, p2) = (rt, p.clone());
     tokio::task::spawn_blocking(move || {
-        // Honest: one instance for a whole training run; every step one call.
+        // Honest: one instance for a whole training run; one call per chunk
+        // of at most `cem::CHUNK` transitions.
         let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
         let cfg = cem::CemConfig { iterations: 2, population: 4, ..cem::CemConfig::default() };
-        let trained = cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.call(t)).unwrap();
+        let trained = cem::train_batched(EnvKind::Cartpole, &cfg, &mut |env, s| inst.rewards(env, s)).unwrap();
         let usage = inst.usage();
-        assert_eq!(usage.calls, trained.steps);
+        assert_eq!(usage.transitions, trained.steps);
         assert!(usage.fuel > 0);
-        // The guest's reward is the environment's own: the same training as the host's.
-        let host = cem::train::<()>(EnvKind::Cartpole, &cfg, &mut |t| Ok(t.env_reward)).unwrap();
+        // The guest's reward is the environment's own: the same training as
+        // the host's, in the same chunks (and the same as asking per step).
+        let (mut host_calls, mut biggest) = (0u64, 0usize);
+        let host = cem::train_batched::<()>(EnvKind::Cartpole, &cfg, &mut |env, s| {
+            host_calls += 1;
+            biggest = biggest.max(s.len());
+            Ok(s.iter().map(|s| s.transition(env).env_reward).collect())
+        })
+        .unwrap();
         assert_eq!(trained, host);
+        // Two iterations of four candidates whose episodes are all short (the
+        // longest 10 steps): one call per candidate.
+        assert_eq!((usage.calls, host_calls, biggest), (8, 8, 10));
+        assert_eq!(cem::train::<()>(EnvKind::Cartpole, &cfg, &mut |t| Ok(t.env_reward)).unwrap(), host);
 
         // Hostile: each ends its training run with a typed failure.
-        for (kind, want) in [
-            (EnvKind::MountainCar, GuestFailureKind::OutOfFuel),
-            (EnvKind::Pendulum, GuestFailureKind::Trap),
-            (EnvKind::Acrobot, GuestFailureKind::MemoryLimit),
+        for (kind, want, first_chunk) in [
+            (EnvKind::MountainCar, GuestFailureKind::OutOfFuel, 200),
+            (EnvKind::Pendulum, GuestFailureKind::Trap, 200),
+            (EnvKind::Acrobot, GuestFailureKind::MemoryLimit, 256),
         ] {
             let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
-            let stop = cem::train(kind, &cfg, &mut |t| inst.call(t)).unwrap_err();
+            let stop = cem::train_batched(kind, &cfg, &mut |env, s| inst.rewards(env, s)).unwrap_err();
             assert_eq!(stop.error.kind, want, "{kind}: {}", stop.error.detail);
-            assert_eq!(stop.steps, 1, "{kind}: the first call failed");
+            // The first call failed: the first candidate's first chunk (a
+            // 200-step episode for mountain car and pendulum, a full chunk
+            // of acrobot's 500-step one).
+            assert_eq!(stop.steps, first_chunk, "{kind}");
+            assert_eq!(inst.usage().calls, 0, "{kind}");
             if kind == EnvKind::Pendulum {
                 assert!(stop.error.detail.contains("the pendulum reward is not written yet"), "{}", stop.error.detail);
             }
@@ -179,13 +195,27 @@ async fn reward_callback_runs_in_one_instance_and_hostile_ones_end_typed() {
             terminated: false,
             env_reward: 1.0,
         };
-        let f = inst.call(&t).unwrap_err();
+        let f = inst.reward(&t).unwrap_err();
         assert_eq!(f.kind, GuestFailureKind::Trap);
         assert!(f.detail.contains("cannot be called from the reward function; only `log` can"), "{}", f.detail);
         assert!(f.detail.contains("vivarium:agent/simulator@0.1.0#steps-left"), "{}", f.detail);
-        // The host is fine afterwards: a new instance works.
+        // A guest answering the wrong number of rewards fails typed, saying so.
+        for (o0, n, want) in [
+            (4321.0, 1, "`rewards` returned 0 rewards for 1 transitions; it must return exactly one per transition"),
+            (4322.0, 2, "`rewards` returned 3 rewards for 2 transitions; it must return exactly one per transition"),
+        ] {
+            let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
+            let mut step = Step::default();
+            step.obs[0] = o0;
+            let f = inst.rewards(EnvKind::Cartpole, &vec![step; n]).unwrap_err();
+            assert_eq!((f.kind, f.detail.as_str()), (GuestFailureKind::Trap, want));
+            assert_eq!((inst.usage().calls, inst.usage().transitions), (0, 0));
+        }
+        // The host is fine afterwards: a new instance works, one transition a call too.
         let mut inst = RewardInstance::for_prepared(rt2, &p2, None).unwrap().unwrap();
-        assert!(cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.call(t)).is_ok());
+        let one = cem::train(EnvKind::Cartpole, &cfg, &mut |t| inst.reward(t)).unwrap();
+        assert_eq!(one, host);
+        assert_eq!(inst.usage().calls, host.steps);
     })
     .await
     .unwrap();

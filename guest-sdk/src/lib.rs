@@ -98,17 +98,19 @@ wit_bindgen::generate!({
     additional_derives: [PartialEq],
 });
 
-/// The reward model (feature `reward-model`): implement `reward` for your
-/// variant's type. The host calls it once per simulation step while it
-/// trains a policy with it (the `reward-design` suite), so keep it cheap:
-/// its arguments are plain numbers and it should allocate nothing.
+/// The reward model (feature `reward-model`): implement `rewards` for your
+/// variant's type. While it trains a policy with it (the `reward-design`
+/// suite) the host calls it with chunks of up to 256 transitions of one
+/// environment, in order, and needs exactly one reward per transition back
+/// (usually `transitions.iter().map(|t| my_reward(env, t)).collect()`).
 #[cfg(feature = "reward-model")]
 pub use exports::vivarium::agent::reward_model::Guest as RewardModel;
 
 /// The reward model's argument types (feature `reward-model`): the
-/// environment and a zero-padded six-number observation.
+/// environment, a zero-padded six-number observation, and one transition
+/// (`obs`, `action`, `next_obs`, `terminated`).
 #[cfg(feature = "reward-model")]
-pub use exports::vivarium::agent::reward_model::{Env, Observation};
+pub use exports::vivarium::agent::reward_model::{Env, Observation, Transition};
 
 /// The task agent: implement `solve` for your variant's type.
 ///

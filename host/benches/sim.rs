@@ -5,11 +5,13 @@
 //! (wasm32-unknown-unknown, no WASI), instantiates its `reward-model` once
 //! (as the `reward-design` suite does for a training run) and measures:
 //!
-//! * one `reward` call from the host, under fuel and an epoch deadline
-//!   (target: under 200 ns, DESIGN.md);
+//! * the per-transition cost of the guest's reward, under fuel and an
+//!   epoch deadline (target: under 200 ns, DESIGN.md): one `rewards` call
+//!   per transition (a batch of 1) and one per chunk of `cem::CHUNK` (256)
+//!   transitions, as CEM training calls it;
 //! * the same reward computed natively (a Rust closure), for the ratio;
-//! * cart-pole steps per second with a linear policy, alone and with the
-//!   guest's reward called on every step (what CEM training does).
+//! * cart-pole steps per second of CEM training, with the environment's
+//!   reward and with the guest's (batched).
 //!
 //! Besides criterion's report it prints the figures as one table.
 
@@ -22,7 +24,7 @@ use vivarium::build::{build_rust, RustTarget};
 use vivarium::caps::{Grant, Limits};
 use vivarium::runtime::{Runtime, RuntimeConfig};
 use vivarium::sim::reward::RewardInstance;
-use vivarium::sim::{run_episode, EnvKind, Episode, LinearPolicy, Transition};
+use vivarium::sim::{cem, EnvKind, Step, Transition};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -61,15 +63,15 @@ fn median_ns(rounds: usize, n: u64, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-/// Steps per second of episodes of `policy`, `reward` called on each step.
-fn steps_per_second(policy: &LinearPolicy, reward: &mut dyn FnMut(&Transition<'_>) -> Result<f64, ()>) -> f64 {
-    let mut ep = Episode::new(EnvKind::Cartpole, 1);
-    let mut steps = 0u64;
+/// Steps per second of CEM training on cart-pole with `rewards`, and the steps.
+fn training_steps_per_second(rewards: &mut dyn FnMut(EnvKind, &[Step]) -> Result<Vec<f64>, ()>) -> (f64, u64) {
+    let cfg = cem::CemConfig { seed: 4, ..cem::CemConfig::default() };
     let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(500) {
-        steps += u64::from(run_episode(&mut ep, policy, 500, reward).expect("reward").steps);
+    let mut steps = 0u64;
+    while t.elapsed() < Duration::from_millis(1000) {
+        steps += cem::train_batched(EnvKind::Cartpole, &cfg, rewards).expect("reward").steps;
     }
-    steps as f64 / t.elapsed().as_secs_f64()
+    (steps as f64 / t.elapsed().as_secs_f64(), steps)
 }
 
 fn main() {
@@ -91,41 +93,57 @@ fn main() {
     let p = rt.prepare(&loaded, grant.clone()).expect("prepare");
     let mut inst = RewardInstance::for_prepared(&rt, &p, None).expect("host").expect("instantiate");
     let t = transition();
-    assert_eq!(inst.call(&t).expect("reward"), 1.0 - 0.0 * (NEXT[2] / 0.2095).powi(2));
+    assert_eq!(inst.reward(&t).expect("reward"), 1.0 - 0.0 * (NEXT[2] / 0.2095).powi(2));
+    let mut step = Step { action: 1.0, env_reward: 1.0, ..Step::default() };
+    step.obs[..4].copy_from_slice(&OBS);
+    step.next_obs[..4].copy_from_slice(&NEXT);
+    let chunk = vec![step; cem::CHUNK];
+    assert_eq!(inst.rewards(EnvKind::Cartpole, &chunk).expect("rewards").len(), cem::CHUNK);
 
     let mut c = Criterion::default().configure_from_args();
-    c.bench_function("reward_callback/guest", |b| b.iter(|| black_box(inst.call(black_box(&t)).unwrap())));
+    c.bench_function("reward_callback/guest_single", |b| b.iter(|| black_box(inst.reward(black_box(&t)).unwrap())));
+    c.bench_function("reward_callback/guest_chunk_256", |b| {
+        b.iter(|| black_box(inst.rewards(EnvKind::Cartpole, black_box(&chunk)).unwrap()))
+    });
     c.bench_function("reward_callback/native", |b| b.iter(|| black_box(native_reward(black_box(&t)))));
     c.final_summary();
     if !measuring {
         return;
     }
 
-    let guest_ns = median_ns(15, 200_000, || {
-        black_box(inst.call(black_box(&t)).unwrap());
+    let single_ns = median_ns(15, 100_000, || {
+        black_box(inst.reward(black_box(&t)).unwrap());
     });
+    let chunk_ns = median_ns(15, 1_000, || {
+        black_box(inst.rewards(EnvKind::Cartpole, black_box(&chunk)).unwrap());
+    }) / cem::CHUNK as f64;
     let native_ns = median_ns(15, 200_000, || {
         black_box(native_reward(black_box(&t)));
     });
-    let policy = LinearPolicy::new(EnvKind::Cartpole, vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]).unwrap();
-    let plain = steps_per_second(&policy, &mut |t| Ok(t.env_reward));
-    let with_guest = steps_per_second(&policy, &mut |t| inst.call(t).map_err(|_| ()));
+    let (plain, _) =
+        training_steps_per_second(&mut |env, s| Ok(s.iter().map(|s| s.transition(env).env_reward).collect()));
+    let before = inst.usage();
+    let (with_guest, guest_steps) = training_steps_per_second(&mut |env, s| inst.rewards(env, s).map_err(|_| ()));
     let usage = inst.usage();
     println!();
     println!("simulator hot path (reward-shaper, wasm32-unknown-unknown, fuel + epoch deadline on)");
+    println!("  reward, one call per transition     {single_ns:>9.1} ns/transition");
     println!(
-        "  reward callback, host -> guest      {guest_ns:>9.1} ns/call   target < 200 ns: {}",
-        if guest_ns < 200.0 { "met" } else { "MISSED" }
+        "  reward, one call per 256 (batched)  {chunk_ns:>9.1} ns/transition   target < 200 ns: {}",
+        if chunk_ns < 200.0 { "met" } else { "MISSED" }
     );
     println!(
-        "  the same reward, native Rust        {native_ns:>9.1} ns/call   guest/native {:.0}x",
-        guest_ns / native_ns
+        "  the same reward, native Rust        {native_ns:>9.1} ns/transition   batched guest/native {:.0}x",
+        chunk_ns / native_ns
     );
-    println!("  cart-pole steps, env reward only    {:>9.2} M steps/s", plain / 1e6);
+    println!("  CEM on cart-pole, env reward        {:>9.2} M steps/s", plain / 1e6);
     println!(
-        "  cart-pole steps, guest reward each  {:>9.2} M steps/s   ({:.1} ns/step)",
+        "  CEM on cart-pole, guest reward      {:>9.2} M steps/s   ({:.1} ns/step)",
         with_guest / 1e6,
         1e9 / with_guest
     );
-    println!("  fuel per reward call                {:>9.0}", usage.fuel as f64 / usage.calls.max(1) as f64);
+    println!(
+        "  fuel per transition (batched)       {:>9.0}",
+        (usage.fuel - before.fuel) as f64 / guest_steps.max(1) as f64
+    );
 }

@@ -7,9 +7,10 @@
 //! the best `elite` candidates (ties go to the earlier candidate), adding
 //! `extra_std` so the search does not collapse. The trained policy is the
 //! final mean. Everything is a pure function of the seed and the reward
-//! function's answers.
+//! function's answers. The reward is asked in chunks of transitions
+//! ([`train_batched`]) or one at a time ([`train`]); both give the same result.
 
-use super::{run_episode, EnvKind, Episode, LinearPolicy, Rng, Transition};
+use super::{run_episode, EnvKind, Episode, LinearPolicy, Rng, Step, Transition, MAX_OBS};
 
 /// CEM settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,7 +50,7 @@ pub struct Trained {
     /// The final mean of the distribution.
     pub policy: LinearPolicy,
 
-    /// Environment steps taken (each one reward call).
+    /// Environment steps taken (each one transition whose reward was asked).
     pub steps: u64,
     /// The best candidate's mean return (under the training reward) per iteration.
     pub best_per_iteration: Vec<f64>,
@@ -64,25 +65,58 @@ pub struct Stopped<E> {
     pub steps: u64,
 }
 
+/// The most transitions [`train_batched`] hands its reward function at once.
+pub const CHUNK: usize = 256;
+
 /// Train a linear policy for `kind` with CEM, `reward` scoring every step.
 /// A non-finite reward counts as a very low return for that candidate.
+///
+/// This is [`train_batched`] with the reward asked one transition at a
+/// time; the result is the same. On an error, [`Stopped::steps`] counts
+/// the transitions whose reward was asked, the failing one included.
 pub fn train<E>(
     kind: EnvKind,
     cfg: &CemConfig,
     reward: &mut dyn FnMut(&Transition<'_>) -> Result<f64, E>,
 ) -> Result<Trained, Stopped<E>> {
+    let mut asked = 0u64;
+    let mut out = Vec::with_capacity(CHUNK);
+    let r = train_batched(kind, cfg, &mut |env, steps: &[Step]| {
+        out.clear();
+        for s in steps {
+            asked += 1;
+            out.push(reward(&s.transition(env))?);
+        }
+        Ok(std::mem::take(&mut out))
+    });
+    r.map_err(|s| Stopped { error: s.error, steps: asked })
+}
+
+/// Train a linear policy for `kind` with CEM, `rewards` scoring the
+/// transitions in chunks.
+///
+/// The reward never changes the dynamics, so each candidate's episodes are
+/// rolled out first and their transitions handed to `rewards` in order, at
+/// most [`CHUNK`] at a time (a chunk never spans two candidates). `rewards`
+/// must answer exactly one reward per transition (the host's
+/// [`RewardInstance`](super::reward::RewardInstance) turns a wrong count
+/// into an error). A non-finite reward counts as a very low return for
+/// that candidate. On an error, [`Stopped::steps`] counts every
+/// environment step taken, the failing chunk's included.
+pub fn train_batched<E>(
+    kind: EnvKind,
+    cfg: &CemConfig,
+    rewards: &mut dyn FnMut(EnvKind, &[Step]) -> Result<Vec<f64>, E>,
+) -> Result<Trained, Stopped<E>> {
     let dim = LinearPolicy::param_count(kind);
+    let n = kind.spec().obs;
     let mut mean = vec![0.0; dim];
     let mut std = vec![cfg.init_std; dim];
     let mut rng = Rng::derive(cfg.seed, 0xCE);
     let mut steps = 0u64;
     let mut best_per_iteration = Vec::with_capacity(cfg.iterations);
     let elite = cfg.elite.clamp(1, cfg.population.max(1));
-    // Every reward call follows one environment step.
-    let mut counted = |t: &Transition<'_>| {
-        steps += 1;
-        reward(t)
-    };
+    let mut buf: Vec<Step> = Vec::with_capacity(CHUNK);
     for it in 0..cfg.iterations {
         let episode_seed = Rng::derive(cfg.seed, 1 + it as u64).next_u64();
         let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(cfg.population);
@@ -90,15 +124,52 @@ pub fn train<E>(
             let params: Vec<f64> = mean.iter().zip(&std).map(|(m, s)| m + s * rng.normal()).collect();
             let policy = LinearPolicy { kind, params };
             let mut ep = Episode::new(kind, episode_seed);
-            let mut total = 0.0;
-            for _ in 0..cfg.episodes.max(1) {
-                match run_episode(&mut ep, &policy, u32::MAX, &mut counted) {
-                    Ok(r) => total += r.total_reward,
-                    Err(error) => {
-                        drop(counted);
-                        return Err(Stopped { error, steps });
+            // Summed exactly as `run_episode` sums: per episode, then over episodes.
+            let (mut total, mut episode_sum) = (0.0, 0.0);
+            let mut flush = |buf: &mut Vec<Step>, total: &mut f64, episode_sum: &mut f64| {
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                let rs = rewards(kind, buf)?;
+                assert_eq!(rs.len(), buf.len(), "a batched reward function must answer one reward per transition");
+                for (s, r) in buf.iter().zip(rs) {
+                    *episode_sum += r;
+                    if s.last {
+                        *total += *episode_sum;
+                        *episode_sum = 0.0;
                     }
                 }
+                buf.clear();
+                Ok(())
+            };
+            for _ in 0..cfg.episodes.max(1) {
+                ep.reset();
+                let mut obs = [0.0; MAX_OBS];
+                ep.observe(&mut obs);
+                while !ep.done() {
+                    let action = policy.act(&obs[..n]);
+                    let out = ep.step(action);
+                    let mut next = [0.0; MAX_OBS];
+                    ep.observe(&mut next);
+                    steps += 1;
+                    buf.push(Step {
+                        obs,
+                        action,
+                        next_obs: next,
+                        terminated: out.terminated,
+                        last: ep.done(),
+                        env_reward: out.reward,
+                    });
+                    obs = next;
+                    if buf.len() == CHUNK {
+                        if let Err(error) = flush(&mut buf, &mut total, &mut episode_sum) {
+                            return Err(Stopped { error, steps });
+                        }
+                    }
+                }
+            }
+            if let Err(error) = flush(&mut buf, &mut total, &mut episode_sum) {
+                return Err(Stopped { error, steps });
             }
             let avg = total / cfg.episodes.max(1) as f64;
             scored.push((if avg.is_finite() { avg } else { f64::MIN }, policy.params));
@@ -114,7 +185,6 @@ pub fn train<E>(
             std[j] = v.sqrt() + cfg.extra_std;
         }
     }
-    drop(counted);
     Ok(Trained { policy: LinearPolicy { kind, params: mean }, steps, best_per_iteration })
 }
 

@@ -14,9 +14,11 @@
 //!   actions, `tanh` × the torque limit for continuous ones). A policy is
 //!   just its parameter vector, which is what crosses the WIT boundary.
 //! * **Training** — [`cem::train`]: the cross-entropy method over the
-//!   policy's parameters, seeded, driven by any per-step reward function
-//!   (the environment's own, a hand-written reference, or a variant's
-//!   `reward-model` export through [`reward::RewardInstance`]).
+//!   policy's parameters, seeded, driven by any reward function: per step
+//!   ([`cem::train`]: the environment's own, a hand-written reference) or
+//!   per batch of transitions ([`cem::train_batched`]: a variant's
+//!   `reward-model` export through [`reward::RewardInstance`], one guest
+//!   call per chunk of [`cem::CHUNK`] transitions).
 
 pub mod acrobot;
 pub mod cartpole;
@@ -382,6 +384,39 @@ pub struct Transition<'a> {
     pub terminated: bool,
     /// The environment's own reward for the step.
     pub env_reward: f64,
+}
+
+/// One transition, owned, as the batched reward path carries it: the
+/// observations zero-padded to [`MAX_OBS`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Step {
+    /// The observation before the step (zero-padded).
+    pub obs: [f64; MAX_OBS],
+    /// The action taken.
+    pub action: f64,
+    /// The observation after the step (zero-padded).
+    pub next_obs: [f64; MAX_OBS],
+    /// Whether the step ended the episode by the task's rules.
+    pub terminated: bool,
+    /// Whether this is the last step of its episode (terminated or truncated).
+    pub last: bool,
+    /// The environment's own reward for the step.
+    pub env_reward: f64,
+}
+
+impl Step {
+    /// The borrowed view of this step, for `env` (observations cut to its length).
+    pub fn transition(&self, env: EnvKind) -> Transition<'_> {
+        let n = env.spec().obs;
+        Transition {
+            env,
+            obs: &self.obs[..n],
+            action: self.action,
+            next_obs: &self.next_obs[..n],
+            terminated: self.terminated,
+            env_reward: self.env_reward,
+        }
+    }
 }
 
 /// The result of one episode.

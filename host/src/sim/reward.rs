@@ -1,5 +1,5 @@
-//! A variant's `reward-model` export, called by the host once per
-//! simulation step: the hot host → guest path.
+//! A variant's `reward-model` export, called by the host once per chunk of
+//! transitions (at most [`CHUNK`](super::cem::CHUNK)): the hot host → guest path.
 //!
 //! One training run is **one instance in one store** (not a fresh store per
 //! step), under the variant's limits for the whole run: fuel, memory,
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentType, Linker, Lower, TypedFunc};
+use wasmtime::component::{Component, ComponentType, Func, Linker, Lower, TypedFunc};
 use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
-use super::{EnvKind, Transition, MAX_OBS};
+use super::{EnvKind, Step, Transition, MAX_OBS};
 use crate::caps::{wasi, Grant, Limits};
 use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
 use crate::runtime::bindings::vivarium::agent::log::Level;
@@ -60,10 +60,30 @@ struct WitObs {
 }
 
 impl WitObs {
-    fn from(obs: &[f64]) -> Self {
-        let mut o = [0.0; MAX_OBS];
-        o[..obs.len()].copy_from_slice(obs);
+    fn from(o: &[f64; MAX_OBS]) -> Self {
         Self { o0: o[0], o1: o[1], o2: o[2], o3: o[3], o4: o[4], o5: o[5] }
+    }
+}
+
+/// `reward-model.transition`.
+#[derive(ComponentType, Lower, Clone, Copy, Debug, Default)]
+#[component(record)]
+struct WitTransition {
+    obs: WitObs,
+    action: f64,
+    #[component(name = "next-obs")]
+    next_obs: WitObs,
+    terminated: bool,
+}
+
+impl From<&Step> for WitTransition {
+    fn from(s: &Step) -> Self {
+        Self {
+            obs: WitObs::from(&s.obs),
+            action: s.action,
+            next_obs: WitObs::from(&s.next_obs),
+            terminated: s.terminated,
+        }
     }
 }
 
@@ -78,13 +98,17 @@ impl From<EnvKind> for WitEnv {
     }
 }
 
-type RewardFunc = TypedFunc<(WitEnv, WitObs, f64, WitObs, bool), (f64,)>;
+/// `rewards`, typed. The list argument borrows the instance's own buffer,
+/// so the type is re-applied per call (checked once, at instantiation).
+type RewardsFunc<'a> = TypedFunc<(WitEnv, &'a [WitTransition]), (Vec<f64>,)>;
 
 /// What a reward instance used so far.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RewardUsage {
-    /// Calls of `reward` that returned.
+    /// Calls of `rewards` that returned.
     pub calls: u64,
+    /// Transitions whose rewards those calls returned.
+    pub transitions: u64,
     /// Fuel consumed (instantiation included).
     pub fuel: u64,
     /// Peak linear memory, in bytes.
@@ -96,11 +120,13 @@ pub struct RewardUsage {
 /// A variant's reward function, instantiated once for a training run.
 pub struct RewardInstance {
     store: Store<HostState>,
-    func: RewardFunc,
+    func: Func,
+    buf: Vec<WitTransition>,
     limits: Limits,
     log: LogState,
     started: Instant,
     calls: u64,
+    transitions: u64,
 }
 
 impl RewardInstance {
@@ -159,27 +185,60 @@ impl RewardInstance {
         };
         let missing = || {
             Error::invalid(format!(
-                "the component does not export `{INTERFACE}` with `reward: func(env, obs, action, next-obs, \
-                 terminated) -> f64`; build it for the `reward-designer` world (vivarium-guest feature `reward-model`)"
+                "the component does not export `{INTERFACE}` with `rewards: func(env, transitions: \
+                 list<transition>) -> list<f64>`; build it for the `reward-designer` world (vivarium-guest feature \
+                 `reward-model`)"
             ))
         };
         let iface = instance.get_export_index(&mut store, None, INTERFACE).ok_or_else(missing)?;
-        let index = instance.get_export_index(&mut store, Some(&iface), "reward").ok_or_else(missing)?;
-        let func: RewardFunc = instance.get_typed_func(&mut store, index).map_err(|_| missing())?;
-        Ok(Ok(Self { store, func, limits, log, started, calls: 0 }))
+        let index = instance.get_export_index(&mut store, Some(&iface), "rewards").ok_or_else(missing)?;
+        let typed: RewardsFunc<'static> = instance.get_typed_func(&mut store, index).map_err(|_| missing())?;
+        let func = *typed.func();
+        let buf = Vec::with_capacity(super::cem::CHUNK);
+        Ok(Ok(Self { store, func, buf, limits, log, started, calls: 0, transitions: 0 }))
     }
 
-    /// The reward for one transition, or the failure that ends the run.
-    #[inline]
-    pub fn call(&mut self, t: &Transition<'_>) -> std::result::Result<f64, GuestFailure> {
-        let args = (WitEnv::from(t.env), WitObs::from(t.obs), t.action, WitObs::from(t.next_obs), t.terminated);
-        match self.func.call(&mut self.store, args) {
-            Ok((r,)) => {
+    /// The rewards of `steps` (transitions of `env`, in order) in one guest
+    /// call, or the failure that ends the run. A guest that answers a
+    /// different number of rewards than transitions fails as a trap.
+    pub fn rewards(&mut self, env: EnvKind, steps: &[Step]) -> std::result::Result<Vec<f64>, GuestFailure> {
+        self.buf.clear();
+        self.buf.extend(steps.iter().map(WitTransition::from));
+        // SAFETY: `with_engine` checked this function's type as `RewardsFunc`;
+        // only the (erased) lifetime of the list argument differs.
+        let func = unsafe { RewardsFunc::new_unchecked(self.func) };
+        match func.call(&mut self.store, (WitEnv::from(env), self.buf.as_slice())) {
+            Ok((r,)) if r.len() == steps.len() => {
                 self.calls += 1;
+                self.transitions += steps.len() as u64;
                 Ok(r)
             }
+            Ok((r,)) => Err(GuestFailure {
+                kind: GuestFailureKind::Trap,
+                detail: format!(
+                    "`rewards` returned {} rewards for {} transitions; it must return exactly one per transition",
+                    r.len(),
+                    steps.len()
+                ),
+            }),
             Err(e) => Err(crate::runtime::classify(&e, self.store.data(), &self.limits, self.limits.wall.0, &self.log)),
         }
+    }
+
+    /// The reward of one transition: [`RewardInstance::rewards`] with a
+    /// batch of one (a full guest call per transition; for tests and the
+    /// benchmark's comparison).
+    pub fn reward(&mut self, t: &Transition<'_>) -> std::result::Result<f64, GuestFailure> {
+        let mut s = Step {
+            action: t.action,
+            terminated: t.terminated,
+            last: t.terminated,
+            env_reward: t.env_reward,
+            ..Step::default()
+        };
+        s.obs[..t.obs.len()].copy_from_slice(t.obs);
+        s.next_obs[..t.next_obs.len()].copy_from_slice(t.next_obs);
+        self.rewards(t.env, std::slice::from_ref(&s)).map(|r| r[0])
     }
 
     /// What the instance used so far.
@@ -187,6 +246,7 @@ impl RewardInstance {
         let fuel_left = self.store.get_fuel().unwrap_or(0);
         RewardUsage {
             calls: self.calls,
+            transitions: self.transitions,
             fuel: self.limits.fuel.saturating_sub(fuel_left),
             memory_peak: self.store.data().limiter.memory_peak,
             wall_ms: self.started.elapsed().as_millis() as u64,

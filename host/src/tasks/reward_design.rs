@@ -192,7 +192,7 @@ impl Grader for RewardDesignGrader {
                         Ok(Ok(i)) => i,
                     };
                 let cfg = cem_config(kind, seed);
-                let trained = cem::train(kind, &cfg, &mut |t| inst.call(t));
+                let trained = cem::train_batched(kind, &cfg, &mut |env, steps| inst.rewards(env, steps));
                 let (usage, _lines, log) = inst.finish();
                 let outcome = match trained {
                     Ok(tr) => {

@@ -1,7 +1,7 @@
 //! reward-shaper: a reward function for the host's `reward-design` suite,
 //! and a meta-agent that tunes its shaping coefficients.
 //!
-//! `reward` (the `reward-model` export) is the environment's own reward
+//! `rewards` (the `reward-model` export) is the environment's own reward
 //! plus shaping terms weighted by the constants below; the host trains a
 //! policy with it and scores the policy on the true return. `improve`
 //! reads the feedback of the visible tasks and raises the coefficient of
@@ -9,6 +9,7 @@
 
 use vivarium_guest::{
     log, source, Answer, Env, ImproveContext, MetaAgent, Observation, Proposal, RewardModel, Task, TaskAgent,
+    Transition,
 };
 
 /// How many times this variant has improved itself; `improve` rewrites it.
@@ -48,17 +49,18 @@ fn tip_height(o: &Observation) -> f64 {
 
 struct Shaper;
 
-impl RewardModel for Shaper {
-    fn reward(env: Env, obs: Observation, action: f64, next_obs: Observation, terminated: bool) -> f64 {
-        match env {
+/// The reward of one transition.
+fn reward(env: Env, t: &Transition) -> f64 {
+    let (obs, action, next_obs, terminated) = (&t.obs, t.action, &t.next_obs, t.terminated);
+    match env {
             Env::Cartpole => {
                 let th = next_obs.o2 / 0.2095;
                 1.0 - CARTPOLE_UPRIGHT * th * th
             }
-            Env::MountainCar => -1.0 + MOUNTAIN_CAR_ENERGY * (energy(&next_obs) - energy(&obs)),
+            Env::MountainCar => -1.0 + MOUNTAIN_CAR_ENERGY * (energy(next_obs) - energy(obs)),
             Env::Acrobot => {
                 let base = if terminated { 0.0 } else { -1.0 };
-                base + ACROBOT_HEIGHT * (tip_height(&next_obs) - tip_height(&obs))
+                base + ACROBOT_HEIGHT * (tip_height(next_obs) - tip_height(obs))
             }
             Env::Pendulum => {
                 // Gymnasium's own cost, on the state before the step.
@@ -67,6 +69,11 @@ impl RewardModel for Shaper {
                 -(th * th + 0.1 * obs.o2 * obs.o2 + 0.001 * u * u)
             }
         }
+}
+
+impl RewardModel for Shaper {
+    fn rewards(env: Env, transitions: Vec<Transition>) -> Vec<f64> {
+        transitions.iter().map(|t| reward(env, t)).collect()
     }
 }
 

@@ -15,13 +15,13 @@
 //!
 //! | reward env | behaviour |
 //! |---|---|
-//! | cartpole | 1 per step (the environment's own reward); with `obs.o0 == 1234` it calls `simulator.steps-left` |
+//! | cartpole | 1 per step (the environment's own reward); with the first `obs.o0 == 1234` it calls `simulator.steps-left`; with `4321` it answers no rewards at all, with `4322` one too many |
 //! | mountain-car | loops forever |
 //! | pendulum | panics (a trap) |
 //! | acrobot | allocates without bound |
 
 use vivarium_guest::simulator::{self as sim, Error};
-use vivarium_guest::{Answer, Env, ImproveContext, MetaAgent, Observation, Proposal, RewardModel, Task, TaskAgent};
+use vivarium_guest::{Answer, Env, ImproveContext, MetaAgent, Proposal, RewardModel, Task, TaskAgent, Transition};
 
 struct Guest;
 
@@ -106,10 +106,13 @@ impl MetaAgent for Guest {
 }
 
 impl RewardModel for Guest {
-    fn reward(env: Env, obs: Observation, _action: f64, _next: Observation, _terminated: bool) -> f64 {
+    fn rewards(env: Env, transitions: Vec<Transition>) -> Vec<f64> {
+        let first = transitions.first().map_or(0.0, |t| t.obs.o0);
         match env {
-            Env::Cartpole if obs.o0 == 1234.0 => sim::steps_left() as f64,
-            Env::Cartpole => 1.0,
+            Env::Cartpole if first == 1234.0 => vec![sim::steps_left() as f64; transitions.len()],
+            Env::Cartpole if first == 4321.0 => Vec::new(),
+            Env::Cartpole if first == 4322.0 => vec![1.0; transitions.len() + 1],
+            Env::Cartpole => vec![1.0; transitions.len()],
             Env::MountainCar => {
                 let mut spins = 0u64;
                 loop {
