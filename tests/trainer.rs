@@ -178,7 +178,9 @@ async fn a_job_past_its_budget_is_killed_and_charged_its_budget() {
     let p = prepared(&rt, grant(&["command"], 10)).await;
     let started = Instant::now();
     let (lines, r) = script(&rt, &p, "submit-script 0.5 any echo '{\"loss\": 9}'\\nsleep 30\nwait 0 4000\nleft").await;
-    assert!(started.elapsed() < Duration::from_secs(3), "killed at its budget: {:?}", started.elapsed());
+    // The script sleeps 30 s; well under that means it was killed at its
+    // budget (the margin is for a loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(15), "killed at its budget: {:?}", started.elapsed());
     assert_eq!(
         lines[1],
         "budget-exhausted seconds=0.5 metrics=loss:9 msg=the job ran out of its budget of 0.5 s and was stopped; \
@@ -198,8 +200,15 @@ async fn a_hanging_job_never_holds_the_guest_past_its_deadline_and_ends_with_the
     let started = Instant::now();
     let (lines, r) = script(&rt, &p, "submit-script 20 any while :; do :; done\nwait 0 60000\ncancel 0").await;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(5) && took > Duration::from_secs(3), "{took:?}");
-    assert!(lines[1].starts_with("running seconds=4."), "{}", lines[1]);
+    // `wait` gives control back before the call's 5 s deadline, not after
+    // the 60 s asked for (margins for a loaded machine).
+    assert!(took < Duration::from_secs(9) && took > Duration::from_secs(3), "{took:?}");
+    let ran: f64 = lines[1]
+        .strip_prefix("running seconds=")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", lines[1]));
+    assert!((2.0..5.0).contains(&ran), "{}", lines[1]);
     assert!(lines[2].starts_with("running ") || lines[2].starts_with("cancelled "), "{}", lines[2]);
     let job = &r.services.trainer.unwrap().jobs[0];
     assert_eq!(job.phase, Phase::Cancelled);
