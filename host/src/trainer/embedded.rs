@@ -41,6 +41,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, Optimizer, VarBuilder, VarMap};
 use serde::Deserialize;
 
 use super::{Backend, BackendKind, EvalSplit, JobContext, JobSpec, RunOutcome};
+use crate::sim::rng::Rng;
 
 /// The training text (the project's docs; see `corpus/README.md`).
 pub const CORPUS: &str = include_str!("corpus/vivarium-docs.txt");
@@ -211,24 +212,21 @@ pub fn device() -> Device {
     Device::Cpu
 }
 
-/// A deterministic generator (splitmix64) for weights and batches: candle
-/// cannot seed its CPU generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+/// Draws for weights and batches from the host's seeded generator
+/// (splitmix64): candle cannot seed its CPU generator.
+trait Draws {
     /// Uniform in [-1, 1).
+    fn symmetric(&mut self) -> f32;
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: usize) -> usize;
+}
+
+impl Draws for Rng {
     fn symmetric(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -313,7 +311,7 @@ fn init_weights(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
     let data = varmap.data().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let mut rng = Rng(seed ^ 0x5eed_0f_7e57);
+    let mut rng = Rng::new(seed ^ 0x5eed_0f_7e57);
     for name in names {
         let var = &data[name];
         let shape = var.shape().clone();
@@ -384,7 +382,7 @@ pub fn train(
         candle_nn::ParamsAdamW { lr: config.lr, weight_decay: config.weight_decay, ..Default::default() },
     )?;
     let mask = causal_mask(t, &dev)?;
-    let mut rng = Rng(config.seed);
+    let mut rng = Rng::new(config.seed);
     let mut steps = 0u64;
     let mut last_loss;
     let mut log = String::new();
