@@ -173,15 +173,9 @@ impl Session {
     /// Call `solve` and write the call's one `use` record (and a
     /// `limit-hit`/`trap` record when it failed).
     pub async fn solve(&self, p: &Prepared, task: &Task, opts: &CallOptions) -> Result<CallReport<Answer>> {
-        let mut opts = opts.clone();
-        let fresh = opts.scratch.is_none();
-        if fresh {
-            opts.scratch = self.scratch_for(p)?;
-        }
+        let (opts, fresh) = self.with_scratch(p, opts)?;
         let report = self.runtime.solve(p, task, &opts).await?;
-        discard_over_quota(fresh, &opts, &report);
-        self.audit_call(p, "solve", &report)?;
-        Ok(report)
+        self.finish_call(p, "solve", fresh, &opts, report)
     }
 
     /// Call `improve`, audited like [`Session::solve`].
@@ -191,14 +185,34 @@ impl Session {
         ctx: &ImproveContext,
         opts: &CallOptions,
     ) -> Result<CallReport<Proposal>> {
+        let (opts, fresh) = self.with_scratch(p, opts)?;
+        let report = self.runtime.improve(p, ctx, &opts).await?;
+        self.finish_call(p, "improve", fresh, &opts, report)
+    }
+
+    /// `opts` with a fresh scratch area when the caller gave none; true when
+    /// this call made it (and so may discard it).
+    fn with_scratch(&self, p: &Prepared, opts: &CallOptions) -> Result<(CallOptions, bool)> {
         let mut opts = opts.clone();
         let fresh = opts.scratch.is_none();
         if fresh {
             opts.scratch = self.scratch_for(p)?;
         }
-        let report = self.runtime.improve(p, ctx, &opts).await?;
-        discard_over_quota(fresh, &opts, &report);
-        self.audit_call(p, "improve", &report)?;
+        Ok((opts, fresh))
+    }
+
+    /// After a call: drop its own scratch area if it ended over quota, and
+    /// write its audit records.
+    fn finish_call<T>(
+        &self,
+        p: &Prepared,
+        func: &str,
+        fresh: bool,
+        opts: &CallOptions,
+        report: CallReport<T>,
+    ) -> Result<CallReport<T>> {
+        discard_over_quota(fresh, opts, &report);
+        self.audit_call(p, func, &report)?;
         Ok(report)
     }
 
@@ -320,10 +334,10 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
 fn build_rust_in_sandbox(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
     let started = std::time::Instant::now();
     let key = rust_cache_key(dir, target)?;
-    let out_path = build::support::cached_path(target_dir, "rust-cache", &key)?;
-    if let Some(hit) = build::support::cached(&out_path, started) {
-        return Ok(hit);
-    }
+    let (out_path, _held) = match build::support::lookup(target_dir, "rust-cache", &key, started)? {
+        Ok(hit) => return Ok(hit),
+        Err(miss) => miss,
+    };
     let built = build_rust_uncached(dir, target_dir, target)?;
     build::support::store(&out_path, built.component, built.log, started, "the Rust build")
 }

@@ -139,14 +139,10 @@ pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<Build
         ],
         &sources,
     )?;
-    let out_path = support::cached_path(target_dir, "c", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
-    let _held = support::lock_key(target_dir, "c", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
+    let (out_path, _held) = match support::lookup(target_dir, "c", &key, started)? {
+        Ok(hit) => return Ok(hit),
+        Err(miss) => miss,
+    };
 
     let staging = support::staging_dir(target_dir, "c")?;
     let gen = staging.path().join("bindings");

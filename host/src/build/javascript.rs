@@ -137,14 +137,10 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
         ],
         &sources,
     )?;
-    let out_path = support::cached_path(target_dir, "javascript", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
-    let _held = support::lock_key(target_dir, "javascript", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
+    let (out_path, _held) = match support::lookup(target_dir, "javascript", &key, started)? {
+        Ok(hit) => return Ok(hit),
+        Err(miss) => miss,
+    };
 
     let staging = support::staging_dir(target_dir, "javascript")?;
     let wit = staging.path().join("wit");

@@ -220,14 +220,10 @@ pub fn build_python(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<
         ],
         &sources,
     )?;
-    let out_path = support::cached_path(target_dir, "python", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
-    let _held = support::lock_key(target_dir, "python", &key)?;
-    if let Some(hit) = support::cached(&out_path, started) {
-        return Ok(hit);
-    }
+    let (out_path, _held) = match support::lookup(target_dir, "python", &key, started)? {
+        Ok(hit) => return Ok(hit),
+        Err(miss) => miss,
+    };
 
     let staging = support::staging_dir(target_dir, "python")?;
     let wit = staging.path().join("wit");

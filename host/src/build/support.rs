@@ -345,6 +345,27 @@ pub(crate) fn cached(path: &Path, started: Instant) -> Option<BuildOutput> {
     })
 }
 
+/// The cached output of the build with `key`, or, when there is none, where
+/// to store it and the held lock of `key` ([`lock_key`]): the cache is
+/// looked at again once the lock is held, so a build of the same inputs
+/// that finished meanwhile is reused instead of repeated.
+pub(crate) fn lookup(
+    target_dir: &Path,
+    language: &str,
+    key: &str,
+    started: Instant,
+) -> Result<std::result::Result<BuildOutput, (PathBuf, std::fs::File)>> {
+    let out_path = cached_path(target_dir, language, key)?;
+    if let Some(hit) = cached(&out_path, started) {
+        return Ok(Ok(hit));
+    }
+    let held = lock_key(target_dir, language, key)?;
+    if let Some(hit) = cached(&out_path, started) {
+        return Ok(Ok(hit));
+    }
+    Ok(Err((out_path, held)))
+}
+
 /// Check that `bytes` are a valid component and store them at `path`.
 pub(crate) fn store(path: &Path, bytes: Vec<u8>, log: String, started: Instant, what: &str) -> Result<BuildOutput> {
     if !wasmparser::Parser::is_component(&bytes) {
