@@ -243,7 +243,8 @@ async fn finish_child(
         return Err(Error::Refused {
             what: vec!["build.max_component".into()],
             detail: format!(
-                "the child's component is {} bytes; the policy allows at most {max} (build.max_component)",
+                "the child's component is {} bytes; the policy allows at most {max} (build.max_component): \
+                 propose a smaller child, or raise build.max_component in the policy",
                 built.component.len()
             ),
         });
