@@ -359,10 +359,24 @@ impl Job {
     }
 }
 
-/// Free run slots: at most `max_concurrent` jobs run at once.
+/// Run slots: at most `max_concurrent` jobs run at once, and queued jobs
+/// start in the order they were submitted (a job thread may be scheduled
+/// before an older one's, so the order is kept by ticket, not by the OS).
 struct Slots {
-    free: Mutex<usize>,
+    state: Mutex<SlotState>,
     freed: Condvar,
+}
+
+struct SlotState {
+    free: usize,
+    /// Tickets of the queued jobs, oldest first.
+    queue: std::collections::VecDeque<u64>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The job table over one backend, with the seconds ledger.
@@ -406,7 +420,10 @@ impl Trainer {
         static TRAINERS: AtomicU64 = AtomicU64::new(0);
         let n = TRAINERS.fetch_add(1, Ordering::Relaxed);
         Self {
-            slots: Arc::new(Slots { free: Mutex::new(config.max_concurrent), freed: Condvar::new() }),
+            slots: Arc::new(Slots {
+                state: Mutex::new(SlotState { free: config.max_concurrent, queue: Default::default() }),
+                freed: Condvar::new(),
+            }),
             config,
             backend,
             jobs: Mutex::new(HashMap::new()),
@@ -462,7 +479,8 @@ impl Trainer {
     /// it ran.
     pub fn submit(&self, spec: JobSpec, account: Option<(String, f64)>) -> std::result::Result<String, SubmitError> {
         self.check(&spec)?;
-        let id = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{ticket}", self.prefix);
         let job = Arc::new(Job {
             cancelled: Arc::new(AtomicBool::new(false)),
             record: Mutex::new(JobRecord {
@@ -491,10 +509,16 @@ impl Trainer {
         let slots = self.slots.clone();
         let ledger = self.ledger.clone();
         let thread_id = id.clone();
+        slots.lock().queue.push_back(ticket);
+        let queue = slots.clone();
         std::thread::Builder::new()
             .name(format!("trainer {id}"))
-            .spawn(move || run_job(thread_id, job, backend, slots, ledger))
-            .map_err(|e| SubmitError::Busy(format!("cannot start a job thread ({e}); try again later")))?;
+            .spawn(move || run_job(thread_id, ticket, job, backend, slots, ledger))
+            .map_err(|e| {
+                queue.lock().queue.retain(|t| *t != ticket);
+                queue.freed.notify_all();
+                SubmitError::Busy(format!("cannot start a job thread ({e}); try again later"))
+            })?;
         Ok(id)
     }
 
@@ -575,19 +599,32 @@ impl Trainer {
 
 /// The job thread: wait for a slot, run the backend under a watchdog,
 /// record the end, settle the ledger.
-fn run_job(id: String, job: Arc<Job>, backend: Arc<dyn Backend>, slots: Arc<Slots>, ledger: Arc<Ledger>) {
-    // Queue: wait for a slot, or for a cancel.
+fn run_job(
+    id: String,
+    ticket: u64,
+    job: Arc<Job>,
+    backend: Arc<dyn Backend>,
+    slots: Arc<Slots>,
+    ledger: Arc<Ledger>,
+) {
+    // Queue: wait for a slot and our turn, or for a cancel.
     {
-        let mut free = slots.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 && !job.cancelled.load(Ordering::Relaxed) {
-            free = slots.freed.wait_timeout(free, Duration::from_millis(50)).unwrap_or_else(PoisonError::into_inner).0;
+        let mut st = slots.lock();
+        while !(st.free > 0 && st.queue.front() == Some(&ticket)) && !job.cancelled.load(Ordering::Relaxed) {
+            st = slots.freed.wait_timeout(st, Duration::from_millis(50)).unwrap_or_else(PoisonError::into_inner).0;
         }
+        st.queue.retain(|t| *t != ticket);
         if job.cancelled.load(Ordering::Relaxed) {
-            drop(free);
+            drop(st);
+            // The next in line may be able to start now.
+            slots.freed.notify_all();
             finish(&job, &ledger, Phase::Cancelled, "cancelled while queued".into(), RunOutcome::default(), 0.0);
             return;
         }
-        *free -= 1;
+        st.free -= 1;
+        drop(st);
+        // With more than one free slot, the next in line starts too.
+        slots.freed.notify_all();
     }
     let start = Instant::now();
     let ctx = Arc::new(JobContext {
@@ -643,11 +680,9 @@ fn run_job(id: String, job: Arc<Job>, backend: Arc<dyn Backend>, slots: Arc<Slot
             (None, None) => (Phase::Succeeded, String::new(), out),
         },
     };
-    {
-        let mut free = slots.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += 1;
-        slots.freed.notify_one();
-    }
+    slots.lock().free += 1;
+    // Every queued thread waits on `freed`; only the oldest may take the slot.
+    slots.freed.notify_all();
     finish(&job, &ledger, phase, message, outcome, seconds);
 }
 
@@ -879,8 +914,8 @@ mod tests {
     fn cancel_stops_a_running_job_and_a_queued_one() {
         let t = trainer(Duration::from_secs(10), false);
         let a = t.submit(spec(5000), None).unwrap();
-        let b = t.submit(spec(5000), None).unwrap(); // queued: one slot
-                                                     // The job thread takes a moment to start on a loaded machine.
+        let b = t.submit(spec(5000), None).unwrap(); // queued behind `a`: one slot
+        // The job thread takes a moment to start on a loaded machine.
         let until = Instant::now() + Duration::from_secs(10);
         while t.status(&a).unwrap().phase == Phase::Queued && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
@@ -895,6 +930,38 @@ mod tests {
         assert_eq!(sb.message, "cancelled while queued");
         assert_eq!(sb.seconds, 0.0);
         assert!(t.status("nope").is_none());
+    }
+
+    /// Records the order in which jobs start, by their config's `n`.
+    struct Recorder(Mutex<Vec<u64>>);
+
+    impl Backend for Recorder {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Embedded
+        }
+        fn check(&self, _spec: &JobSpec) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn run(&self, spec: &JobSpec, _ctx: &JobContext) -> RunOutcome {
+            self.0.lock().unwrap().push(spec.config["n"].as_u64().unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+            RunOutcome::default()
+        }
+    }
+
+    #[test]
+    fn queued_jobs_start_in_the_order_they_were_submitted() {
+        let backend = Arc::new(Recorder(Mutex::new(Vec::new())));
+        // One slot: the start order is then the whole queue's order.
+        let config = TrainerConfig { max_concurrent: 1, ..TrainerConfig::default() };
+        let t = Trainer::with_backend(config, backend.clone(), Ledger::in_memory());
+        let ids: Vec<String> = (0..12u64)
+            .map(|n| t.submit(JobSpec { config: serde_json::json!({ "n": n }), ..spec(5000) }, None).unwrap())
+            .collect();
+        for id in &ids {
+            assert_eq!(t.wait_blocking(id, Duration::from_secs(20)).unwrap().phase, Phase::Succeeded);
+        }
+        assert_eq!(*backend.0.lock().unwrap(), (0..12).collect::<Vec<_>>());
     }
 
     #[test]
