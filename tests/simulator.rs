@@ -55,14 +55,36 @@ async fn steps_match_the_host_environment_and_are_deterministic() {
     let mut ep = Episode::new(EnvKind::Cartpole, 5);
     ep.reset();
     assert_eq!(a[1], format!("ok {}", nums(&ep.observation())));
-    let o = ep.step(1.0);
+    let o = ep.step(&[1.0]);
     assert_eq!(a[2], format!("ok reward=1 term=false trunc=false obs={}", nums(&ep.observation())));
     assert!(!o.terminated);
-    ep.step(0.0);
+    ep.step(&[0.0]);
     assert_eq!(a[3], format!("ok reward=1 term=false trunc=false obs={}", nums(&ep.observation())));
     assert!(a[6].starts_with("ok reward=-1 term=false trunc=false obs="), "{}", a[6]);
     assert_eq!(a[7], "997");
     assert_eq!(usage, SimulatorUsage { budget: 1000, steps: 3, envs_made: 2, resets: 2, ..SimulatorUsage::default() });
+}
+
+#[tokio::test]
+async fn the_walker_takes_four_motor_commands_and_matches_the_host() {
+    let rt = shared_runtime();
+    let p = prepared(rt, sim_grant(&["walker"], 100)).await;
+    let s = "make walker 3\nreset 1\nstep 1 0.5,-0.5,1,0\nstep 1 1\nstep 1 0,0,nan,0\nleft";
+    let (a, usage) = script(rt, &p, s).await;
+    assert_eq!(a, script(rt, &p, s).await.0, "the same seed gives the same episode");
+    assert_eq!(a[0], "ok 1 obs=15 act=4 discrete=false max=250 policy=64");
+    let mut ep = Episode::new(EnvKind::Walker, 3);
+    ep.reset();
+    assert_eq!(a[1], format!("ok {}", nums(&ep.observation())));
+    let o = ep.step(&[0.5, -0.5, 1.0, 0.0]);
+    let want = format!("ok reward={} term=false trunc=false obs={}", o.reward, nums(&ep.observation()));
+    assert_eq!(a[2], want);
+    assert_eq!(a[3], "err invalid-action: walker takes an action of 4 numbers; got 1");
+    // "nan" parses as NaN in the guest: refused, nothing stepped.
+    assert!(a[4].starts_with("err invalid-action: walker takes finite motor commands"), "{}", a[4]);
+    assert_eq!(a[5], "99");
+    assert_eq!(usage.steps, 1);
+    assert_eq!(usage.invalid, 2);
 }
 
 #[tokio::test]
@@ -104,12 +126,12 @@ async fn step_budget_is_enforced_with_a_typed_error_and_audited() {
 async fn refusals_are_typed_and_say_what_to_do() {
     let rt = shared_runtime();
     let p = prepared(rt, sim_grant(&["cartpole"], 1000)).await;
-    let s = "make acrobot 1\nmake walker 1\nmake cartpole 1\nstep 1 1\nreset 1\nstep 1 2\nstep 1 0.5\nstep 9 1\n\
+    let s = "make acrobot 1\nmake humanoid 1\nmake cartpole 1\nstep 1 1\nreset 1\nstep 1 2\nstep 1 0.5\nstep 9 1\n\
              rollout cartpole 1 10 1,2,3\nrollout cartpole 3 500 0,0,0,0,0,0,1,1,1,0\nclose 1\nreset 1";
     let (out, usage) = script(rt, &p, s).await;
     assert!(out[0].starts_with("err denied: environment `acrobot` is not in this variant's grant"), "{}", out[0]);
     assert!(out[0].contains("simulator.envs"), "{}", out[0]);
-    assert!(out[1].starts_with("err denied: `walker` is not an environment of this host"), "{}", out[1]);
+    assert!(out[1].starts_with("err denied: `humanoid` is not an environment of this host"), "{}", out[1]);
     assert!(out[3].starts_with("err needs-reset:"), "{}", out[3]);
     assert!(out[5].starts_with("err invalid-action: cartpole takes a discrete action 0..2"), "{}", out[5]);
     assert!(out[6].starts_with("err invalid-action:"), "{}", out[6]);
@@ -294,4 +316,71 @@ async fn evolving_the_reward_shaper_beats_its_baseline() {
     assert!(best.visible_score.unwrap() > s.baseline + 0.1, "{} -> {:?}", s.baseline, best.visible_score);
     assert!(best.summary.contains("MOUNTAIN_CAR_ENERGY = 10"), "{}", best.summary);
     assert!(session.audit.verify().unwrap().ok);
+}
+
+/// `run.toml` for the reward-shaper on `suite`, with extra `[budget]` lines.
+fn shaper_run(dir: &std::path::Path, name: &str, suite: &str, generations: u32, budget: &str) -> std::path::PathBuf {
+    let run = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"{name}\"\nsuite = \"{suite}\"\nseed = 7\ngenerations = {generations}\n\
+             children_per_generation = 1\nselection = \"greedy\"\ninitial = [\"{}\"]\n\n[budget]\n{budget}",
+            workspace_root().join("variants/reward-shaper").display()
+        ),
+    )
+    .unwrap();
+    run
+}
+
+#[tokio::test]
+async fn evolving_the_reward_shaper_teaches_the_walker_to_walk() {
+    use vivarium::evolve::{self, EvolveOptions, StopReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
+    session.guest_target_dir = workspace_root().join("target/guests");
+    let run = shaper_run(tmp.path(), "walk", reward_design::LOCOMOTION, 2, "");
+    let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
+    assert_eq!(s.stop, StopReason::Finished);
+    let best = s.best.clone().unwrap();
+    eprintln!("locomotion: baseline {:.3}, best {best:?}", s.baseline);
+    // The baseline rewards only staying up: its walker stands.
+    assert!(s.baseline < 0.1, "{}", s.baseline);
+    assert!(best.generation >= 1, "{best:?}");
+    assert!(best.summary.contains("WALKER_SPEED = "), "{}", best.summary);
+    assert!(best.visible_score.unwrap() > s.baseline + 0.2, "{} -> {:?}", s.baseline, best.visible_score);
+    let archive = vivarium::archive::Archive::open(&session.home.archive_dir()).unwrap();
+    let rows = archive.list(Some(&s.run_id)).unwrap();
+    for r in &rows {
+        eprintln!(
+            "  gen {} visible {:?} held-out {:?}: {}",
+            r.generation, r.visible_score, r.held_out_score, r.summary
+        );
+    }
+    let base_held = rows.iter().find(|r| r.generation == 0).unwrap().held_out_score.unwrap();
+    assert!(best.held_out_score.unwrap() > base_held + 0.05, "the gait carries over to held-out seeds: {best:?}");
+    assert!(s.sim_steps > 0);
+    // Every task's note names the reference reward's distance beside the variant's.
+    let rows = archive.results(&best.id).unwrap();
+    assert!(rows.iter().all(|r| r.note.starts_with("walker: trained return ") && r.note.contains("reference")));
+    assert!(session.audit.verify().unwrap().ok);
+}
+
+#[tokio::test]
+async fn a_run_stops_cleanly_at_its_simulator_step_budget_and_resumes_counting() {
+    use vivarium::evolve::{self, EvolveOptions, StopReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
+    session.guest_target_dir = workspace_root().join("target/guests");
+    // One evaluation of the baseline takes tens of thousands of steps.
+    let run = shaper_run(tmp.path(), "steps", reward_design::LOCOMOTION, 3, "sim_steps = 1000\n");
+    let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
+    let StopReason::Budget(why) = &s.stop else { panic!("expected the step budget to stop the run: {:?}", s.stop) };
+    assert_eq!(why, &format!("simulator steps {} of 1000", s.sim_steps));
+    assert_eq!(s.variants, 1, "only the initial variant, no child");
+    // The steps are kept with the run: a resume stops at once, counting them.
+    let again = evolve::evolve(&session, &run, &EvolveOptions { resume: true }, &|_| {}).await.unwrap();
+    assert_eq!(again.sim_steps, s.sim_steps);
+    assert!(matches!(again.stop, StopReason::Budget(_)), "{:?}", again.stop);
+    assert_eq!(again.variants, 1);
 }

@@ -10,8 +10,8 @@
 //!   per transition (a batch of 1) and one per chunk of `cem::CHUNK` (256)
 //!   transitions, as CEM training calls it;
 //! * the same reward computed natively (a Rust closure), for the ratio;
-//! * cart-pole steps per second of CEM training, with the environment's
-//!   reward and with the guest's (batched).
+//! * cart-pole and walker (rapier2d) steps per second of CEM training,
+//!   with the environment's reward and with the guest's (batched).
 //!
 //! Besides criterion's report it prints the figures as one table.
 
@@ -63,13 +63,16 @@ fn median_ns(rounds: usize, n: u64, mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-/// Steps per second of CEM training on cart-pole with `rewards`, and the steps.
-fn training_steps_per_second(rewards: &mut dyn FnMut(EnvKind, &[Step]) -> Result<Vec<f64>, ()>) -> (f64, u64) {
+/// Steps per second of CEM training on `kind` with `rewards`, and the steps.
+fn training_steps_per_second(
+    kind: EnvKind,
+    rewards: &mut dyn FnMut(EnvKind, &[Step]) -> Result<Vec<f64>, ()>,
+) -> (f64, u64) {
     let cfg = cem::CemConfig { seed: 4, ..cem::CemConfig::default() };
     let t = Instant::now();
     let mut steps = 0u64;
     while t.elapsed() < Duration::from_millis(1000) {
-        steps += cem::train_batched(EnvKind::Cartpole, &cfg, rewards).expect("reward").steps;
+        steps += cem::train_batched(kind, &cfg, rewards).expect("reward").steps;
     }
     (steps as f64 / t.elapsed().as_secs_f64(), steps)
 }
@@ -120,11 +123,15 @@ fn main() {
     let native_ns = median_ns(15, 200_000, || {
         black_box(native_reward(black_box(&t)));
     });
-    let (plain, _) =
-        training_steps_per_second(&mut |env, s| Ok(s.iter().map(|s| s.transition(env).env_reward).collect()));
+    let env_reward = |env: EnvKind, s: &[Step]| Ok(s.iter().map(|s| s.transition(env).env_reward).collect());
+    let (plain, _) = training_steps_per_second(EnvKind::Cartpole, &mut { env_reward });
     let before = inst.usage();
-    let (with_guest, guest_steps) = training_steps_per_second(&mut |env, s| inst.rewards(env, s).map_err(|_| ()));
+    let (with_guest, guest_steps) =
+        training_steps_per_second(EnvKind::Cartpole, &mut |env, s| inst.rewards(env, s).map_err(|_| ()));
     let usage = inst.usage();
+    let (walker_plain, _) = training_steps_per_second(EnvKind::Walker, &mut { env_reward });
+    let (walker_guest, _) =
+        training_steps_per_second(EnvKind::Walker, &mut |env, s| inst.rewards(env, s).map_err(|_| ()));
     println!();
     println!("simulator hot path (reward-shaper, wasm32-unknown-unknown, fuel + epoch deadline on)");
     println!("  reward, one call per transition     {single_ns:>9.1} ns/transition");
@@ -145,5 +152,15 @@ fn main() {
     println!(
         "  fuel per transition (batched)       {:>9.0}",
         (usage.fuel - before.fuel) as f64 / guest_steps.max(1) as f64
+    );
+    println!(
+        "  CEM on the walker, env reward       {:>9.0} k steps/s   ({:.1} µs/step)",
+        walker_plain / 1e3,
+        1e6 / walker_plain
+    );
+    println!(
+        "  CEM on the walker, guest reward     {:>9.0} k steps/s   (the callback adds {:.1} %)",
+        walker_guest / 1e3,
+        100.0 * (walker_plain / walker_guest - 1.0)
     );
 }

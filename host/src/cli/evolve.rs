@@ -72,6 +72,15 @@ pub fn render(s: &Summary) -> String {
     }
     t.push_str(&format!("  variants archived        {}  ({} proposals refused)\n", s.variants, s.refused));
     t.push_str(&format!("  fuel spent               {}\n", s.fuel));
+    if s.llm_tokens > 0 {
+        t.push_str(&format!("  llm tokens               {}\n", s.llm_tokens));
+    }
+    if s.gpu_seconds > 0.0 {
+        t.push_str(&format!("  trainer seconds          {:.1}\n", s.gpu_seconds));
+    }
+    if s.sim_steps > 0 {
+        t.push_str(&format!("  simulator steps          {}\n", s.sim_steps));
+    }
     t.push_str(&format!("  run directory            {}\n", s.run_dir.display()));
     t.push_str(&format!("  archive                  {}", s.archive_dir.display()));
     t

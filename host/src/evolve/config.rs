@@ -94,6 +94,10 @@ pub struct Budget {
     /// Trainer GPU-seconds across the run.
     #[serde(default)]
     pub gpu_seconds: Option<u64>,
+    /// Simulator steps across the run: the `simulator` service's and the
+    /// reward-design suites' policy trainings.
+    #[serde(default)]
+    pub sim_steps: Option<u64>,
 }
 
 /// A whole `run.toml`.

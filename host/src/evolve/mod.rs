@@ -95,6 +95,8 @@ pub struct Summary {
     pub llm_tokens: u64,
     /// Trainer seconds spent in the run (every invocation).
     pub gpu_seconds: f64,
+    /// Simulator steps taken in the run (every invocation).
+    pub sim_steps: u64,
     /// Wall time of this invocation, in seconds.
     pub seconds: f64,
 }
@@ -109,16 +111,18 @@ pub struct EvolveOptions {
 /// The longest refusal note kept for the meta-agent (compiler output is long).
 const MAX_ATTEMPT_NOTE: usize = 2000;
 
-/// The file under a run's directory that keeps the trainer seconds spent.
+/// The file under a run's directory that keeps the trainer seconds and
+/// simulator steps spent.
 const SPENT_FILE: &str = "spent.json";
 
-/// Trainer seconds recorded in a run's `spent.json` (0 when there is none).
-fn gpu_seconds_recorded(run_dir: &Path) -> f64 {
-    std::fs::read(run_dir.join(SPENT_FILE))
+/// What a run's `spent.json` recorded: `(trainer seconds, simulator
+/// steps)`, zero when there is none.
+fn spent_recorded(run_dir: &Path) -> (f64, u64) {
+    let v = std::fs::read(run_dir.join(SPENT_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["gpu_seconds"].as_f64())
-        .unwrap_or(0.0)
+        .unwrap_or_default();
+    (v["gpu_seconds"].as_f64().unwrap_or(0.0), v["sim_steps"].as_u64().unwrap_or(0))
 }
 
 /// Where a run keeps its trees: `$VIVARIUM_HOME/runs/<name>`.
@@ -162,6 +166,8 @@ struct Ctx<'a> {
     spent: std::sync::Mutex<tasks::Spent>,
     /// Trainer seconds spent by earlier invocations of this run (resume).
     gpu_seconds_before: f64,
+    /// Simulator steps taken by earlier invocations of this run (resume).
+    sim_steps_before: u64,
 }
 
 impl Ctx<'_> {
@@ -190,6 +196,12 @@ impl Ctx<'_> {
                 return Ok(Some(format!("trainer seconds {used:.1} of {g}")));
             }
         }
+        if let Some(n) = b.sim_steps {
+            let used = self.sim_steps_before + spent.sim_steps;
+            if used >= n {
+                return Ok(Some(format!("simulator steps {used} of {n}")));
+            }
+        }
         Ok(None)
     }
 
@@ -198,17 +210,18 @@ impl Ctx<'_> {
     }
 
     /// Count what an evaluation spent, and keep the run's trainer seconds
-    /// in `spent.json` so a resumed run goes on counting from them (a step
-    /// killed before this point is redone and counted once).
+    /// and simulator steps in `spent.json` so a resumed run goes on
+    /// counting from them (a step killed before this point is redone and
+    /// counted once).
     fn add_spent(&self, s: &tasks::Spent) -> Result<()> {
-        let total = {
+        let (gpu_seconds, sim_steps) = {
             let mut g = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             g.add(s);
-            self.gpu_seconds_before + g.gpu_seconds
+            (self.gpu_seconds_before + g.gpu_seconds, self.sim_steps_before + g.sim_steps)
         };
         crate::runtime::cache::write_atomic(
             &self.run_dir.join(SPENT_FILE),
-            json!({ "gpu_seconds": total }).to_string().as_bytes(),
+            json!({ "gpu_seconds": gpu_seconds, "sim_steps": sim_steps }).to_string().as_bytes(),
         )
         .map_err(|e| Error::io("writing the run's spent.json", e))
     }
@@ -224,15 +237,19 @@ impl Ctx<'_> {
 
     /// The options of a guest call of variant `id` in the run: the archive
     /// view and the token ledger of this run, at most what is left of its
-    /// token budget, and the variant's own `memory` lineage (its archive id).
+    /// token and simulator-step budgets, and the variant's own `memory`
+    /// lineage (its archive id).
     fn call_options(&self, id: &VariantId) -> Result<CallOptions> {
         let llm_tokens = match self.config.budget.tokens {
             Some(t) => Some(t.saturating_sub(self.tokens_spent()?)),
             None => None,
         };
+        let sim_steps =
+            self.config.budget.sim_steps.map(|n| n.saturating_sub(self.sim_steps_before + self.spent().sim_steps));
         Ok(CallOptions {
             run: Some(self.run_id.clone()),
             llm_tokens,
+            sim_steps,
             lineage: Some(id.0.clone()),
             ..CallOptions::default()
         })
@@ -558,7 +575,7 @@ pub async fn evolve(
     )
     .map_err(|e| Error::io("writing run.json", e))?;
 
-    let gpu_seconds_before = if opts.resume { gpu_seconds_recorded(&run_dir) } else { 0.0 };
+    let (gpu_seconds_before, sim_steps_before) = if opts.resume { spent_recorded(&run_dir) } else { (0.0, 0) };
     let ctx = Ctx {
         session,
         archive,
@@ -568,6 +585,7 @@ pub async fn evolve(
         started: Instant::now(),
         spent: Default::default(),
         gpu_seconds_before,
+        sim_steps_before,
         config,
     };
     let n_init = ctx.config.run.initial.len() as u64;
@@ -621,6 +639,7 @@ pub async fn evolve(
         fuel: ctx.spent().fuel,
         llm_tokens: ctx.tokens_spent()?,
         gpu_seconds: ctx.gpu_seconds_before + ctx.spent().gpu_seconds,
+        sim_steps: ctx.sim_steps_before + ctx.spent().sim_steps,
         seconds: ctx.started.elapsed().as_secs_f64(),
     };
     session.audit.append(None, crate::audit::EventKind::Other("evolve-summary".into()), json!(summary))?;

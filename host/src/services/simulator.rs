@@ -130,7 +130,7 @@ fn info(kind: EnvKind) -> wit::EnvInfo {
     let s = kind.spec();
     wit::EnvInfo {
         observation_size: s.obs as u32,
-        action_size: s.actions.unwrap_or(1) as u32,
+        action_size: s.actions.unwrap_or(s.action_dims) as u32,
         discrete: s.actions.is_some(),
         max_steps: s.max_steps,
         policy_size: LinearPolicy::param_count(kind) as u32,
@@ -186,7 +186,7 @@ impl wit::Host for SimulatorState {
         if left == 0 {
             return Ok(Err(g.exhausted()));
         }
-        let out = ep.step(action);
+        let out = ep.step(&action[..kind.spec().action_dims]);
         let observation = ep.observation();
         g.usage.steps += 1;
         Ok(Ok(wit::StepResult {

@@ -94,7 +94,8 @@ impl Env for Acrobot {
         out[..6].copy_from_slice(&[t1.cos(), t1.sin(), t2.cos(), t2.sin(), d1, d2]);
     }
 
-    fn step(&mut self, action: f64) -> (f64, bool) {
+    fn step(&mut self, action: &[f64]) -> (f64, bool) {
+        let action = action[0];
         let torque = AVAIL_TORQUE[(action as usize).min(2)];
         let mut ns = rk4(self.state, torque, DT);
         ns[0] = wrap(ns[0], -PI, PI);

@@ -41,7 +41,8 @@ impl Env for CartPole {
         out[..4].copy_from_slice(&self.state);
     }
 
-    fn step(&mut self, action: f64) -> (f64, bool) {
+    fn step(&mut self, action: &[f64]) -> (f64, bool) {
+        let action = action[0];
         let [x, x_dot, theta, theta_dot] = self.state;
         let force = if action as i64 == 1 { FORCE_MAG } else { -FORCE_MAG };
         let (sin, cos) = theta.sin_cos();

@@ -10,7 +10,7 @@
 //! function's answers. The reward is asked in chunks of transitions
 //! ([`train_batched`]) or one at a time ([`train`]); both give the same result.
 
-use super::{run_episode, EnvKind, Episode, LinearPolicy, Rng, Step, Transition, MAX_OBS};
+use super::{run_episode, EnvKind, Episode, LinearPolicy, Rng, Step, Transition, FEATURES, MAX_OBS};
 
 /// CEM settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,7 +109,8 @@ pub fn train_batched<E>(
     rewards: &mut dyn FnMut(EnvKind, &[Step]) -> Result<Vec<f64>, E>,
 ) -> Result<Trained, Stopped<E>> {
     let dim = LinearPolicy::param_count(kind);
-    let n = kind.spec().obs;
+    let spec = kind.spec();
+    let n = spec.obs;
     let mut mean = vec![0.0; dim];
     let mut std = vec![cfg.init_std; dim];
     let mut rng = Rng::derive(cfg.seed, 0xCE);
@@ -145,22 +146,25 @@ pub fn train_batched<E>(
             for _ in 0..cfg.episodes.max(1) {
                 ep.reset();
                 let mut obs = [0.0; MAX_OBS];
-                ep.observe(&mut obs);
+                let mut feat = [0.0; FEATURES];
+                ep.features(&mut feat);
                 while !ep.done() {
+                    ep.observe(&mut obs);
                     let action = policy.act(&obs[..n]);
+                    let action = &action[..spec.action_dims];
                     let out = ep.step(action);
-                    let mut next = [0.0; MAX_OBS];
-                    ep.observe(&mut next);
+                    let mut next = [0.0; FEATURES];
+                    ep.features(&mut next);
                     steps += 1;
                     buf.push(Step {
-                        obs,
-                        action,
+                        obs: feat,
+                        action: ep.effort(action),
                         next_obs: next,
                         terminated: out.terminated,
                         last: ep.done(),
                         env_reward: out.reward,
                     });
-                    obs = next;
+                    feat = next;
                     if buf.len() == CHUNK {
                         if let Err(error) = flush(&mut buf, &mut total, &mut episode_sum) {
                             return Err(Stopped { error, steps });

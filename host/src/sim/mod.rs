@@ -9,9 +9,11 @@
 //!   truncation. Initial states are drawn from Gymnasium's distributions
 //!   with this module's own PRNG ([`rng::Rng`]), so the same seed gives the
 //!   same rollout on every machine (but not numpy's exact numbers).
+//!   Beside them, [`walker`]: a planar legged walker on rapier2d for
+//!   locomotion (four motorised joints, reward = distance walked).
 //! * **Policies** — [`LinearPolicy`]: observations scaled by a fixed
 //!   per-environment scale, then one linear map (argmax for discrete
-//!   actions, `tanh` × the torque limit for continuous ones). A policy is
+//!   actions, `tanh` × the limit for each continuous one). A policy is
 //!   just its parameter vector, which is what crosses the WIT boundary.
 //! * **Training** — [`cem::train`]: the cross-entropy method over the
 //!   policy's parameters, seeded, driven by any reward function: per step
@@ -27,13 +29,22 @@ pub mod mountain_car;
 pub mod pendulum;
 pub mod reward;
 pub mod rng;
+pub mod walker;
 
 use std::fmt;
 
 pub use rng::Rng;
 
-/// The largest observation of any built-in environment (acrobot's 6).
-pub const MAX_OBS: usize = 6;
+/// The largest observation of any built-in environment (the walker's 15).
+pub const MAX_OBS: usize = walker::OBS;
+/// The longest action vector of any built-in environment (the walker's 4).
+pub const MAX_ACTIONS: usize = walker::JOINTS;
+/// How many numbers a reward function sees of a state
+/// ([`Env::features`]; the WIT's `reward-model.observation`).
+pub const FEATURES: usize = 6;
+
+/// An action vector: the first [`Spec::action_dims`] numbers are used.
+pub type Action = [f64; MAX_ACTIONS];
 
 /// The built-in environments, by their names in grants and WIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,6 +57,8 @@ pub enum EnvKind {
     Acrobot,
     /// MountainCar-v0.
     MountainCar,
+    /// The planar legged walker ([`walker`]).
+    Walker,
 }
 
 /// Shape and constants of an environment.
@@ -53,9 +66,11 @@ pub enum EnvKind {
 pub struct Spec {
     /// Observation length.
     pub obs: usize,
-    /// Discrete actions (`Some(n)`: actions `0..n`), or `None` for one
-    /// continuous action.
+    /// Discrete actions (`Some(n)`: one number, an index `0..n`), or
+    /// `None` for continuous actions.
     pub actions: Option<usize>,
+    /// Length of the action vector (1 for a discrete environment).
+    pub action_dims: usize,
     /// Continuous actions are clipped to `±max_action`.
     pub max_action: f64,
     /// Gymnasium's `max_episode_steps` (truncation).
@@ -71,16 +86,18 @@ pub struct Spec {
 
 impl EnvKind {
     /// Every built-in environment.
-    pub const ALL: [EnvKind; 4] = [EnvKind::Cartpole, EnvKind::Pendulum, EnvKind::Acrobot, EnvKind::MountainCar];
+    pub const ALL: [EnvKind; 5] =
+        [EnvKind::Cartpole, EnvKind::Pendulum, EnvKind::Acrobot, EnvKind::MountainCar, EnvKind::Walker];
 
     /// The name used in grants, tasks and the WIT (`cartpole`, `pendulum`,
-    /// `acrobot`, `mountain-car`).
+    /// `acrobot`, `mountain-car`, `walker`).
     pub fn name(self) -> &'static str {
         match self {
             EnvKind::Cartpole => "cartpole",
             EnvKind::Pendulum => "pendulum",
             EnvKind::Acrobot => "acrobot",
             EnvKind::MountainCar => "mountain-car",
+            EnvKind::Walker => "walker",
         }
     }
 
@@ -95,6 +112,7 @@ impl EnvKind {
             EnvKind::Cartpole => Spec {
                 obs: 4,
                 actions: Some(2),
+                action_dims: 1,
                 max_action: 1.0,
                 max_steps: 500,
                 obs_scale: &[2.4, 3.0, 0.21, 3.0],
@@ -104,6 +122,7 @@ impl EnvKind {
             EnvKind::Pendulum => Spec {
                 obs: 3,
                 actions: None,
+                action_dims: 1,
                 max_action: pendulum::MAX_TORQUE,
                 max_steps: 200,
                 obs_scale: &[1.0, 1.0, 8.0],
@@ -113,6 +132,7 @@ impl EnvKind {
             EnvKind::Acrobot => Spec {
                 obs: 6,
                 actions: Some(3),
+                action_dims: 1,
                 max_action: 1.0,
                 max_steps: 500,
                 obs_scale: &[1.0, 1.0, 1.0, 1.0, 4.0 * std::f64::consts::PI, 9.0 * std::f64::consts::PI],
@@ -122,11 +142,23 @@ impl EnvKind {
             EnvKind::MountainCar => Spec {
                 obs: 2,
                 actions: Some(3),
+                action_dims: 1,
                 max_action: 1.0,
                 max_steps: 200,
                 obs_scale: &[1.2, 0.07],
                 score_floor: -200.0,
                 score_ceiling: -110.0,
+            },
+            EnvKind::Walker => Spec {
+                obs: walker::OBS,
+                actions: None,
+                action_dims: walker::JOINTS,
+                max_action: 1.0,
+                max_steps: walker::MAX_STEPS,
+                obs_scale: &[1.0, 1.0, 2.0, 2.0, 4.0, 1.0, 1.0, 1.0, 1.0, 10.0, 10.0, 10.0, 10.0, 1.0, 1.0],
+                // Metres walked in the episode's 5 s (0.8 m/s).
+                score_floor: 0.0,
+                score_ceiling: WALKER_CEILING,
             },
         }
     }
@@ -138,7 +170,15 @@ impl EnvKind {
             EnvKind::Pendulum => AnyEnv::Pendulum(pendulum::Pendulum::default()),
             EnvKind::Acrobot => AnyEnv::Acrobot(acrobot::Acrobot::default()),
             EnvKind::MountainCar => AnyEnv::MountainCar(mountain_car::MountainCar::default()),
+            EnvKind::Walker => AnyEnv::Walker(Box::default()),
         }
+    }
+
+    /// How many numbers of a state its reward function sees (at most
+    /// [`FEATURES`]): the observation for the classic environments, six
+    /// features for the walker.
+    pub fn features(self) -> usize {
+        self.spec().obs.min(FEATURES)
     }
 
     /// `ret` mapped linearly from [score_floor, score_ceiling] onto [0, 1], clamped.
@@ -157,9 +197,13 @@ impl fmt::Display for EnvKind {
     }
 }
 
-/// One environment's dynamics. Actions are one number: the action's index
-/// for discrete environments (already validated), the torque for continuous
-/// ones.
+/// Distance (m) the walker must cover in an episode for a score of 1.
+pub const WALKER_CEILING: f64 = 4.0;
+
+/// One environment's dynamics. An action is [`Spec::action_dims`]
+/// numbers: for a discrete environment one, the action's index (already
+/// validated); for a continuous one the commands (clipped by the
+/// environment).
 pub trait Env: Send {
     /// Which environment this is.
     fn kind(&self) -> EnvKind;
@@ -167,8 +211,21 @@ pub trait Env: Send {
     fn reset(&mut self, rng: &mut Rng);
     /// Write the observation into `out[..spec.obs]`.
     fn observe(&self, out: &mut [f64]);
+    /// Write what a reward function sees of the state into
+    /// `out[..kind.features()]` (the rest is zero): the observation, unless
+    /// the environment says otherwise.
+    fn features(&self, out: &mut [f64; FEATURES]) {
+        let mut o = [0.0; MAX_OBS];
+        self.observe(&mut o);
+        out.copy_from_slice(&o[..FEATURES]);
+    }
+    /// The one number a reward function sees of an action: the action
+    /// itself for one-number actions.
+    fn effort(&self, action: &[f64]) -> f64 {
+        action[0]
+    }
     /// Advance one step: `(reward, terminated)` as Gymnasium defines them.
-    fn step(&mut self, action: f64) -> (f64, bool);
+    fn step(&mut self, action: &[f64]) -> (f64, bool);
 }
 
 /// Any built-in environment, dispatched without a vtable.
@@ -182,6 +239,8 @@ pub enum AnyEnv {
     Acrobot(acrobot::Acrobot),
     /// MountainCar-v0.
     MountainCar(mountain_car::MountainCar),
+    /// The walker (boxed: its physics world is large).
+    Walker(Box<walker::Walker>),
 }
 
 macro_rules! dispatch {
@@ -191,6 +250,7 @@ macro_rules! dispatch {
             AnyEnv::Pendulum($e) => $body,
             AnyEnv::Acrobot($e) => $body,
             AnyEnv::MountainCar($e) => $body,
+            AnyEnv::Walker($e) => $body,
         }
     };
 }
@@ -205,7 +265,13 @@ impl Env for AnyEnv {
     fn observe(&self, out: &mut [f64]) {
         dispatch!(self, e => e.observe(out))
     }
-    fn step(&mut self, action: f64) -> (f64, bool) {
+    fn features(&self, out: &mut [f64; FEATURES]) {
+        dispatch!(self, e => e.features(out))
+    }
+    fn effort(&self, action: &[f64]) -> f64 {
+        dispatch!(self, e => e.effort(action))
+    }
+    fn step(&mut self, action: &[f64]) -> (f64, bool) {
         dispatch!(self, e => e.step(action))
     }
 }
@@ -265,6 +331,16 @@ impl Episode {
         self.env.observe(out)
     }
 
+    /// What a reward function sees of the state (zero-padded).
+    pub fn features(&self, out: &mut [f64; FEATURES]) {
+        self.env.features(out)
+    }
+
+    /// The one number a reward function sees of `action`.
+    pub fn effort(&self, action: &[f64]) -> f64 {
+        self.env.effort(action)
+    }
+
     /// The observation as a vector.
     pub fn observation(&self) -> Vec<f64> {
         let mut v = vec![0.0; self.kind().spec().obs];
@@ -278,7 +354,7 @@ impl Episode {
     }
 
     /// Advance one step with an action already checked by [`check_action`].
-    pub fn step(&mut self, action: f64) -> StepOutcome {
+    pub fn step(&mut self, action: &[f64]) -> StepOutcome {
         let (reward, terminated) = self.env.step(action);
         self.steps += 1;
         let truncated = !terminated && self.steps >= self.kind().spec().max_steps;
@@ -287,21 +363,28 @@ impl Episode {
     }
 }
 
-/// Check an action vector for `kind`: one number, an integer index below
-/// the action count for a discrete environment, a finite number for a
-/// continuous one (clipped by the environment). Returns the action, or
-/// why it is invalid.
-pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<f64, String> {
+/// Check an action vector for `kind`: for a discrete environment one
+/// number, an integer index below the action count; for a continuous one
+/// [`Spec::action_dims`] finite numbers (clipped by the environment).
+/// Returns the action, or why it is invalid.
+pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<Action, String> {
     let spec = kind.spec();
-    let [a] = action else {
-        return Err(format!("{kind} takes an action of 1 number; got {}", action.len()));
-    };
+    if action.len() != spec.action_dims {
+        let s = if spec.action_dims == 1 { "" } else { "s" };
+        return Err(format!("{kind} takes an action of {} number{s}; got {}", spec.action_dims, action.len()));
+    }
     match spec.actions {
-        Some(n) if a.fract() != 0.0 || *a < 0.0 || *a >= n as f64 => {
-            Err(format!("{kind} takes a discrete action 0..{n} (an integer); got {a}"))
+        Some(n) if action[0].fract() != 0.0 || action[0] < 0.0 || action[0] >= n as f64 => {
+            Err(format!("{kind} takes a discrete action 0..{n} (an integer); got {}", action[0]))
         }
-        None if !a.is_finite() => Err(format!("{kind} takes a finite torque; got {a}")),
-        _ => Ok(*a),
+        None if action.iter().any(|a| !a.is_finite()) => {
+            Err(format!("{kind} takes finite motor commands; got {action:?}"))
+        }
+        _ => {
+            let mut a = [0.0; MAX_ACTIONS];
+            a[..action.len()].copy_from_slice(action);
+            Ok(a)
+        }
     }
 }
 
@@ -310,8 +393,8 @@ pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<f64, String> {
 ///
 /// Parameters, row by row: for a discrete environment with `n` actions,
 /// `n` rows of `obs + 1` (weights, then bias) and the action is the argmax
-/// (the lowest index on ties); for a continuous one, one row and the
-/// action is `max_action · tanh(w·o + b)`.
+/// (the lowest index on ties); for a continuous one, one row per action
+/// number, each `max_action · tanh(w·o + b)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearPolicy {
     kind: EnvKind,
@@ -322,7 +405,7 @@ impl LinearPolicy {
     /// How many parameters a policy for `kind` has.
     pub fn param_count(kind: EnvKind) -> usize {
         let s = kind.spec();
-        s.actions.unwrap_or(1) * (s.obs + 1)
+        s.actions.unwrap_or(s.action_dims) * (s.obs + 1)
     }
 
     /// A policy from its parameters; an error names the expected count.
@@ -342,8 +425,9 @@ impl LinearPolicy {
         &self.params
     }
 
-    /// The action for observation `obs`.
-    pub fn act(&self, obs: &[f64]) -> f64 {
+    /// The action for observation `obs` (its first
+    /// [`Spec::action_dims`] numbers).
+    pub fn act(&self, obs: &[f64]) -> Action {
         let spec = self.kind.spec();
         let row = |r: usize| {
             let w = &self.params[r * (spec.obs + 1)..(r + 1) * (spec.obs + 1)];
@@ -353,6 +437,7 @@ impl LinearPolicy {
             }
             z
         };
+        let mut out = [0.0; MAX_ACTIONS];
         match spec.actions {
             Some(n) => {
                 let mut best = (0, row(0));
@@ -362,23 +447,30 @@ impl LinearPolicy {
                         best = (a, z);
                     }
                 }
-                best.0 as f64
+                out[0] = best.0 as f64;
             }
-            None => spec.max_action * row(0).tanh(),
+            None => {
+                for (r, a) in out.iter_mut().enumerate().take(spec.action_dims) {
+                    *a = spec.max_action * row(r).tanh();
+                }
+            }
         }
+        out
     }
 }
 
-/// One transition as a reward function sees it.
+/// One transition as a reward function sees it: the state's features
+/// ([`Env::features`]) before and after, and the action's one number
+/// ([`Env::effort`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Transition<'a> {
     /// The environment.
     pub env: EnvKind,
-    /// The observation before the step.
+    /// The features before the step.
     pub obs: &'a [f64],
-    /// The action taken.
+    /// The action taken (its effort, for a multi-number action).
     pub action: f64,
-    /// The observation after the step.
+    /// The features after the step.
     pub next_obs: &'a [f64],
     /// Whether the step ended the episode by the task's rules.
     pub terminated: bool,
@@ -387,15 +479,15 @@ pub struct Transition<'a> {
 }
 
 /// One transition, owned, as the batched reward path carries it: the
-/// observations zero-padded to [`MAX_OBS`].
+/// features zero-padded to [`FEATURES`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Step {
-    /// The observation before the step (zero-padded).
-    pub obs: [f64; MAX_OBS],
-    /// The action taken.
+    /// The features before the step (zero-padded).
+    pub obs: [f64; FEATURES],
+    /// The action taken (its effort, for a multi-number action).
     pub action: f64,
-    /// The observation after the step (zero-padded).
-    pub next_obs: [f64; MAX_OBS],
+    /// The features after the step (zero-padded).
+    pub next_obs: [f64; FEATURES],
     /// Whether the step ended the episode by the task's rules.
     pub terminated: bool,
     /// Whether this is the last step of its episode (terminated or truncated).
@@ -405,9 +497,9 @@ pub struct Step {
 }
 
 impl Step {
-    /// The borrowed view of this step, for `env` (observations cut to its length).
+    /// The borrowed view of this step, for `env` (features cut to its length).
     pub fn transition(&self, env: EnvKind) -> Transition<'_> {
-        let n = env.spec().obs;
+        let n = env.features();
         Transition {
             env,
             obs: &self.obs[..n],
@@ -443,20 +535,23 @@ pub fn run_episode<E>(
 ) -> Result<Rollout, E> {
     episode.reset();
     let kind = episode.kind();
+    let spec = kind.spec();
+    let (n, f) = (spec.obs, kind.features());
     let mut obs = [0.0; MAX_OBS];
-    let mut next = [0.0; MAX_OBS];
-    let n = kind.spec().obs;
-    episode.observe(&mut obs);
+    let (mut feat, mut next) = ([0.0; FEATURES], [0.0; FEATURES]);
+    episode.features(&mut feat);
     let mut r = Rollout { total_reward: 0.0, env_return: 0.0, steps: 0, terminated: false };
     while r.steps < max_steps && !episode.done() {
+        episode.observe(&mut obs);
         let action = policy.act(&obs[..n]);
+        let action = &action[..spec.action_dims];
         let out = episode.step(action);
-        episode.observe(&mut next);
+        episode.features(&mut next);
         let t = Transition {
             env: kind,
-            obs: &obs[..n],
-            action,
-            next_obs: &next[..n],
+            obs: &feat[..f],
+            action: episode.effort(action),
+            next_obs: &next[..f],
             terminated: out.terminated,
             env_reward: out.reward,
         };
@@ -464,7 +559,7 @@ pub fn run_episode<E>(
         r.env_return += out.reward;
         r.steps += 1;
         r.terminated = out.terminated;
-        obs = next;
+        feat = next;
     }
     Ok(r)
 }

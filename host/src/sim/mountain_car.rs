@@ -34,7 +34,8 @@ impl Env for MountainCar {
         out[..2].copy_from_slice(&self.state);
     }
 
-    fn step(&mut self, action: f64) -> (f64, bool) {
+    fn step(&mut self, action: &[f64]) -> (f64, bool) {
+        let action = action[0];
         let [mut position, mut velocity] = self.state;
         velocity += (action - 1.0) * FORCE + (3.0 * position).cos() * (-GRAVITY);
         velocity = velocity.clamp(-MAX_SPEED, MAX_SPEED);

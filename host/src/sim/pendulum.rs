@@ -44,7 +44,8 @@ impl Env for Pendulum {
         out[2] = thdot;
     }
 
-    fn step(&mut self, action: f64) -> (f64, bool) {
+    fn step(&mut self, action: &[f64]) -> (f64, bool) {
+        let action = action[0];
         let [th, thdot] = self.state;
         let u = if action.is_nan() { 0.0 } else { action.clamp(-MAX_TORQUE, MAX_TORQUE) };
         let cost = angle_normalize(th).powi(2) + 0.1 * thdot * thdot + 0.001 * u * u;

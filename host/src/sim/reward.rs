@@ -21,7 +21,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentType, Func, Linker, Lower, TypedFunc};
 use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
-use super::{EnvKind, Step, Transition, MAX_OBS};
+use super::{EnvKind, Step, Transition, FEATURES};
 use crate::caps::{wasi, Grant, Limits};
 use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
 use crate::runtime::bindings::vivarium::agent::log::Level;
@@ -45,6 +45,8 @@ enum WitEnv {
     Acrobot,
     #[component(name = "mountain-car")]
     MountainCar,
+    #[component(name = "walker")]
+    Walker,
 }
 
 /// `reward-model.observation`.
@@ -60,7 +62,7 @@ struct WitObs {
 }
 
 impl WitObs {
-    fn from(o: &[f64; MAX_OBS]) -> Self {
+    fn from(o: &[f64; FEATURES]) -> Self {
         Self { o0: o[0], o1: o[1], o2: o[2], o3: o[3], o4: o[4], o5: o[5] }
     }
 }
@@ -94,6 +96,7 @@ impl From<EnvKind> for WitEnv {
             EnvKind::Pendulum => WitEnv::Pendulum,
             EnvKind::Acrobot => WitEnv::Acrobot,
             EnvKind::MountainCar => WitEnv::MountainCar,
+            EnvKind::Walker => WitEnv::Walker,
         }
     }
 }

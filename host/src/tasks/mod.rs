@@ -140,13 +140,14 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 }
 
 /// The names of the suites this host has.
-pub const SUITES: &[&str] = &["arith", reward_design::NAME, "tiny-lm"];
+pub const SUITES: &[&str] = &["arith", reward_design::NAME, reward_design::LOCOMOTION, "tiny-lm"];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
     match name {
         "arith" => Some(arith::suite()),
         reward_design::NAME => Some(reward_design::suite()),
+        reward_design::LOCOMOTION => Some(reward_design::locomotion()),
         "tiny-lm" => Some(tiny_lm::suite()),
         _ => None,
     }

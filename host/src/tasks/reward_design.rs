@@ -12,6 +12,10 @@
 //! a third seed of each, and acrobot (an environment the meta-agent never
 //! gets feedback on). A task's input is `<env> seed <n>`.
 //!
+//! The `locomotion` suite ([`locomotion`]) grades the same way on the
+//! planar walker ([`crate::sim::walker`]): the true objective is the
+//! distance walked in 5 s; two seeds visible, two held out.
+//!
 //! The reward instance lives for one task's training (one store, see
 //! [`crate::sim::reward`]); a trap or limit ends that training with score
 //! 0 and the failure in the note, audited as a `limit-hit` or `trap`
@@ -30,15 +34,19 @@ use crate::runtime::bindings::Task;
 use crate::runtime::{CallOptions, Prepared};
 use crate::sim::cem::{self, CemConfig};
 use crate::sim::reward::RewardInstance;
-use crate::sim::{EnvKind, Transition};
+use crate::sim::{walker, EnvKind, Transition};
 use crate::variant::Session;
 
 /// The suite's name.
 pub const NAME: &str = "reward-design";
+/// The walker suite's name.
+pub const LOCOMOTION: &str = "locomotion";
 
 const VISIBLE: &[(EnvKind, u64)] =
     &[(EnvKind::Cartpole, 1), (EnvKind::Cartpole, 2), (EnvKind::MountainCar, 1), (EnvKind::MountainCar, 2)];
 const HELD_OUT: &[(EnvKind, u64)] = &[(EnvKind::Cartpole, 3), (EnvKind::MountainCar, 3), (EnvKind::Acrobot, 1)];
+const WALKER_VISIBLE: &[(EnvKind, u64)] = &[(EnvKind::Walker, 1), (EnvKind::Walker, 2)];
+const WALKER_HELD_OUT: &[(EnvKind, u64)] = &[(EnvKind::Walker, 3), (EnvKind::Walker, 4)];
 
 /// Episodes the trained policy is scored on.
 pub const EVAL_EPISODES: usize = 5;
@@ -53,6 +61,8 @@ pub fn cem_config(kind: EnvKind, seed: u64) -> CemConfig {
         EnvKind::MountainCar => CemConfig { population: 24, elite: 4, iterations: 8, episodes: 2, ..base },
         EnvKind::Acrobot => CemConfig { population: 24, elite: 4, iterations: 10, ..base },
         EnvKind::Pendulum => CemConfig { population: 16, elite: 4, iterations: 8, ..base },
+        // 64 parameters; a narrower start keeps early gaits from flailing.
+        EnvKind::Walker => CemConfig { population: 16, elite: 4, iterations: 8, init_std: 0.5, ..base },
     }
 }
 
@@ -70,7 +80,10 @@ pub fn eval_seed(seed: u64) -> u64 {
 ///   (height and speed, in units of the hill) — pumping energy is what
 ///   reaches the flag;
 /// * acrobot: −1 per step, plus the rise of the tip's height;
-/// * pendulum: its own reward (already dense).
+/// * pendulum: its own reward (already dense);
+/// * walker: 0.3 × the forward speed (m/s, from the distance walked in
+///   the step), plus 0.05 for staying up, minus 0.01 × effort and 0.02 ×
+///   the squared tilt.
 pub fn reference_reward(t: &Transition<'_>) -> f64 {
     match t.env {
         EnvKind::Cartpole => {
@@ -80,6 +93,10 @@ pub fn reference_reward(t: &Transition<'_>) -> f64 {
         EnvKind::MountainCar => t.env_reward + 100.0 * (energy(t.next_obs) - energy(t.obs)),
         EnvKind::Acrobot => t.env_reward + 2.0 * (tip_height(t.next_obs) - tip_height(t.obs)),
         EnvKind::Pendulum => t.env_reward,
+        EnvKind::Walker => {
+            let alive = if t.terminated { 0.0 } else { 0.05 };
+            0.3 * t.env_reward / walker::DT + alive - 0.01 * t.action - 0.02 * t.next_obs[3] * t.next_obs[3]
+        }
     }
 }
 
@@ -108,13 +125,22 @@ pub fn reference_return(kind: EnvKind, seed: u64) -> (f64, u64) {
 
 /// The suite.
 pub fn suite() -> Suite {
+    suite_of(NAME, "rd", VISIBLE, HELD_OUT)
+}
+
+/// The locomotion suite: reward design on the walker.
+pub fn locomotion() -> Suite {
+    suite_of(LOCOMOTION, "lo", WALKER_VISIBLE, WALKER_HELD_OUT)
+}
+
+fn suite_of(name: &'static str, prefix: &str, visible: &[(EnvKind, u64)], held_out: &[(EnvKind, u64)]) -> Suite {
     let make = |split: &str, tasks: &[(EnvKind, u64)]| {
         tasks
             .iter()
             .map(|(kind, seed)| GradedTask {
                 task: Task {
-                    id: format!("rd-{split}-{kind}-{seed}"),
-                    domain: NAME.into(),
+                    id: format!("{prefix}-{split}-{kind}-{seed}"),
+                    domain: name.into(),
                     instruction: "The host trains a linear policy on this environment with your reward-model \
                                   export and scores it on the environment's own return."
                         .into(),
@@ -125,9 +151,9 @@ pub fn suite() -> Suite {
             .collect()
     };
     Suite {
-        name: NAME,
-        visible: make("v", VISIBLE),
-        held_out: make("h", HELD_OUT),
+        name,
+        visible: make("v", visible),
+        held_out: make("h", held_out),
         grading: Grading::Custom(Arc::new(RewardDesignGrader::default())),
     }
 }

@@ -599,14 +599,7 @@ impl Trainer {
 
 /// The job thread: wait for a slot, run the backend under a watchdog,
 /// record the end, settle the ledger.
-fn run_job(
-    id: String,
-    ticket: u64,
-    job: Arc<Job>,
-    backend: Arc<dyn Backend>,
-    slots: Arc<Slots>,
-    ledger: Arc<Ledger>,
-) {
+fn run_job(id: String, ticket: u64, job: Arc<Job>, backend: Arc<dyn Backend>, slots: Arc<Slots>, ledger: Arc<Ledger>) {
     // Queue: wait for a slot and our turn, or for a cancel.
     {
         let mut st = slots.lock();
@@ -914,7 +907,8 @@ mod tests {
     fn cancel_stops_a_running_job_and_a_queued_one() {
         let t = trainer(Duration::from_secs(10), false);
         let a = t.submit(spec(5000), None).unwrap();
-        let b = t.submit(spec(5000), None).unwrap(); // queued behind `a`: one slot
+        // Queued behind `a`: there is one slot.
+        let b = t.submit(spec(5000), None).unwrap();
         // The job thread takes a moment to start on a loaded machine.
         let until = Instant::now() + Duration::from_secs(10);
         while t.status(&a).unwrap().phase == Phase::Queued && Instant::now() < until {

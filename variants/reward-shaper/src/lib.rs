@@ -23,6 +23,8 @@ const MOUNTAIN_CAR_ENERGY: f64 = 0.0;
 const ACROBOT_HEIGHT: f64 = 0.0;
 /// Cart-pole: penalty on the squared pole angle (1 at the 12° limit).
 const CARTPOLE_UPRIGHT: f64 = 0.0;
+/// Walker: weight of the forward speed (m/s) beside the bonus for staying up.
+const WALKER_SPEED: f64 = 0.0;
 
 /// The values a coefficient steps through, one per generation.
 const LADDER: [f64; 5] = [0.0, 10.0, 30.0, 100.0, 300.0];
@@ -30,6 +32,8 @@ const LADDER: [f64; 5] = [0.0, 10.0, 30.0, 100.0, 300.0];
 const ACROBOT_LADDER: [f64; 5] = [0.0, 0.5, 1.0, 2.0, 4.0];
 /// Cart-pole's rungs.
 const CARTPOLE_LADDER: [f64; 5] = [0.0, 0.1, 0.3, 0.5, 1.0];
+/// The walker's rungs.
+const WALKER_LADDER: [f64; 4] = [0.0, 1.0, 3.0, 10.0];
 
 /// The file `improve` edits (relative to the variant's tree).
 const SELF_PATH: &str = "src/lib.rs";
@@ -62,6 +66,8 @@ fn reward(env: Env, t: &Transition) -> f64 {
                 let base = if terminated { 0.0 } else { -1.0 };
                 base + ACROBOT_HEIGHT * (tip_height(next_obs) - tip_height(obs))
             }
+            // Stay up; walk forward once the speed is weighted.
+            Env::Walker => (if terminated { 0.0 } else { 1.0 }) + WALKER_SPEED * next_obs.o1,
             Env::Pendulum => {
                 // Gymnasium's own cost, on the state before the step.
                 let th = obs.o1.atan2(obs.o0);
@@ -80,7 +86,7 @@ impl RewardModel for Shaper {
 fn describe() -> String {
     format!(
         "reward-shaper generation {GENERATION}: mountain-car energy {MOUNTAIN_CAR_ENERGY}, acrobot height \
-         {ACROBOT_HEIGHT}, cartpole upright {CARTPOLE_UPRIGHT}"
+         {ACROBOT_HEIGHT}, cartpole upright {CARTPOLE_UPRIGHT}, walker speed {WALKER_SPEED}"
     )
 }
 
@@ -147,6 +153,10 @@ fn plan(feedback: &str) -> Result<(Vec<(&'static str, f64)>, String), String> {
                 Some(v) => vec![("CARTPOLE_UPRIGHT", v)],
                 None => continue,
             },
+            "walker" => match next_rung(&WALKER_LADDER, WALKER_SPEED) {
+                Some(v) => vec![("WALKER_SPEED", v)],
+                None => continue,
+            },
             _ => continue,
         };
         let what: Vec<String> = edits.iter().map(|(n, v)| format!("{n} = {v}")).collect();
@@ -201,6 +211,8 @@ mod tests {
         assert_eq!(edits, vec![("MOUNTAIN_CAR_ENERGY", 10.0), ("ACROBOT_HEIGHT", 0.5)]);
         assert!(why.starts_with("mountain-car scored 0.25"), "{why}");
         assert!(plan("task a `cartpole seed 1`: score 1.0000: fine\n").is_err());
+        let walker = "task lo-v-walker-1 `walker seed 1`: score 0.0100: walker: trained return 0.0\n";
+        assert_eq!(plan(walker).unwrap().0, vec![("WALKER_SPEED", 1.0)]);
         assert_eq!(literal(10.0), "10.0");
         assert_eq!(literal(0.5), "0.5");
     }

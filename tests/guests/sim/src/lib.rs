@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `make ENV SEED` | `ok HANDLE obs=N act=M discrete=B max=S policy=P` |
 //! | `reset H` | `ok O1,O2,…` |
-//! | `step H A` | `ok reward=R term=T trunc=U obs=O1,…` |
+//! | `step H A1,A2,…` | `ok reward=R term=T trunc=U obs=O1,…` |
 //! | `run H A N` | N steps of action A, resetting after each episode: `ok N` |
 //! | `rollout ENV SEED MAX P1,P2,…` | `ok total=R steps=N term=T` |
 //! | `left` | steps left |
@@ -19,6 +19,7 @@
 //! | mountain-car | loops forever |
 //! | pendulum | panics (a trap) |
 //! | acrobot | allocates without bound |
+//! | walker | the forward speed (`next-obs.o1`) |
 
 use vivarium_guest::simulator::{self as sim, Error};
 use vivarium_guest::{Answer, Env, ImproveContext, MetaAgent, Proposal, RewardModel, Task, TaskAgent, Transition};
@@ -43,6 +44,7 @@ fn run(line: &str) -> String {
     let w: Vec<&str> = line.split_whitespace().collect();
     let num = |i: usize| w.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     let float = |i: usize| w.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let floats = |i: usize| -> Vec<f64> { w.get(i).map_or(vec![], |p| p.split(',').filter_map(|x| x.parse().ok()).collect()) };
     match w.first().copied() {
         Some("make") => match sim::make(w.get(1).copied().unwrap_or(""), num(2)) {
             Ok((h, i)) => format!(
@@ -55,7 +57,7 @@ fn run(line: &str) -> String {
             Ok(o) => format!("ok {}", nums(&o)),
             Err(e) => err(e),
         },
-        Some("step") => match sim::step(num(1), &[float(2)]) {
+        Some("step") => match sim::step(num(1), &floats(2)) {
             Ok(r) => format!("ok reward={} term={} trunc={} obs={}", r.reward, r.terminated, r.truncated, nums(&r.observation)),
             Err(e) => err(e),
         },
@@ -78,7 +80,7 @@ fn run(line: &str) -> String {
             format!("ok {n}")
         }
         Some("rollout") => {
-            let policy: Vec<f64> = w.get(4).map_or(vec![], |p| p.split(',').filter_map(|x| x.parse().ok()).collect());
+            let policy = floats(4);
             match sim::rollout(w.get(1).copied().unwrap_or(""), num(2), &policy, num(3) as u32) {
                 Ok(r) => format!("ok total={} steps={} term={}", r.total_reward, r.steps, r.terminated),
                 Err(e) => err(e),
@@ -120,6 +122,8 @@ impl RewardModel for Guest {
                 }
             }
             Env::Pendulum => panic!("the pendulum reward is not written yet"),
+            // Forward speed: a reward that makes the walker walk.
+            Env::Walker => transitions.iter().map(|t| t.next_obs.o1).collect(),
             Env::Acrobot => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
