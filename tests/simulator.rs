@@ -295,20 +295,8 @@ async fn reward_design_suite_grades_against_the_reference_and_audits_training() 
 async fn evolving_the_reward_shaper_beats_its_baseline() {
     use vivarium::evolve::{self, EvolveOptions, StopReason};
     let tmp = tempfile::tempdir().unwrap();
-    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
-    // The same sandboxed guest build directory as `vivarium build` with
-    // VIVARIUM_GUEST_TARGET_DIR=target/guests, so the SDK is built once.
-    session.guest_target_dir = workspace_root().join("target/guests");
-    let run = tmp.path().join("run.toml");
-    std::fs::write(
-        &run,
-        format!(
-            "[run]\nname = \"rd\"\nsuite = \"reward-design\"\nseed = 7\ngenerations = 1\nchildren_per_generation = 1\n\
-             initial = [\"{}\"]\n",
-            workspace_root().join("variants/reward-shaper").display()
-        ),
-    )
-    .unwrap();
+    let session = evolve_session(tmp.path());
+    let run = shaper_run(tmp.path(), "rd", reward_design::NAME, 1, "");
     let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
     assert_eq!(s.stop, StopReason::Finished);
     let best = s.best.clone().unwrap();
@@ -318,7 +306,17 @@ async fn evolving_the_reward_shaper_beats_its_baseline() {
     assert!(session.audit.verify().unwrap().ok);
 }
 
-/// `run.toml` for the reward-shaper on `suite`, with extra `[budget]` lines.
+/// A session for an evolution run under `dir`, building guests in the
+/// same sandboxed directory as `vivarium build` with
+/// VIVARIUM_GUEST_TARGET_DIR=target/guests, so the SDK is built once.
+fn evolve_session(dir: &std::path::Path) -> Session {
+    let mut session = Session::open(Home::at(dir.join("home"))).unwrap();
+    session.guest_target_dir = workspace_root().join("target/guests");
+    session
+}
+
+/// `run.toml` for the reward-shaper on `suite` (seed 7, one child per
+/// generation, greedy), with extra `[budget]` lines.
 fn shaper_run(dir: &std::path::Path, name: &str, suite: &str, generations: u32, budget: &str) -> std::path::PathBuf {
     let run = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -337,8 +335,7 @@ fn shaper_run(dir: &std::path::Path, name: &str, suite: &str, generations: u32, 
 async fn evolving_the_reward_shaper_teaches_the_walker_to_walk() {
     use vivarium::evolve::{self, EvolveOptions, StopReason};
     let tmp = tempfile::tempdir().unwrap();
-    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
-    session.guest_target_dir = workspace_root().join("target/guests");
+    let session = evolve_session(tmp.path());
     let run = shaper_run(tmp.path(), "walk", reward_design::LOCOMOTION, 2, "");
     let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
     assert_eq!(s.stop, StopReason::Finished);
@@ -370,8 +367,7 @@ async fn evolving_the_reward_shaper_teaches_the_walker_to_walk() {
 async fn a_run_stops_cleanly_at_its_simulator_step_budget_and_resumes_counting() {
     use vivarium::evolve::{self, EvolveOptions, StopReason};
     let tmp = tempfile::tempdir().unwrap();
-    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
-    session.guest_target_dir = workspace_root().join("target/guests");
+    let session = evolve_session(tmp.path());
     // One evaluation of the baseline takes tens of thousands of steps.
     let run = shaper_run(tmp.path(), "steps", reward_design::LOCOMOTION, 3, "sim_steps = 1000\n");
     let s = evolve::evolve(&session, &run, &EvolveOptions::default(), &|_| {}).await.unwrap();
