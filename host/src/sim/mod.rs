@@ -43,6 +43,9 @@ pub const MAX_ACTIONS: usize = walker::JOINTS;
 /// ([`Env::features`]; the WIT's `reward-model.observation`).
 pub const FEATURES: usize = 6;
 
+/// Distance (m) the walker must cover in an episode for a score of 1.
+pub const WALKER_CEILING: f64 = 4.0;
+
 /// An action vector: the first [`Spec::action_dims`] numbers are used.
 pub type Action = [f64; MAX_ACTIONS];
 
@@ -197,9 +200,6 @@ impl fmt::Display for EnvKind {
     }
 }
 
-/// Distance (m) the walker must cover in an episode for a score of 1.
-pub const WALKER_CEILING: f64 = 4.0;
-
 /// One environment's dynamics. An action is [`Spec::action_dims`]
 /// numbers: for a discrete environment one, the action's index (already
 /// validated); for a continuous one the commands (clipped by the
@@ -229,7 +229,7 @@ pub trait Env: Send {
 }
 
 /// Any built-in environment, dispatched without a vtable.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum AnyEnv {
     /// CartPole-v1.
     Cartpole(cartpole::CartPole),
@@ -288,7 +288,7 @@ pub struct StepOutcome {
 }
 
 /// An environment with Gymnasium's `TimeLimit`, its seed and its step count.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Episode {
     env: AnyEnv,
     rng: Rng,

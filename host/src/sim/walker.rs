@@ -86,14 +86,6 @@ impl std::fmt::Debug for Walker {
     }
 }
 
-impl Clone for Walker {
-    /// A fresh walker standing at the origin (a physics world is not
-    /// cloned; an [`Episode`](super::Episode) is reset before use anyway).
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
 impl Default for Walker {
     fn default() -> Self {
         Self::build(&[0.0; 2 + 3 * JOINTS])
