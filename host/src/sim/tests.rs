@@ -233,6 +233,11 @@ fn the_walker_stands_still_when_its_motors_hold_and_falls_when_they_let_go() {
     assert!((f[2] - 0.9).abs() < 1e-6, "{f:?}");
     assert_eq!(ep.effort(&[1.0, -1.0, 0.0, 0.0]), 0.5);
     assert_eq!(ep.effort(&[5.0, 5.0, 5.0, 5.0]), 1.0, "commands are clipped to ±1");
+    // Weights so large that the policy's sums overflow (∞ − ∞ = NaN): the
+    // host neither panics nor reports a non-finite distance.
+    let wild: Vec<f64> = (0..64).map(|i| if i % 2 == 0 { 1e308 } else { -1e308 }).collect();
+    let r = rollout(EnvKind::Walker, 4, &LinearPolicy::new(EnvKind::Walker, wild).unwrap(), u32::MAX);
+    assert!(r.total_reward.is_finite() && r.steps >= 1, "{r:?}");
 }
 
 #[test]

@@ -214,13 +214,16 @@ impl Env for Walker {
     }
 
     fn effort(&self, action: &[f64]) -> f64 {
-        action.iter().map(|a| a.clamp(-1.0, 1.0).powi(2)).sum::<f64>() / JOINTS as f64
+        let squared = |a: &f64| if a.is_finite() { a.clamp(-1.0, 1.0).powi(2) } else { 0.0 };
+        action.iter().map(squared).sum::<f64>() / JOINTS as f64
     }
 
     fn step(&mut self, action: &[f64]) -> (f64, bool) {
         let before = self.x();
         for (i, a) in action.iter().enumerate().take(JOINTS) {
-            let target = (a.clamp(-1.0, 1.0) * MAX_ANGLE) as f32;
+            // A policy with huge weights can give NaN (∞ − ∞); hold the joint.
+            let a = if a.is_finite() { a.clamp(-1.0, 1.0) } else { 0.0 };
+            let target = (a * MAX_ANGLE) as f32;
             if let Some(j) = self.world.impulse_joints.get_mut(self.joints[i], false) {
                 j.data.set_motor_position(JointAxis::AngX, target, STIFFNESS, DAMPING);
             }
