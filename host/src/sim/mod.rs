@@ -213,11 +213,11 @@ pub trait Env: Send {
     fn observe(&self, out: &mut [f64]);
     /// Write what a reward function sees of the state into
     /// `out[..kind.features()]` (the rest is zero): the observation, unless
-    /// the environment says otherwise.
+    /// the environment says otherwise — which it must when its observation
+    /// is longer than [`FEATURES`].
     fn features(&self, out: &mut [f64; FEATURES]) {
-        let mut o = [0.0; MAX_OBS];
-        self.observe(&mut o);
-        out.copy_from_slice(&o[..FEATURES]);
+        *out = [0.0; FEATURES];
+        self.observe(out);
     }
     /// The one number a reward function sees of an action: the action
     /// itself for one-number actions.
