@@ -179,14 +179,13 @@ impl wit::Host for SimulatorState {
             let why = format!("the {kind} episode of handle {handle} has ended (or never began); call reset");
             return Ok(Err(g.invalid(wit::Error::NeedsReset(why))));
         }
-        let action = match sim::check_action(kind, &action) {
-            Ok(a) => a,
-            Err(why) => return Ok(Err(g.invalid(wit::Error::InvalidAction(why)))),
-        };
+        if let Err(why) = sim::check_action(kind, &action) {
+            return Ok(Err(g.invalid(wit::Error::InvalidAction(why))));
+        }
         if left == 0 {
             return Ok(Err(g.exhausted()));
         }
-        let out = ep.step(&action[..kind.spec().action_dims]);
+        let out = ep.step(&action);
         let observation = ep.observation();
         g.usage.steps += 1;
         Ok(Ok(wit::StepResult {

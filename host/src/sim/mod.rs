@@ -366,8 +366,8 @@ impl Episode {
 /// Check an action vector for `kind`: for a discrete environment one
 /// number, an integer index below the action count; for a continuous one
 /// [`Spec::action_dims`] finite numbers (clipped by the environment).
-/// Returns the action, or why it is invalid.
-pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<Action, String> {
+/// `Err` says why it is invalid.
+pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<(), String> {
     let spec = kind.spec();
     if action.len() != spec.action_dims {
         let s = if spec.action_dims == 1 { "" } else { "s" };
@@ -380,11 +380,7 @@ pub fn check_action(kind: EnvKind, action: &[f64]) -> Result<Action, String> {
         None if action.iter().any(|a| !a.is_finite()) => {
             Err(format!("{kind} takes finite motor commands; got {action:?}"))
         }
-        _ => {
-            let mut a = [0.0; MAX_ACTIONS];
-            a[..action.len()].copy_from_slice(action);
-            Ok(a)
-        }
+        _ => Ok(()),
     }
 }
 

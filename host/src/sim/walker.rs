@@ -157,18 +157,26 @@ impl Walker {
         f64::from(self.world.bodies[self.torso].translation().x)
     }
 
+    /// The body above joint `i`: the torso for a hip, the thigh for a knee.
+    fn parent(&self, i: usize) -> RigidBodyHandle {
+        if i % 2 == 0 {
+            self.torso
+        } else {
+            self.segments[i - 1]
+        }
+    }
+
     /// The angle of joint `i`: the child segment's rotation relative to its parent.
     fn joint_angle(&self, i: usize) -> f64 {
-        let parent = if i % 2 == 0 { self.torso } else { self.segments[i - 1] };
-        let a = self.world.bodies[self.segments[i]].rotation().angle() - self.world.bodies[parent].rotation().angle();
+        let (child, parent) = (&self.world.bodies[self.segments[i]], &self.world.bodies[self.parent(i)]);
+        let a = child.rotation().angle() - parent.rotation().angle();
         // Wrapped into (−π, π].
         f64::from(a.sin().atan2(a.cos()))
     }
 
     /// The speed of joint `i` (rad/s).
     fn joint_speed(&self, i: usize) -> f64 {
-        let parent = if i % 2 == 0 { self.torso } else { self.segments[i - 1] };
-        f64::from(self.world.bodies[self.segments[i]].angvel() - self.world.bodies[parent].angvel())
+        f64::from(self.world.bodies[self.segments[i]].angvel() - self.world.bodies[self.parent(i)].angvel())
     }
 
     fn observation(&self) -> [f64; OBS] {
