@@ -255,6 +255,10 @@ fn corpus() -> Vec<Case> {
         rust("random-huge", "67108864", small(), Failed(K::Trap, "requested len 67108864 exceeds limit 1048576"))
             .with(|s| assert!(s.usage.memory_peak < 8 << 20, "nothing was handed back: {:?}", s.usage)),
         rust("random-huge", "1048576", small(), Answer("got 1048576 random bytes")).named("at-the-cap"),
+        // Host work is charged to fuel: the loop ends out of fuel long
+        // before the wall clock, after at most ~190 MiB of randomness.
+        rust("random-loop", "", small(), Failed(K::OutOfFuel, "the fuel budget of 200000000 was used up"))
+            .with(|s| assert_eq!(s.usage.fuel, 200_000_000, "{:?}", s.usage)),
         // --- Output -------------------------------------------------------
         file("13-return-invalid-utf8", small(), Failed(K::Trap, "invalid utf-8")),
         file("14-return-bad-discriminant", small(), Failed(K::Trap, "invalid expected discriminant")),
@@ -770,6 +774,7 @@ row!(rust_thread_spawn, "rust:thread-spawn");
 row!(rust_huge_alloc, "rust:huge-alloc");
 row!(rust_random_huge, "rust:random-huge");
 row!(rust_random_huge_at_the_cap, "rust:random-huge@at-the-cap");
+row!(rust_random_loop, "rust:random-loop");
 row!(rust_trap, "rust:trap");
 row!(rust_abort, "rust:abort");
 row!(rust_exit_zero, "rust:exit@zero");

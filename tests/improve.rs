@@ -217,6 +217,52 @@ async fn an_escalation_waits_for_a_person() {
     assert!(vivarium::improve::approve(&store, &id, "tester").is_err(), "decided once");
 }
 
+/// The example policy of docs/capabilities.md: broader than the one the
+/// request was made under.
+const BROAD_POLICY: &str = "[ceilings]\nfuel = 50_000_000_000\nmemory = \"1GiB\"\nwall = \"5m\"\n\n\
+[capabilities]\nllm = { models = [\"small\", \"large\"], tokens = 1_000_000 }\nmemory = { bytes = \"16MiB\" }\n\
+archive = true\nenv_allow = [\"LANG\", \"HF_TOKEN\"]\nsockets_allow = [\"api.example.com:443\"]\n";
+
+#[tokio::test]
+async fn an_approval_grants_exactly_what_was_shown_whatever_policy_comes_later() {
+    let s = setup();
+    let narrow = s.root.join("narrow.toml");
+    std::fs::write(&narrow, "[ceilings]\nfuel = 10_000_000_000\nmemory = \"512MiB\"\n\n[capabilities]\nmemory = { bytes = \"4MiB\" }\n")
+        .unwrap();
+    let req = ImproveRequest {
+        parent: s.parent.clone(),
+        out: s.root.join("child"),
+        policy: Some(narrow),
+        feedback: "escalate-wide".into(),
+        iterations_left: 1,
+        ..ImproveRequest::default()
+    };
+    let o = improve(&s.session, &req).await.expect("the child waits for a person");
+    let id = o.escalation.clone().expect("a pending request");
+    let store = vivarium::guard::EscalationStore::open(s.session.home.approvals_dir()).unwrap();
+    let shown = store.get(&id).unwrap();
+    // What the policy refused is shown as refused, and not in the grant.
+    for cap in ["llm", "env", "sockets"] {
+        assert!(shown.denied.iter().any(|d| d.starts_with(cap)), "{cap} shown as denied: {:?}", shown.denied);
+        assert!(!shown.requested_grant.summary_lines().iter().any(|l| l.starts_with(&format!("{cap}:"))));
+    }
+    assert_eq!(shown.requested_grant.limits.fuel, 10_000_000_000);
+    assert!(shown.requested_grant.service_granted("memory"));
+
+    vivarium::improve::approve(&store, &id, "tester").unwrap();
+    let child = s.root.join("child");
+    let broad = s.root.join("broad.toml");
+    std::fs::write(&broad, BROAD_POLICY).unwrap();
+    let opened = s.session.open_target(&child, Some(&broad), &Default::default()).await.unwrap();
+    let g = &opened.resolution.grant;
+    assert_eq!((g.llm.as_ref(), g.env.len(), g.sockets.len()), (None, 0, 0), "nothing that was not shown: {g:?}");
+    assert_eq!(g.memory, shown.requested_grant.memory);
+    assert_eq!(g.limits.fuel, 10_000_000_000, "not the raw 9e18");
+    assert_eq!(g.limits.memory, shown.requested_grant.limits.memory, "not the raw 1TiB");
+    assert_eq!(g.summary_lines(), shown.requested_grant.summary_lines(), "exactly what was shown");
+    assert!(s.session.audit.verify().unwrap().ok);
+}
+
 #[tokio::test]
 async fn a_child_over_the_policys_component_size_is_refused() {
     let s = setup();

@@ -426,6 +426,59 @@ async fn memory_persists_per_lineage_and_a_child_gets_a_snapshot() {
     assert_eq!(store.entries(&p.sha256).unwrap(), vec![("own".to_string(), b"yes".to_vec())]);
 }
 
+/// A call on a held-out task reads its lineage's memory, but nothing it
+/// writes outlives the call: not in the lineage, not in a child forked
+/// from it, not in a stray lineage of the store.
+#[tokio::test]
+async fn a_sealed_call_leaves_no_trace_in_memory() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("memory.sqlite");
+    let rt = runtime()
+        .with_services(HostServices { memory: Some(Arc::new(MemoryStore::lazy(&path))), ..HostServices::default() });
+    let p = prepared(&rt, grant(llm_grant(0), 1 << 20)).await;
+    let visible = CallOptions { lineage: Some("v".into()), ..CallOptions::default() };
+    let held_out = visible.sealed();
+
+    let (out, _) = script(&rt, &p, &visible, "mem-set seen visible-input").await;
+    assert_eq!(out, ["ok"]);
+    let (out, r) =
+        script(&rt, &p, &held_out, "mem-get seen\nmem-set stolen held-out-input\nmem-get stolen\nmem-del seen").await;
+    assert_eq!(out, ["some visible-input", "ok", "some held-out-input", "true"], "the call itself works as usual");
+    assert!(r.services.memory.as_ref().unwrap().lineage.starts_with("sealed:"));
+    let (out, _) = script(&rt, &p, &visible, "mem-get stolen\nmem-list \nmem-get seen").await;
+    assert_eq!(out, ["none", "seen", "some visible-input"], "nothing the held-out call did persists");
+    let store = MemoryStore::open(&path).unwrap();
+    assert!(store.fork("v", "child").unwrap());
+    assert_eq!(store.entries("child").unwrap(), vec![("seen".to_string(), b"visible-input".to_vec())]);
+    assert_eq!(store.lineages().unwrap(), ["child", "v"], "no sealed lineage left behind");
+}
+
+/// Every graded call on a held-out task is sealed: what `solve` stores in
+/// memory while graded on a visible task persists, on a held-out one not.
+#[tokio::test]
+async fn held_out_tasks_are_graded_in_sealed_calls() {
+    use vivarium::tasks::{run_tasks, GradedTask, Grading, Suite};
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let session = vivarium::variant::Session::open(Home::at(dir.path())).unwrap();
+    let p = prepare(&session.runtime, &guest(), grant(llm_grant(0), 1 << 20)).await.unwrap();
+    let graded = |input: &str| GradedTask { task: task("script", input), expected: "ok".into() };
+    let suite = Suite {
+        name: "snoop",
+        visible: vec![graded("mem-set seen-v1 visible")],
+        held_out: vec![graded("mem-set seen-h1 held-out")],
+        grading: Grading::Exact,
+    };
+    let opts = CallOptions { lineage: Some("lineage".into()), ..CallOptions::default() };
+    let (v, _) = run_tasks(&session, &p, &suite, &suite.visible, false, &opts).await.unwrap();
+    let (h, _) = run_tasks(&session, &p, &suite, &suite.held_out, true, &opts).await.unwrap();
+    assert!(v[0].passed && h[0].passed, "both calls ran: {v:?} {h:?}");
+    let store = MemoryStore::open(dir.path().join(vivarium::services::memory::STORE_FILE)).unwrap();
+    assert_eq!(store.entries("lineage").unwrap(), vec![("seen-v1".to_string(), b"visible".to_vec())]);
+    assert_eq!(store.lineages().unwrap(), ["lineage"]);
+}
+
 #[tokio::test]
 async fn memory_without_a_store_is_denied_and_ungranted_memory_is_refused() {
     init();

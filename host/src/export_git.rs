@@ -151,8 +151,11 @@ pub fn epoch_seconds(t: &str) -> i64 {
 }
 
 /// Replace control characters other than newline and tab.
+/// Guest text for a commit message, which `git log` prints to a terminal:
+/// every hidden character ([`crate::text::is_hidden`]) but newline and tab
+/// replaced.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{FFFD}' } else { c }).collect()
+    s.chars().map(|c| if c != '\n' && c != '\t' && crate::text::is_hidden(c) { '\u{FFFD}' } else { c }).collect()
 }
 
 fn score(s: Option<f64>) -> String {

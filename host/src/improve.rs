@@ -144,7 +144,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     let mut escalation = None;
     if let Some(esc) = checked.escalation() {
         let wanted = esc.child_manifest(&manifest);
-        let wanted_grant = resolve(&wanted, &policy, &Overrides::default()).grant;
+        let resolution = resolve(&wanted, &policy, &Overrides::default());
+        let denied: Vec<String> = resolution.denials.iter().map(ToString::to_string).collect();
+        let wanted_grant = resolution.grant;
         match guard::check_escalation(&parent_grant, &wanted_grant) {
             Ok(()) => in_grant_escalation = Some(esc.clone()),
             Err(exceeding) => {
@@ -156,6 +158,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                     escalation: esc.clone(),
                     parent_grant: parent_grant.clone(),
                     requested_grant: wanted_grant,
+                    denied,
                 })?;
                 session.audit.append(
                     Some(&parent_sha),
@@ -307,7 +310,8 @@ pub fn rebase_path_dependencies(parent: &Path, child: &Path) -> Result<()> {
 }
 
 /// Approve escalation request `id`: the child's `variant.toml` gets the
-/// requested `[capabilities]` (and `[limits]`), then the request is marked
+/// `[capabilities]` and `[limits]` of the grant the approver was shown
+/// ([`guard::Request::requested_grant`]), then the request is marked
 /// approved. The caller audits the returned request.
 pub fn approve(store: &EscalationStore, id: &str, who: &str) -> Result<guard::Request> {
     let pending = store.get(id)?;
@@ -319,10 +323,13 @@ pub fn approve(store: &EscalationStore, id: &str, who: &str) -> Result<guard::Re
     let mut manifest = Manifest::load(&manifest_path).map_err(|e| {
         Error::invalid(format!("the child of request {id} is gone or broken ({e}); deny the request instead"))
     })?;
-    manifest.capabilities = pending.capabilities.clone();
-    if let Some(l) = &pending.limits {
-        manifest.limits = l.clone();
-    }
+    // Exactly what the approver was shown: the grant the request resolved
+    // to under the policy in force then, written as a request, so no later
+    // policy, however broad, gives the child more (the raw request may ask
+    // for parts that policy denied, and those were shown as denied).
+    let (capabilities, limits) = pending.requested_grant.as_request();
+    manifest.capabilities = capabilities;
+    manifest.limits = limits;
     crate::runtime::cache::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
         .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     store.approve(id, who)

@@ -40,6 +40,7 @@ pub mod services;
 pub mod sim;
 pub mod task;
 pub mod tasks;
+pub mod text;
 pub mod trainer;
 pub mod units;
 pub mod variant;

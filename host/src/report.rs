@@ -134,7 +134,7 @@ pub fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\t' | '\n' => out.push(c),
-            c if c.is_control() => out.push('\u{FFFD}'),
+            c if crate::text::is_hidden(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }

@@ -194,6 +194,10 @@ impl Session {
     /// this call made it (and so may discard it).
     fn with_scratch(&self, p: &Prepared, opts: &CallOptions) -> Result<(CallOptions, bool)> {
         let mut opts = opts.clone();
+        // A sealed call never writes into an area the caller keeps.
+        if opts.sealed {
+            opts.scratch = None;
+        }
         let fresh = opts.scratch.is_none();
         if fresh {
             opts.scratch = self.scratch_for(p)?;
@@ -212,6 +216,14 @@ impl Session {
         report: CallReport<T>,
     ) -> Result<CallReport<T>> {
         discard_over_quota(fresh, opts, &report);
+        if opts.sealed {
+            // A held-out call's files die with it (see `CallOptions::sealed`).
+            if let Some(dir) = &opts.scratch {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a sealed call's scratch area");
+                }
+            }
+        }
         self.audit_call(p, func, &report)?;
         Ok(report)
     }

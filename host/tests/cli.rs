@@ -233,3 +233,36 @@ fn eight_concurrent_runs_write_one_valid_chain() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["records"], 16, "8 grants and 8 uses, none lost");
 }
+
+/// No raw terminal escape (nor an invisible or bidirectional character)
+/// that came from a guest reaches the operator's terminal in text mode,
+/// whichever way it comes out: a call's output, a parse error quoting the
+/// offending line, an import's name. JSON output stays exact.
+#[test]
+fn guest_text_never_reaches_the_terminal_raw() {
+    let f = Fixture::new();
+    let hostile = "\u{1b}[2J\u{1b}]52;c;cHduZWQ=\u{7}all 12 tasks passed\u{202e}\u{e0041}\u{2060}";
+    let task = serde_json::json!({"id": "t1", "domain": "echo", "instruction": "echo", "input": hostile});
+    std::fs::write(f.dir.path().join("hostile.json"), task.to_string()).unwrap();
+    std::fs::write(f.dir.path().join("broken.wat"), "(module\n  (func \u{1b}[2Jfake verdict\u{202e})\n").unwrap();
+    std::fs::write(
+        f.dir.path().join("named.wat"),
+        "(component (import \"evil:corp/back\u{1b}[2Jdoor\u{202e}\" (instance (export \"open\" (func)))))",
+    )
+    .unwrap();
+    let is_raw = |s: &str| s.chars().any(|c| c != '\n' && c != '\t' && vivarium::text::is_hidden(c));
+    let cases: [&[&str]; 3] = [
+        &["run", &f.p("echo.wat"), "--task", &f.p("hostile.json")],
+        &["run", &f.p("broken.wat"), "--task", &f.p("task.json")],
+        &["inspect", &f.p("named.wat")],
+    ];
+    for args in cases {
+        let o = f.run(args);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!is_raw(&out) && !is_raw(&err), "{args:?} printed raw guest text:\n{out}\n{err}");
+    }
+    let o = f.run(&["run", &f.p("echo.wat"), "--task", &f.p("hostile.json")]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\\u{1b}[2J"), "escaped visibly");
+    let o = f.run(&["--json", "run", &f.p("echo.wat"), "--task", &f.p("hostile.json")]);
+    assert_eq!(json(&o)["output"], hostile, "JSON is exact");
+}

@@ -66,10 +66,14 @@
 //!
 //! # Size caps
 //!
-//! `details` over [`MAX_DETAILS_BYTES`] (64 KiB) serialized are replaced by
-//! `{"truncated":true,"original_bytes":N,"original_sha256":"<hex>","preview":"<first 1 KiB of the JSON>"}`,
-//! so a flood cannot blow up the log while the record still commits to what
-//! was dropped. `variant` may be at most [`MAX_VARIANT_BYTES`] without control
+//! `details` over [`MAX_DETAILS_BYTES`] (64 KiB) serialized keep their
+//! small fields (the verdict, digests, summary: what happened) and lose
+//! their largest members, each replaced by
+//! `{"truncated":true,"original_bytes":N,"original_sha256":"<hex>","preview":"<first 1 KiB of the JSON>"}`;
+//! the object gains `"truncated":true` with the whole original's size and
+//! digest ([`cap_details`]). A flood cannot blow up the log, cannot strip a
+//! record of what it says, and the record still commits to what was
+//! dropped. `variant` may be at most [`MAX_VARIANT_BYTES`] without control
 //! characters, and an [`EventKind::Other`] name 1 to [`MAX_KIND_BYTES`] bytes
 //! of `a-z0-9-`; `append` refuses others with [`Error::Invalid`].
 //!

@@ -288,26 +288,76 @@ pub(crate) fn decode_line(line: &[u8]) -> std::result::Result<Record, LineError>
     Ok(record)
 }
 
-/// Details within [`MAX_DETAILS_BYTES`] unchanged; larger ones replaced by
-/// `{"truncated": true, "original_bytes": N, "original_sha256": "<hex>",
-/// "preview": "<first DETAILS_PREVIEW_BYTES of the original JSON>"}`.
+/// Details within [`MAX_DETAILS_BYTES`] unchanged. Larger ones keep the
+/// fields that say what happened and lose only their variable parts: the
+/// largest members of the details object are replaced, one at a time, by
+/// [`marker`]s (`{"truncated": true, "original_bytes": N,
+/// "original_sha256": "<hex>", "preview": "<first DETAILS_PREVIEW_BYTES of
+/// the member's JSON>"}`, with `items` for an array) until the record fits,
+/// and the object gains `"truncated": true` with the whole original's size
+/// and digest. A proposal record with a 200 KB edit list thus keeps its
+/// verdict, digests, summary and escalation. Details that are not an
+/// object, or whose fields alone exceed the cap, become one marker.
 pub fn cap_details(details: Value) -> Result<Value> {
-    let bytes = serde_json::to_vec(&details)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot serialize audit details: {e}")))?;
+    let bytes = json_bytes(&details)?;
     if bytes.len() <= MAX_DETAILS_BYTES {
         return Ok(details);
     }
-    let text = std::str::from_utf8(&bytes).expect("serde_json writes UTF-8");
+    let Value::Object(mut map) = details else {
+        return Ok(marker(&bytes, None));
+    };
+    let mut members = map
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), json_bytes(v)?.len())))
+        .collect::<Result<Vec<_>>>()?;
+    members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // Room for the top-level size and digest added at the end.
+    let budget = MAX_DETAILS_BYTES - 256;
+    let mut total = bytes.len();
+    for (key, size) in members {
+        if total <= budget {
+            break;
+        }
+        let value = &map[&key];
+        let items = value.as_array().map(Vec::len);
+        let m = marker(&json_bytes(value)?, items);
+        let m_size = json_bytes(&m)?.len();
+        if m_size < size {
+            total = total - size + m_size;
+            map.insert(key, m);
+        }
+    }
+    if total > budget {
+        return Ok(marker(&bytes, None));
+    }
+    map.insert("truncated".into(), Value::Bool(true));
+    map.insert("original_bytes".into(), Value::from(bytes.len()));
+    map.insert("original_sha256".into(), Value::from(hex::encode(Sha256::digest(&bytes))));
+    Ok(Value::Object(map))
+}
+
+/// What stands for dropped JSON `bytes`: their size, their digest, and the
+/// first [`DETAILS_PREVIEW_BYTES`] of them (cut on a character boundary).
+fn marker(bytes: &[u8], items: Option<usize>) -> Value {
+    let text = std::str::from_utf8(bytes).expect("serde_json writes UTF-8");
     let mut cut = DETAILS_PREVIEW_BYTES.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    Ok(serde_json::json!({
+    let mut m = serde_json::json!({
         "truncated": true,
         "original_bytes": bytes.len(),
-        "original_sha256": hex::encode(Sha256::digest(&bytes)),
+        "original_sha256": hex::encode(Sha256::digest(bytes)),
         "preview": &text[..cut],
-    }))
+    });
+    if let Some(n) = items {
+        m["items"] = Value::from(n);
+    }
+    m
+}
+
+fn json_bytes(v: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Internal(anyhow::anyhow!("cannot serialize audit details: {e}")))
 }
 
 #[cfg(test)]
@@ -428,7 +478,7 @@ mod tests {
 
     #[test]
     fn large_details_become_a_marker() {
-        let big = json!({"flood": "é".repeat(MAX_DETAILS_BYTES)});
+        let big = json!(["é".repeat(MAX_DETAILS_BYTES)]);
         let bytes = serde_json::to_vec(&big).unwrap();
         let capped = cap_details(big).unwrap();
         assert_eq!(capped["truncated"], json!(true));
@@ -438,5 +488,29 @@ mod tests {
         assert!(preview.len() <= DETAILS_PREVIEW_BYTES && preview.len() >= DETAILS_PREVIEW_BYTES - 3);
         assert!(std::str::from_utf8(&bytes).unwrap().starts_with(preview));
         assert!(serde_json::to_vec(&capped).unwrap().len() < 2 * DETAILS_PREVIEW_BYTES);
+    }
+
+    /// The record of an accepted proposal whose edit list is flooded (250
+    /// one-byte writes with 700-byte paths) keeps what happened.
+    #[test]
+    fn a_flooded_proposal_record_keeps_its_verdict_and_digests() {
+        let edits: Vec<Value> =
+            (0..250).map(|i| json!({"write": format!("{i:03}/{}", "p".repeat(700)), "bytes": 1})).collect();
+        let details = json!({
+            "verdict": "accepted", "proposal_digest": "d".repeat(64), "summary": "tidy the prompts",
+            "escalation": "req-7", "child": "c".repeat(64), "edits": edits,
+        });
+        let whole = serde_json::to_vec(&details).unwrap();
+        assert!(whole.len() > 3 * MAX_DETAILS_BYTES / 2);
+        let capped = cap_details(details.clone()).unwrap();
+        assert!(serde_json::to_vec(&capped).unwrap().len() <= MAX_DETAILS_BYTES);
+        for key in ["verdict", "proposal_digest", "summary", "escalation", "child"] {
+            assert_eq!(capped[key], details[key], "{key} survives");
+        }
+        assert_eq!(capped["truncated"], json!(true));
+        assert_eq!(capped["original_sha256"], json!(hex::encode(Sha256::digest(&whole))));
+        let edits_bytes = serde_json::to_vec(&details["edits"]).unwrap();
+        assert_eq!(capped["edits"]["items"], json!(250));
+        assert_eq!(capped["edits"]["original_sha256"], json!(hex::encode(Sha256::digest(&edits_bytes))));
     }
 }

@@ -667,13 +667,15 @@ fn oversized_details_are_capped_in_the_log() {
     let (_tmp, log) = fresh();
     let flood = json!({"output": "A".repeat(10 * MAX_DETAILS_BYTES)});
     let flood_bytes = serde_json::to_vec(&flood).unwrap();
-    let rec = log.append(Some(V1), EventKind::LimitHit, flood).unwrap();
+    let rec = log.append(Some(V1), EventKind::LimitHit, flood.clone()).unwrap();
     assert_eq!(rec.details["truncated"], json!(true));
     assert_eq!(rec.details["original_bytes"], json!(flood_bytes.len()));
     assert_eq!(rec.details["original_sha256"], json!(hex::encode(Sha256::digest(&flood_bytes))));
+    let output_bytes = serde_json::to_vec(&flood["output"]).unwrap();
+    assert_eq!(rec.details["output"]["original_bytes"], json!(output_bytes.len()));
     assert_eq!(
-        rec.details["preview"].as_str().unwrap(),
-        std::str::from_utf8(&flood_bytes[..DETAILS_PREVIEW_BYTES]).unwrap()
+        rec.details["output"]["preview"].as_str().unwrap(),
+        std::str::from_utf8(&output_bytes[..DETAILS_PREVIEW_BYTES]).unwrap()
     );
     let len = fs::metadata(log.log_path()).unwrap().len();
     assert!(len < 2 * DETAILS_PREVIEW_BYTES as u64, "line is {len} bytes");

@@ -302,6 +302,64 @@ pub struct Grant {
 pub const SERVICES: [&str; 6] = ["log", "llm", "trainer", "simulator", "memory", "archive"];
 
 impl Grant {
+    /// This grant written as a manifest's `[capabilities]` and `[limits]`:
+    /// the request that, resolved under any policy, yields at most this
+    /// grant (a policy can only cut a request down). What an approved
+    /// escalation writes into the child's `variant.toml`, so the child gets
+    /// what the approver saw and nothing a later, broader policy would add.
+    pub fn as_request(&self) -> (crate::caps::manifest::Capabilities, crate::caps::manifest::LimitsSpec) {
+        use crate::caps::manifest::*;
+        let caps = Capabilities {
+            llm: self.llm.as_ref().map(|g| LlmRequest {
+                models: g.models.clone(),
+                tokens: g.tokens,
+                max_request_bytes: Some(g.max_request_bytes),
+                requests_per_minute: Some(g.requests_per_minute),
+            }),
+            trainer: self
+                .trainer
+                .as_ref()
+                .map(|g| TrainerRequest { backends: g.backends.clone(), gpu_seconds: g.gpu_seconds }),
+            simulator: self.simulator.as_ref().map(|g| SimulatorRequest { envs: g.envs.clone(), steps: g.steps }),
+            memory: self.memory.as_ref().map(|g| MemoryRequest { bytes: g.bytes }),
+            archive: self.archive.as_ref().map(|_| ArchiveRequest {}),
+            files: self.files.clone(),
+            env: self.env.clone(),
+            sockets: self.sockets.clone(),
+            deterministic: self.deterministic.map(|seed| DeterministicRequest { seed }),
+        };
+        let l = &self.limits;
+        let limits = LimitsSpec {
+            fuel: Some(l.fuel),
+            memory: Some(l.memory),
+            wall: Some(l.wall),
+            stack: Some(l.stack),
+            table_elements: Some(l.table_elements),
+            instances: Some(l.instances),
+            output: Some(l.output),
+        };
+        (caps, limits)
+    }
+
+    /// Every power of this grant, one line each (`llm: models …, tokens …`,
+    /// `env: A, B`, `limits: fuel …`): what a person approving it reads.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut out: Vec<String> =
+            service_lines(self).into_iter().filter_map(|(name, line)| Some(format!("{name}: {}", line?))).collect();
+        for f in &self.files {
+            out.push(format!("files: `{}` {:?}", f.path, f.access).to_lowercase());
+        }
+        if !self.env.is_empty() {
+            out.push(format!("env: {}", self.env.join(", ")));
+        }
+        if !self.sockets.is_empty() {
+            out.push(format!("sockets: {}", self.sockets.join(", ")));
+        }
+        let l = &self.limits;
+        out.push(format!("limits: fuel {}, memory {}, wall {}", l.fuel, l.memory, l.wall));
+        out
+    }
+
     /// The grant a bare `.wasm`/`.wat` file gets: `log` only, with `limits`.
     pub fn minimal(limits: Limits) -> Self {
         Self { limits, ..Self::default() }

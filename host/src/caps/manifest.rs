@@ -472,7 +472,7 @@ pub(crate) fn check_items<E: de::Error>(
 
 /// `s` with control characters escaped, for messages.
 pub(crate) fn shown(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    crate::text::one_line(s)
 }
 
 /// Model, backend or environment names: non-empty, valid, unique.

@@ -22,6 +22,7 @@ use crate::caps::grant::{Access, Grant};
 use crate::caps::manifest::{parse_socket, validate_rel_path, SocketSpec};
 use crate::caps::policy::{is_internal_host, is_internal_ip};
 use crate::error::{Error, Result};
+use crate::runtime::host_work::{CountingRng, HostWork};
 use crate::services::log::{CaptureStream, LogState, Stream};
 
 /// The most bytes one `wasi:random` `get-random-bytes` call may ask for
@@ -33,11 +34,13 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// `scratch` is the call's scratch area; granted directories are created
 /// inside it. `host_env` looks up environment variables (the grant names
 /// which; secrets were already filtered when the grant was computed).
+/// Randomness generated for the guest is charged to `work`.
 pub fn build(
     grant: &Grant,
     log: &LogState,
     scratch: Option<&Path>,
     host_env: &dyn Fn(&str) -> Option<String>,
+    work: &HostWork,
 ) -> Result<WasiCtx> {
     let mut b = WasiCtxBuilder::new();
     b.stdout(CaptureStream::new(log.clone(), Stream::Stdout));
@@ -79,13 +82,18 @@ pub fn build(
                 .map_err(|e| Error::Internal(anyhow::anyhow!("cannot preopen {}: {e:#}", dir.display())))?;
         }
     }
+    // Every byte of randomness is host work charged to the call's fuel.
+    let counted = |rng: Box<dyn rand_core::Rng + Send>| CountingRng::new(rng, work.clone());
     if let Some(seed) = grant.deterministic {
-        b.secure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(seed, 1)));
-        b.insecure_random(wasmtime_wasi::Deterministic::new(seeded_bytes(seed, 2)));
+        b.secure_random(counted(Box::new(wasmtime_wasi::Deterministic::new(seeded_bytes(seed, 1)))));
+        b.insecure_random(counted(Box::new(wasmtime_wasi::Deterministic::new(seeded_bytes(seed, 2)))));
         b.insecure_random_seed(u128::from(seed));
         let clock = VirtualClock::default();
         b.wall_clock(clock.clone());
         b.monotonic_clock(clock);
+    } else {
+        b.secure_random(counted(wasmtime_wasi::random::thread_rng()));
+        b.insecure_random(counted(wasmtime_wasi::random::thread_rng()));
     }
     Ok(b.build())
 }

@@ -54,7 +54,7 @@ pub fn audit(a: AuditArgs, out: &Out) -> ExitCode {
                     ExitCode::SUCCESS
                 } else {
                     if !out.json {
-                        eprintln!("vivarium: the audit log under {} was altered", home.audit_dir().display());
+                        out.note(&format!("vivarium: the audit log under {} was altered", home.audit_dir().display()));
                     }
                     ExitCode::from(1)
                 }

@@ -15,7 +15,7 @@ pub async fn demo(out: &Out) -> ExitCode {
     };
     match demo::run(&session, |line: String| {
         if !out.json {
-            eprintln!("{line}");
+            out.note(&line);
         }
     })
     .await

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
+use vivarium::text::one_line;
 use vivarium::audit::EventKind;
 use vivarium::guard::EscalationStore;
 use vivarium::improve::{self, ImproveRequest};
@@ -63,7 +64,7 @@ pub async fn improve(a: ImproveArgs, out: &Out) -> ExitCode {
                     &o.child[..12],
                     o.child_dir.display(),
                     &o.parent[..12],
-                    o.summary,
+                    one_line(&o.summary),
                     o.edits,
                     &o.proposal_digest[..12],
                     o.build_ms
@@ -106,20 +107,30 @@ pub async fn approve(a: ApproveArgs, out: &Out) -> ExitCode {
                     if list.is_empty() {
                         return "no escalation requests".into();
                     }
+                    let lines = |r: &serde_json::Value, key: &str| {
+                        r[key]
+                            .as_array()
+                            .map(|x| x.iter().filter_map(|s| s.as_str()).map(one_line).collect::<Vec<_>>().join("; "))
+                            .unwrap_or_default()
+                    };
                     list.iter()
                         .map(|r| {
+                            let grants = serde_json::from_value::<vivarium::caps::Grant>(r["requested_grant"].clone())
+                                .map(|g| g.summary_lines().iter().map(|l| one_line(l)).collect::<Vec<_>>().join("; "))
+                                .unwrap_or_default();
+                            let denied = lines(r, "denied");
+                            let denied = if denied.is_empty() { "nothing".to_string() } else { denied };
                             format!(
-                                "{}  {:<8} parent {}  child {}\n    reason: {}\n    exceeds: {}",
+                                "{}  {:<8} parent {}  child {}\n    reason: {}\n    exceeds the parent: {}\n    grants if approved (exactly): {}\n    denied by the policy (never granted): {}",
                                 r["id"].as_str().unwrap_or(""),
                                 r["status"].as_str().unwrap_or(""),
                                 &r["parent_variant"].as_str().unwrap_or("")
                                     [..12.min(r["parent_variant"].as_str().unwrap_or("").len())],
                                 r["child_tree"].as_str().unwrap_or(""),
-                                r["reason"].as_str().unwrap_or(""),
-                                r["exceeding"]
-                                    .as_array()
-                                    .map(|x| x.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; "))
-                                    .unwrap_or_default()
+                                one_line(r["reason"].as_str().unwrap_or("")),
+                                lines(r, "exceeding"),
+                                grants,
+                                denied,
                             )
                         })
                         .collect::<Vec<_>>()

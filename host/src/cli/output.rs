@@ -1,8 +1,17 @@
 //! Rendering results as text or JSON, and errors as exit codes.
+//!
+//! Every line the CLI prints for a person goes through [`Out`], which
+//! escapes hidden characters ([`vivarium::text::for_terminal`]) at this one
+//! place: guest text (answers, summaries, reasons, import names, quoted
+//! source lines inside errors) can reach any command's output, and no
+//! command should have to remember that. Guest text inside a one-line field
+//! is also passed through [`vivarium::text::one_line`] where the field is
+//! laid out, so it cannot forge a line. JSON is printed exact.
 
 use std::process::ExitCode;
 
 use serde_json::json;
+use vivarium::text::for_terminal;
 use vivarium::Error;
 
 /// How to print.
@@ -16,7 +25,8 @@ impl Out {
     pub fn print(&self, value: &serde_json::Value, text: impl FnOnce() -> String) {
         // A closed pipe (`vivarium … | head`) is not an error worth a panic.
         use std::io::Write;
-        let text = if self.json { serde_json::to_string_pretty(value).unwrap_or_default() } else { text() };
+        let text =
+            if self.json { serde_json::to_string_pretty(value).unwrap_or_default() } else { for_terminal(&text()) };
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
@@ -38,8 +48,14 @@ impl Out {
             use std::io::Write;
             let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         } else {
-            eprintln!("error: {e}");
+            self.note(&format!("error: {e}"));
         }
         ExitCode::from(code)
+    }
+
+    /// Print a line for a person on stderr (a warning, progress, the
+    /// reason beside a failed call's result), escaped like all text output.
+    pub fn note(&self, line: &str) {
+        eprintln!("{}", for_terminal(line));
     }
 }

@@ -89,11 +89,11 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
     out.print(&v, || {
         let mut s = String::new();
         for l in &report.logs {
-            s.push_str(&format!("[{}] {}\n", l.level, l.message));
+            s.push_str(&format!("[{}] {}\n", l.level, vivarium::text::one_line(&l.message)));
         }
         match &report.outcome {
             CallOutcome::Ok(a) => s.push_str(&a.output),
-            CallOutcome::GuestError(m) => s.push_str(&format!("guest error: {m}")),
+            CallOutcome::GuestError(m) => s.push_str(&format!("guest error: {}", vivarium::text::one_line(m))),
             CallOutcome::Failed(f) => s.push_str(&format!("{}: {}", f.kind, f.detail)),
         }
         s.push_str(&format!(
@@ -105,7 +105,8 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
         s
     });
     if code != 0 && !out.json {
-        eprintln!("vivarium: the guest failed ({status}: {})", if reason.is_empty() { &detail } else { &reason });
+        let why = if reason.is_empty() { &detail } else { &reason };
+        out.note(&format!("vivarium: the guest failed ({status}: {})", vivarium::text::one_line(why)));
     }
     ExitCode::from(code)
 }

@@ -67,8 +67,8 @@ fn validate_reason(reason: &str) -> Result<(), String> {
         Err("is empty; say why the child needs more".into())
     } else if reason.len() > MAX_REASON_BYTES {
         Err(format!("is {} bytes; at most {MAX_REASON_BYTES}", reason.len()))
-    } else if reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        Err("contains a control character".into())
+    } else if reason.chars().any(|c| c != '\n' && c != '\t' && crate::text::is_hidden(c)) {
+        Err("contains a control character, or one that is invisible or reorders text".into())
     } else {
         Ok(())
     }
@@ -125,6 +125,9 @@ pub struct NewRequest {
     pub parent_grant: Grant,
     /// The grant the child would get: its requested manifest resolved against the policy.
     pub requested_grant: Grant,
+    /// What the policy in force refused of the request (`Denial` lines):
+    /// shown to the approver, and never granted by an approval.
+    pub denied: Vec<String>,
 }
 
 /// A stored escalation request.
@@ -153,6 +156,10 @@ pub struct Request {
     pub requested_grant: Grant,
     /// Every way the requested grant exceeds the parent's ([`is_within`]'s lines).
     pub exceeding: Vec<String>,
+    /// What the policy in force when the request was made refused of it;
+    /// an approval grants [`Request::requested_grant`], never these.
+    #[serde(default)]
+    pub denied: Vec<String>,
     /// When the request was made (RFC 3339, UTC).
     pub created_at: String,
     /// When it was approved or denied.
@@ -232,6 +239,7 @@ impl EscalationStore {
             parent_grant: req.parent_grant.clone(),
             requested_grant: req.requested_grant.clone(),
             exceeding,
+            denied: req.denied.clone(),
             created_at: now_rfc3339(),
             decided_at: None,
             decided_by: None,
@@ -435,6 +443,7 @@ memory = { bytes = "1MiB" }
             escalation: Escalation::parse(REQUEST, "escalation.toml").unwrap(),
             parent_grant,
             requested_grant,
+            denied: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `path-empty` | an empty path |
 //! | `path-nul` | a NUL byte |
-//! | `path-control-char` | any control character, or an invisible / bidirectional-override character (U+200B–U+200F, U+202A–U+202E, U+2066–U+2069, U+FEFF) |
+//! | `path-control-char` | any control character, or a character that is invisible or reorders text (every `Default_Ignorable_Code_Point`, `Bidi_Control`, format or separator character: `crate::text::is_hidden`) |
 //! | `path-too-long` | more than [`GuardRules::max_path_bytes`] (1024) in all, or a component over [`GuardRules::max_component_bytes`] (255) |
 //! | `path-backslash` | `\` anywhere (Windows separators) |
 //! | `path-absolute` | a leading `/` |
@@ -111,7 +111,6 @@ pub use escalation::{
 };
 pub use rules::{GuardRules, Protected, MANIFEST_FILE};
 
-pub(crate) use path::is_invisible;
 
 /// A guard rule, by its kebab-case name (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -268,7 +267,7 @@ pub fn shown_path(path: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() || path::is_invisible(c) {
+        if crate::text::is_hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

@@ -2,10 +2,11 @@
 
 use super::{GuardRules, Rule};
 
-/// Characters that are not control characters but hide or reorder text:
-/// zero-width spaces and joiners, directional marks and overrides, the BOM.
+/// Characters that are not control characters but hide or reorder text
+/// (zero-width, default-ignorable, bidirectional controls, formats,
+/// separators), by the Unicode data: [`crate::text::is_hidden`].
 pub(crate) fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    !c.is_control() && crate::text::is_hidden(c)
 }
 
 /// The first shape rule `path` breaks, with a detail; `None` when the path

@@ -16,6 +16,7 @@ use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
+use crate::services::memory::SealedLineage;
 use crate::services::{
     archive_view::ArchiveViewState, llm, memory::MemoryState, simulator::SimulatorState, trainer, CallServices,
     ServiceUsage,
@@ -43,6 +44,19 @@ pub struct CallOptions {
     /// At most this many `simulator` steps in this call, within the
     /// grant's per-call budget.
     pub sim_steps: Option<u64>,
+    /// A call whose effects must not persist where the variant, its
+    /// meta-agent or its descendants can read them: every call on a
+    /// held-out task. `memory` writes go to a throwaway fork of the
+    /// lineage, and the call gets a fresh scratch area that is removed
+    /// afterwards (see [`crate::variant::Session::solve`]).
+    pub sealed: bool,
+}
+
+impl CallOptions {
+    /// These options for a call on a held-out task ([`CallOptions::sealed`]).
+    pub fn sealed(&self) -> Self {
+        Self { sealed: true, scratch: None, ..self.clone() }
+    }
 }
 
 /// What one call used.
@@ -145,12 +159,18 @@ impl Runtime {
             None => p.grant.limits.clone(),
         };
         let log = LogState::new(p.grant.log.clone());
-        let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok())?;
+        let work = super::host_work::HostWork::default();
+        let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok(), &work)?;
+        let lineage = opts.lineage.clone().unwrap_or_else(|| p.sha256.clone());
+        let sealed_memory = match (&self.services().memory, opts.sealed && p.grant.memory.is_some()) {
+            (Some(store), true) => Some(SealedLineage::fork(store.clone(), &lineage)?),
+            _ => None,
+        };
         let services = CallServices {
             memory: MemoryState::new(
                 p.grant.memory.clone(),
                 self.services().memory.clone(),
-                opts.lineage.clone().unwrap_or_else(|| p.sha256.clone()),
+                sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
             ),
             archive: ArchiveViewState::new(
                 p.grant.archive.is_some(),
@@ -188,8 +208,9 @@ impl Runtime {
         }
         let over_quota = quota.hit_flag();
         let quota_notify = quota.notifier();
-        let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone()));
+        let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone(), work));
         store.limiter(|s| &mut s.limiter);
+        store.call_hook(super::host_work::hook);
         // Bound what wasmtime copies from the guest in one crossing (results,
         // log messages) near the output cap, so a huge result is refused
         // before the host allocates it.
@@ -264,6 +285,7 @@ impl Runtime {
             }
         };
         drop(store);
+        drop(sealed_memory);
         let (logs, log_usage) = log.finish();
         Ok(CallReport { outcome, usage, limits, logs, log_usage, services: services.usage() })
     }

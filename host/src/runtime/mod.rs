@@ -18,6 +18,7 @@ pub mod bindings;
 pub mod cache;
 mod call;
 pub mod compile;
+pub mod host_work;
 mod lanes;
 pub mod limiter;
 pub mod quota;
@@ -96,6 +97,9 @@ pub struct HostState {
     pub(crate) log: LogState,
     /// The other services' per-call state (linked only when granted).
     pub(crate) services: CallServices,
+    /// Host work owed to the call's fuel, and what was charged ([`host_work`]).
+    pub(crate) host_work: host_work::HostWork,
+    pub(crate) charged: host_work::Charged,
 }
 
 impl WasiView for HostState {
@@ -419,8 +423,9 @@ impl Runtime {
         log: LogState,
         wasi: WasiCtx,
         services: CallServices,
+        host_work: host_work::HostWork,
     ) -> HostState {
-        HostState::new(self.config.max_memory, limits, log, wasi, services)
+        HostState::new(self.config.max_memory, limits, log, wasi, services, host_work)
     }
 }
 
@@ -433,6 +438,7 @@ impl HostState {
         log: LogState,
         wasi: WasiCtx,
         services: CallServices,
+        host_work: host_work::HostWork,
     ) -> Self {
         HostState {
             wasi,
@@ -440,6 +446,8 @@ impl HostState {
             limiter: CallLimiter::new(limits.memory.bytes().min(max_memory), limits.table_elements, limits.instances),
             log,
             services,
+            host_work,
+            charged: host_work::Charged::default(),
         }
     }
 }

@@ -45,6 +45,9 @@ struct Sink {
     // Partial lines of stdout/stderr waiting for a newline.
     pending_stdout: Vec<u8>,
     pending_stderr: Vec<u8>,
+    // Bytes handed to the host (messages and captured output), kept or
+    // not: the host work the call is charged fuel for.
+    bytes_in: u64,
 }
 
 /// Per-call state of the log service; cheap to clone (shared sink).
@@ -60,9 +63,17 @@ impl LogState {
         Self { grant, sink: Arc::default() }
     }
 
+    /// Bytes the guest has handed this log so far (messages and captured
+    /// output, kept or dropped): charged to the call's fuel
+    /// ([`crate::runtime::host_work`]).
+    pub fn bytes_in(&self) -> u64 {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).bytes_in
+    }
+
     /// Record one message, applying every cap.
     pub fn record(&self, level: &str, message: &[u8]) {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        sink.bytes_in += message.len() as u64;
         Self::record_locked(&self.grant, &mut sink, level, message);
     }
 
@@ -99,6 +110,7 @@ impl LogState {
     /// become log lines. Bounded: the pending buffer never exceeds one message.
     pub fn capture(&self, stream: Stream, bytes: &[u8]) {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        sink.bytes_in += bytes.len() as u64;
         let cap = self.grant.max_message.bytes() as usize;
         for &b in bytes {
             let pending = match stream {
@@ -173,15 +185,10 @@ impl Stream {
     }
 }
 
-/// Lossy UTF-8 with control characters (terminal escapes included) and
-/// characters that hide or reorder text (zero-width, bidirectional
-/// overrides, the BOM) replaced by `�`, keeping tabs.
-pub fn sanitize(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .map(|c| if (c.is_control() && c != '\t') || crate::guard::is_invisible(c) { '\u{FFFD}' } else { c })
-        .collect()
-}
+/// Lossy UTF-8 with every hidden character replaced by `�`, keeping tabs:
+/// [`crate::text::sanitize`], named here because log lines are where the
+/// host stores most guest text.
+pub use crate::text::sanitize;
 
 impl wit::Host for LogState {
     async fn log(&mut self, level: wit::Level, message: String) -> wasmtime::Result<()> {

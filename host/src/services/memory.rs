@@ -25,6 +25,12 @@
 //!   child's writes never change the parent's rows and the parent's later
 //!   writes are not seen by the child. Forking is idempotent: a lineage that
 //!   already exists is left as it is (a resumed run forks again safely).
+//! * **Sealed calls.** A call on a held-out task
+//!   ([`CallOptions::sealed`](crate::runtime::CallOptions::sealed)) reads
+//!   its lineage's memory but writes to a throwaway fork of it
+//!   (`sealed:<random>`), removed when the call ends: nothing a graded call
+//!   on a held-out task stores can reach the variant's `improve`, its
+//!   children (they fork the lineage) or a later call.
 //! * **Bounds.** `list-keys` returns at most [`MAX_LIST_KEYS`] keys. Store
 //!   failures never trap the guest: `set` answers `denied`, the others an
 //!   empty answer, and the use record counts them under `errors`.
@@ -235,6 +241,15 @@ impl MemoryStore {
         })
     }
 
+    /// Every lineage id in the store, sorted.
+    pub fn lineages(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT id FROM lineages ORDER BY id").map_err(db_err("cannot list"))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(db_err("cannot list"))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>().map_err(db_err("cannot list"))
+        })
+    }
+
     /// Whether `lineage` exists (was written to or forked).
     pub fn exists(&self, lineage: &str) -> Result<bool> {
         self.with(|c| {
@@ -280,6 +295,52 @@ impl MemoryStore {
             tx.commit().map_err(db_err("cannot commit"))?;
             Ok(true)
         })
+    }
+
+    /// Remove `lineage` and every entry of it, in one transaction; true when
+    /// it existed. Used for the throwaway lineage of a sealed call.
+    pub fn remove(&self, lineage: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err("cannot begin"))?;
+            tx.execute("DELETE FROM entries WHERE lineage = ?1", [lineage]).map_err(db_err("cannot delete"))?;
+            let n = tx.execute("DELETE FROM lineages WHERE id = ?1", [lineage]).map_err(db_err("cannot delete"))?;
+            tx.commit().map_err(db_err("cannot commit"))?;
+            Ok(n > 0)
+        })
+    }
+}
+
+/// The throwaway lineage of a sealed call: a fork of the call's lineage,
+/// removed when this is dropped (whichever way the call ended).
+pub struct SealedLineage {
+    store: Arc<MemoryStore>,
+    /// The lineage id the call reads and writes: `sealed:<random>`.
+    pub id: String,
+}
+
+impl SealedLineage {
+    /// Fork `lineage` into a fresh throwaway lineage on `store`.
+    pub fn fork(store: Arc<MemoryStore>, lineage: &str) -> Result<Self> {
+        use sha2::{Digest, Sha256};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nonce = format!(
+            "{lineage}/{}/{}/{:?}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+        );
+        let id = format!("sealed:{}", &hex::encode(Sha256::digest(nonce.as_bytes()))[..32]);
+        store.fork(lineage, &id)?;
+        Ok(Self { store, id })
+    }
+}
+
+impl Drop for SealedLineage {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.remove(&self.id) {
+            tracing::warn!(error = %e, lineage = %self.id, "cannot remove a sealed call's memory");
+        }
     }
 }
 

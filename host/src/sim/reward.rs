@@ -168,10 +168,12 @@ impl RewardInstance {
     ) -> Result<std::result::Result<Self, GuestFailure>> {
         let limits = grant.limits.clone();
         let log = LogState::new(grant.log.clone());
-        let wasi = wasi::build(grant, &log, scratch, &|name| std::env::var(name).ok())?;
-        let state = HostState::new(max_memory, &limits, log.clone(), wasi, CallServices::none());
+        let work = crate::runtime::host_work::HostWork::default();
+        let wasi = wasi::build(grant, &log, scratch, &|name| std::env::var(name).ok(), &work)?;
+        let state = HostState::new(max_memory, &limits, log.clone(), wasi, CallServices::none(), work);
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.call_hook(crate::runtime::host_work::hook);
         store.set_hostcall_fuel(crate::runtime::hostcall_budget(&limits));
         store.set_fuel(limits.fuel).map_err(|e| Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
         let started = Instant::now();

@@ -37,6 +37,7 @@
 //! | `thread-spawn` | —                          | tries to start a thread that spins forever: `spawned` or `error: …` |
 //! | `stdin-read`   | —                          | reads stdin to the end: `stdin: N bytes` or `error: …` |
 //! | `random-huge`  | bytes (default 67108864)   | one `wasi:random` `get-random-bytes` of that many bytes, handed back through `cabi_realloc`: `got N random bytes` |
+//! | `random-loop`  | calls (default unbounded)  | that many `get-random-bytes` of 1 MiB each: host work, little guest work: `got N random bytes` |
 //!
 //! `improve` always answers `Err("not supported")`.
 //!
@@ -379,6 +380,13 @@ impl TaskAgent for Hostile {
             "stdin-read" => stdin_read(),
             "random-huge" => {
                 let n = random_bytes(parse_or(input, 64u64 << 20)).len();
+                format!("got {n} random bytes")
+            }
+            "random-loop" => {
+                let mut n = 0u64;
+                for _ in 0..parse_or(input, u64::MAX) {
+                    n += black_box(random_bytes(1 << 20)).len() as u64;
+                }
                 format!("got {n} random bytes")
             }
             other => return Err(format!("unknown attack {other:?}")),

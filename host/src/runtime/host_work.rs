@@ -1,0 +1,117 @@
+//! Host work charged to the call's fuel.
+//!
+//! Fuel counts the guest's own instructions; left at that, everything a
+//! guest makes the host do would be free, and only the wall clock would
+//! bound a loop of `get-random-bytes(1 MiB)` (the review saw 3 s of it cost
+//! 6,702 fuel). So the host charges its own work to the same fuel, at the
+//! moment each host call returns (a wasmtime call hook, which sees the
+//! store's fuel): fuel stays the one deterministic measure of what a call
+//! cost, and a call whose host work exhausts it ends `out-of-fuel` like any
+//! other.
+//!
+//! What is charged, per call:
+//!
+//! * [`FUEL_PER_HOST_CALL`] for every return from the host to the guest:
+//!   every import (WASI and Vivarium's services alike) and every runtime
+//!   libcall (`memory.grow`, …);
+//! * [`FUEL_PER_BYTE`] for every byte of randomness generated
+//!   (`wasi:random`, secure and insecure) and every byte handed to the
+//!   `log` service or written to stdout/stderr, kept or dropped.
+//!
+//! What is not: work that a service already budgets in its own unit and
+//! bounds by the wall clock (`llm` tokens, `simulator` steps, `trainer`
+//! seconds), and file bytes, which the disk quota bounds. Those budgets are
+//! the limit for that work; fuel is the limit for everything else.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use wasmtime::{CallHook, StoreContextMut, Trap};
+
+use super::HostState;
+
+/// Fuel charged each time the host returns to the guest.
+pub const FUEL_PER_HOST_CALL: u64 = 1_000;
+/// Fuel charged per byte the host generates or takes in for the guest.
+pub const FUEL_PER_BYTE: u64 = 1;
+
+/// Fuel owed for host work not yet taken from the store; shared by the
+/// parts of one call that do host work (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct HostWork(Arc<AtomicU64>);
+
+impl HostWork {
+    /// Owe `bytes` bytes' worth of fuel.
+    pub fn charge_bytes(&self, bytes: usize) {
+        self.0.fetch_add((bytes as u64).saturating_mul(FUEL_PER_BYTE), Ordering::Relaxed);
+    }
+
+    fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// What the hook has charged so far for bytes the log took in.
+#[derive(Debug, Default)]
+pub(crate) struct Charged {
+    log_bytes: u64,
+    /// Fuel taken from the store for host work in this call.
+    pub(crate) total: u64,
+}
+
+/// The store's call hook: on every return from the host, take what the
+/// host's work cost from the store's fuel; a call that cannot pay ends with
+/// [`Trap::OutOfFuel`].
+pub(crate) fn hook(mut store: StoreContextMut<'_, HostState>, hook: CallHook) -> wasmtime::Result<()> {
+    if !matches!(hook, CallHook::ReturningFromHost) {
+        return Ok(());
+    }
+    let state = store.data_mut();
+    let log_bytes = state.log.bytes_in();
+    let owed = FUEL_PER_HOST_CALL
+        .saturating_add(state.host_work.take())
+        .saturating_add(log_bytes.saturating_sub(state.charged.log_bytes).saturating_mul(FUEL_PER_BYTE));
+    state.charged.log_bytes = log_bytes;
+    let fuel = store.get_fuel()?;
+    let paid = owed.min(fuel);
+    store.set_fuel(fuel - paid)?;
+    store.data_mut().charged.total += paid;
+    if owed > fuel {
+        return Err(Trap::OutOfFuel.into());
+    }
+    Ok(())
+}
+
+/// A random source that charges the bytes it generates to a [`HostWork`].
+pub struct CountingRng {
+    inner: Box<dyn rand_core::Rng + Send>,
+    work: HostWork,
+}
+
+impl CountingRng {
+    /// `inner`, charging its output to `work`.
+    pub fn new(inner: Box<dyn rand_core::Rng + Send>, work: HostWork) -> Self {
+        Self { inner, work }
+    }
+}
+
+impl rand_core::TryRng for CountingRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        self.work.charge_bytes(4);
+        Ok(self.inner.next_u32())
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        self.work.charge_bytes(8);
+        Ok(self.inner.next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.work.charge_bytes(dst.len());
+        self.inner.fill_bytes(dst);
+        Ok(())
+    }
+}
