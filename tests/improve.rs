@@ -227,8 +227,11 @@ archive = true\nenv_allow = [\"LANG\", \"HF_TOKEN\"]\nsockets_allow = [\"api.exa
 async fn an_approval_grants_exactly_what_was_shown_whatever_policy_comes_later() {
     let s = setup();
     let narrow = s.root.join("narrow.toml");
-    std::fs::write(&narrow, "[ceilings]\nfuel = 10_000_000_000\nmemory = \"512MiB\"\n\n[capabilities]\nmemory = { bytes = \"4MiB\" }\n")
-        .unwrap();
+    std::fs::write(
+        &narrow,
+        "[ceilings]\nfuel = 10_000_000_000\nmemory = \"512MiB\"\n\n[capabilities]\nmemory = { bytes = \"4MiB\" }\n",
+    )
+    .unwrap();
     let req = ImproveRequest {
         parent: s.parent.clone(),
         out: s.root.join("child"),

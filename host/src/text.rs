@@ -31,7 +31,8 @@ pub fn is_hidden(c: char) -> bool {
     if c.is_control() {
         return true;
     }
-    if CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c) || CodePointSetData::new::<BidiControl>().contains(c)
+    if CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointSetData::new::<BidiControl>().contains(c)
     {
         return true;
     }
@@ -89,12 +90,37 @@ mod tests {
     /// Every character the review found passing the old hand list, and the
     /// ones the hand list had.
     const HIDDEN: &[char] = &[
-        '\u{1b}', '\u{9b}', '\u{7f}', '\r', '\u{0}', // controls, C1 CSI
-        '\u{200B}', '\u{200D}', '\u{200E}', '\u{202E}', '\u{2066}', '\u{FEFF}', // the old list
-        '\u{2060}', '\u{2061}', '\u{2062}', '\u{2063}', '\u{2064}', // word joiner, invisible operators
-        '\u{061C}', '\u{180E}', '\u{00AD}', '\u{034F}', '\u{115F}', '\u{3164}', // ALM, MVS, SHY, CGJ, fillers
-        '\u{FFF9}', '\u{FFFA}', '\u{FFFB}', '\u{2028}', '\u{2029}', // annotations, separators
-        '\u{E0000}', '\u{E0001}', '\u{E0041}', '\u{E007F}', // tag characters
+        '\u{1b}',
+        '\u{9b}',
+        '\u{7f}',
+        '\r',
+        '\u{0}', // controls, C1 CSI
+        '\u{200B}',
+        '\u{200D}',
+        '\u{200E}',
+        '\u{202E}',
+        '\u{2066}',
+        '\u{FEFF}', // the old list
+        '\u{2060}',
+        '\u{2061}',
+        '\u{2062}',
+        '\u{2063}',
+        '\u{2064}', // word joiner, invisible operators
+        '\u{061C}',
+        '\u{180E}',
+        '\u{00AD}',
+        '\u{034F}',
+        '\u{115F}',
+        '\u{3164}', // ALM, MVS, SHY, CGJ, fillers
+        '\u{FFF9}',
+        '\u{FFFA}',
+        '\u{FFFB}',
+        '\u{2028}',
+        '\u{2029}', // annotations, separators
+        '\u{E0000}',
+        '\u{E0001}',
+        '\u{E0041}',
+        '\u{E007F}', // tag characters
     ];
 
     #[test]

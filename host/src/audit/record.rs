@@ -306,10 +306,7 @@ pub fn cap_details(details: Value) -> Result<Value> {
     let Value::Object(mut map) = details else {
         return Ok(marker(&bytes, None));
     };
-    let mut members = map
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), json_bytes(v)?.len())))
-        .collect::<Result<Vec<_>>>()?;
+    let mut members = map.iter().map(|(k, v)| Ok((k.clone(), json_bytes(v)?.len()))).collect::<Result<Vec<_>>>()?;
     members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     // Room for the top-level size and digest added at the end.
     let budget = MAX_DETAILS_BYTES - 256;

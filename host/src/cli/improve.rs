@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use vivarium::text::one_line;
 use vivarium::audit::EventKind;
 use vivarium::guard::EscalationStore;
 use vivarium::improve::{self, ImproveRequest};
+use vivarium::text::one_line;
 use vivarium::variant::Session;
 
 use super::output::Out;

@@ -111,7 +111,6 @@ pub use escalation::{
 };
 pub use rules::{GuardRules, Protected, MANIFEST_FILE};
 
-
 /// A guard rule, by its kebab-case name (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -224,9 +224,12 @@ impl Runtime {
         // call runs on the long lane (see `lanes`).
         let demote = Arc::new(AtomicBool::new(false));
         let computed_a_tick = demote.clone();
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
             if Instant::now() >= deadline || over_quota.load(Ordering::Relaxed) {
                 return Ok(UpdateDeadline::Interrupt);
+            }
+            if super::host_work::over_budget(&store) {
+                return Err(Trap::OutOfFuel.into());
             }
             computed_a_tick.store(true, Ordering::Relaxed);
             Ok(UpdateDeadline::Yield(1))
@@ -256,8 +259,9 @@ impl Runtime {
         let quota_failure = quota.finish();
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.data();
+        let host_fuel = state.charged.total;
         let usage = Usage {
-            fuel: limits.fuel.saturating_sub(fuel_left),
+            fuel: super::host_work::fuel_used(limits.fuel, fuel_left, host_fuel),
             memory_peak: state.limiter.memory_peak,
             wall_ms: elapsed.as_millis() as u64,
         };
@@ -265,6 +269,11 @@ impl Runtime {
             // Whatever else happened, a call that ends over a quota fails.
             (Some(f), _) => CallOutcome::Failed(f),
             (None, Err(_)) => CallOutcome::Failed(deadline_failure(wall)),
+            // Guest and host work past the budget, whichever way the call
+            // ended after that (see `host_work`).
+            (None, Ok(_)) if super::host_work::exhausted(limits.fuel, fuel_left, host_fuel) => {
+                CallOutcome::Failed(fuel_failure(&limits))
+            }
             (None, Ok(Err(e))) => CallOutcome::Failed(classify(&e, state, &limits, wall, &log)),
             (None, Ok(Ok(Err(msg)))) => CallOutcome::GuestError(crate::services::log::sanitize(
                 &msg.as_bytes()[..msg.len().min(limits.output.bytes() as usize)],
@@ -296,6 +305,13 @@ pub(crate) fn hostcall_budget(limits: &Limits) -> usize {
     (limits.output.bytes().max(1 << 20) + (64 << 10)) as usize
 }
 
+fn fuel_failure(limits: &Limits) -> GuestFailure {
+    GuestFailure {
+        kind: GuestFailureKind::OutOfFuel,
+        detail: format!("the fuel budget of {} was used up", limits.fuel),
+    }
+}
+
 fn deadline_failure(wall: Duration) -> GuestFailure {
     GuestFailure {
         kind: GuestFailureKind::Deadline,
@@ -322,9 +338,7 @@ pub(crate) fn classify(
         return GuestFailure { kind: K::MemoryLimit, detail: hit.clone() };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => {
-            GuestFailure { kind: K::OutOfFuel, detail: format!("the fuel budget of {} was used up", limits.fuel) }
-        }
+        Some(Trap::OutOfFuel) => fuel_failure(limits),
         Some(Trap::Interrupt) => deadline_failure(wall),
         Some(Trap::StackOverflow) => {
             GuestFailure { kind: K::StackOverflow, detail: "the wasm stack limit was exceeded".into() }

@@ -3,11 +3,13 @@
 //! Fuel counts the guest's own instructions; left at that, everything a
 //! guest makes the host do would be free, and only the wall clock would
 //! bound a loop of `get-random-bytes(1 MiB)` (the review saw 3 s of it cost
-//! 6,702 fuel). So the host charges its own work to the same fuel, at the
-//! moment each host call returns (a wasmtime call hook, which sees the
-//! store's fuel): fuel stays the one deterministic measure of what a call
-//! cost, and a call whose host work exhausts it ends `out-of-fuel` like any
-//! other.
+//! 6,702 fuel). So the host charges its own work to the same budget, at the
+//! moment each host call returns (a wasmtime call hook): fuel stays the one
+//! deterministic measure of what a call cost (`usage.fuel` is guest plus
+//! host), and a call whose guest and host work together exceed it ends
+//! `out-of-fuel` like any other — at the host call that crosses the line,
+//! at the next epoch tick, or, for a call that finished within that tick,
+//! when it ends, so the verdict does not depend on timing.
 //!
 //! What is charged, per call:
 //!
@@ -52,17 +54,24 @@ impl HostWork {
     }
 }
 
-/// What the hook has charged so far for bytes the log took in.
+/// What the hook has charged so far.
 #[derive(Debug, Default)]
 pub(crate) struct Charged {
     log_bytes: u64,
-    /// Fuel taken from the store for host work in this call.
+    /// Fuel charged for host work in this call so far.
     pub(crate) total: u64,
 }
 
-/// The store's call hook: on every return from the host, take what the
-/// host's work cost from the store's fuel; a call that cannot pay ends with
-/// [`Trap::OutOfFuel`].
+/// The store's call hook: on every return from the host, add what the
+/// host's work cost to [`Charged::total`]; a call whose guest fuel left
+/// cannot cover it ends with [`Trap::OutOfFuel`].
+///
+/// The charge is kept beside the store's fuel rather than taken from it:
+/// wasmtime's compiled code caches the fuel counter across an import call
+/// and writes it back afterwards, so a `set_fuel` from a host call does not
+/// stick. What the guest has left is therefore [`fuel_left`]: the store's
+/// fuel less this total, checked here, at every epoch tick
+/// ([`over_budget`]) and when the call ends.
 pub(crate) fn hook(mut store: StoreContextMut<'_, HostState>, hook: CallHook) -> wasmtime::Result<()> {
     if !matches!(hook, CallHook::ReturningFromHost) {
         return Ok(());
@@ -73,14 +82,28 @@ pub(crate) fn hook(mut store: StoreContextMut<'_, HostState>, hook: CallHook) ->
         .saturating_add(state.host_work.take())
         .saturating_add(log_bytes.saturating_sub(state.charged.log_bytes).saturating_mul(FUEL_PER_BYTE));
     state.charged.log_bytes = log_bytes;
-    let fuel = store.get_fuel()?;
-    let paid = owed.min(fuel);
-    store.set_fuel(fuel - paid)?;
-    store.data_mut().charged.total += paid;
-    if owed > fuel {
+    state.charged.total = state.charged.total.saturating_add(owed);
+    if over_budget(&store) {
         return Err(Trap::OutOfFuel.into());
     }
     Ok(())
+}
+
+/// Whether the host work charged so far exceeds the fuel the store has left.
+pub(crate) fn over_budget(store: &StoreContextMut<'_, HostState>) -> bool {
+    store.get_fuel().map_or(false, |fuel| store.data().charged.total > fuel)
+}
+
+/// Fuel a call used, guest and host together, given the store's fuel
+/// `limit` and what it has `left`; at most `limit`.
+pub(crate) fn fuel_used(limit: u64, left: u64, charged: u64) -> u64 {
+    limit.saturating_sub(left).saturating_add(charged).min(limit)
+}
+
+/// Whether guest and host work together went past `limit` (the call is then
+/// out of fuel, whichever way it ended).
+pub(crate) fn exhausted(limit: u64, left: u64, charged: u64) -> bool {
+    limit.saturating_sub(left).saturating_add(charged) > limit
 }
 
 /// A random source that charges the bytes it generates to a [`HostWork`].

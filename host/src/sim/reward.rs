@@ -178,7 +178,10 @@ impl RewardInstance {
         store.set_fuel(limits.fuel).map_err(|e| Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
         let started = Instant::now();
         let deadline = started + limits.wall.0;
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
+            if crate::runtime::host_work::over_budget(&store) {
+                return Err(wasmtime::Trap::OutOfFuel.into());
+            }
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
         });
         store.set_epoch_deadline(1);
@@ -252,7 +255,7 @@ impl RewardInstance {
         RewardUsage {
             calls: self.calls,
             transitions: self.transitions,
-            fuel: self.limits.fuel.saturating_sub(fuel_left),
+            fuel: crate::runtime::host_work::fuel_used(self.limits.fuel, fuel_left, self.store.data().charged.total),
             memory_peak: self.store.data().limiter.memory_peak,
             wall_ms: self.started.elapsed().as_millis() as u64,
         }
