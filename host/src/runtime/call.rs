@@ -162,8 +162,13 @@ impl Runtime {
         let work = super::host_work::HostWork::default();
         let wasi = wasi::build(&p.grant, &log, opts.scratch.as_deref(), &|name| std::env::var(name).ok(), &work)?;
         let lineage = opts.lineage.clone().unwrap_or_else(|| p.sha256.clone());
+        // SQLite work (copying up to the quota) runs off the executor.
         let sealed_memory = match (&self.services().memory, opts.sealed && p.grant.memory.is_some()) {
-            (Some(store), true) => Some(SealedLineage::fork(store.clone(), &lineage)?),
+            (Some(store), true) => {
+                let (store, from) = (store.clone(), lineage.clone());
+                let forked = tokio::task::spawn_blocking(move || SealedLineage::fork(store, &from)).await;
+                Some(forked.map_err(|e| crate::Error::Internal(anyhow::anyhow!("forking sealed memory: {e}")))??)
+            }
             _ => None,
         };
         let services = CallServices {
@@ -294,7 +299,10 @@ impl Runtime {
             }
         };
         drop(store);
-        drop(sealed_memory);
+        if let Some(sealed) = sealed_memory {
+            // Its removal, too, runs off the executor.
+            let _ = tokio::task::spawn_blocking(move || drop(sealed)).await;
+        }
         let (logs, log_usage) = log.finish();
         Ok(CallReport { outcome, usage, limits, logs, log_usage, services: services.usage() })
     }
