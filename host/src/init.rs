@@ -140,6 +140,12 @@ pub fn init(dir: &Path, language: Language, name: Option<&str>) -> Result<Initia
     let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir));
     let files = template(language, &name)?;
     let existed = dir.exists();
+    if existed && !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a file; `vivarium init` writes a new variant into an empty or new directory, so give another path",
+            dir.display()
+        )));
+    }
     if existed {
         let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         if entries.next().is_some() {

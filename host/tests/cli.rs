@@ -233,3 +233,255 @@ fn eight_concurrent_runs_write_one_valid_chain() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["records"], 16, "8 grants and 8 uses, none lost");
 }
+
+/// The repository root (for the example variants).
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A run file for the in-process-built `arith-wat` variant; `extra` lines
+/// go at the end of `[run]`.
+fn run_toml(name: &str, initial: &str, generations: u32, extra: &str) -> String {
+    format!(
+        "[run]\nname = \"{name}\"\nsuite = \"arith\"\nseed = 5\ngenerations = {generations}\nchildren_per_generation = 2\ninitial = [\"{initial}\"]\n{extra}"
+    )
+}
+
+/// Every user mistake exits 2, with a message that names the file (or key)
+/// and says what to do, as text on stderr and as JSON on stdout.
+#[test]
+fn user_mistakes_exit_2_naming_the_file_and_the_fix() {
+    let f = Fixture::new();
+    let d = f.dir.path();
+    std::fs::create_dir_all(d.join("empty-dir")).unwrap();
+    std::fs::create_dir_all(d.join("out-dir")).unwrap();
+    std::fs::write(d.join("a-file"), "x").unwrap();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(d.join("no-initial.toml"), run_toml("r1", "missing-variant", 1, "")).unwrap();
+    std::fs::write(d.join("no-policy.toml"), run_toml("r2", &arith, 1, "policy = \"nope.toml\"\n")).unwrap();
+    std::fs::write(d.join("bad-value.toml"), run_toml("r3", &arith, 1, "workers = -1\n")).unwrap();
+    let cases: Vec<(&str, Vec<String>, i32, Vec<String>)> = vec![
+        ("build of a missing directory", vec!["build".into(), f.p("nowhere")], 2, vec![f.p("nowhere"), "does not exist".into(), "vivarium init".into()]),
+        ("build of a directory without variant.toml", vec!["build".into(), f.p("empty-dir")], 2, vec![f.p("empty-dir"), "no variant.toml".into(), "vivarium init".into()]),
+        ("build -o a directory", vec!["build".into(), arith.clone(), "-o".into(), f.p("out-dir")], 2, vec![f.p("out-dir"), "is a directory".into(), "agent.wasm".into()]),
+        ("a missing --policy file", vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--policy".into(), f.p("none.toml")], 2, vec![f.p("none.toml"), "built-in policy".into()]),
+        ("a missing initial in run.toml", vec!["evolve".into(), f.p("no-initial.toml")], 2, vec!["no-initial.toml:7:".into(), "run.initial[0]".into(), "missing-variant".into(), "does not exist".into()]),
+        ("a missing policy in run.toml", vec!["evolve".into(), f.p("no-policy.toml")], 2, vec!["no-policy.toml:8:".into(), "run.policy".into(), "nope.toml".into(), "remove the key".into()]),
+        ("a bad value in run.toml", vec!["evolve".into(), f.p("bad-value.toml")], 2, vec!["bad-value.toml:8:".into(), "run.workers".into(), "docs/evolve.md".into()]),
+        ("init onto an existing file", vec!["init".into(), f.p("a-file"), "--lang".into(), "wat".into()], 2, vec![f.p("a-file"), "is a file".into(), "another path".into()]),
+        ("report -o a directory", vec!["report".into(), "some-run".into(), "-o".into(), f.p("out-dir")], 2, vec![f.p("out-dir"), "is a directory".into(), "report.html".into()]),
+        ("a flag that is not a number", vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--fuel".into(), "abc".into()], 2, vec!["--fuel".into(), "abc".into()]),
+        ("an unknown subcommand", vec!["frobnicate".into()], 2, vec!["frobnicate".into()]),
+        ("an unknown language", vec!["init".into(), f.p("new-variant"), "--lang".into(), "cobol".into()], 2, vec!["cobol".into(), "--lang".into()]),
+    ];
+    for (what, args, code, needles) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = f.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(*code), "{what}: {err}");
+        for n in needles {
+            assert!(err.contains(n.as_str()), "{what}: stderr does not name {n:?}: {err}");
+        }
+        let mut json_args = args.clone();
+        json_args.push("--json");
+        let o = f.run(&json_args);
+        assert_eq!(o.status.code(), Some(*code), "{what} --json");
+        let v = json(&o);
+        assert_eq!(v["status"], "error", "{what}: {v}");
+        assert_eq!(v["exit_code"], *code, "{what}: {v}");
+        let detail = v["detail"].as_str().unwrap();
+        for n in needles {
+            assert!(detail.contains(n.as_str()), "{what}: the JSON detail does not name {n:?}: {detail}");
+        }
+    }
+    assert!(!d.join("new-variant").exists(), "a refused init writes nothing");
+    let o = f.run(&["archive", "runs", "--json"]);
+    assert!(o.status.code() == Some(2) || json(&o).as_array().unwrap().is_empty(), "no run was created by a bad run file");
+}
+
+#[test]
+fn help_and_version_still_exit_0_under_json() {
+    let f = Fixture::new();
+    for args in [&["--help", "--json"][..], &["--version"], &["run", "--help", "--json"]] {
+        let o = f.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!o.stdout.is_empty());
+    }
+}
+
+/// A start that failed after the run was created (its initial variant does
+/// not build) leaves a run with no variant: fixing the variant and running
+/// the same command again starts it, with no `--resume` and no clean-up.
+#[test]
+fn a_run_whose_start_failed_can_be_started_again() {
+    let f = Fixture::new();
+    let v = f.dir.path().join("v");
+    copy_dir(&repo_root().join("variants/arith-wat"), &v);
+    let good = std::fs::read_to_string(v.join("src/agent.wat")).unwrap();
+    std::fs::write(v.join("src/agent.wat"), "(component (core module $m (func $oops (i32.bogus))))").unwrap();
+    std::fs::write(f.p("run.toml"), run_toml("again", &v.display().to_string(), 1, "")).unwrap();
+
+    let o = f.run(&["evolve", &f.p("run.toml"), "--json"]);
+    assert_ne!(o.status.code(), Some(0));
+    let detail = json(&o)["detail"].as_str().unwrap().to_string();
+    assert!(!detail.contains("staging"), "the error names the user's variant, not a staging copy: {detail}");
+    let runs = json(&f.run(&["archive", "runs", "--json"]));
+    assert_eq!(runs[0]["id"], "again");
+    assert_eq!(runs[0]["status"], "failed", "{runs}");
+    assert_eq!(runs[0]["variants"], 0);
+
+    std::fs::write(v.join("src/agent.wat"), good).unwrap();
+    let o = f.run(&["evolve", &f.p("run.toml"), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let runs = json(&f.run(&["archive", "runs", "--json"]));
+    assert_eq!(runs[0]["status"], "finished", "{runs}");
+    assert!(runs[0]["variants"].as_u64().unwrap() >= 1);
+}
+
+/// `archive rm-run` deletes a run (rows and directory), after which its
+/// name can be used again; a missing run is exit 2.
+#[test]
+fn rm_run_deletes_a_run_and_frees_its_name() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(f.p("run.toml"), run_toml("gone", &arith, 1, "")).unwrap();
+    assert_eq!(f.run(&["evolve", &f.p("run.toml")]).status.code(), Some(0));
+    let o = f.run(&["evolve", &f.p("run.toml")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("archive rm-run gone"));
+
+    let o = f.run(&["archive", "rm-run", "gone", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(json(&o)["removed"]["variants"].as_u64().unwrap() >= 1);
+    assert!(!f.home().join("runs/gone").exists());
+    assert_eq!(json(&f.run(&["archive", "runs", "--json"])), serde_json::json!([]));
+    assert_eq!(f.run(&["archive", "rm-run", "gone"]).status.code(), Some(2));
+    assert_eq!(f.run(&["evolve", &f.p("run.toml")]).status.code(), Some(0), "the name is free again");
+}
+
+/// `evolve --resume` of a finished run reports the run's own baseline (the
+/// initial variants' best), not the best score of the whole run.
+#[test]
+fn resuming_a_finished_run_reports_the_initial_baseline() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(f.p("run.toml"), run_toml("base", &arith, 3, "")).unwrap();
+    let o = f.run(&["evolve", &f.p("run.toml"), "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let first = json(&o);
+    let o = f.run(&["evolve", &f.p("run.toml"), "--resume", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let again = json(&o);
+    assert_eq!(again["baseline"], first["baseline"], "{first} vs {again}");
+    let rows = json(&f.run(&["archive", "list", "--run", "base", "--json"]));
+    let initial_best = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["generation"] == 0)
+        .filter_map(|r| r["visible_score"].as_f64())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(again["baseline"].as_f64().unwrap(), initial_best);
+}
+
+/// Two `evolve` processes started at once on one run: one proceeds, the
+/// other exits 2 at once naming the run and the process holding it; the
+/// archive is the same as a run made alone.
+#[test]
+fn a_second_evolve_of_a_running_run_exits_2_and_the_archive_equals_a_solo_run() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(f.p("run.toml"), run_toml("duo", &arith, 4, "")).unwrap();
+    let solo = f.dir.path().join("solo-home");
+    assert_eq!(vivarium(&solo, &["evolve", &f.p("run.toml")]).status.code(), Some(0));
+
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_vivarium"))
+            .args(["evolve", &f.p("run.toml")])
+            .env("VIVARIUM_HOME", f.home())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    assert!(codes.contains(&Some(0)) && codes.contains(&Some(2)), "exactly one proceeds: {codes:?}");
+    let loser = if a.status.code() == Some(2) { &a } else { &b };
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        err.contains("run `duo`") && (err.contains("process") || err.contains("already exists")),
+        "the refusal names the run and its writer: {err}"
+    );
+
+    let list = |home: &Path| {
+        let rows = json(&vivarium(home, &["archive", "list", "--run", "duo", "--json"]));
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].clone(), r["parent"].clone(), r["visible_score"].clone(), r["held_out_score"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&f.home()), list(&solo), "the archive equals a solo run's");
+    let o = f.run(&["audit", "verify", "--json"]);
+    assert_eq!(json(&o)["ok"], true);
+}
+
+/// A run is locked while its process lives: `archive runs` shows it
+/// running with the pid, `rm-run` refuses it, and after a kill -9 the lock
+/// is gone: the run shows as interrupted and `--resume` finishes it.
+#[test]
+fn a_running_run_is_locked_until_its_process_dies() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(f.p("run.toml"), run_toml("held", &arith, 40, "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vivarium"))
+        .args(["evolve", &f.p("run.toml")])
+        .env("VIVARIUM_HOME", f.home())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the run is in the archive and its lock is held.
+    let started = std::time::Instant::now();
+    loop {
+        let o = f.run(&["archive", "runs", "--json"]);
+        if o.status.code() == Some(0) && json(&o)[0]["pid"] == pid {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the run never showed as running");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = f.run(&["archive", "runs", "--json"]);
+    assert_eq!(json(&o)[0]["status"], "running");
+    let o = f.run(&["evolve", &f.p("run.toml"), "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("run `held`") && err.contains(&format!("process {pid}")), "{err}");
+    let o = f.run(&["archive", "rm-run", "held"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not removed"));
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let o = f.run(&["archive", "runs", "--json"]);
+    assert_eq!(json(&o)[0]["status"], "interrupted", "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::write(f.p("run.toml"), run_toml("held", &arith, 40, "")).unwrap();
+    let o = f.run(&["evolve", &f.p("run.toml"), "--resume", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(json(&f.run(&["archive", "runs", "--json"]))[0]["status"], "finished");
+}
