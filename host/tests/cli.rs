@@ -485,3 +485,58 @@ fn a_running_run_is_locked_until_its_process_dies() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(json(&f.run(&["archive", "runs", "--json"]))[0]["status"], "finished");
 }
+
+/// Limits that cannot work are refused when read, with exit 2 and the fix;
+/// fractional sizes work like fractional durations.
+#[test]
+fn unusable_limits_are_refused_when_read() {
+    let f = Fixture::new();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", &f.p("echo.wat")[..], "--task", &f.p("task.json")[..]].into_iter().map(String::from).collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        f.run(&args)
+    };
+    for (flags, needle) in [
+        (&["--memory", "64"][..], "64MiB"),
+        (&["--memory", "-1"], "negative"),
+        (&["--memory", "0B"], "zero memory"),
+        (&["--fuel", "0"], "zero fuel"),
+        (&["--fuel", "-1"], "negative"),
+        (&["--wall", "0s"], "zero wall-clock"),
+    ] {
+        let o = run(flags);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+    let o = run(&["--memory", "1.5MiB", "--wall", "1.5s", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+
+    let vdir = f.dir.path().join("zero-fuel");
+    std::fs::create_dir_all(vdir.join("src")).unwrap();
+    std::fs::write(vdir.join("variant.toml"), "[variant]\nname = \"z\"\nlanguage = \"wat\"\n\n[limits]\nfuel = 0\n").unwrap();
+    let o = f.run(&["run", &vdir.display().to_string(), "--task", &f.p("task.json")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("variant.toml:6:") && err.contains("limits.fuel") && err.contains("zero fuel"), "{err}");
+
+    std::fs::write(f.p("policy.toml"), "[ceilings]\nwall = \"0s\"\n").unwrap();
+    let o = f.run(&["run", &f.p("echo.wat"), "--task", &f.p("task.json"), "--policy", &f.p("policy.toml")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("policy.toml:2:") && err.contains("ceilings.wall"), "{err}");
+}
+
+#[test]
+fn an_unknown_audit_event_exits_2_listing_the_events() {
+    let f = Fixture::new();
+    assert_eq!(f.run(&["run", &f.p("echo.wat"), "--task", &f.p("task.json")]).status.code(), Some(0));
+    let o = f.run(&["audit", "log", "--event", "bogus"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`bogus`") && err.contains("grant") && err.contains("limit-hit"), "{err}");
+    let o = f.run(&["audit", "log", "--event", "use", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o).as_array().unwrap().len(), 1);
+}

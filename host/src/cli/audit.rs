@@ -67,10 +67,14 @@ pub fn audit(a: AuditArgs, out: &Out) -> ExitCode {
                 if let Some(v) = variant {
                     f = f.variant(v);
                 }
-                if let Some(e) = event {
-                    f = f.event(EventKind::from_name(&e));
+                if let Some(e) = &event {
+                    f = f.event(EventKind::from_name(e));
                 }
-                log.query(&f)
+                let records = log.query(&f)?;
+                if let Some(e) = event.as_deref().filter(|e| !EventKind::from_name(e).is_known()) {
+                    check_event_name(&log, e)?;
+                }
+                Ok(records)
             });
             match result {
                 Ok(records) => {
@@ -150,4 +154,20 @@ pub fn audit(a: AuditArgs, out: &Out) -> ExitCode {
             }
         }
     }
+}
+
+/// An event name that is neither one of the kinds the host defines nor one
+/// found in the log is a typo: exit 2 with the names that would match.
+fn check_event_name(log: &AuditLog, name: &str) -> vivarium::Result<()> {
+    let mut names: Vec<String> = EventKind::KNOWN.iter().map(|k| k.as_str().to_string()).collect();
+    for r in log.query(&Filter::new())? {
+        let n = r.event.as_str().to_string();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    if names.iter().any(|n| n == name) {
+        return Ok(());
+    }
+    Err(vivarium::Error::invalid(format!("no audit event is called `{name}`; use one of: {}", names.join(", "))))
 }
