@@ -120,6 +120,7 @@ impl Session {
                 "digest": r.grant.digest(),
                 "grant": r.grant,
                 "provenance": r.provenance,
+                "command": crate::audit::command(),
             }),
         )?;
         for d in &r.denials {

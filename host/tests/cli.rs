@@ -540,3 +540,67 @@ fn an_unknown_audit_event_exits_2_listing_the_events() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(json(&o).as_array().unwrap().len(), 1);
 }
+
+/// An archive id, a component sha256 and a prefix of either all name the
+/// same variant, and the answer says which kind matched.
+#[test]
+fn a_variant_is_named_by_archive_id_or_component_sha() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    std::fs::write(f.p("run.toml"), run_toml("ids", &arith, 1, "")).unwrap();
+    assert_eq!(f.run(&["evolve", &f.p("run.toml")]).status.code(), Some(0));
+    let rows = json(&f.run(&["archive", "list", "--run", "ids", "--json"]));
+    let id = rows[0]["id"].as_str().unwrap().to_string();
+    let sha = rows[0]["component_sha"].as_str().unwrap().to_string();
+
+    for (given, kind) in [(&id[..10], "archive-id"), (&sha[..], "component-sha256"), (&sha[..10], "component-sha256")] {
+        let o = f.run(&["audit", "grants", given, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{given}: {}", String::from_utf8_lossy(&o.stdout));
+        let v = json(&o);
+        assert_eq!(v["variant"], sha.as_str());
+        assert_eq!(v["matched"]["matched"], kind, "{given}");
+        let o = f.run(&["archive", "show", given, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "{given}");
+        assert_eq!(json(&o)["variant"]["id"], id.as_str());
+        assert_eq!(json(&o)["matched"]["matched"], kind);
+        let o = f.run(&["audit", "log", "--variant", given, "--event", "grant", "--json"]);
+        assert!(!json(&o).as_array().unwrap().is_empty(), "{given}");
+    }
+    let o = f.run(&["audit", "grants", &id[..10]]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("matched the archive id"));
+    let o = f.run(&["audit", "diff", &id, &sha, "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json(&o)["differences"], serde_json::json!([]));
+    assert_eq!(f.run(&["audit", "grants", "0000000000"]).status.code(), Some(2));
+}
+
+/// `audit grants` lists every grant with its command; `audit diff` compares
+/// what the manifests give, so a flag on one run is not a difference.
+#[test]
+fn audit_diff_compares_manifest_grants_not_the_last_runs_flags() {
+    let f = Fixture::new();
+    for w in ["echo.wat", "loop.wat"] {
+        assert_eq!(f.run(&["inspect", &f.p(w)]).status.code(), Some(0));
+    }
+    let o = f.run(&["run", &f.p("echo.wat"), "--task", &f.p("task.json"), "--fuel", "1000000"]);
+    assert_eq!(o.status.code(), Some(0));
+    let sha = json(&f.run(&["inspect", &f.p("echo.wat"), "--json"]))["sha256"].as_str().unwrap().to_string();
+    let loop_sha = json(&f.run(&["inspect", &f.p("loop.wat"), "--json"]))["sha256"].as_str().unwrap().to_string();
+    let o = f.run(&["run", &f.p("echo.wat"), "--task", &f.p("task.json"), "--fuel", "1000000"]);
+    assert_eq!(o.status.code(), Some(0));
+
+    let v = json(&f.run(&["audit", "grants", &sha[..12], "--json"]));
+    let history = v["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4, "inspect, run, inspect, run: {v}");
+    assert_eq!(history[1]["narrowed_by_flags"], true);
+    assert!(history[1]["command"].as_str().unwrap().contains("--fuel 1000000"), "{v}");
+    assert_eq!(history[0]["narrowed_by_flags"], false);
+
+    let o = f.run(&["audit", "diff", &sha[..12], &loop_sha[..12], "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["differences"], serde_json::json!([]), "the last run's --fuel is not a difference: {v}");
+    assert_eq!(v["a_grant"]["narrowed_by_flags"], false);
+    let o = f.run(&["audit", "diff", &sha[..12], &loop_sha[..12]]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("flags of single runs left out"));
+}

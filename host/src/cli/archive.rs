@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use vivarium::archive::{Archive, Split, VariantRow};
+use vivarium::archive::{Archive, Split, VariantId, VariantRow};
+use vivarium::ids::Matched;
 use vivarium::home::Home;
 use vivarium::report::open_existing;
 
@@ -131,8 +132,25 @@ fn list(archive: &Archive, run: Option<&str>, out: &Out) -> vivarium::Result<()>
     Ok(())
 }
 
+/// The archive id of the variant named `given` (an archive id, a component
+/// sha256, or a prefix of either); says on stderr when it was the sha256.
+fn archive_id(given: &str, out: &Out) -> vivarium::Result<(VariantId, vivarium::ids::VariantRef)> {
+    let r = vivarium::ids::resolve_variant(&Home::from_env(), given)?;
+    let id = r.archive_id.clone().ok_or_else(|| {
+        vivarium::Error::invalid(format!(
+            "{}, which is not archived under one id (it is in no run, or in several); \
+             `vivarium archive list` shows the archive ids",
+            r.describe()
+        ))
+    })?;
+    if r.matched == Matched::ComponentSha256 && !out.json {
+        eprintln!("({})", r.describe());
+    }
+    Ok((VariantId(id), r))
+}
+
 fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
-    let id = archive.resolve(id)?;
+    let (id, matched) = archive_id(id, out)?;
     let v = archive.get(&id)?.ok_or_else(|| vivarium::Error::invalid(format!("no variant {id} in the archive")))?;
     let results = archive.results(&id)?;
     let chain = archive.lineage(&id)?;
@@ -148,6 +166,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
         })
         .collect();
     let value = json!({
+        "matched": matched,
         "variant": v,
         "held_out_gap": v.visible_score.zip(v.held_out_score).map(|(a, b)| a - b),
         "results": results,
@@ -212,7 +231,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
 }
 
 fn lineage(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
-    let id = archive.resolve(id)?;
+    let (id, _) = archive_id(id, out)?;
     let chain = archive.lineage(&id)?;
     out.print(&json!(chain), || {
         let mut s = String::new();

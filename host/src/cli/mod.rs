@@ -89,6 +89,9 @@ pub fn main() -> ExitCode {
         vivarium::runtime::compile::compile_out_of_process_with(exe);
     }
     init_tracing();
+    // Each grant this process records says which command computed it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    vivarium::audit::set_command(&format!("vivarium {}", args.join(" ")));
     if cli.replay {
         // Still one thread here: the async runtime starts below. The
         // service reads the variable when a session opens its home.
