@@ -3,8 +3,9 @@
 //! Two `vivarium evolve` processes on one run would race on its staging
 //! directories and step ledger; the archive's transactions keep each row
 //! whole, but not the run's plan. So the first process takes an exclusive
-//! `flock(2)` on the run's lock file and writes its pid there; a second one
-//! fails at once ([`Error::Invalid`], exit 2) naming the run and that pid.
+//! lock on the run's lock file (`File::try_lock`: `flock(2)` on Unix) and
+//! writes its pid there; a second one fails at once ([`Error::Invalid`],
+//! exit 2) naming the run and that pid.
 //!
 //! The kernel drops the lock when its holder dies, however it dies (kill -9
 //! included), so a stale lock never blocks a resume and nothing needs
@@ -83,28 +84,14 @@ fn read_pid(file: &mut File) -> Option<u32> {
     s.trim().parse().ok()
 }
 
-/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file holds it.
-#[cfg(unix)]
+/// An exclusive, non-blocking lock (`flock(LOCK_EX | LOCK_NB)` on Unix):
+/// `Ok(false)` when another open file holds it.
 fn try_lock(file: &File) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock on a file descriptor this `File` owns for the call.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-}
-
-/// No advisory lock off Unix: every attempt succeeds.
-#[cfg(not(unix))]
-fn try_lock(_file: &File) -> std::io::Result<bool> {
-    Ok(true)
 }
 
 #[cfg(test)]
