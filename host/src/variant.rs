@@ -514,6 +514,18 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
                 .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
             o.to_path_buf()
         }
+        // A builder that reads its source in process (wat) writes no
+        // component file: write one, so the path printed is the
+        // component's, not the source's.
+        None if b.path.extension().is_some_and(|e| e != "wasm") => {
+            let o = guest_target_dir(home).join("components").join(format!("{}.wasm", manifest.variant.name));
+            if let Some(parent) = o.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            }
+            crate::runtime::cache::write_atomic(&o, &b.component)
+                .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
+            o
+        }
         None => b.path.clone(),
     };
     Ok(Built {

@@ -604,3 +604,45 @@ fn audit_diff_compares_manifest_grants_not_the_last_runs_flags() {
     let o = f.run(&["audit", "diff", &sha[..12], &loop_sha[..12]]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("flags of single runs left out"));
 }
+
+/// `build` without `-o` prints where the component is, with its sha256 and
+/// size, never the source's path; `-o`, `--out` and `--output` all work.
+#[test]
+fn build_reports_the_components_path_and_takes_every_output_spelling() {
+    let f = Fixture::new();
+    let arith = repo_root().join("variants/arith-wat").display().to_string();
+    let o = f.run(&["build", &arith, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let v = json(&o);
+    let path = v["path"].as_str().unwrap();
+    assert!(path.ends_with(".wasm"), "{v}");
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.len() as u64, v["bytes"].as_u64().unwrap());
+    for flag in ["-o", "--out", "--output"] {
+        let dest = f.p(&format!("c{flag}.wasm"));
+        assert_eq!(f.run(&["build", &arith, flag, &dest]).status.code(), Some(0), "{flag}");
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    }
+}
+
+#[test]
+fn small_mistakes_get_a_message_that_says_what_to_do() {
+    let f = Fixture::new();
+    let o = f.run(&["init", &f.p("ünïcödé-агент"), "--lang", "wat"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--name"), "{err}");
+    assert!(!f.dir.path().join("ünïcödé-агент").exists());
+    let o = f.run(&["init", &f.p("ünïcödé-агент"), "--lang", "wat", "--name", "unicode-agent"]);
+    assert_eq!(o.status.code(), Some(0));
+
+    std::fs::write(f.p("tasks.json"), r#"[{"id":"t1","domain":"echo","instruction":"echo","input":"hi"}]"#).unwrap();
+    let o = f.run(&["run", &f.p("echo.wat"), "--task", &f.p("tasks.json")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("JSON array") && err.contains("one file per task"), "{err}");
+
+    let help = String::from_utf8_lossy(&f.run(&["run", "--help"]).stdout).into_owned();
+    assert!(!help.contains("--replay") && !help.contains("--version"), "top-level flags stay at the top:\n{help}");
+    assert_eq!(f.run(&["--replay", "--version"]).status.code(), Some(0));
+}

@@ -19,7 +19,7 @@ use output::Out;
 
 /// Vivarium: run self-improving agents as sandboxed WebAssembly components.
 #[derive(Parser)]
-#[command(name = "vivarium", version, about, propagate_version = true)]
+#[command(name = "vivarium", version, about)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -27,7 +27,8 @@ struct Cli {
     /// Answer every `llm` call from the response cache only, never the
     /// network, to reproduce a recorded run offline (same as
     /// `VIVARIUM_LLM_REPLAY=1`); a request not in the cache is `unavailable`.
-    #[arg(long, global = true)]
+    /// Given before the subcommand: `vivarium --replay evolve run.toml`.
+    #[arg(long)]
     replay: bool,
     #[command(subcommand)]
     command: Command,

@@ -15,7 +15,7 @@ pub struct ReportArgs {
     /// The run directory ($VIVARIUM_HOME/runs/<name>, with its run.json), or a run name.
     pub run_dir: PathBuf,
     /// Where to write the HTML file (default: <run-dir>/report.html).
-    #[arg(short = 'o', long = "output")]
+    #[arg(short = 'o', long = "out", visible_alias = "output")]
     pub output: Option<PathBuf>,
 }
 

@@ -84,7 +84,7 @@ pub struct BuildArgs {
     /// The variant directory.
     pub dir: PathBuf,
     /// Where to write the component (default: print where it was built).
-    #[arg(short, long)]
+    #[arg(short = 'o', long = "out", visible_alias = "output")]
     pub out: Option<PathBuf>,
 }
 
