@@ -102,6 +102,27 @@ pub fn default_name(dir: &Path) -> String {
     name
 }
 
+/// The variant name taken from `dir`'s last component. Errors:
+/// [`Error::Invalid`] when that component has characters a name cannot hold
+/// beyond ASCII punctuation (`ünïcödé-агент` would silently become `n-c-d`),
+/// suggesting `--name`.
+fn name_from_dir(dir: &Path) -> Result<String> {
+    let derived = default_name(dir);
+    let raw = std::path::absolute(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if !raw.is_ascii() {
+        return Err(Error::invalid(format!(
+            "`{}` cannot be a variant name (ASCII letters, digits, `-` and `_` only; it would become `{derived}`); \
+             pass --name, e.g. --name {}",
+            raw.escape_debug(),
+            if derived == "agent" || derived.len() < 3 { "my-agent" } else { derived.as_str() }
+        )));
+    }
+    Ok(derived)
+}
+
 /// The files of the `language` template for a variant called `name`:
 /// `(relative path, contents)`.
 ///
@@ -137,9 +158,18 @@ pub fn template(language: Language, name: &str) -> Result<Vec<(String, String)>>
 /// safe or (Rust) the guest SDK is missing; [`Error::Io`] when a file cannot
 /// be written (what was written is removed again).
 pub fn init(dir: &Path, language: Language, name: Option<&str>) -> Result<Initialized> {
-    let name = name.map(str::to_string).unwrap_or_else(|| default_name(dir));
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => name_from_dir(dir)?,
+    };
     let files = template(language, &name)?;
     let existed = dir.exists();
+    if existed && !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a file; `vivarium init` writes a new variant into an empty or new directory, so give another path",
+            dir.display()
+        )));
+    }
     if existed {
         let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         if entries.next().is_some() {

@@ -31,6 +31,7 @@ pub mod evolve;
 pub mod export_git;
 pub mod guard;
 pub mod home;
+pub mod ids;
 pub mod improve;
 pub mod init;
 pub mod inspect;

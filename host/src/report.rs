@@ -312,9 +312,23 @@ pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
     Ok(h)
 }
 
+/// `out` can be the report's file: it is not a directory. Errors:
+/// [`Error::Invalid`] saying what to give instead.
+pub fn check_output(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a directory; give -o the path of the HTML file to write, e.g. {}",
+            out.display(),
+            out.join("report.html").display()
+        )));
+    }
+    Ok(())
+}
+
 /// Render the report of the run in `run_dir` and write it to `out`
 /// (atomically). Returns where the run was found.
 pub fn write_report(run_dir: &Path, out: &Path) -> Result<RunLocation> {
+    check_output(out)?;
     let loc = locate_run(run_dir)?;
     let archive = open_existing(&loc.archive_dir)?;
     let html = render(&archive, &loc.run_id)?;

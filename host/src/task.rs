@@ -31,6 +31,12 @@ impl TaskSpec {
 
     /// Parse a task from JSON; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        if text.trim_start().starts_with('[') {
+            return Err(Error::invalid(format!(
+                "{origin} holds a JSON array; a task file holds one task object \
+                 {{\"id\", \"domain\", \"instruction\", \"input\"}}: write one file per task"
+            )));
+        }
         serde_json::from_str(text).map_err(|e| {
             Error::invalid(format!(
                 "{origin}:{}:{}: {e}; a task file holds one object {{\"id\", \"domain\", \"instruction\", \"input\"}} of strings",

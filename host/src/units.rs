@@ -16,15 +16,36 @@ impl ByteSize {
     }
 }
 
+impl ByteSize {
+    /// Parse a size that says its unit: `64MiB`, `1.5GiB`, `64B`. A bare
+    /// number is refused, since `64` could mean bytes or mebibytes; this is
+    /// what flags and manifest strings use.
+    ///
+    /// Errors: the message says what to write instead.
+    pub fn parse_with_unit(s: &str) -> Result<Self, String> {
+        let t = s.trim().replace('_', "");
+        if t.starts_with('-') {
+            return Err(format!("a size cannot be negative (`{s}`); write e.g. `64MiB`"));
+        }
+        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(format!("`{s}` has no unit; write `{t}MiB`, `{t}KiB`, or `{t}B` for bytes"));
+        }
+        s.parse()
+    }
+}
+
 impl FromStr for ByteSize {
     type Err = String;
+    /// A size with a unit, fractions allowed (`1.5MiB`), or a bare byte
+    /// count (see [`ByteSize::parse_with_unit`] for the stricter form).
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim().replace('_', "");
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size; write e.g. `256MiB`, `1GiB`, `64KiB` or a byte count"))?;
+        let not_a_size = || format!("`{s}` is not a size; write e.g. `256MiB`, `1.5GiB`, `64KiB` or `4096B`");
+        if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.') {
+            return Err(not_a_size());
+        }
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1000,
@@ -37,7 +58,27 @@ impl FromStr for ByteSize {
             "tib" => 1 << 40,
             other => return Err(format!("unknown size unit `{other}` in `{s}`; use B, KiB, MiB, GiB, KB, MB or GB")),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
+        let too_large = || format!("size `{s}` is too large");
+        match num.split_once('.') {
+            None => {
+                let n: u64 = num.parse().map_err(|_| too_large())?;
+                n.checked_mul(mult).map(ByteSize).ok_or_else(too_large)
+            }
+            Some((whole, frac)) => {
+                // Exact: whole·mult + frac·mult / 10^digits, in integers.
+                let digits = u32::try_from(frac.len()).map_err(|_| not_a_size())?;
+                let scale = 10u128.checked_pow(digits).ok_or_else(not_a_size)?;
+                let whole: u128 = whole.parse().map_err(|_| too_large())?;
+                let frac: u128 = frac.parse().map_err(|_| not_a_size())?;
+                let m = u128::from(mult);
+                let part = frac.checked_mul(m).ok_or_else(too_large)?;
+                if part % scale != 0 {
+                    return Err(format!("`{s}` is not a whole number of bytes; give more of a unit or fewer decimals"));
+                }
+                let total = whole.checked_mul(m).and_then(|w| w.checked_add(part / scale)).ok_or_else(too_large)?;
+                u64::try_from(total).map(ByteSize).map_err(|_| too_large())
+            }
+        }
     }
 }
 
@@ -74,7 +115,8 @@ impl<'de> Deserialize<'de> for ByteSize {
                 u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                v.parse().map_err(E::custom)
+                // A string says its unit; a byte count is a TOML integer.
+                ByteSize::parse_with_unit(v).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
@@ -142,6 +184,26 @@ mod tests {
         assert_eq!("2 GiB".parse::<ByteSize>().unwrap().0, 2 << 30);
         assert!("12 parsecs".parse::<ByteSize>().unwrap_err().contains("unknown size unit"));
         assert_eq!(ByteSize(256 << 20).to_string(), "256MiB");
+    }
+
+    #[test]
+    fn fractional_sizes_are_read_exactly() {
+        assert_eq!("1.5MiB".parse::<ByteSize>().unwrap().0, 3 << 19);
+        assert_eq!("0.5KiB".parse::<ByteSize>().unwrap().0, 512);
+        assert_eq!(ByteSize::parse_with_unit("1.5 GiB").unwrap().0, 3 << 29);
+        assert!("1.5B".parse::<ByteSize>().unwrap_err().contains("whole number of bytes"));
+        assert!("1.2.3MiB".parse::<ByteSize>().is_err());
+        assert!(".5MiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn a_size_flag_needs_a_unit_and_cannot_be_negative() {
+        let e = ByteSize::parse_with_unit("64").unwrap_err();
+        assert!(e.contains("no unit") && e.contains("64MiB") && e.contains("64B"), "{e}");
+        assert_eq!(ByteSize::parse_with_unit("64B").unwrap().0, 64);
+        assert!(ByteSize::parse_with_unit("-1").unwrap_err().contains("negative"));
+        let e: Result<ByteSize, _> = toml::from_str::<toml::Value>("m = \"64\"").unwrap()["m"].clone().try_into();
+        assert!(e.unwrap_err().to_string().contains("no unit"));
     }
 
     #[test]

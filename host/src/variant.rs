@@ -120,6 +120,7 @@ impl Session {
                 "digest": r.grant.digest(),
                 "grant": r.grant,
                 "provenance": r.provenance,
+                "command": crate::audit::command(),
             }),
         )?;
         for d in &r.denials {
@@ -504,7 +505,19 @@ pub struct Built {
 
 /// `vivarium build`: build the variant in `dir`; copy the component to
 /// `out` when given.
+///
+/// Errors: [`Error::Invalid`] (exit 2) when `dir` is not a variant
+/// directory (missing, a file, or without a `variant.toml`) or when `out`
+/// is a directory; the build's own errors otherwise.
 pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
+    check_variant_dir(dir)?;
+    if let Some(o) = out.filter(|o| o.is_dir()) {
+        return Err(Error::invalid(format!(
+            "{} is a directory; give -o the path of the component file to write, e.g. {}",
+            o.display(),
+            o.join("agent.wasm").display()
+        )));
+    }
     let manifest = Manifest::load(dir.join(MANIFEST))?;
     let b = build_variant(dir, &manifest, &guest_target_dir(home))?;
     let path = match out {
@@ -512,6 +525,18 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
             crate::runtime::cache::write_atomic(o, &b.component)
                 .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
             o.to_path_buf()
+        }
+        // A builder that reads its source in process (wat) writes no
+        // component file: write one, so the path printed is the
+        // component's, not the source's.
+        None if b.path.extension().is_some_and(|e| e != "wasm") => {
+            let o = guest_target_dir(home).join("components").join(format!("{}.wasm", manifest.variant.name));
+            if let Some(parent) = o.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            }
+            crate::runtime::cache::write_atomic(&o, &b.component)
+                .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
+            o
         }
         None => b.path.clone(),
     };
@@ -522,6 +547,32 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
         path,
         duration_ms: b.duration.as_millis() as u64,
     })
+}
+
+/// `dir` is a variant directory: it exists, is a directory and holds a
+/// `variant.toml`. Errors: [`Error::Invalid`] saying which and what to do.
+pub fn check_variant_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Err(Error::invalid(format!(
+            "{} does not exist; give a variant directory (one with a {MANIFEST}), \
+             or make one with `vivarium init {} --lang wat`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a file, not a variant directory; give the directory that holds its {MANIFEST}",
+            dir.display()
+        )));
+    }
+    if !dir.join(MANIFEST).is_file() {
+        return Err(Error::invalid(format!(
+            "{} is not a variant directory (no {MANIFEST}); `vivarium init <dir> --lang …` makes one",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A scratch area this session made for one call that ended over its disk

@@ -527,7 +527,8 @@ impl Archive {
             Some(run) if &run.config != config => {
                 return Err(Error::invalid(format!(
                     "run {run_id:?} already exists with a different configuration; \
-                     resume it with the same run file, or start a run with a new id"
+                     resume it with the same run file, start a run with a new id, \
+                     or remove it with `vivarium archive rm-run {run_id}`"
                 )));
             }
             Some(_) => {
@@ -547,6 +548,35 @@ impl Archive {
             .map_err(db_err("cannot read runs"))?;
         tx.commit().map_err(db_err("cannot commit the run"))?;
         Ok(row)
+    }
+
+    /// Delete run `run_id`: its variants, their results, its step ledger and
+    /// its row, in one transaction. Blobs stay (they are content-addressed
+    /// and other runs may share them). Returns how many variants went, or
+    /// `None` when there was no such run.
+    ///
+    /// The caller makes sure no process is writing the run (the run lock,
+    /// `evolve::lock`).
+    pub fn delete_run(&self, run_id: &str) -> Result<Option<usize>> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("cannot begin a transaction"))?;
+        let exists = tx
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [run_id], |_| Ok(()))
+            .optional()
+            .map_err(db_err("cannot read runs"))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let del = |sql: &str| tx.execute(sql, [run_id]).map_err(db_err("cannot delete the run"));
+        del("DELETE FROM results WHERE variant_id IN (SELECT id FROM variants WHERE run_id = ?1)")?;
+        del("DELETE FROM steps WHERE run_id = ?1")?;
+        let variants = del("DELETE FROM variants WHERE run_id = ?1")?;
+        del("DELETE FROM runs WHERE id = ?1")?;
+        tx.commit().map_err(db_err("cannot commit the deletion"))?;
+        Ok(Some(variants))
     }
 
     /// Mark run `run_id` ended with `status` (now as its `finished` time).

@@ -167,7 +167,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use grants::{latest_grant, GrantRecord};
+pub use grants::{command, grants_of, latest_grant, manifest_grant, set_command, GrantRecord};
 pub use record::{
     cap_details, EventKind, Record, DETAILS_PREVIEW_BYTES, MAX_DETAILS_BYTES, MAX_KIND_BYTES, MAX_VARIANT_BYTES,
     ZERO_HASH,

@@ -134,17 +134,17 @@ impl std::str::FromStr for Language {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
-    /// Fuel per call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fuel per call (zero is refused: no call could run).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_fuel")]
     pub fuel: Option<u64>,
-    /// Linear memory per call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Linear memory per call (zero is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_memory")]
     pub memory: Option<ByteSize>,
-    /// Wall-clock time per call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Wall-clock time per call (zero is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_wall")]
     pub wall: Option<HumanDuration>,
-    /// Wasm stack per call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Wasm stack per call (zero is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "de_opt_stack")]
     pub stack: Option<ByteSize>,
     /// Table elements across all tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -440,6 +440,38 @@ fn de_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     validate_name(&s).map_err(de::Error::custom)?;
     Ok(s)
+}
+
+// A limit of zero loads, then fails every call: refuse it where it is
+// written, with the key's position.
+
+fn de_opt_fuel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(de::Error::custom("zero fuel lets no call run; give a positive number, e.g. 500_000_000")),
+        n => Ok(Some(n)),
+    }
+}
+
+fn de_opt_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    match ByteSize::deserialize(d)? {
+        ByteSize(0) => Err(de::Error::custom("zero memory lets no call run; give a size, e.g. \"16MiB\"")),
+        m => Ok(Some(m)),
+    }
+}
+
+fn de_opt_stack<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    match ByteSize::deserialize(d)? {
+        ByteSize(0) => Err(de::Error::custom("a zero stack lets no call run; give a size, e.g. \"1MiB\"")),
+        m => Ok(Some(m)),
+    }
+}
+
+fn de_opt_wall<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    let w = HumanDuration::deserialize(d)?;
+    if w.0.is_zero() {
+        return Err(de::Error::custom("a zero wall-clock limit lets no call run; give a duration, e.g. \"5s\""));
+    }
+    Ok(Some(w))
 }
 
 fn de_opt_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -1188,6 +1220,25 @@ deterministic = { seed = 7 }
             other => panic!("{other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_refused_where_it_is_written() {
+        for (line, key) in [
+            ("fuel = 0", "limits.fuel"),
+            ("memory = \"0B\"", "limits.memory"),
+            ("memory = 0", "limits.memory"),
+            ("wall = \"0s\"", "limits.wall"),
+            ("stack = \"0KiB\"", "limits.stack"),
+        ] {
+            let text = format!("[variant]\nname = \"x\"\nlanguage = \"wat\"\n[limits]\n{line}\n");
+            let e = Manifest::parse(&text, "variant.toml").unwrap_err().to_string();
+            assert!(e.starts_with(&format!("variant.toml:5:")) && e.contains(key) && e.contains("lets no call run"), "{e}");
+        }
+        let e = Manifest::parse("[variant]\nname = \"x\"\nlanguage = \"wat\"\n[limits]\nmemory = \"64\"\n", "v.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.memory") && e.contains("no unit"), "{e}");
     }
 
     #[test]

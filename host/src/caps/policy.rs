@@ -398,11 +398,18 @@ pub(crate) fn fill(spec: &LimitsSpec, base: &Limits) -> Limits {
 }
 
 impl Policy {
-    /// Read and validate a policy file. Errors: [`Error::Io`] when it cannot
-    /// be read, [`Error::Invalid`] naming `path:line:col` and the key.
+    /// Read and validate a policy file. Errors: [`Error::Invalid`] (exit 2)
+    /// when it cannot be read (the operator named a file that is not
+    /// there) or naming `path:line:col` and the key when it is wrong.
     pub fn load(path: impl AsRef<Path>) -> Result<Policy> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!(
+                "cannot read the policy file {}: {e}; give the path of an operator policy, \
+                 or leave it out for the built-in policy",
+                path.display()
+            ))
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 

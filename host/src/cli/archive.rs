@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use vivarium::archive::{Archive, Split, VariantRow};
+use vivarium::archive::{Archive, Split, VariantId, VariantRow};
+use vivarium::ids::Matched;
 use vivarium::home::Home;
 use vivarium::report::open_existing;
 
@@ -37,8 +38,15 @@ pub enum ArchiveCommand {
         /// The variant's id (or a unique prefix of at least 4 digits).
         id: String,
     },
-    /// List the runs in the archive.
+    /// List the runs in the archive, with where each stands (running,
+    /// interrupted, finished, stopped, failed).
     Runs,
+    /// Delete a run: its variants, results and directory (refused while a
+    /// process is writing it).
+    RmRun {
+        /// The run's name (`run.name` in its run file).
+        name: String,
+    },
 }
 
 fn fmt_score(s: Option<f64>) -> String {
@@ -84,6 +92,7 @@ pub fn archive(a: ArchiveArgs, out: &Out) -> ExitCode {
         ArchiveCommand::Show { id } => show(&archive, &id, out),
         ArchiveCommand::Lineage { id } => lineage(&archive, &id, out),
         ArchiveCommand::Runs => runs(&archive, out),
+        ArchiveCommand::RmRun { name } => rm_run(&name, out),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,8 +132,25 @@ fn list(archive: &Archive, run: Option<&str>, out: &Out) -> vivarium::Result<()>
     Ok(())
 }
 
+/// The archive id of the variant named `given` (an archive id, a component
+/// sha256, or a prefix of either); says on stderr when it was the sha256.
+fn archive_id(given: &str, out: &Out) -> vivarium::Result<(VariantId, vivarium::ids::VariantRef)> {
+    let r = vivarium::ids::resolve_variant(&Home::from_env(), given)?;
+    let id = r.archive_id.clone().ok_or_else(|| {
+        vivarium::Error::invalid(format!(
+            "{}, which is not archived under one id (it is in no run, or in several); \
+             `vivarium archive list` shows the archive ids",
+            r.describe()
+        ))
+    })?;
+    if r.matched == Matched::ComponentSha256 && !out.json {
+        eprintln!("({})", r.describe());
+    }
+    Ok((VariantId(id), r))
+}
+
 fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
-    let id = archive.resolve(id)?;
+    let (id, matched) = archive_id(id, out)?;
     let v = archive.get(&id)?.ok_or_else(|| vivarium::Error::invalid(format!("no variant {id} in the archive")))?;
     let results = archive.results(&id)?;
     let chain = archive.lineage(&id)?;
@@ -140,6 +166,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
         })
         .collect();
     let value = json!({
+        "matched": matched,
         "variant": v,
         "held_out_gap": v.visible_score.zip(v.held_out_score).map(|(a, b)| a - b),
         "results": results,
@@ -204,7 +231,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
 }
 
 fn lineage(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
-    let id = archive.resolve(id)?;
+    let (id, _) = archive_id(id, out)?;
     let chain = archive.lineage(&id)?;
     out.print(&json!(chain), || {
         let mut s = String::new();
@@ -241,8 +268,10 @@ fn runs(archive: &Archive, out: &Out) -> vivarium::Result<()> {
     for r in &runs {
         let variants = archive.list(Some(&r.id))?.len();
         let best = archive.best(&r.id)?;
+        let (state, pid) = vivarium::evolve::run_state(&Home::from_env(), r);
         rows.push(json!({
-            "id": r.id, "status": r.status, "started": r.started, "finished": r.finished,
+            "id": r.id, "status": state, "stored_status": r.status, "pid": pid,
+            "started": r.started, "finished": r.finished,
             "variants": variants,
             "best": best.as_ref().map(|b| json!({"id": b.id, "visible_score": b.visible_score, "held_out_score": b.held_out_score})),
         }));
@@ -254,9 +283,12 @@ fn runs(archive: &Archive, out: &Out) -> vivarium::Result<()> {
         rows.iter()
             .map(|r| {
                 format!(
-                    "{:<24} {:<9} {:>4} variants  best {}  started {}",
+                    "{:<24} {:<11} {:>4} variants  best {}  started {}",
                     r["id"].as_str().unwrap_or(""),
-                    r["status"].as_str().unwrap_or(""),
+                    match r["pid"].as_u64() {
+                        Some(pid) if pid > 0 => format!("running ({pid})"),
+                        _ => r["status"].as_str().unwrap_or("").to_string(),
+                    },
                     r["variants"],
                     r["best"]["visible_score"].as_f64().map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into()),
                     r["started"].as_str().unwrap_or("")
@@ -264,6 +296,19 @@ fn runs(archive: &Archive, out: &Out) -> vivarium::Result<()> {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    });
+    Ok(())
+}
+
+fn rm_run(name: &str, out: &Out) -> vivarium::Result<()> {
+    let removed = vivarium::evolve::remove_run(&Home::from_env(), name)?;
+    out.print(&json!({ "status": "ok", "removed": removed }), || {
+        format!(
+            "removed run {} ({} variants{}); its content-addressed blobs stay in the archive",
+            removed.run_id,
+            removed.variants,
+            removed.run_dir.as_ref().map(|d| format!(", {}", d.display())).unwrap_or_default()
+        )
     });
     Ok(())
 }

@@ -19,7 +19,7 @@ pub struct ImproveArgs {
     /// The parent variant's directory.
     pub dir: PathBuf,
     /// Where to write the child (must not exist or be empty).
-    #[arg(long)]
+    #[arg(short = 'o', long = "out", visible_alias = "output")]
     pub out: PathBuf,
     /// The operator's policy (default: the built-in policy).
     #[arg(long)]

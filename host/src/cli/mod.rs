@@ -19,7 +19,7 @@ use output::Out;
 
 /// Vivarium: run self-improving agents as sandboxed WebAssembly components.
 #[derive(Parser)]
-#[command(name = "vivarium", version, about, propagate_version = true)]
+#[command(name = "vivarium", version, about)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -27,7 +27,8 @@ struct Cli {
     /// Answer every `llm` call from the response cache only, never the
     /// network, to reproduce a recorded run offline (same as
     /// `VIVARIUM_LLM_REPLAY=1`); a request not in the cache is `unavailable`.
-    #[arg(long, global = true)]
+    /// Given before the subcommand: `vivarium --replay evolve run.toml`.
+    #[arg(long)]
     replay: bool,
     #[command(subcommand)]
     command: Command,
@@ -77,11 +78,7 @@ struct CompileArgs {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return argument_error(e),
     };
     if let Command::Compile(a) = &cli.command {
         let max = vivarium::runtime::RuntimeConfig::default().max_component_bytes;
@@ -93,6 +90,9 @@ pub fn main() -> ExitCode {
         vivarium::runtime::compile::compile_out_of_process_with(exe);
     }
     init_tracing();
+    // Each grant this process records says which command computed it.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    vivarium::audit::set_command(&format!("vivarium {}", args.join(" ")));
     if cli.replay {
         // Still one thread here: the async runtime starts below. The
         // service reads the variable when a session opens its home.
@@ -124,6 +124,37 @@ pub fn main() -> ExitCode {
             ),
         }
     })
+}
+
+/// An argument clap refused (or `--help`/`--version`, which are not
+/// errors): exit 2 with clap's message, as JSON on stdout when `--json` was
+/// among the arguments, since the caller then reads stdout only.
+fn argument_error(e: clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // The parse failed, so `--json` is looked for by hand; an argument after
+    // `--` is a value, not the flag.
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if !json {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    let detail = e.render().to_string();
+    let reason = detail
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    let v = serde_json::json!({
+        "status": "error", "reason": reason, "detail": detail.trim_end(),
+        "kind": format!("{:?}", e.kind()), "exit_code": 2,
+    });
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    ExitCode::from(2)
 }
 
 fn init_tracing() {

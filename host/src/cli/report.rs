@@ -15,7 +15,7 @@ pub struct ReportArgs {
     /// The run directory ($VIVARIUM_HOME/runs/<name>, with its run.json), or a run name.
     pub run_dir: PathBuf,
     /// Where to write the HTML file (default: <run-dir>/report.html).
-    #[arg(short = 'o', long = "output")]
+    #[arg(short = 'o', long = "out", visible_alias = "output")]
     pub output: Option<PathBuf>,
 }
 
@@ -29,7 +29,9 @@ pub struct ExportGitArgs {
 }
 
 pub fn report(a: ReportArgs, out: &Out) -> ExitCode {
-    let result = vivarium::report::locate_run(&a.run_dir).and_then(|loc| {
+    // A bad -o is named before the run is looked for.
+    let checked = a.output.as_deref().map_or(Ok(()), vivarium::report::check_output);
+    let result = checked.and_then(|()| vivarium::report::locate_run(&a.run_dir)).and_then(|loc| {
         let path = a.output.clone().unwrap_or_else(|| loc.run_dir.join("report.html"));
         vivarium::report::write_report(&loc.run_dir, &path).map(|loc| (loc, path))
     });

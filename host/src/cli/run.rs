@@ -26,14 +26,46 @@ pub struct RunArgs {
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// Fuel for the call (can only lower the granted fuel).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_fuel, allow_negative_numbers = true)]
     pub fuel: Option<u64>,
-    /// Memory limit, e.g. 64MiB (can only lower the granted memory).
-    #[arg(long)]
+    /// Memory limit with its unit, e.g. 64MiB, 1.5GiB or 65536B (can only
+    /// lower the granted memory).
+    #[arg(long, value_parser = parse_memory, allow_negative_numbers = true)]
     pub memory: Option<ByteSize>,
-    /// Wall-clock limit, e.g. 2s (can only lower the granted wall time).
-    #[arg(long)]
+    /// Wall-clock limit, e.g. 2s or 1.5s (can only lower the granted wall time).
+    #[arg(long, value_parser = parse_wall, allow_negative_numbers = true)]
     pub wall: Option<HumanDuration>,
+}
+
+// Limits that cannot work are refused when read (exit 2), not at the call.
+
+fn parse_fuel(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    if t.starts_with('-') {
+        return Err("fuel cannot be negative; give a positive number of instructions, e.g. 1000000".into());
+    }
+    match t.parse::<u64>() {
+        Ok(0) => Err("zero fuel lets no call run; give a positive number, e.g. 1000000".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number of instructions; give e.g. 1000000")),
+    }
+}
+
+fn parse_memory(s: &str) -> Result<ByteSize, String> {
+    match ByteSize::parse_with_unit(s)? {
+        ByteSize(0) => Err("zero memory lets no call run; give a size, e.g. 64MiB".into()),
+        m => Ok(m),
+    }
+}
+
+fn parse_wall(s: &str) -> Result<HumanDuration, String> {
+    if s.trim().starts_with('-') {
+        return Err("a duration cannot be negative; give e.g. 2s or 500ms".into());
+    }
+    match s.parse::<HumanDuration>()? {
+        w if w.0.is_zero() => Err("a zero wall-clock limit lets no call run; give e.g. 2s or 500ms".into()),
+        w => Ok(w),
+    }
 }
 
 /// Arguments of `vivarium inspect`.
@@ -52,7 +84,7 @@ pub struct BuildArgs {
     /// The variant directory.
     pub dir: PathBuf,
     /// Where to write the component (default: print where it was built).
-    #[arg(short, long)]
+    #[arg(short = 'o', long = "out", visible_alias = "output")]
     pub out: Option<PathBuf>,
 }
 

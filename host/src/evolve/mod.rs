@@ -27,6 +27,7 @@
 //! scores and tasks never leave the host.
 
 pub mod config;
+pub mod lock;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -128,6 +129,54 @@ fn spent_recorded(run_dir: &Path) -> (f64, u64) {
 /// Where a run keeps its trees: `$VIVARIUM_HOME/runs/<name>`.
 pub fn run_dir(session: &Session, name: &str) -> PathBuf {
     session.home.root().join("runs").join(name)
+}
+
+/// What [`remove_run`] removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedRun {
+    /// The run's id.
+    pub run_id: String,
+    /// Variants deleted from the archive.
+    pub variants: usize,
+    /// The run directory deleted, when there was one.
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Delete run `run_id` from the archive under `home` and its directory
+/// `runs/<name>`; content-addressed blobs stay.
+///
+/// Errors: [`Error::Invalid`] (exit 2) when there is no such run, or when a
+/// process is writing it (its lock is held; the message names the pid).
+pub fn remove_run(home: &crate::home::Home, run_id: &str) -> Result<RemovedRun> {
+    check_run_id(run_id)?;
+    let dir = home.root().join("runs").join(run_id);
+    let had_dir = dir.is_dir();
+    let archive = crate::report::open_existing(&home.archive_dir())?;
+    if archive.get_run(run_id)?.is_none() && !had_dir {
+        return Err(Error::invalid(format!("no run `{run_id}` in the archive; `vivarium archive runs` lists them")));
+    }
+    let lock = lock::RunLock::acquire(&dir, run_id).map_err(|e| match e {
+        Error::Invalid(m) => Error::Invalid(format!("{m}; a run being written is not removed")),
+        other => other,
+    })?;
+    let variants = archive.delete_run(run_id)?.unwrap_or(0);
+    drop(lock);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+    Ok(RemovedRun { run_id: run_id.to_string(), variants, run_dir: had_dir.then_some(dir) })
+}
+
+/// Where run `run` stands now: its stored status, except that a run
+/// stored as `running` whose lock no process holds was killed
+/// (`interrupted`, resumable with `--resume`); with the writer's pid while
+/// one holds it.
+pub fn run_state(home: &crate::home::Home, run: &archive::RunRow) -> (String, Option<u32>) {
+    let holder = lock::holder(&home.root().join("runs").join(&run.id));
+    let state = match (run.status, holder) {
+        (_, Some(_)) => "running".to_string(),
+        (RunStatus::Running, None) => "interrupted".to_string(),
+        (s, None) => s.to_string(),
+    };
+    (state, holder)
 }
 
 /// History and feedback for improving `parent`: the visible scores of its
@@ -316,9 +365,16 @@ impl Ctx<'_> {
         self.archive.restore_tree(&original, &staging)?;
         crate::improve::rebase_path_dependencies(dir, &staging)?;
         let tree = self.archive.put_tree(&staging)?;
-        let opened = self.session.open_target(&staging, self.config.run.policy.as_deref(), &Default::default()).await?;
+        // The staging copy is the host's business: an error names the
+        // user's directory instead.
+        let opened = self
+            .session
+            .open_target(&staging, self.config.run.policy.as_deref(), &Default::default())
+            .await
+            .map_err(|e| name_original(e, &staging, dir))?;
         let manifest = opened.manifest.clone().expect("a directory");
-        let component = self.component_bytes(&staging, &manifest).await?;
+        let component =
+            self.component_bytes(&staging, &manifest).await.map_err(|e| name_original(e, &staging, dir))?;
         phase(step, "archive-write");
         let sha = self.archive.put(&component)?;
         let id = self.archive.add_variant(&NewVariant {
@@ -537,6 +593,19 @@ impl Ctx<'_> {
     }
 }
 
+/// `e` with every mention of the staging copy `staging` replaced by the
+/// user's directory `original`.
+fn name_original(e: Error, staging: &Path, original: &Path) -> Error {
+    let (from, to) = (staging.display().to_string(), original.display().to_string());
+    match e {
+        Error::Invalid(m) => Error::Invalid(m.replace(&from, &to)),
+        Error::Refused { what, detail } => Error::Refused { what, detail: detail.replace(&from, &to) },
+        Error::Io { context, source } => Error::Io { context: context.replace(&from, &to), source },
+        Error::Internal(a) => Error::Internal(anyhow::anyhow!(format!("{a:#}").replace(&from, &to))),
+        other => other,
+    }
+}
+
 /// Trace the phase a step enters (`VIVARIUM_LOG=vivarium::evolve=info`); the
 /// crash-safety test reads it to say where each kill landed.
 fn phase(step: u64, phase: &str) {
@@ -552,19 +621,72 @@ pub async fn evolve(
 ) -> Result<Summary> {
     let config = RunConfig::load(config_path)?;
     let suite = tasks::suite(&config.run.suite).expect("validated");
-    session.home.ensure(&session.home.archive_dir())?;
-    let archive = Archive::open(&session.home.archive_dir())?;
-    let run_id = config.run.name.clone();
-    if archive.get_run(&run_id)?.is_some() && !opts.resume {
-        return Err(Error::invalid(format!(
-            "run `{run_id}` already exists in {}; pass --resume to continue it, or choose another run.name",
-            session.home.archive_dir().display()
-        )));
+    // What can be checked without building is checked before the run is
+    // created, so a mistake there leaves nothing behind.
+    if let Some(p) = &config.run.policy {
+        crate::caps::Policy::load(p)?;
     }
-    let config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
-    archive.begin_run(&run_id, &config_json)?;
+    for dir in &config.run.initial {
+        Manifest::load(dir.join(MANIFEST))?;
+    }
+    let run_id = config.run.name.clone();
+    check_run_id(&run_id)?;
     let run_dir = run_dir(session, &run_id);
     session.home.ensure(&run_dir)?;
+    // One writer per run; held until this function returns (or the
+    // process dies).
+    let _lock = lock::RunLock::acquire(&run_dir, &run_id)?;
+    session.home.ensure(&session.home.archive_dir())?;
+    let archive = Archive::open(&session.home.archive_dir())?;
+    if let Some(existing) = archive.get_run(&run_id)? {
+        if archive.list(Some(&run_id))?.is_empty() {
+            // A start that failed before its first variant was archived
+            // left nothing worth keeping: start the run afresh, under the
+            // run file as it is now.
+            archive.delete_run(&run_id)?;
+        } else if !opts.resume {
+            return Err(Error::invalid(format!(
+                "run `{run_id}` already exists ({}) in {}; pass --resume to continue it, \
+                 remove it with `vivarium archive rm-run {run_id}`, or choose another run.name",
+                existing.status,
+                session.home.archive_dir().display()
+            )));
+        }
+    }
+    let result = evolve_locked(session, archive, config, suite, run_dir, opts, progress).await;
+    if result.is_err() {
+        // Not `running` any more: nothing writes it. A resume sets it back.
+        if let Ok(a) = Archive::open(&session.home.archive_dir()) {
+            if a.get_run(&run_id).ok().flatten().is_some_and(|r| r.status == RunStatus::Running) {
+                let _ = a.finish_run(&run_id, RunStatus::Failed);
+            }
+        }
+    }
+    result
+}
+
+/// A run name is a directory under `runs/`: letters, digits, `-`, `_`
+/// (the run file was checked already; this guards other callers).
+fn check_run_id(run_id: &str) -> Result<()> {
+    if run_id.is_empty() || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Error::invalid(format!("`{run_id}` is not a run name; use letters, digits, - and _")));
+    }
+    Ok(())
+}
+
+/// The run, its lock held and its archive open.
+async fn evolve_locked(
+    session: &Session,
+    archive: Archive,
+    config: RunConfig,
+    suite: Suite,
+    run_dir: PathBuf,
+    opts: &EvolveOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Summary> {
+    let run_id = config.run.name.clone();
+    let config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
+    archive.begin_run(&run_id, &config_json)?;
     crate::runtime::cache::write_atomic(
         &run_dir.join("run.json"),
         serde_json::to_string_pretty(
@@ -599,7 +721,6 @@ pub async fn evolve(
         ctx.initial(i as u64, dir).await?;
         report(i as u64 + 1, format!("initial variant {}", dir.display()));
     }
-    let baseline = best_now();
     'generations: for g in 1..=ctx.config.run.generations {
         let steps: Vec<u64> = (0..per_gen).map(|c| n_init + u64::from(g - 1) * per_gen + c).collect();
         for chunk in steps.chunks(ctx.config.run.workers as usize) {
@@ -620,6 +741,14 @@ pub async fn evolve(
     ctx.archive.finish_run(&run_id, status)?;
     let rows = ctx.archive.list(Some(&run_id))?;
     let best = ctx.archive.best(&run_id)?;
+    // The initial variants' best, whatever this invocation did: a resume of
+    // a finished run reports the same baseline as the run itself.
+    let baseline = rows
+        .iter()
+        .filter(|r| r.generation == 0)
+        .filter_map(|r| r.visible_score)
+        .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))))
+        .unwrap_or(0.0);
     let mut refused = 0;
     for s in 0..total {
         if let Some((None, _)) = ctx.archive.step(&run_id, s)? {
