@@ -265,6 +265,7 @@ fn guest_text_never_reaches_the_terminal_raw() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("\\u{1b}[2J"), "escaped visibly");
     let o = f.run(&["--json", "run", &f.p("echo.wat"), "--task", &f.p("hostile.json")]);
     assert_eq!(json(&o)["output"], hostile, "JSON is exact");
+}
 
 /// The repository root (for the example variants).
 fn repo_root() -> std::path::PathBuf {
