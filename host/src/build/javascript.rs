@@ -10,8 +10,8 @@
 //! 2. runs `node tools/js/componentize.mjs <tree>/src/agent.js <wit> js-agent
 //!    out.wasm` inside a [`Sandbox`](super::Sandbox): it may read the tree,
 //!    the JS tooling (`tools/js`, installed with `npm ci` from its committed
-//!    lock file) and the system, write only its staging directory, and has
-//!    no network.
+//!    lock file), Node's own file and OpenSSL's configuration, write only
+//!    its staging directory, and has no network.
 //!
 //! The script calls `componentize({sourcePath, witPath, worldName,
 //! disableFeatures})` (not the jco CLI, which breaks in jco 1.35.0 with
@@ -125,18 +125,7 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
     let services = support::requested_services(dir)?;
     let world = support::build_world(WORLD, &services);
     let tc = toolchain()?;
-    let script = std::fs::read(tc.tools.join("componentize.mjs")).unwrap_or_default();
-    let key = support::cache_key(
-        &[
-            ("builder", b"javascript-1"),
-            ("toolchain", tc.version.as_bytes()),
-            ("script", &script),
-            ("world", world.as_bytes()),
-            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
-            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
-        ],
-        &sources,
-    )?;
+    let key = cache_key(dir, tc, &world)?;
     let (out_path, _held) = match support::lookup(target_dir, "javascript", &key, started)? {
         Ok(hit) => return Ok(hit),
         Err(miss) => miss,
@@ -156,4 +145,23 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
     let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "ComponentizeJS", dir)?;
     let bytes = std::fs::read(&out).map_err(|e| crate::Error::io(format!("reading {}", out.display()), e))?;
     support::store(&out_path, bytes, log, started, "ComponentizeJS")
+}
+
+/// The cache key of a JavaScript build of `dir` against `world`: every file
+/// of the tree (whatever the toolchain may read there, dot-directories
+/// included), Node's and ComponentizeJS's versions, the build script, the
+/// world and the WIT.
+fn cache_key(dir: &Path, tc: &Toolchain, world: &str) -> Result<String> {
+    let script = std::fs::read(tc.tools.join("componentize.mjs")).unwrap_or_default();
+    support::cache_key(
+        &[
+            ("builder", b"javascript-2"),
+            ("toolchain", tc.version.as_bytes()),
+            ("script", &script),
+            ("world", world.as_bytes()),
+            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
+            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
+        ],
+        &support::tree_files(dir)?,
+    )
 }
