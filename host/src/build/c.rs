@@ -103,11 +103,11 @@ fn toolchain_paths(clang: &Path) -> Vec<PathBuf> {
         .filter(|l| l.starts_with(' '))
         .map(|l| l.trim().to_string())
         .chain(
-        libraries
-            .lines()
-            .filter_map(|l| l.strip_prefix("libraries: ="))
-            .flat_map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()),
-    );
+            libraries
+                .lines()
+                .filter_map(|l| l.strip_prefix("libraries: ="))
+                .flat_map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()),
+        );
     for dir in listed {
         if dir.contains("wasi") {
             push(PathBuf::from(dir), &mut out);
@@ -263,6 +263,110 @@ pub fn module_to_component(module: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::build::support::tests::{assert_every_kind_changes, assert_unreadable, host_files, KINDS};
+    use crate::error::Error;
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    }
+
+    fn target_dir() -> PathBuf {
+        crate::build::default_guest_target_dir(&workspace_root())
+    }
+
+    /// A copy of `variants/arith-c` whose `agent.c` starts with `prelude`
+    /// and whose answers' notes begin with `PROBE` when `probe` is set.
+    fn arith_c(prelude: &str, probe: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = workspace_root().join("variants/arith-c");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::copy(src.join("variant.toml"), dir.path().join("variant.toml")).unwrap();
+        let mut text = std::fs::read_to_string(src.join("src/agent.c")).unwrap();
+        if probe {
+            let at = "  put_str(&notes, \"arith generation \");";
+            assert!(text.contains(at));
+            text = text.replace(at, &format!("  put_str(&notes, PROBE);\n{at}"));
+        }
+        std::fs::write(dir.path().join("src/agent.c"), format!("{prelude}\n{text}")).unwrap();
+        dir
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn a_c_child_including_files_outside_src_gets_a_new_sha() {
+        // Each kind of file is a string literal the code includes.
+        let prelude = KINDS
+            .iter()
+            .map(|rel| {
+                let from_src = rel.strip_prefix("src/").map(str::to_string).unwrap_or_else(|| format!("../{rel}"));
+                format!("#include \"{from_src}\"\n")
+            })
+            .collect::<String>();
+        let dir = arith_c(&format!("static const char PROBE[] =\n{prelude};"), true);
+        let build = |d: &Path| {
+            let out = super::build_c(d, &target_dir(), Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+            // The component carries what the tree says now.
+            let notes = std::fs::read_to_string(d.join(KINDS[0])).unwrap();
+            let notes = notes.trim().trim_matches('"');
+            assert!(out.component.windows(notes.len()).any(|w| w == notes.as_bytes()), "{notes:?} is not in it");
+            sha(&out.component)
+        };
+        assert_every_kind_changes(dir.path(), |text| format!("\"{text} \"\n"), build);
+    }
+
+    #[test]
+    fn a_c_child_including_a_file_under_usr_local_is_refused() {
+        if crate::build::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        let name = format!("vivarium-sandbox-probe-{}.h", std::process::id());
+        let header = Path::new("/usr/local/include").join(&name);
+        if std::fs::write(&header, "#define SECRET \"held-out answer 42\"\n").is_err() {
+            eprintln!("skipped: /usr/local/include is not writable here");
+            return;
+        }
+        let _planted = crate::build::support::tests::Installed(vec![header.clone()]);
+        // By path, and through clang's own search list (which holds
+        // /usr/local/include and /usr/include).
+        for include in [format!("\"{}\"", header.display()), format!("<{name}>")] {
+            let dir = arith_c(&format!("#include {include}\nstatic const char *LEAK = SECRET;"), false);
+            match super::build_c(dir.path(), &target_dir(), Duration::from_secs(300)) {
+                Err(Error::Refused { what, detail }) => {
+                    assert_eq!(what, [crate::build::sandbox::REFUSED_SANDBOX], "{detail}");
+                    assert!(detail.contains(&name) && detail.contains("Permission denied"), "{detail}");
+                    assert!(!detail.contains("held-out answer"), "the header leaked: {detail}");
+                }
+                other => panic!("{include}: expected a sandbox refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn clang_in_its_sandbox_reads_no_installed_binary() {
+        let tc = super::toolchain().unwrap();
+        let dir = arith_c("", false);
+        let staging = tempfile::tempdir().unwrap();
+        let sandbox =
+            crate::build::support::toolchain_sandbox(dir.path(), staging.path(), &tc.read_only, super::MEMORY);
+        let (_installed, _fake_home, files) = host_files();
+        std::fs::write(dir.path().join("notes.txt"), "notes\n").unwrap();
+        assert_unreadable(&sandbox, &dir.path().join("notes.txt"), &files, |f| {
+            let source = staging.path().join(format!("{}.c", f.file_name().unwrap().to_string_lossy()));
+            std::fs::write(&source, format!("#include \"{}\"\n", f.display())).unwrap();
+            let mut cmd = std::process::Command::new(&tc.clang);
+            cmd.args(["--target=wasm32-wasi", "-E"]).arg(source);
+            cmd
+        });
+    }
+
     #[test]
     fn bindings_are_generated_in_process() {
         let files = super::bindings().unwrap();

@@ -317,3 +317,72 @@ fn cache_key(dir: &Path, tc: &Toolchain, world: &str) -> Result<String> {
         &support::tree_files(dir)?,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::build::support::tests::{assert_every_kind_changes, assert_unreadable, host_files, KINDS};
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    }
+
+    /// Python builds share the conformance suite's sandboxed target.
+    fn target_dir() -> PathBuf {
+        workspace_root().join("target/guests-sandboxed")
+    }
+
+    /// A copy of `variants/arith-python` whose `agent.py` starts with `prelude`.
+    fn arith_python(prelude: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = workspace_root().join("variants/arith-python");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::copy(src.join("variant.toml"), dir.path().join("variant.toml")).unwrap();
+        let text = std::fs::read_to_string(src.join("src/agent.py")).unwrap();
+        std::fs::write(dir.path().join("src/agent.py"), format!("{prelude}\n{text}")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_python_child_changing_any_file_of_its_tree_is_rebuilt_with_what_it_reads() {
+        // Its top-level code reads the dot-directory file at build time (the
+        // pre-initialized heap holds it); the other kinds are in the key.
+        let dir = arith_python(
+            "import os as _os\n_EXTRA = open(_os.path.join(_os.path.dirname(__file__), '.inc', 'extra.txt')).read()\n",
+        );
+        let tc = super::toolchain(&target_dir()).unwrap();
+        let world = crate::build::support::build_world(super::WORLD, &[]);
+        assert_every_kind_changes(dir.path(), str::to_string, |d| super::cache_key(d, tc, &world).unwrap());
+
+        let extra = dir.path().join(KINDS[1]);
+        let mut shas = Vec::new();
+        for text in ["first build of the dot-directory file", "second build of the dot-directory file"] {
+            std::fs::write(&extra, text).unwrap();
+            let out = super::build_python(dir.path(), &target_dir(), Duration::from_secs(600))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.component.windows(text.len()).any(|w| w == text.as_bytes()), "{text:?} is not in it");
+            use sha2::Digest as _;
+            shas.push(hex::encode(sha2::Sha256::digest(&out.component)));
+        }
+        assert_ne!(shas[0], shas[1]);
+    }
+
+    #[test]
+    fn python_in_its_sandbox_reads_no_installed_binary() {
+        let tc = super::toolchain(&target_dir()).unwrap();
+        let dir = arith_python("");
+        std::fs::write(dir.path().join("notes.txt"), "notes").unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sandbox =
+            crate::build::support::toolchain_sandbox(dir.path(), staging.path(), &tc.read_only, super::MEMORY);
+        let (_installed, _fake_home, files) = host_files();
+        // The same interpreter imports componentize-py in there.
+        assert_unreadable(&sandbox, &dir.path().join("notes.txt"), &files, |f| {
+            let mut cmd = std::process::Command::new(&tc.python);
+            cmd.args(["-I", "-c", "import sys, componentize_py; open(sys.argv[1], 'rb').read()"]).arg(f);
+            cmd
+        });
+    }
+}

@@ -186,7 +186,15 @@ fn discover_toolchain() -> std::result::Result<RustToolchain, String> {
         read_only.push(cargo.canonicalize().unwrap_or(cargo.clone()));
     }
     read_only.extend(host_linker_paths());
-    Ok(RustToolchain { sysroot, rustc, cargo, version, source_config: source_config(&cargo_home), cargo_home, read_only })
+    Ok(RustToolchain {
+        sysroot,
+        rustc,
+        cargo,
+        version,
+        source_config: source_config(&cargo_home),
+        cargo_home,
+        read_only,
+    })
 }
 
 /// What linking a build script or a proc macro for the host reads besides
@@ -339,9 +347,9 @@ pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
 pub(crate) fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
     let target_dir = std::path::absolute(target_dir)
         .map_err(|e| Error::io(format!("resolving the guest target directory {}", target_dir.display()), e))?;
-    let name = target_dir.file_name().ok_or_else(|| {
-        Error::invalid(format!("the guest target directory {} has no name", target_dir.display()))
-    })?;
+    let name = target_dir
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("the guest target directory {} has no name", target_dir.display())))?;
     let home = target_dir.with_file_name(format!("{}.cargo-home", name.to_string_lossy()));
     std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
     for stray in ["config", "config.toml", "credentials", "credentials.toml", "bin", "env"] {
@@ -1017,6 +1025,105 @@ mod tests {
             assert!(is_component(&out.component), "{target}: not a component");
             assert_eq!(std::fs::read(&out.path).unwrap(), out.component);
         }
+    }
+
+    #[test]
+    fn a_child_reading_notes_outside_src_gets_a_new_sha() {
+        if crate::build::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        use crate::build::support::tests::{assert_every_kind_changes, KINDS};
+        let (_dir, tree) = crate::build::sandbox::tests::echo_copy("sbx-echo-notes");
+        // Its answers' notes carry each kind of file, included at compile time.
+        let lib = tree.join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib).unwrap();
+        let notes = "with_notes(format!(\"echo generation {GENERATION}\"))";
+        assert!(text.contains(notes));
+        let included = KINDS
+            .iter()
+            .map(|rel| {
+                let from_src = rel.strip_prefix("src/").map(str::to_string).unwrap_or_else(|| format!("../{rel}"));
+                format!("include_str!(\"{from_src}\")")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = text.replace(notes, "with_notes(format!(\"echo generation {GENERATION} {NOTES}\"))")
+            + &format!("\nconst NOTES: &str = concat!({included});\n");
+        std::fs::write(&lib, text).unwrap();
+        let manifest = crate::caps::Manifest::load(tree.join("variant.toml")).unwrap();
+        let target = crate::build::default_guest_target_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+        assert_every_kind_changes(&tree, str::to_string, |t| {
+            let out = crate::variant::build_variant(t, &manifest, &target).unwrap_or_else(|e| panic!("{e}"));
+            let now = std::fs::read_to_string(t.join(KINDS[2])).unwrap();
+            assert!(out.component.windows(now.len()).any(|w| w == now.as_bytes()), "{now:?} is not in it");
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&out.component))
+        });
+    }
+
+    #[test]
+    fn a_sandboxed_build_sees_only_the_pinned_sources_and_no_cargo_configuration() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let reg = "index.crates.io-0123456789abcdef";
+        for dir in ["src/{reg}/itoa-1.0.0/src", "src/{reg}/vivarium-0.1.0/src", "cache/{reg}", "index/{reg}/.cache"] {
+            std::fs::create_dir_all(h.join("registry").join(dir.replace("{reg}", reg))).unwrap();
+        }
+        std::fs::write(h.join("registry/cache").join(reg).join("itoa-1.0.0.crate"), "x").unwrap();
+        std::fs::write(
+            h.join("config.toml"),
+            "[source.crates-io]\nreplace-with = \"mirror\"\n[source.mirror]\nregistry = \"sparse+https://mirror.example/index/\"\n\
+             [registries.mine]\nindex = \"https://mine.example/git/index\"\ntoken = \"secret-token\"\n\
+             [http]\nproxy = \"http://user:secret-password@proxy:3128\"\n[env]\nAPI_KEY = \"secret-key\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(h.join("bin")).unwrap();
+        std::fs::write(h.join("bin/vivarium"), "the host").unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let src = "registry+https://github.com/rust-lang/crates.io-index";
+        std::fs::write(
+            tree.path().join("Cargo.lock"),
+            format!(
+                "version = 4\n[[package]]\nname = \"itoa\"\nversion = \"1.0.0\"\nsource = \"{src}\"\n\
+                 [[package]]\nname = \"../../../bin/vivarium\"\nversion = \"x\"\nsource = \"{src}\"\n\
+                 [[package]]\nname = \"sbx\"\nversion = \"0.1.0\"\n"
+            ),
+        )
+        .unwrap();
+        let exposed = super::locked_sources(tree.path(), h);
+        let registry = h.join("registry");
+        assert_eq!(
+            exposed,
+            [
+                registry.join("cache").join(reg).join("itoa-1.0.0.crate"),
+                registry.join("index"),
+                registry.join("src").join(reg).join("itoa-1.0.0"),
+            ]
+        );
+
+        let config = super::source_config(h);
+        assert_eq!(
+            config,
+            [
+                "registries.mine.index=\"https://mine.example/git/index\"",
+                "source.crates-io.replace-with=\"mirror\"",
+                "source.mirror.registry=\"sparse+https://mirror.example/index/\"",
+            ]
+        );
+        let Ok(found) = RustToolchain::find() else { return };
+        let tc = RustToolchain { cargo_home: h.to_path_buf(), source_config: config, ..found.clone() };
+        let target = tempfile::tempdir().unwrap();
+        let target = target.path().join("guests");
+        let cargo_home = super::sandbox_cargo_home(&target, &tc).unwrap();
+        assert_eq!(cargo_home, target.with_file_name("guests.cargo-home"));
+        std::fs::write(cargo_home.join("config.toml"), "[env]\nAPI_KEY = \"planted\"\n").unwrap();
+        let cargo_home = super::sandbox_cargo_home(&target, &tc).unwrap();
+        let mut entries: Vec<String> =
+            std::fs::read_dir(&cargo_home).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        entries.sort();
+        assert_eq!(entries, ["registry"], "only the registry's link");
+        assert_eq!(std::fs::read_link(cargo_home.join("registry")).unwrap(), registry);
     }
 
     #[test]

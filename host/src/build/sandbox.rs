@@ -887,7 +887,7 @@ pub(crate) enum Violation {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Unit tests run `/bin/sh` inside the sandbox; the build tests build
     //! throwaway copies of `variants/echo` (renamed, so they never touch the
     //! real echo's artifacts) into the shared `target/guests`, so only the
@@ -1023,6 +1023,55 @@ mod tests {
         }
         let (ok, _, _) = sh(&sandbox, "cat /proc/1/environ /proc/self/environ");
         assert!(!ok, "/proc was readable");
+    }
+
+    #[test]
+    fn the_build_sandbox_exposes_no_bin_directory_installed_host_or_cargo_configuration() {
+        let (_dir, tree, target) = tree_and_target();
+        let sandbox = Sandbox::for_build(&tree, &target);
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+        let rustup_home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
+        // Whether they exist or not: no rule may cover them.
+        let never = [
+            PathBuf::from("/usr/local/bin/vivarium"),
+            PathBuf::from("/usr/bin/vivarium"),
+            cargo_home.join("bin/vivarium"),
+            cargo_home.join("bin/rustup"),
+            cargo_home.join("config.toml"),
+            cargo_home.join("credentials.toml"),
+            cargo_home.join("registry/src/index.crates.io-0000000000000000/vivarium-0.1.0/src/tasks/arith.rs"),
+            rustup_home.join("settings.toml"),
+            home.join(".bashrc"),
+            PathBuf::from("/usr/include/stdio.h"),
+            PathBuf::from("/etc/passwd"),
+        ];
+        for path in &never {
+            let canonical_dir = path.parent().and_then(|d| d.canonicalize().ok());
+            for rule in sandbox.read_only().iter().chain(sandbox.read_write()) {
+                let covers = |p: &Path| p.starts_with(rule) || rule.canonicalize().is_ok_and(|r| p.starts_with(r));
+                assert!(
+                    !covers(path) && !canonical_dir.as_ref().is_some_and(|d| covers(&d.join("x"))),
+                    "the rule {} exposes {}",
+                    rule.display(),
+                    path.display()
+                );
+            }
+        }
+        // And by experiment, for the ones this machine has.
+        let (_installed, _fake_home, files) = crate::build::support::tests::host_files();
+        std::fs::write(tree.join("notes.txt"), "notes").unwrap();
+        let cat = program_file("cat").unwrap();
+        crate::build::support::tests::assert_unreadable(
+            &sandbox.clone().with_read_only(&cat),
+            &tree.join("notes.txt"),
+            &files,
+            |f| {
+                let mut cmd = Command::new(&cat);
+                cmd.arg(f);
+                cmd
+            },
+        );
     }
 
     #[test]
@@ -1167,7 +1216,7 @@ mod tests {
 
     /// A copy of `variants/echo` named `name` under a tempdir, its SDK path
     /// made absolute, its lock file renamed along.
-    fn echo_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn echo_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
         let root = workspace_root();
         let src = root.join("variants/echo");
         let dir = tempfile::tempdir().unwrap();
@@ -1185,6 +1234,7 @@ mod tests {
             .replace("name = \"echo\"", &format!("name = \"{name}\""));
         std::fs::write(tree.join("Cargo.lock"), lock).unwrap();
         std::fs::copy(src.join("src/lib.rs"), tree.join("src/lib.rs")).unwrap();
+        std::fs::copy(src.join("variant.toml"), tree.join("variant.toml")).unwrap();
         (dir, tree)
     }
 

@@ -459,7 +459,7 @@ pub fn repo_root() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -472,6 +472,132 @@ mod tests {
         let imports: Vec<String> = resolve.worlds[world].imports.keys().map(|k| resolve.name_world_key(k)).collect();
         assert!(imports.iter().any(|i| i == "vivarium:agent/llm@0.1.0"), "{imports:?}");
         assert!(!imports.iter().any(|i| i.contains("trainer")), "{imports:?}");
+    }
+
+    /// A tree with a file of each kind a build can read besides `src/`'s
+    /// ordinary files: one outside `src/`, one in a dot-directory, a prompt.
+    pub(crate) const KINDS: &[&str] = &["notes.txt", "src/.inc/extra.txt", "prompts/system.txt"];
+
+    /// `key` of `dir` changes when any file of [`KINDS`] (written first as
+    /// `text("first <file>")`) changes to `text("changed <file>")`.
+    pub(crate) fn assert_every_kind_changes(dir: &Path, text: impl Fn(&str) -> String, key: impl Fn(&Path) -> String) {
+        for rel in KINDS {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text(&format!("first {rel}"))).unwrap();
+        }
+        let mut seen = vec![key(dir)];
+        for rel in KINDS {
+            std::fs::write(dir.join(rel), text(&format!("changed {rel}"))).unwrap();
+            let k = key(dir);
+            assert!(!seen.contains(&k), "changing {rel} left the key (or the sha256) as it was");
+            seen.push(k);
+        }
+    }
+
+    /// Copies of a host binary where a user would install one (the test
+    /// binary holds the held-out tasks and the graders, as `vivarium` does),
+    /// removed when dropped.
+    pub(crate) struct Installed(pub(crate) Vec<PathBuf>);
+
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// What no build may read, as far as this machine has it: a copy of the
+    /// host binary in `/usr/local/bin` (when writable: root) and in a
+    /// directory standing for `~/.cargo/bin`; the real `$CARGO_HOME`'s
+    /// `bin/rustup`, `config.toml` and `credentials.toml`; rustup's
+    /// `settings.toml`; a system program (`/usr/bin/env`).
+    pub(crate) fn host_files() -> (Installed, tempfile::TempDir, Vec<PathBuf>) {
+        let exe = std::env::current_exe().unwrap();
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("vivarium-sandbox-probe-{}-{n}", std::process::id());
+        let fake_home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(fake_home.path().join("bin")).unwrap();
+        let mut installed = Installed(Vec::new());
+        for dir in [PathBuf::from("/usr/local/bin"), fake_home.path().join("bin")] {
+            let at = dir.join(&name);
+            if std::fs::copy(&exe, &at).is_ok() {
+                installed.0.push(at);
+            }
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+        let rustup_home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
+        let mut files = installed.0.clone();
+        for p in [
+            cargo_home.join("bin/rustup"),
+            cargo_home.join("config.toml"),
+            cargo_home.join("credentials.toml"),
+            rustup_home.join("settings.toml"),
+            PathBuf::from("/usr/bin/env"),
+        ] {
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        (installed, fake_home, files)
+    }
+
+    /// Run the command `reading(file)` makes inside `sandbox` for each of
+    /// `files` and assert that each read was refused by the sandbox (and
+    /// that the same command reads a file of the tree `readable`).
+    pub(crate) fn assert_unreadable(
+        sandbox: &Sandbox,
+        readable: &Path,
+        files: &[PathBuf],
+        reading: impl Fn(&Path) -> Command,
+    ) {
+        if super::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        let run = |f: &Path| {
+            let mut cmd = reading(f);
+            let applied = sandbox.apply(&mut cmd).unwrap();
+            let out = cmd.output().unwrap();
+            drop(applied);
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (ok, err) = run(readable);
+        assert!(ok, "reading {} in the sandbox failed: {err}", readable.display());
+        assert!(!files.is_empty());
+        for f in files {
+            let (ok, err) = run(f);
+            assert!(!ok, "{} was read in the sandbox", f.display());
+            assert!(
+                err.contains("Permission denied") || err.contains("EACCES") || err.contains("os error 13"),
+                "reading {}: {err}",
+                f.display()
+            );
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_tree_is_in_the_key_and_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src/__pycache__")).unwrap();
+        std::fs::write(dir.path().join("src/a.py"), "x = 1").unwrap();
+        std::fs::write(dir.path().join("src/__pycache__/a.pyc"), "junk").unwrap();
+        let key = |d: &Path| cache_key(&[("world", b"w")], &tree_files(d).unwrap()).unwrap();
+        assert_every_kind_changes(dir.path(), str::to_string, key);
+        let files: Vec<String> = tree_files(dir.path()).unwrap().into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files,
+            ["notes.txt", "prompts/system.txt", "src/.inc/extra.txt", "src/__pycache__/a.pyc", "src/a.py"]
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc/passwd", dir.path().join("prompts/link")).unwrap();
+            let e = tree_files(dir.path()).unwrap_err();
+            assert!(matches!(&e, Error::Invalid(m) if m.contains("is a symbolic link")), "{e}");
+        }
     }
 
     #[test]
