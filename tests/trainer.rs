@@ -58,6 +58,9 @@ async fn script(rt: &Runtime, p: &Prepared, s: &str) -> (Vec<String>, CallReport
 fn command_config(script_name: &str) -> TrainerConfig {
     let mut c = CommandConfig::new("/bin/sh", &[script_name]);
     c.script_name = script_name.into();
+    // The programs the scripts run besides the shell, by name: the sandbox
+    // exposes the program's file, never its directory.
+    c.read_only = vec!["/bin/cat".into(), "/bin/sleep".into()];
     TrainerConfig { backend: BackendKind::Command, command: Some(c), max_job_seconds: 30.0, ..TrainerConfig::default() }
 }
 
@@ -169,6 +172,33 @@ async fn a_command_job_may_not_reach_the_network() {
         "{msg}"
     );
     assert!(listener.accept().is_err(), "the job reached the host's loopback");
+}
+
+#[tokio::test]
+async fn a_command_job_may_not_read_installed_programs_or_the_host() {
+    // The host (this test binary holds the held-out tasks and graders, as
+    // `vivarium` does), a copy of it where a system-wide install puts it,
+    // and a program beside the shell (`/usr/bin`, once exposed whole).
+    let exe = std::env::current_exe().unwrap();
+    let copy = Path::new("/usr/local/bin").join(format!("vivarium-trainer-probe-{}", std::process::id()));
+    let copied = std::fs::copy(&exe, &copy).is_ok();
+    let mut files = vec![exe.display().to_string(), "/usr/bin/env".to_string()];
+    if copied {
+        files.push(copy.display().to_string());
+    }
+    assert!(files.iter().all(|f| Path::new(f).is_file()), "{files:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt_with(trainer(command_config("train.sh"), &tmp.path().join("jobs")));
+    let p = prepared(&rt, grant(&["command"], 10)).await;
+    let s = format!(
+        "n=0\\nfor f in {}; do if (exec 3< \"$f\") 2>/dev/null; then n=$((n+1)); fi; done\\necho '{{\"read\": '$n'}}'",
+        files.join(" ")
+    );
+    let (lines, _) = script(&rt, &p, &format!("submit-script 5 any {s}\nwait 0 4000")).await;
+    if copied {
+        let _ = std::fs::remove_file(&copy);
+    }
+    assert!(lines[1].starts_with("succeeded ") && lines[1].contains("metrics=read:0 "), "{}", lines[1]);
 }
 
 #[tokio::test]

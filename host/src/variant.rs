@@ -342,56 +342,18 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
 /// directory only ever holds sandboxed output.
 ///
 /// A tree whose inputs were built before is not built again: the output is
-/// kept by content ([`rust_cache_key`]), as the other languages' builders
-/// do, so running or evolving an unchanged variant costs no cargo run.
+/// kept by content ([`build::rust::cache_key`]: every file the sandbox lets
+/// the build read), as the other languages' builders do, so running or
+/// evolving an unchanged variant costs no cargo run.
 fn build_rust_in_sandbox(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
     let started = std::time::Instant::now();
-    let key = rust_cache_key(dir, target)?;
+    let key = build::rust::cache_key(dir, target)?;
     let (out_path, _held) = match build::support::lookup(target_dir, "rust-cache", &key, started)? {
         Ok(hit) => return Ok(hit),
         Err(miss) => miss,
     };
     let built = build_rust_uncached(dir, target_dir, target)?;
     build::support::store(&out_path, built.component, built.log, started, "the Rust build")
-}
-
-/// The inputs of a Rust variant's build, hashed: the tree's `Cargo.toml`,
-/// `Cargo.lock`, `build.rs` and `src/`, every path dependency's manifest and
-/// sources with the WIT and workspace manifest beside it (what the sandbox
-/// lets the build read), the target, and the compiler's version.
-fn rust_cache_key(dir: &Path, target: RustTarget) -> Result<String> {
-    static RUSTC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let rustc = RUSTC.get_or_init(|| {
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        std::process::Command::new(rustc).arg("-vV").output().map(|o| o.stdout).unwrap_or_default()
-    });
-    let mut files = build::support::source_files(dir)?;
-    for name in ["Cargo.toml", "Cargo.lock", "build.rs"] {
-        if dir.join(name).is_file() {
-            files.push((name.to_string(), dir.join(name)));
-        }
-    }
-    for (i, dep) in path_dependencies(dir)?.into_iter().enumerate() {
-        let mut add = |rel: String, path: PathBuf| files.push((format!("dep{i}/{rel}"), path));
-        if dep.join("src").is_dir() {
-            for (rel, path) in build::support::source_files(&dep)? {
-                add(rel, path);
-            }
-        }
-        add("Cargo.toml".into(), dep.join("Cargo.toml"));
-        let parent = dep.join("..");
-        if parent.join("Cargo.toml").is_file() {
-            add("../Cargo.toml".into(), parent.join("Cargo.toml"));
-        }
-        if let Ok(entries) = std::fs::read_dir(parent.join("wit")) {
-            let mut wit: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
-            wit.sort();
-            for p in wit {
-                add(format!("../wit/{}", p.file_name().unwrap_or_default().to_string_lossy()), p);
-            }
-        }
-    }
-    build::support::cache_key(&[("target", target.triple().as_bytes()), ("rustc", rustc)], &files)
 }
 
 fn build_rust_uncached(dir: &Path, target_dir: &Path, target: RustTarget) -> Result<build::BuildOutput> {
@@ -409,33 +371,20 @@ fn build_rust_uncached(dir: &Path, target_dir: &Path, target: RustTarget) -> Res
     build::build_rust_sandboxed(dir, target_dir, target, BUILD_TIMEOUT, &sandbox)
 }
 
-/// Set the mtime of every source file in the tree to now.
+/// Set the mtime of every file in the tree to now.
 ///
 /// Cargo identifies a root crate by name and version, not by directory, and
 /// decides freshness from the mtimes its dep-info lists: after building a
 /// parent, a child with the same crate name in another directory would be
 /// taken as fresh and the parent's artifact returned. Touching the tree
-/// forces the variant's own crate (only) to rebuild; builds are serialized,
-/// so the artifact read afterwards is this tree's.
+/// (every file the cache key covers, so whatever the code includes) forces
+/// the variant's own crate (only) to rebuild; builds are serialized, so the
+/// artifact read afterwards is this tree's.
 fn touch_sources(dir: &Path) -> Result<()> {
     let now = std::time::SystemTime::now();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
-        for e in entries.flatten() {
-            let name = e.file_name();
-            if matches!(name.to_str(), Some("target" | ".git" | "node_modules")) {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let f = std::fs::File::open(e.path());
-                if let Ok(f) = f {
-                    let _ = f.set_modified(now);
-                }
-            }
+    for (_, path) in build::support::tree_files(dir)? {
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = f.set_modified(now);
         }
     }
     Ok(())
@@ -444,7 +393,9 @@ fn touch_sources(dir: &Path) -> Result<()> {
 /// `cargo fetch --locked`: download what the lock file pins. A dependency
 /// missing from the lock file is refused as a new dependency.
 fn fetch_locked(dir: &Path) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // The caller's own configuration (mirrors, proxies, tokens) applies
+    // here: this fetch runs no build code, outside the sandbox.
+    let cargo = &build::rust::RustToolchain::find()?.cargo;
     let out = std::process::Command::new(cargo)
         .args(["fetch", "--locked", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))

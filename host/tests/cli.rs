@@ -120,6 +120,94 @@ fn an_import_not_provided_exits_3_naming_it() {
     assert_eq!(json(&o).as_array().unwrap().len(), 1);
 }
 
+/// The host as a user installs it: `cargo install` puts `vivarium` in
+/// `~/.cargo/bin`, beside rustup and cargo's configuration (registry tokens,
+/// `[env]` secrets); a system install puts it in `/usr/local/bin`. The
+/// held-out tasks and graders live in that binary. A Rust child that
+/// `include_bytes!`s any of them, built by the installed copy itself, is
+/// refused by the build sandbox, and nothing of them reaches the output.
+#[test]
+fn a_child_including_the_installed_host_its_cargo_config_or_rustup_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+    let real_cargo_home =
+        std::env::var_os("CARGO_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+
+    // A cargo home standing for ~/.cargo: the installed host, a
+    // configuration with secrets, credentials, and the real registry.
+    let cargo_home = tmp.path().join("cargo-home");
+    std::fs::create_dir_all(cargo_home.join("bin")).unwrap();
+    let installed = cargo_home.join("bin/vivarium");
+    std::fs::copy(env!("CARGO_BIN_EXE_vivarium"), &installed).unwrap();
+    let held_out = vivarium::tasks::arith::suite().held_out[0].task.input.clone();
+    let host_bytes = std::fs::read(&installed).unwrap();
+    assert!(host_bytes.windows(held_out.len()).any(|w| w == held_out.as_bytes()), "the host holds {held_out:?}");
+    std::fs::write(
+        cargo_home.join("config.toml"),
+        "[registries.mine]\nindex = \"https://mine.example/index\"\n[env]\nAPI_KEY = \"secret-in-config\"\n",
+    )
+    .unwrap();
+    std::fs::write(cargo_home.join("credentials.toml"), "[registries.mine]\ntoken = \"secret-token\"\n").unwrap();
+    std::os::unix::fs::symlink(real_cargo_home.join("registry"), cargo_home.join("registry")).unwrap();
+    // And a system-wide copy, where this user may write there (root).
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let system = std::path::Path::new("/usr/local/bin").join(format!("vivarium-cli-probe-{}", std::process::id()));
+    let _system = std::fs::copy(&installed, &system).ok().map(|_| Remove(system.clone()));
+
+    let mut leaks = vec![installed.clone(), cargo_home.join("config.toml"), cargo_home.join("credentials.toml")];
+    leaks.extend(
+        [real_cargo_home.join("bin/rustup"), home.join(".rustup/settings.toml")].into_iter().filter(|p| p.is_file()),
+    );
+    if _system.is_some() {
+        leaks.push(system.clone());
+    }
+
+    // The child: variants/echo, including each of them.
+    let child = tmp.path().join("child");
+    std::fs::create_dir_all(child.join("src")).unwrap();
+    let echo = root.join("variants/echo");
+    let manifest = std::fs::read_to_string(echo.join("Cargo.toml"))
+        .unwrap()
+        .replace("path = \"../../guest-sdk\"", &format!("path = {:?}", root.join("guest-sdk").display().to_string()));
+    std::fs::write(child.join("Cargo.toml"), manifest).unwrap();
+    for f in ["Cargo.lock", "variant.toml", "src/lib.rs"] {
+        std::fs::copy(echo.join(f), child.join(f)).unwrap();
+    }
+    let includes: String = leaks.iter().map(|p| format!("include_bytes!({:?}), ", p.display().to_string())).collect();
+    let mut lib = std::fs::read_to_string(child.join("src/lib.rs")).unwrap();
+    lib.push_str(&format!("\npub static LEAKED: &[&[u8]] = &[{includes}];\n"));
+    std::fs::write(child.join("src/lib.rs"), lib).unwrap();
+
+    // Built by the installed copy, as its user runs it.
+    let o = std::process::Command::new(&installed)
+        .args(["build", &child.display().to_string(), "--json"])
+        .env("CARGO_HOME", &cargo_home)
+        .env("VIVARIUM_HOME", tmp.path().join("home"))
+        .env("VIVARIUM_GUEST_TARGET_DIR", root.join("target/guests"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["status"], "refused");
+    assert_eq!(v["reason"], "build-sandbox");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("outside the build sandbox"), "{detail}");
+    for leak in &leaks {
+        let line = format!("couldn't read `{}`: Permission denied", leak.display());
+        assert!(detail.contains(&line), "no refusal of {}: {detail}", leak.display());
+    }
+    for secret in [held_out.as_str(), "secret-in-config", "secret-token"] {
+        assert!(!out.contains(secret), "{secret:?} leaked: {out}");
+    }
+}
+
 #[test]
 fn invalid_input_exits_2_with_a_clear_message() {
     let f = Fixture::new();

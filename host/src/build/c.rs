@@ -11,8 +11,10 @@
 //!    `src/*.c` and `src/*.h`, which `#include "agent.h"`).
 //! 2. `clang --target=wasm32-wasi -mexec-model=reactor` compiles the
 //!    variant's `src/*.c` with the bindings into a core module, inside the
-//!    build sandbox (reads the tree, the staging directory and `/usr`;
-//!    writes only the staging directory; no network).
+//!    build sandbox (reads the tree, the staging directory, clang's LLVM
+//!    installation and the wasi-libc sysroot — not `/usr/include` or
+//!    `/usr/local/include`, which clang also searches; writes only the
+//!    staging directory; no network).
 //! 3. `wit-component` turns the module into a component in process,
 //!    adapting wasi-libc's preview1 imports with the reactor adapter of
 //!    `wasi-preview1-component-adapter-provider` (pinned to the host's
@@ -54,7 +56,64 @@ const CFLAGS: &[&str] = &[
 #[derive(Debug, Clone)]
 struct Toolchain {
     clang: PathBuf,
+    /// clang's version line and the size and time of wasi-libc's files.
     version: String,
+    /// What clang may read in the sandbox: its LLVM installation (or, when
+    /// that is a prefix such as `/usr`, its own file, resource directory and
+    /// `wasm-ld`), and the wasi-libc headers and libraries; never
+    /// `/usr/include` or `/usr/local/include`, which clang also searches.
+    read_only: Vec<PathBuf>,
+}
+
+/// What clang reads when it compiles and links for wasm32-wasi, from its
+/// own answers (`-print-resource-dir`, `-print-prog-name=wasm-ld`, the
+/// include and library search lists): the files of the toolchain only.
+fn toolchain_paths(clang: &Path) -> Vec<PathBuf> {
+    let ask = |args: &[&str]| {
+        let mut c = Command::new(clang);
+        c.args(args);
+        support::probe_log(c, Duration::from_secs(30)).unwrap_or_default()
+    };
+    let mut out: Vec<PathBuf> = Vec::new();
+    let push = |p: PathBuf, out: &mut Vec<PathBuf>| {
+        if let Ok(p) = p.canonicalize() {
+            if !super::sandbox::is_broad(&p) && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    };
+    let file = clang.canonicalize().unwrap_or_else(|_| clang.to_path_buf());
+    // /usr/lib/llvm-14 for /usr/lib/llvm-14/bin/clang.
+    match file.parent().and_then(Path::parent).and_then(support::own_dir) {
+        Some(install) => push(install, &mut out),
+        None => push(file, &mut out),
+    }
+    push(PathBuf::from(ask(&["-print-resource-dir"]).trim()), &mut out);
+    let linker = ask(&["--target=wasm32-wasi", "-print-prog-name=wasm-ld"]);
+    if let Some(ld) = super::sandbox::program_file(linker.trim()) {
+        push(ld, &mut out);
+    }
+    // The wasi-libc sysroot: the search entries that belong to wasi.
+    let includes = ask(&["--target=wasm32-wasi", "-E", "-v", "-x", "c", "/dev/null", "-o", "/dev/null"]);
+    let libraries = ask(&["--target=wasm32-wasi", "-print-search-dirs"]);
+    let listed = includes
+        .lines()
+        .skip_while(|l| !l.contains("search starts here"))
+        .take_while(|l| !l.starts_with("End of search list"))
+        .filter(|l| l.starts_with(' '))
+        .map(|l| l.trim().to_string())
+        .chain(
+            libraries
+                .lines()
+                .filter_map(|l| l.strip_prefix("libraries: ="))
+                .flat_map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()),
+        );
+    for dir in listed {
+        if dir.contains("wasi") {
+            push(PathBuf::from(dir), &mut out);
+        }
+    }
+    out
 }
 
 /// Find clang and check that it can target wasm32-wasi (wasi-libc
@@ -88,7 +147,15 @@ fn toolchain() -> Result<&'static Toolchain> {
             if !reactor.iter().any(|p| Path::new(p).is_file()) {
                 return Err("wasi-libc has no reactor start file (crt1-reactor.o)".into());
             }
-            Ok(Toolchain { clang, version: version.lines().next().unwrap_or_default().to_string() })
+            let mut version = version.lines().next().unwrap_or_default().to_string();
+            for p in libc.iter().chain(&reactor) {
+                if let Ok(m) = std::fs::metadata(p) {
+                    let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                    version.push_str(&format!("\n{p} {} {}", m.len(), mtime.map(|t| t.as_nanos()).unwrap_or(0)));
+                }
+            }
+            let read_only = toolchain_paths(&clang);
+            Ok(Toolchain { clang, version, read_only })
         })
         .as_ref()
         .map_err(|e| support::missing_toolchain("C", "clang for wasm32-wasi with wasi-libc", e))
@@ -127,18 +194,7 @@ pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<Build
         )));
     }
     let tc = toolchain()?;
-    let key = support::cache_key(
-        &[
-            ("builder", b"c-1"),
-            ("clang", tc.version.as_bytes()),
-            ("wit-bindgen-c", b"0.60.0"),
-            ("adapter", wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER),
-            ("cflags", CFLAGS.join(" ").as_bytes()),
-            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
-            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
-        ],
-        &sources,
-    )?;
+    let key = cache_key(dir, tc)?;
     let (out_path, _held) = match support::lookup(target_dir, "c", &key, started)? {
         Ok(hit) => return Ok(hit),
         Err(miss) => miss,
@@ -163,7 +219,7 @@ pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<Build
         .arg("-o")
         .arg(&core)
         .current_dir(staging.path());
-    let sandbox = support::toolchain_sandbox(dir, staging.path(), std::slice::from_ref(&tc.clang), MEMORY);
+    let sandbox = support::toolchain_sandbox(dir, staging.path(), &tc.read_only, MEMORY);
     let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "clang", dir)?;
     let module = std::fs::read(&core).map_err(|e| Error::io(format!("reading {}", core.display()), e))?;
     let component = module_to_component(&module).map_err(|e| {
@@ -173,6 +229,25 @@ pub fn build_c(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<Build
         ))
     })?;
     support::store(&out_path, component, log, started, "the C build")
+}
+
+/// The cache key of a C build of `dir`: every file of the tree (a header
+/// included from outside `src/`, from a dot-directory, a prompt under
+/// `prompts/`: whatever clang may read there), the toolchain, the flags,
+/// the bindings' generator, the adapter and the WIT.
+fn cache_key(dir: &Path, tc: &Toolchain) -> Result<String> {
+    support::cache_key(
+        &[
+            ("builder", b"c-2"),
+            ("clang", tc.version.as_bytes()),
+            ("wit-bindgen-c", b"0.60.0"),
+            ("adapter", wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER),
+            ("cflags", CFLAGS.join(" ").as_bytes()),
+            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
+            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
+        ],
+        &support::tree_files(dir)?,
+    )
 }
 
 /// Wrap a wasm32-wasi reactor module carrying the `agent` component type
@@ -188,6 +263,110 @@ pub fn module_to_component(module: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::build::support::tests::{assert_every_kind_changes, assert_unreadable, host_files, KINDS};
+    use crate::error::Error;
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    }
+
+    fn target_dir() -> PathBuf {
+        crate::build::default_guest_target_dir(&workspace_root())
+    }
+
+    /// A copy of `variants/arith-c` whose `agent.c` starts with `prelude`
+    /// and whose answers' notes begin with `PROBE` when `probe` is set.
+    fn arith_c(prelude: &str, probe: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = workspace_root().join("variants/arith-c");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::copy(src.join("variant.toml"), dir.path().join("variant.toml")).unwrap();
+        let mut text = std::fs::read_to_string(src.join("src/agent.c")).unwrap();
+        if probe {
+            let at = "  put_str(&notes, \"arith generation \");";
+            assert!(text.contains(at));
+            text = text.replace(at, &format!("  put_str(&notes, PROBE);\n{at}"));
+        }
+        std::fs::write(dir.path().join("src/agent.c"), format!("{prelude}\n{text}")).unwrap();
+        dir
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn a_c_child_including_files_outside_src_gets_a_new_sha() {
+        // Each kind of file is a string literal the code includes.
+        let prelude = KINDS
+            .iter()
+            .map(|rel| {
+                let from_src = rel.strip_prefix("src/").map(str::to_string).unwrap_or_else(|| format!("../{rel}"));
+                format!("#include \"{from_src}\"\n")
+            })
+            .collect::<String>();
+        let dir = arith_c(&format!("static const char PROBE[] =\n{prelude};"), true);
+        let build = |d: &Path| {
+            let out = super::build_c(d, &target_dir(), Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+            // The component carries what the tree says now.
+            let notes = std::fs::read_to_string(d.join(KINDS[0])).unwrap();
+            let notes = notes.trim().trim_matches('"');
+            assert!(out.component.windows(notes.len()).any(|w| w == notes.as_bytes()), "{notes:?} is not in it");
+            sha(&out.component)
+        };
+        assert_every_kind_changes(dir.path(), |text| format!("\"{text} \"\n"), build);
+    }
+
+    #[test]
+    fn a_c_child_including_a_file_under_usr_local_is_refused() {
+        if crate::build::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        let name = format!("vivarium-sandbox-probe-{}.h", std::process::id());
+        let header = Path::new("/usr/local/include").join(&name);
+        if std::fs::write(&header, "#define SECRET \"held-out answer 42\"\n").is_err() {
+            eprintln!("skipped: /usr/local/include is not writable here");
+            return;
+        }
+        let _planted = crate::build::support::tests::Installed(vec![header.clone()]);
+        // By path, and through clang's own search list (which holds
+        // /usr/local/include and /usr/include).
+        for include in [format!("\"{}\"", header.display()), format!("<{name}>")] {
+            let dir = arith_c(&format!("#include {include}\nstatic const char *LEAK = SECRET;"), false);
+            match super::build_c(dir.path(), &target_dir(), Duration::from_secs(300)) {
+                Err(Error::Refused { what, detail }) => {
+                    assert_eq!(what, [crate::build::sandbox::REFUSED_SANDBOX], "{detail}");
+                    assert!(detail.contains(&name) && detail.contains("Permission denied"), "{detail}");
+                    assert!(!detail.contains("held-out answer"), "the header leaked: {detail}");
+                }
+                other => panic!("{include}: expected a sandbox refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn clang_in_its_sandbox_reads_no_installed_binary() {
+        let tc = super::toolchain().unwrap();
+        let dir = arith_c("", false);
+        let staging = tempfile::tempdir().unwrap();
+        let sandbox =
+            crate::build::support::toolchain_sandbox(dir.path(), staging.path(), &tc.read_only, super::MEMORY);
+        let (_installed, _fake_home, files) = host_files();
+        std::fs::write(dir.path().join("notes.txt"), "notes\n").unwrap();
+        assert_unreadable(&sandbox, &dir.path().join("notes.txt"), &files, |f| {
+            let source = staging.path().join(format!("{}.c", f.file_name().unwrap().to_string_lossy()));
+            std::fs::write(&source, format!("#include \"{}\"\n", f.display())).unwrap();
+            let mut cmd = std::process::Command::new(&tc.clang);
+            cmd.args(["--target=wasm32-wasi", "-E"]).arg(source);
+            cmd
+        });
+    }
+
     #[test]
     fn bindings_are_generated_in_process() {
         let files = super::bindings().unwrap();

@@ -10,8 +10,8 @@
 //! 2. runs `node tools/js/componentize.mjs <tree>/src/agent.js <wit> js-agent
 //!    out.wasm` inside a [`Sandbox`](super::Sandbox): it may read the tree,
 //!    the JS tooling (`tools/js`, installed with `npm ci` from its committed
-//!    lock file) and the system, write only its staging directory, and has
-//!    no network.
+//!    lock file), Node's own file and OpenSSL's configuration, write only
+//!    its staging directory, and has no network.
 //!
 //! The script calls `componentize({sourcePath, witPath, worldName,
 //! disableFeatures})` (not the jco CLI, which breaks in jco 1.35.0 with
@@ -125,18 +125,7 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
     let services = support::requested_services(dir)?;
     let world = support::build_world(WORLD, &services);
     let tc = toolchain()?;
-    let script = std::fs::read(tc.tools.join("componentize.mjs")).unwrap_or_default();
-    let key = support::cache_key(
-        &[
-            ("builder", b"javascript-1"),
-            ("toolchain", tc.version.as_bytes()),
-            ("script", &script),
-            ("world", world.as_bytes()),
-            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
-            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
-        ],
-        &sources,
-    )?;
+    let key = cache_key(dir, tc, &world)?;
     let (out_path, _held) = match support::lookup(target_dir, "javascript", &key, started)? {
         Ok(hit) => return Ok(hit),
         Err(miss) => miss,
@@ -150,10 +139,79 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
         std::path::absolute(dir.join(APP_MODULE)).map_err(|e| crate::Error::io("resolving the variant's source", e))?;
     let mut cmd = Command::new(&tc.node);
     cmd.arg(tc.tools.join("componentize.mjs")).arg(&source).arg(&wit).arg(WORLD).arg(&out).current_dir(staging.path());
-    // Node reads OpenSSL's configuration at startup (public, no secrets).
-    let toolchain = [tc.tools.clone(), tc.node.clone(), PathBuf::from("/etc/ssl/openssl.cnf")];
-    let sandbox = support::toolchain_sandbox(dir, staging.path(), &toolchain, MEMORY);
+    let sandbox = support::toolchain_sandbox(dir, staging.path(), &sandbox_paths(tc), MEMORY);
     let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "ComponentizeJS", dir)?;
     let bytes = std::fs::read(&out).map_err(|e| crate::Error::io(format!("reading {}", out.display()), e))?;
     support::store(&out_path, bytes, log, started, "ComponentizeJS")
+}
+
+/// What Node may read in the sandbox: the JS tooling, Node's own file and
+/// OpenSSL's configuration (read at startup; public, no secrets).
+fn sandbox_paths(tc: &Toolchain) -> [PathBuf; 3] {
+    [tc.tools.clone(), tc.node.clone(), PathBuf::from("/etc/ssl/openssl.cnf")]
+}
+
+/// The cache key of a JavaScript build of `dir` against `world`: every file
+/// of the tree (whatever the toolchain may read there, dot-directories
+/// included), Node's and ComponentizeJS's versions, the build script, the
+/// world and the WIT.
+fn cache_key(dir: &Path, tc: &Toolchain, world: &str) -> Result<String> {
+    let script = std::fs::read(tc.tools.join("componentize.mjs")).unwrap_or_default();
+    support::cache_key(
+        &[
+            ("builder", b"javascript-2"),
+            ("toolchain", tc.version.as_bytes()),
+            ("script", &script),
+            ("world", world.as_bytes()),
+            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
+            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
+        ],
+        &support::tree_files(dir)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::build::support::tests::{assert_every_kind_changes, assert_unreadable, host_files};
+
+    /// A copy of `variants/arith-javascript`.
+    fn arith_javascript() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../variants/arith-javascript");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        for f in ["variant.toml", super::APP_MODULE] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_javascript_child_changing_any_file_of_its_tree_gets_a_new_key() {
+        let tc = super::toolchain().unwrap();
+        let dir = arith_javascript();
+        let world = crate::build::support::build_world(super::WORLD, &[]);
+        assert_every_kind_changes(dir.path(), str::to_string, |d| super::cache_key(d, tc, &world).unwrap());
+    }
+
+    #[test]
+    fn node_in_its_sandbox_reads_no_installed_binary() {
+        let tc = super::toolchain().unwrap();
+        let dir = arith_javascript();
+        let staging = tempfile::tempdir().unwrap();
+        let sandbox = crate::build::support::toolchain_sandbox(
+            dir.path(),
+            staging.path(),
+            &super::sandbox_paths(tc),
+            super::MEMORY,
+        );
+        let (_installed, _fake_home, files) = host_files();
+        let readable: PathBuf = dir.path().join(super::APP_MODULE);
+        assert_unreadable(&sandbox, &readable, &files, |f| {
+            let mut cmd = std::process::Command::new(&tc.node);
+            cmd.args(["-e", "require('fs').readFileSync(process.argv[1])"]).arg(f);
+            cmd
+        });
+    }
 }

@@ -11,9 +11,11 @@
 //!    agents and sends `print()` and `sys.stderr` to the host's log,
 //! 3. runs `componentize-py -d <wit> -w python-agent componentize
 //!    --stub-wasi -p <staging> -p <tree>/src vivarium_main -o out.wasm`
-//!    inside a [`Sandbox`](super::Sandbox): it may read the tree, the Python
-//!    installation that holds componentize-py and the system, write only its
-//!    staging directory, and has no network.
+//!    inside a [`Sandbox`](super::Sandbox): it may read the tree and the
+//!    Python installation that holds componentize-py (only its standard
+//!    library, shared library and site directory when it is the system's,
+//!    in `/usr` or `/usr/local`), write only its staging directory, and has
+//!    no network.
 //!
 //! `--stub-wasi` replaces every WASI import with a trapping stub, so the
 //! component imports **no WASI at all** (CPython's libc would otherwise
@@ -95,18 +97,84 @@ _sys.stderr = _LogWriter(_log.Level.WARN)
 struct Toolchain {
     /// The interpreter (`sys.executable`).
     python: PathBuf,
-    /// Its installation (`sys.prefix` and `sys.base_prefix`), read-only in
-    /// the sandbox.
-    prefixes: Vec<PathBuf>,
+    /// What the sandbox lets it read: the interpreter's file, its
+    /// installation (`sys.prefix`, `sys.base_prefix`) when that is a
+    /// directory of its own (a pyenv version, a virtual environment), else
+    /// (a prefix such as `/usr` or `/usr/local`) only its standard library
+    /// and shared library; and the site directory holding componentize-py.
+    read_only: Vec<PathBuf>,
+    /// The site directories whose installed distributions (`*.dist-info`)
+    /// componentize-py may bundle: part of the cache key.
+    site_dirs: Vec<PathBuf>,
     /// componentize-py's version.
     version: String,
     /// `componentize_py/__init__.py`, whose change means a new install.
     package: PathBuf,
 }
 
-const PROBE: &str = "import sys, importlib.metadata as m, componentize_py\n\
+const PROBE: &str = "import os, sys, sysconfig, importlib.metadata as m, componentize_py\n\
 print(sys.executable)\nprint(m.version('componentize-py'))\nprint(sys.prefix)\nprint(sys.base_prefix)\n\
-print(componentize_py.__file__)";
+print(componentize_py.__file__)\nprint(os.path.realpath(sys.executable))\n\
+p = sysconfig.get_paths()\nprint(p['stdlib'])\nprint(p['platstdlib'])\nprint(p['purelib'])\nprint(p['platlib'])\n\
+lib, so = sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY')\n\
+print(os.path.join(lib, so) if sysconfig.get_config_var('Py_ENABLE_SHARED') and lib and so else '')";
+
+/// The toolchain described by the lines [`PROBE`] printed.
+fn toolchain_from_probe(out: &str) -> std::result::Result<Toolchain, String> {
+    let lines: Vec<&str> = out.lines().collect();
+    if lines.len() < 11 {
+        return Err(format!("unexpected output of the componentize-py probe: {out}"));
+    }
+    let (prefix, base_prefix, package, executable) = (lines[2], lines[3], lines[4], lines[5]);
+    let (stdlib, platstdlib, purelib, platlib, libpython) = (lines[6], lines[7], lines[8], lines[9], lines[10]);
+    let mut read_only: Vec<PathBuf> = Vec::new();
+    let push = |p: PathBuf, read_only: &mut Vec<PathBuf>| {
+        if let Ok(p) = p.canonicalize() {
+            if !super::sandbox::is_broad(&p) && !read_only.contains(&p) {
+                read_only.push(p);
+            }
+        }
+    };
+    for p in [executable, prefix, base_prefix, stdlib, platstdlib, libpython] {
+        if !p.is_empty() {
+            push(PathBuf::from(p), &mut read_only);
+        }
+    }
+    // The site directory holding componentize-py (a user site, a venv).
+    let site = Path::new(package).parent().and_then(Path::parent).map(Path::to_path_buf);
+    if let Some(site) = &site {
+        push(site.clone(), &mut read_only);
+    }
+    let mut site_dirs: Vec<PathBuf> = Vec::new();
+    for d in site.into_iter().chain([PathBuf::from(purelib), PathBuf::from(platlib)]) {
+        if !site_dirs.contains(&d) {
+            site_dirs.push(d);
+        }
+    }
+    Ok(Toolchain {
+        python: PathBuf::from(lines[0]),
+        version: lines[1].to_string(),
+        read_only,
+        site_dirs,
+        package: PathBuf::from(package),
+    })
+}
+
+/// The distributions installed in `tc`'s site directories
+/// (`name-version.dist-info`), sorted: what componentize-py can bundle
+/// besides the variant's own modules.
+fn installed_distributions(tc: &Toolchain) -> String {
+    let mut names: Vec<String> = tc
+        .site_dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".dist-info") || n.ends_with(".egg-info") || n.ends_with(".pth"))
+        .collect();
+    names.sort();
+    names.dedup();
+    names.join("\n")
+}
 
 /// A probe result saved under the target directory, so that a CLI run does
 /// not start Python (hundreds of milliseconds through a pyenv shim) just to
@@ -155,24 +223,7 @@ fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
                 },
                 Duration::from_secs(60),
             )?;
-            let lines: Vec<&str> = out.lines().collect();
-            if lines.len() < 5 {
-                return Err(format!("unexpected output of the componentize-py probe: {out}"));
-            }
-            let mut prefixes: Vec<PathBuf> = vec![PathBuf::from(lines[2]), PathBuf::from(lines[3])];
-            // A package installed outside the prefix (user site, a venv).
-            if let Some(pkg) = Path::new(lines[4]).parent().and_then(Path::parent) {
-                if !prefixes.iter().any(|p| pkg.starts_with(p)) {
-                    prefixes.push(pkg.to_path_buf());
-                }
-            }
-            prefixes.dedup();
-            let tc = Toolchain {
-                python: PathBuf::from(lines[0]),
-                version: lines[1].to_string(),
-                prefixes,
-                package: PathBuf::from(lines[4]),
-            };
+            let tc = toolchain_from_probe(&out)?;
             if let Some(at) = &saved_at {
                 let saved = Saved { command, path: path_env, stamps: stamps(&tc), toolchain: tc.clone() };
                 if let (Some(dir), Ok(bytes)) = (at.parent(), serde_json::to_vec_pretty(&saved)) {
@@ -209,17 +260,7 @@ pub fn build_python(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<
     let services = support::requested_services(dir)?;
     let world = support::build_world(WORLD, &services);
     let tc = toolchain(target_dir)?;
-    let key = support::cache_key(
-        &[
-            ("builder", b"python-1"),
-            ("componentize-py", tc.version.as_bytes()),
-            ("world", world.as_bytes()),
-            ("entry", ENTRY.as_bytes()),
-            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
-            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
-        ],
-        &sources,
-    )?;
+    let key = cache_key(dir, tc, &world)?;
     let (out_path, _held) = match support::lookup(target_dir, "python", &key, started)? {
         Ok(hit) => return Ok(hit),
         Err(miss) => miss,
@@ -252,8 +293,96 @@ pub fn build_python(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<
         .arg("-o")
         .arg(&out)
         .current_dir(staging.path());
-    let sandbox = support::toolchain_sandbox(dir, staging.path(), &tc.prefixes, MEMORY);
+    let sandbox = support::toolchain_sandbox(dir, staging.path(), &tc.read_only, MEMORY);
     let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py", dir)?;
     let bytes = std::fs::read(&out).map_err(|e| crate::Error::io(format!("reading {}", out.display()), e))?;
     support::store(&out_path, bytes, log, started, "componentize-py")
+}
+
+/// The cache key of a Python build of `dir` against `world`: every file of
+/// the tree (whatever componentize-py may read there, dot-directories
+/// included), componentize-py's version and the distributions it may
+/// bundle, the world, the entry module and the WIT.
+fn cache_key(dir: &Path, tc: &Toolchain, world: &str) -> Result<String> {
+    support::cache_key(
+        &[
+            ("builder", b"python-2"),
+            ("componentize-py", tc.version.as_bytes()),
+            ("distributions", installed_distributions(tc).as_bytes()),
+            ("world", world.as_bytes()),
+            ("entry", ENTRY.as_bytes()),
+            ("wit-types", crate::wit::FILES[0].1.as_bytes()),
+            ("wit-services", crate::wit::FILES[1].1.as_bytes()),
+        ],
+        &support::tree_files(dir)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use crate::build::support::tests::{assert_every_kind_changes, assert_unreadable, host_files, KINDS};
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    }
+
+    /// Python builds share the conformance suite's sandboxed target.
+    fn target_dir() -> PathBuf {
+        workspace_root().join("target/guests-sandboxed")
+    }
+
+    /// A copy of `variants/arith-python` whose `agent.py` starts with `prelude`.
+    fn arith_python(prelude: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let src = workspace_root().join("variants/arith-python");
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::copy(src.join("variant.toml"), dir.path().join("variant.toml")).unwrap();
+        let text = std::fs::read_to_string(src.join("src/agent.py")).unwrap();
+        std::fs::write(dir.path().join("src/agent.py"), format!("{prelude}\n{text}")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_python_child_changing_any_file_of_its_tree_is_rebuilt_with_what_it_reads() {
+        // Its top-level code reads the dot-directory file at build time (the
+        // pre-initialized heap holds it); the other kinds are in the key.
+        let dir = arith_python(
+            "import os as _os\n_EXTRA = open(_os.path.join(_os.path.dirname(__file__), '.inc', 'extra.txt')).read()\n",
+        );
+        let tc = super::toolchain(&target_dir()).unwrap();
+        let world = crate::build::support::build_world(super::WORLD, &[]);
+        assert_every_kind_changes(dir.path(), str::to_string, |d| super::cache_key(d, tc, &world).unwrap());
+
+        let extra = dir.path().join(KINDS[1]);
+        let mut shas = Vec::new();
+        for text in ["first build of the dot-directory file", "second build of the dot-directory file"] {
+            std::fs::write(&extra, text).unwrap();
+            let out = super::build_python(dir.path(), &target_dir(), Duration::from_secs(600))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.component.windows(text.len()).any(|w| w == text.as_bytes()), "{text:?} is not in it");
+            use sha2::Digest as _;
+            shas.push(hex::encode(sha2::Sha256::digest(&out.component)));
+        }
+        assert_ne!(shas[0], shas[1]);
+    }
+
+    #[test]
+    fn python_in_its_sandbox_reads_no_installed_binary() {
+        let tc = super::toolchain(&target_dir()).unwrap();
+        let dir = arith_python("");
+        std::fs::write(dir.path().join("notes.txt"), "notes").unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let sandbox =
+            crate::build::support::toolchain_sandbox(dir.path(), staging.path(), &tc.read_only, super::MEMORY);
+        let (_installed, _fake_home, files) = host_files();
+        // The same interpreter imports componentize-py in there.
+        assert_unreadable(&sandbox, &dir.path().join("notes.txt"), &files, |f| {
+            let mut cmd = std::process::Command::new(&tc.python);
+            cmd.args(["-I", "-c", "import sys, componentize_py; open(sys.argv[1], 'rb').read()"]).arg(f);
+            cmd
+        });
+    }
 }

@@ -11,11 +11,13 @@
 //!   at all** — only the `vivarium:agent` interfaces the variant calls, which
 //!   is the tightest sandbox.
 //!
-//! The build is hermetic in the ways a builder can make it so: cargo runs with
-//! the target directory as its working directory (so a `.cargo/config.toml`
-//! inside the variant's tree is never read), `RUSTFLAGS`-style variables of
-//! the caller's environment are removed, and the whole process group is
-//! killed when the timeout passes. What the variant's tree may contain (a
+//! The build is hermetic in the ways a builder can make it so: cargo is the
+//! active toolchain's own ([`RustToolchain`]), runs from `/` (so no
+//! `.cargo/config.toml` of the variant's tree or above the target directory
+//! is read) with a cargo home of its own that holds no configuration
+//! ([`sandbox_cargo_home`]), `RUSTFLAGS`-style variables of the caller's
+//! environment are removed, and the whole process group is killed when the
+//! timeout passes. What the variant's tree may contain (a
 //! `build.rs`, new dependencies) is the guard's business, checked before a
 //! build is ever started.
 //!
@@ -30,7 +32,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::sandbox::{self, Sandbox, Violation};
@@ -79,9 +81,371 @@ impl FromStr for RustTarget {
     }
 }
 
+/// The Rust toolchain guest builds run, found once per process
+/// ([`RustToolchain::find`]).
+///
+/// It is the toolchain `$RUSTC` (else `rustc` on `PATH`, usually rustup's
+/// proxy, which picks the toolchain as it always does) reports with
+/// `rustc --print sysroot`. Builds run that sysroot's own `rustc` and
+/// `cargo`, never rustup's proxies, so a sandboxed build needs neither the
+/// `rustup` binary nor `$CARGO_HOME/bin` nor another toolchain.
+#[derive(Debug, Clone)]
+pub struct RustToolchain {
+    /// `rustc --print sysroot`.
+    pub sysroot: PathBuf,
+    /// The sysroot's `rustc`.
+    pub rustc: PathBuf,
+    /// The sysroot's `cargo` (else `$CARGO`, else `cargo` on `PATH`).
+    pub cargo: PathBuf,
+    /// `rustc -vV` and `cargo -V`: part of every Rust cache key.
+    pub version: String,
+    /// The caller's cargo home (`$CARGO_HOME`, else `~/.cargo`), whose
+    /// registry holds what `cargo fetch` downloaded. A sandboxed build reads
+    /// only the parts of it its `Cargo.lock` pins ([`locked_sources`]).
+    pub cargo_home: PathBuf,
+    /// The `[source]` replacements and `[registries]` indexes of the cargo
+    /// home's configuration, as `--config` arguments: what a build needs to
+    /// find a mirror's sources, passed on cargo's command line (which no
+    /// compiler or build script can read) and never as a file. The rest of
+    /// that configuration (tokens, proxies, `[env]`) never reaches a build.
+    pub source_config: Vec<String>,
+    /// What a sandboxed build may read of the toolchain: the sysroot (only
+    /// its `lib/rustlib`, `rustc`, `cargo` and their libraries when the
+    /// sysroot is a system prefix such as `/usr`), and the C compiler driver
+    /// that links build scripts and proc macros (the exact file and its own
+    /// directories, e.g. `/usr/lib/gcc/x86_64-linux-gnu/12`).
+    pub read_only: Vec<PathBuf>,
+}
+
+impl RustToolchain {
+    /// The toolchain, found on first use.
+    ///
+    /// Errors: [`Error::Invalid`] naming what is missing (no `rustc`, a
+    /// sysroot without `bin/rustc`, no `cargo`).
+    pub fn find() -> Result<&'static RustToolchain> {
+        static FOUND: OnceLock<std::result::Result<RustToolchain, String>> = OnceLock::new();
+        FOUND.get_or_init(discover_toolchain).as_ref().map_err(|e| {
+            Error::invalid(format!(
+                "the Rust toolchain was not found: {e}. Install it with rustup (https://rustup.rs), \
+                 then run `bash {}` from the repository root",
+                super::support::SETUP_SCRIPT
+            ))
+        })
+    }
+}
+
+fn discover_toolchain() -> std::result::Result<RustToolchain, String> {
+    let run = |program: &std::ffi::OsStr, args: &[&str]| {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        super::support::probe(cmd, Duration::from_secs(120))
+    };
+    let rustc_cmd = std::env::var_os("RUSTC").filter(|v| !v.is_empty()).unwrap_or_else(|| "rustc".into());
+    let sysroot = PathBuf::from(run(&rustc_cmd, &["--print", "sysroot"])?.trim());
+    let sysroot = sysroot.canonicalize().map_err(|e| format!("the sysroot {}: {e}", sysroot.display()))?;
+    let rustc = sysroot.join("bin").join("rustc");
+    if !rustc.is_file() {
+        return Err(format!("the sysroot {} has no bin/rustc", sysroot.display()));
+    }
+    let cargo = Some(sysroot.join("bin").join("cargo"))
+        .filter(|c| c.is_file())
+        .or_else(|| std::env::var_os("CARGO").and_then(sandbox::program_file))
+        .or_else(|| sandbox::program_file("cargo"))
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path).find_map(|d| d.join("cargo").canonicalize().ok().filter(|p| p.is_file()))
+            })
+        })
+        .ok_or_else(|| format!("no cargo in {} or on PATH", sysroot.join("bin").display()))?;
+    let version = format!("{}{}", run(rustc.as_os_str(), &["-vV"])?, run(cargo.as_os_str(), &["-V"])?);
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| h.join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    let cargo_home = std::path::absolute(&cargo_home).unwrap_or(cargo_home);
+
+    let mut read_only = Vec::new();
+    if sandbox::is_broad(&sysroot) {
+        // A distribution's toolchain (sysroot /usr): its own files only.
+        read_only.push(sysroot.join("lib").join("rustlib"));
+        read_only.push(rustc.canonicalize().unwrap_or(rustc.clone()));
+        if let Ok(entries) = std::fs::read_dir(sysroot.join("lib")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("librustc_driver-") || name.starts_with("libstd-") {
+                    read_only.push(e.path());
+                }
+            }
+        }
+    } else {
+        read_only.push(sysroot.clone());
+    }
+    if !cargo.starts_with(&sysroot) {
+        read_only.push(cargo.canonicalize().unwrap_or(cargo.clone()));
+    }
+    read_only.extend(host_linker_paths());
+    Ok(RustToolchain {
+        sysroot,
+        rustc,
+        cargo,
+        version,
+        source_config: source_config(&cargo_home),
+        cargo_home,
+        read_only,
+    })
+}
+
+/// What linking a build script or a proc macro for the host reads besides
+/// the sysroot: the `cc` driver (the exact file), its own directories
+/// (gcc's `install:` directory with `collect2`, the LTO plugin, `crtbegin*.o`
+/// and `libgcc`; wherever `collect2` lives) and the system linker's file,
+/// for toolchains that do not link with their own `rust-lld`.
+fn host_linker_paths() -> Vec<PathBuf> {
+    let Some(cc) = sandbox::program_file("cc") else { return Vec::new() };
+    let ask = |arg: &str| {
+        let mut cmd = Command::new(&cc);
+        cmd.arg(arg);
+        super::support::probe(cmd, Duration::from_secs(30)).ok()
+    };
+    let mut out = vec![cc.clone()];
+    let push_dir = |dir: PathBuf, out: &mut Vec<PathBuf>| {
+        if let Ok(dir) = dir.canonicalize() {
+            if dir.is_dir() && !sandbox::is_broad(&dir) && !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+    };
+    if let Some(dirs) = ask("-print-search-dirs") {
+        for line in dirs.lines() {
+            if let Some(dir) = line.strip_prefix("install: ") {
+                push_dir(PathBuf::from(dir.trim()), &mut out);
+            }
+        }
+    }
+    for program in ["collect2", "lto-wrapper", "ld"] {
+        let Some(found) = ask(&format!("-print-prog-name={program}")) else { continue };
+        let Some(file) = sandbox::program_file(found.trim()) else { continue };
+        if program == "ld" {
+            if !out.contains(&file) {
+                out.push(file);
+            }
+        } else if let Some(dir) = file.parent() {
+            push_dir(dir.to_path_buf(), &mut out);
+        }
+    }
+    out
+}
+
+/// The `[source]` and `[registries]` entries of `cargo_home`'s
+/// configuration that say where packages come from, as `--config KEY=VALUE`
+/// arguments, sorted.
+fn source_config(cargo_home: &Path) -> Vec<String> {
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let key = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            s.to_string()
+        } else {
+            quote(s)
+        }
+    };
+    let mut out = Vec::new();
+    let Some(table) = ["config.toml", "config"]
+        .iter()
+        .find_map(|name| std::fs::read_to_string(cargo_home.join(name)).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return out;
+    };
+    for (section, fields) in [("source", &["replace-with", "registry"][..]), ("registries", &["index"][..])] {
+        let Some(entries) = table.get(section).and_then(|s| s.as_table()) else { continue };
+        for (name, entry) in entries {
+            for field in fields {
+                if let Some(value) = entry.get(*field).and_then(|v| v.as_str()) {
+                    out.push(format!("{section}.{}.{field}={}", key(name), quote(value)));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What of `cargo_home` a sandboxed build of `tree` may read: the
+/// registry's index, and for each package `tree/Cargo.lock` pins, its
+/// unpacked source and its `.crate` archive (registry packages) or its
+/// checkout and git database (git packages).
+///
+/// Never the whole registry: it holds the source of every crate the user
+/// ever built or installed, the host's own among them after a
+/// `cargo install` (with the held-out tasks and graders in it). A lock file
+/// naming a package with a path-like name or version pins nothing.
+pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
+    let registry = cargo_home.join("registry");
+    let mut out = vec![registry.join("index")];
+    let Some(packages) = std::fs::read_to_string(tree.join("Cargo.lock"))
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|lock| lock.get("package").and_then(|p| p.as_array()).cloned())
+    else {
+        return out;
+    };
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default()
+    };
+    let plain = |s: &str| {
+        !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    };
+    let (sources, archives) = (subdirs(&registry.join("src")), subdirs(&registry.join("cache")));
+    let checkouts: Vec<PathBuf> = subdirs(&cargo_home.join("git").join("checkouts"));
+    for pkg in &packages {
+        let field = |k: &str| pkg.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let (name, version, source) = (field("name"), field("version"), field("source"));
+        if !plain(name) || !plain(version) {
+            continue;
+        }
+        if source.starts_with("registry+") || source.starts_with("sparse+") {
+            for dir in &sources {
+                out.push(dir.join(format!("{name}-{version}")));
+            }
+            for dir in &archives {
+                out.push(dir.join(format!("{name}-{version}.crate")));
+            }
+        } else if let Some((_, rev)) = source.strip_prefix("git+").and_then(|s| s.rsplit_once('#')) {
+            for repo in &checkouts {
+                for checkout in subdirs(repo) {
+                    let short = checkout.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    if short.len() >= 7 && plain(&short) && rev.starts_with(&short) {
+                        out.push(checkout);
+                        if let Some(ident) = repo.file_name() {
+                            out.push(cargo_home.join("git").join("db").join(ident));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|p| p.exists());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The cargo home guest builds run with: `<target_dir>.cargo-home`, beside
+/// (never inside, where a build may write) the target directory, holding
+/// only links to `tc.cargo_home`'s `registry` (and `git`).
+///
+/// Cargo finds there the sources `cargo fetch` downloaded, and no
+/// `config.toml`, credentials or `bin` of the caller's cargo home: their
+/// registry tokens, proxy passwords and `[env]` secrets never reach a
+/// build. Sandboxed and trusted builds use the same one, so the paths the
+/// compiler sees, and with them the artifacts in the target directory, are
+/// shared. Anything else found in it is removed.
+pub(crate) fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
+    let target_dir = std::path::absolute(target_dir)
+        .map_err(|e| Error::io(format!("resolving the guest target directory {}", target_dir.display()), e))?;
+    let name = target_dir
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("the guest target directory {} has no name", target_dir.display())))?;
+    let home = target_dir.with_file_name(format!("{}.cargo-home", name.to_string_lossy()));
+    std::fs::create_dir_all(&home).map_err(|e| Error::io(format!("creating {}", home.display()), e))?;
+    for stray in ["config", "config.toml", "credentials", "credentials.toml", "bin", "env"] {
+        let p = home.join(stray);
+        if let Ok(m) = std::fs::symlink_metadata(&p) {
+            let removed = if m.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            removed.map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+        }
+    }
+    for entry in ["registry", "git"] {
+        let real = tc.cargo_home.join(entry);
+        if entry == "registry" {
+            std::fs::create_dir_all(&real).map_err(|e| Error::io(format!("creating {}", real.display()), e))?;
+        }
+        link(&real, &home.join(entry))?;
+    }
+    Ok(home)
+}
+
+/// Make `at` a symbolic link to `to` (replacing what is there), or remove
+/// it when `to` does not exist.
+#[cfg(unix)]
+fn link(to: &Path, at: &Path) -> Result<()> {
+    if std::fs::read_link(at).is_ok_and(|t| t == to) && to.exists() {
+        return Ok(());
+    }
+    if let Ok(m) = std::fs::symlink_metadata(at) {
+        let removed = if m.is_dir() { std::fs::remove_dir_all(at) } else { std::fs::remove_file(at) };
+        removed.map_err(|e| Error::io(format!("removing {}", at.display()), e))?;
+    }
+    if !to.exists() {
+        return Ok(());
+    }
+    // Through a rename, so a concurrent build never finds no link.
+    let tmp = at.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(to, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, at))
+        .map_err(|e| Error::io(format!("linking {} to {}", at.display(), to.display()), e))
+}
+
+#[cfg(not(unix))]
+fn link(to: &Path, at: &Path) -> Result<()> {
+    let _ = (to, at);
+    Err(Error::invalid("guest builds need symbolic links (a Unix system)"))
+}
+
+/// The cache key of a sandboxed Rust build of `dir` for `target`: the
+/// sha256 of every file the build sandbox lets the compiler read that can
+/// change between builds — every file of the tree, dot-directories and all
+/// (an `include_str!("../notes.txt")`, a module under `src/.inc/`, a prompt
+/// under `prompts/` all reach the component); every file of each path
+/// dependency, the WIT directory and workspace manifest beside it — and the
+/// toolchain (`rustc -vV`, `cargo -V`), the source configuration and the
+/// target. Registry dependencies are pinned by `Cargo.lock`, a file of the
+/// tree.
+///
+/// Errors: [`Error::Invalid`] for a tree holding a symbolic link or a
+/// special file; [`Error::Io`] for a file that cannot be read.
+pub fn cache_key(dir: &Path, target: RustTarget) -> Result<String> {
+    let tc = RustToolchain::find()?;
+    let mut files = super::support::tree_files(dir)?;
+    for (i, dep) in crate::variant::path_dependencies(dir)?.into_iter().enumerate() {
+        for (rel, path) in super::support::tree_files(&dep)? {
+            files.push((format!("dep{i}/{rel}"), path));
+        }
+        let parent = dep.join("..");
+        if parent.join("Cargo.toml").is_file() {
+            files.push((format!("dep{i}/../Cargo.toml"), parent.join("Cargo.toml")));
+        }
+        if parent.join("wit").is_dir() {
+            for (rel, path) in super::support::tree_files(&parent.join("wit"))? {
+                files.push((format!("dep{i}/../wit/{rel}"), path));
+            }
+        }
+    }
+    super::support::cache_key(
+        &[
+            ("builder", b"rust-2"),
+            ("target", target.triple().as_bytes()),
+            ("toolchain", tc.version.as_bytes()),
+            ("source-config", tc.source_config.join("\n").as_bytes()),
+        ],
+        &files,
+    )
+}
+
 /// Environment variables of the caller that would change how a guest
 /// compiles (flags meant for the host, a forced target) and are removed.
 const SCRUBBED_ENV: &[&str] = &[
+    "CARGO_HOME",
+    "RUSTC",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_BUILD_RUSTC",
+    "CARGO_BUILD_RUSTC_WRAPPER",
     "CARGO_BUILD_TARGET",
     "CARGO_TARGET_DIR",
     "CARGO_BUILD_TARGET_DIR",
@@ -104,10 +468,11 @@ const ERROR_TAIL_LINES: usize = 40;
 /// Build the Rust variant crate in `variant_dir` for `target` into
 /// `target_dir`, and return the component.
 ///
-/// Runs `cargo build --release --target <triple> --manifest-path
-/// <variant_dir>/Cargo.toml` with `CARGO_TARGET_DIR=<target_dir>`, after
-/// installing the target with `rustup target add` when `rustup target list
-/// --installed` lacks it. Everything (the rustup calls included) must finish
+/// Runs the active toolchain's `cargo build --release --target <triple>
+/// --manifest-path <variant_dir>/Cargo.toml` with
+/// `CARGO_TARGET_DIR=<target_dir>` and the cargo home of
+/// [`sandbox_cargo_home`], after installing the target with `rustup target
+/// add` when the sysroot lacks it. Everything (the rustup call included) must finish
 /// within `timeout`; past it the build is killed with every process it
 /// started. The crate must be a `cdylib`; its artifact is
 /// `<target_dir>/<triple>/release/<name>.wasm`, where `<name>` is the
@@ -195,9 +560,11 @@ fn build(
         }
     }
 
-    ensure_target_installed(target, &target_dir, deadline, timeout)?;
+    let tc = RustToolchain::find()?;
+    ensure_target_installed(tc, target, deadline, timeout)?;
+    let cargo_home = sandbox_cargo_home(&target_dir, tc)?;
 
-    let mut cargo = Command::new(cargo_program());
+    let mut cargo = Command::new(&tc.cargo);
     cargo
         .arg("build")
         .arg("--release")
@@ -206,18 +573,29 @@ fn build(
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--color")
-        .arg("never")
-        .current_dir(&target_dir);
+        .arg("never");
+    for setting in &tc.source_config {
+        cargo.arg("--config").arg(setting);
+    }
+    // From `/`: cargo reads the `.cargo/config.toml` of its working
+    // directory and every directory above, and no configuration but the
+    // sources may reach a build.
+    cargo.current_dir("/");
     for var in SCRUBBED_ENV {
         cargo.env_remove(var);
     }
-    cargo.env("CARGO_TARGET_DIR", &target_dir);
+    cargo.env("CARGO_TARGET_DIR", &target_dir).env("CARGO_HOME", &cargo_home).env("RUSTC", &tc.rustc);
     // Kept until cargo has ended: dropping it removes the private TMPDIR.
     let applied = match sandbox {
         Some(sandbox) => {
             // No network, and the lock file as it is: a dependency the
             // variant did not have before fails instead of being fetched.
             cargo.arg("--offline").arg("--locked");
+            let mut path = vec![tc.sysroot.join("bin")];
+            path.extend(sandbox::SANDBOX_PATH.iter().map(PathBuf::from));
+            if let Ok(path) = std::env::join_paths(path) {
+                cargo.env("PATH", path);
+            }
             Some(sandbox.apply(&mut cargo)?)
         }
         None => None,
@@ -397,65 +775,29 @@ fn artifact_name(variant_dir: &Path, manifest: &Path) -> Result<String> {
     Ok(name.replace('-', "_"))
 }
 
-/// The cargo to run: the one that is running us (`$CARGO`, set by cargo for
-/// tests and `cargo run`), else `cargo` from `PATH`.
-fn cargo_program() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
-}
-
-/// Install `target` with rustup when it is missing. Without rustup (a
-/// toolchain from a distribution) nothing is checked: cargo then reports a
-/// missing target itself.
-///
-/// A target found installed is remembered for the life of the process, so
-/// only the first build per target pays for the rustup call.
-fn ensure_target_installed(target: RustTarget, cwd: &Path, deadline: Instant, timeout: Duration) -> Result<()> {
-    static KNOWN_INSTALLED: Mutex<Vec<RustTarget>> = Mutex::new(Vec::new());
-    let known = |t: RustTarget| KNOWN_INSTALLED.lock().map(|k| k.contains(&t)).unwrap_or(false);
-    let remember = |t: RustTarget| {
-        if let Ok(mut k) = KNOWN_INSTALLED.lock() {
-            if !k.contains(&t) {
-                k.push(t);
-            }
-        }
-    };
-    if known(target) {
+/// Install `target` into `tc`'s sysroot with rustup when the sysroot lacks
+/// its standard library (`lib/rustlib/<triple>`). Without rustup (a
+/// toolchain from a distribution) nothing is installed: cargo then reports
+/// the missing target itself.
+fn ensure_target_installed(tc: &RustToolchain, target: RustTarget, deadline: Instant, timeout: Duration) -> Result<()> {
+    if tc.sysroot.join("lib").join("rustlib").join(target.triple()).is_dir() {
         return Ok(());
     }
-
-    let mut list = Command::new("rustup");
-    list.args(["target", "list", "--installed"]).current_dir(cwd);
-    let listed = match run_bounded(list, deadline) {
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", target.triple()]);
+    // The sysroot's own toolchain, whatever rustup would pick here.
+    if tc.sysroot.parent().and_then(Path::file_name).is_some_and(|d| d == "toolchains") {
+        if let Some(name) = tc.sysroot.file_name() {
+            add.arg("--toolchain").arg(name);
+        }
+    }
+    let added = match run_bounded(add, deadline) {
         Ok(run) => run,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("running `rustup target list --installed`", e)),
+        Err(e) => return Err(Error::io(format!("running `rustup target add {target}`"), e)),
     };
-    match listed.status {
-        Some(status) if status.success() => {}
-        // rustup present but unhappy (no default toolchain, …): let cargo speak.
-        Some(_) => return Ok(()),
-        None => {
-            return Err(Error::invalid(format!(
-                "`rustup target list --installed` took longer than the build timeout ({:.0} s)",
-                timeout.as_secs_f64()
-            )))
-        }
-    }
-    let installed = String::from_utf8_lossy(&listed.stdout);
-    if installed.lines().any(|line| line.trim() == target.triple()) {
-        remember(target);
-        return Ok(());
-    }
-
-    let mut add = Command::new("rustup");
-    add.args(["target", "add", target.triple()]).current_dir(cwd);
-    let added =
-        run_bounded(add, deadline).map_err(|e| Error::io(format!("running `rustup target add {target}`"), e))?;
     match added.status {
-        Some(status) if status.success() => {
-            remember(target);
-            Ok(())
-        }
+        Some(status) if status.success() => Ok(()),
         Some(status) => Err(Error::invalid(format!(
             "the Rust target {target} is not installed and `rustup target add {target}` failed \
              ({status}):\n{tail}\nInstall it by hand (`rustup target add {target}`) and build again.",
@@ -683,6 +1025,105 @@ mod tests {
             assert!(is_component(&out.component), "{target}: not a component");
             assert_eq!(std::fs::read(&out.path).unwrap(), out.component);
         }
+    }
+
+    #[test]
+    fn a_child_reading_notes_outside_src_gets_a_new_sha() {
+        if crate::build::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        use crate::build::support::tests::{assert_every_kind_changes, KINDS};
+        let (_dir, tree) = crate::build::sandbox::tests::echo_copy("sbx-echo-notes");
+        // Its answers' notes carry each kind of file, included at compile time.
+        let lib = tree.join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib).unwrap();
+        let notes = "with_notes(format!(\"echo generation {GENERATION}\"))";
+        assert!(text.contains(notes));
+        let included = KINDS
+            .iter()
+            .map(|rel| {
+                let from_src = rel.strip_prefix("src/").map(str::to_string).unwrap_or_else(|| format!("../{rel}"));
+                format!("include_str!(\"{from_src}\")")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = text.replace(notes, "with_notes(format!(\"echo generation {GENERATION} {NOTES}\"))")
+            + &format!("\nconst NOTES: &str = concat!({included});\n");
+        std::fs::write(&lib, text).unwrap();
+        let manifest = crate::caps::Manifest::load(tree.join("variant.toml")).unwrap();
+        let target = crate::build::default_guest_target_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+        assert_every_kind_changes(&tree, str::to_string, |t| {
+            let out = crate::variant::build_variant(t, &manifest, &target).unwrap_or_else(|e| panic!("{e}"));
+            let now = std::fs::read_to_string(t.join(KINDS[2])).unwrap();
+            assert!(out.component.windows(now.len()).any(|w| w == now.as_bytes()), "{now:?} is not in it");
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&out.component))
+        });
+    }
+
+    #[test]
+    fn a_sandboxed_build_sees_only_the_pinned_sources_and_no_cargo_configuration() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let reg = "index.crates.io-0123456789abcdef";
+        for dir in ["src/{reg}/itoa-1.0.0/src", "src/{reg}/vivarium-0.1.0/src", "cache/{reg}", "index/{reg}/.cache"] {
+            std::fs::create_dir_all(h.join("registry").join(dir.replace("{reg}", reg))).unwrap();
+        }
+        std::fs::write(h.join("registry/cache").join(reg).join("itoa-1.0.0.crate"), "x").unwrap();
+        std::fs::write(
+            h.join("config.toml"),
+            "[source.crates-io]\nreplace-with = \"mirror\"\n[source.mirror]\nregistry = \"sparse+https://mirror.example/index/\"\n\
+             [registries.mine]\nindex = \"https://mine.example/git/index\"\ntoken = \"secret-token\"\n\
+             [http]\nproxy = \"http://user:secret-password@proxy:3128\"\n[env]\nAPI_KEY = \"secret-key\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(h.join("bin")).unwrap();
+        std::fs::write(h.join("bin/vivarium"), "the host").unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let src = "registry+https://github.com/rust-lang/crates.io-index";
+        std::fs::write(
+            tree.path().join("Cargo.lock"),
+            format!(
+                "version = 4\n[[package]]\nname = \"itoa\"\nversion = \"1.0.0\"\nsource = \"{src}\"\n\
+                 [[package]]\nname = \"../../../bin/vivarium\"\nversion = \"x\"\nsource = \"{src}\"\n\
+                 [[package]]\nname = \"sbx\"\nversion = \"0.1.0\"\n"
+            ),
+        )
+        .unwrap();
+        let exposed = super::locked_sources(tree.path(), h);
+        let registry = h.join("registry");
+        assert_eq!(
+            exposed,
+            [
+                registry.join("cache").join(reg).join("itoa-1.0.0.crate"),
+                registry.join("index"),
+                registry.join("src").join(reg).join("itoa-1.0.0"),
+            ]
+        );
+
+        let config = super::source_config(h);
+        assert_eq!(
+            config,
+            [
+                "registries.mine.index=\"https://mine.example/git/index\"",
+                "source.crates-io.replace-with=\"mirror\"",
+                "source.mirror.registry=\"sparse+https://mirror.example/index/\"",
+            ]
+        );
+        let Ok(found) = RustToolchain::find() else { return };
+        let tc = RustToolchain { cargo_home: h.to_path_buf(), source_config: config, ..found.clone() };
+        let target = tempfile::tempdir().unwrap();
+        let target = target.path().join("guests");
+        let cargo_home = super::sandbox_cargo_home(&target, &tc).unwrap();
+        assert_eq!(cargo_home, target.with_file_name("guests.cargo-home"));
+        std::fs::write(cargo_home.join("config.toml"), "[env]\nAPI_KEY = \"planted\"\n").unwrap();
+        let cargo_home = super::sandbox_cargo_home(&target, &tc).unwrap();
+        let mut entries: Vec<String> =
+            std::fs::read_dir(&cargo_home).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        entries.sort();
+        assert_eq!(entries, ["registry"], "only the registry's link");
+        assert_eq!(std::fs::read_link(cargo_home.join("registry")).unwrap(), registry);
     }
 
     #[test]

@@ -10,13 +10,25 @@
 //!
 //! * **Files** — a [Landlock](https://docs.kernel.org/userspace-api/landlock.html)
 //!   ruleset (the `landlock` crate, best-effort over the ABI the kernel has):
-//!   read (and execute) only the variant's tree, the toolchain
-//!   (`$RUSTUP_HOME`, the registry sources and binaries of `$CARGO_HOME`, `/usr`,
-//!   `/lib`, `/lib64`, `/bin`, the dynamic loader's cache) and the extra
+//!   read (and execute) only the variant's tree, the toolchain and the extra
 //!   paths the caller names ([`Sandbox::with_read_only`]: the guest SDK, the
 //!   WIT); write only the target directory (which holds a private `TMPDIR`)
-//!   and `/dev/null`. Nothing else: not `/etc/passwd`, not `$HOME`, not
-//!   `$CARGO_HOME/credentials.toml`, not `$VIVARIUM_HOME`, not `/proc`.
+//!   and `/dev/null`. For Rust ([`Sandbox::for_build`]) the toolchain is the
+//!   active toolchain's sysroot (`rustc --print sysroot`, whose `cargo` and
+//!   `rustc` the builder runs directly, never rustup's proxies), the C
+//!   compiler driver that links build scripts and proc macros (the exact
+//!   file, its own directories), and of the cargo home only the registry's
+//!   index and the sources and archives of the packages the tree's
+//!   `Cargo.lock` pins. Every sandbox may also read what a program needs to
+//!   start ([`system_runtime`]): the dynamic loader's shared-library
+//!   directories and cache, the locale data, `/dev/urandom`. Nothing else:
+//!   not a `bin` directory (`/usr/bin`, `/usr/local/bin`, `$CARGO_HOME/bin`,
+//!   where an installed `vivarium`, holding the held-out tasks and graders,
+//!   would live), not `$CARGO_HOME/config.toml` or its credentials, not
+//!   rustup's own files, not `/etc/passwd`, not `$HOME`, not
+//!   `$VIVARIUM_HOME`, not `/proc`. Cargo runs with a cargo home of its own
+//!   ([`super::rust::sandbox_cargo_home`]) that holds no configuration, from
+//!   `/` (so no `.cargo/config.toml` above the target directory is read).
 //!   Landlock is chosen over bubblewrap because it needs no extra program,
 //!   no privilege and no user namespace, and it composes with the builder's
 //!   own process handling (timeout, process-group kill, output capture).
@@ -26,9 +38,11 @@
 //!   connect denial (ABI ≥ 4) on top; cargo itself runs `--offline`.
 //!   Landlock also scopes abstract UNIX sockets and signals (ABI ≥ 6) and
 //!   pathname UNIX sockets (ABI ≥ 9) to the sandbox.
-//! * **Environment** — cleared: the child gets `PATH`, `HOME` (the private
-//!   temp directory), `TMPDIR`, `CARGO_HOME`, `RUSTUP_HOME`,
-//!   `RUSTUP_TOOLCHAIN` (when set) and what the caller set on the command,
+//! * **Environment** — cleared: the child gets `PATH` (the system's `bin`
+//!   directories; what they hold stays unreadable unless a rule names it),
+//!   `HOME` (the private temp directory), `TMPDIR`, `LANG`/`LC_ALL` (when
+//!   set) and what the caller set on the command (the Rust builder sets
+//!   `CARGO_HOME`, `RUSTC` and a `PATH` starting with the sysroot's `bin`),
 //!   nothing inherited — so `env!("SOME_API_KEY")` cannot bake a host secret
 //!   into a component.
 //! * **Resources** — `RLIMIT_AS` (memory, per process), `RLIMIT_CPU` (CPU
@@ -66,19 +80,124 @@ pub const ALLOW_UNSANDBOXED_ENV: &str = "VIVARIUM_ALLOW_UNSANDBOXED_BUILD";
 /// available or a build reached outside it.
 pub const REFUSED_SANDBOX: &str = "build-sandbox";
 
-/// System paths every build may read (and execute): the dynamic loader's
-/// files, the system's binaries and libraries, and a random source.
-pub(crate) const SYSTEM_READ_ONLY: &[&str] = &[
-    "/usr",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/bin",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/dev/urandom",
-];
+/// What every sandboxed program needs from the system to start, computed
+/// once: the dynamic loader's cache and configuration, the shared-library
+/// directories (`/usr/lib/<multiarch>`, `/usr/lib64`; `/usr/lib` itself only
+/// on systems without either), the locale data and `/dev/urandom`.
+///
+/// Never a `bin` directory: a program a sandbox runs is named file by file
+/// ([`program_file`]), so an installed `vivarium` (which holds the held-out
+/// tasks and the graders) or `rustup` next to it stays unreadable.
+pub(crate) fn system_runtime() -> &'static [PathBuf] {
+    static PATHS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut out: Vec<PathBuf> = Vec::new();
+        let mut push = |p: PathBuf| {
+            if let Ok(p) = p.canonicalize() {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        };
+        for p in ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/usr/lib/locale", "/dev/urandom"] {
+            push(PathBuf::from(p));
+        }
+        let multiarch = multiarch_triple();
+        let libraries: Vec<PathBuf> =
+            [format!("/lib/{multiarch}"), format!("/usr/lib/{multiarch}"), "/lib64".into(), "/usr/lib64".into()]
+                .into_iter()
+                .filter_map(|p| Path::new(&p).canonicalize().ok())
+                .filter(|p| p.is_dir())
+                .collect();
+        // Without a multiarch or lib64 directory holding libc (Arch, Alpine),
+        // the shared libraries live in /usr/lib itself.
+        let has_libc = libraries.iter().any(|d| {
+            std::fs::read_dir(d)
+                .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("libc.")))
+                .unwrap_or(false)
+        });
+        for p in libraries {
+            push(p);
+        }
+        if !has_libc {
+            push(PathBuf::from("/lib"));
+            push(PathBuf::from("/usr/lib"));
+        }
+        out
+    })
+}
+
+/// The Debian multiarch triple of this machine (`x86_64-linux-gnu`).
+fn multiarch_triple() -> String {
+    match std::env::consts::ARCH {
+        "x86" => "i386-linux-gnu".into(),
+        "arm" => "arm-linux-gnueabihf".into(),
+        "powerpc64" => "powerpc64le-linux-gnu".into(),
+        arch => format!("{arch}-linux-gnu"),
+    }
+}
+
+/// The directories a sandbox's `PATH` lists. Listing a directory exposes
+/// nothing: a program in it runs only when a rule names its file.
+pub(crate) const SANDBOX_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+
+/// The file a program runs from: `name` looked up in [`SANDBOX_PATH`] (or
+/// taken as is when it is a path), with every symbolic link resolved, so
+/// that a rule can name that one file and not the directory around it.
+/// `None` when there is no such program.
+pub(crate) fn program_file(name: impl AsRef<Path>) -> Option<PathBuf> {
+    let name = name.as_ref();
+    if name.components().count() > 1 || name.is_absolute() {
+        return name.canonicalize().ok().filter(|p| p.is_file());
+    }
+    SANDBOX_PATH.iter().map(|d| Path::new(d).join(name)).find_map(|p| p.canonicalize().ok().filter(|p| p.is_file()))
+}
+
+/// Whether exposing `dir` whole would expose more than a toolchain: the
+/// root, a `bin` directory, a prefix such as `/usr` or `/usr/local`, a home
+/// (`$HOME`, `$CARGO_HOME`, `$RUSTUP_HOME`). A builder that finds its
+/// toolchain in such a place exposes the toolchain's own files instead.
+pub(crate) fn is_broad(dir: &Path) -> bool {
+    const BROAD: &[&str] = &[
+        "/",
+        "/bin",
+        "/sbin",
+        "/lib",
+        "/lib64",
+        "/etc",
+        "/home",
+        "/root",
+        "/opt",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/libexec",
+        "/usr/share",
+        "/usr/include",
+        "/usr/local",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/usr/local/lib",
+        "/usr/local/share",
+        "/usr/local/include",
+    ];
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if BROAD.iter().any(|b| dir == Path::new(b) || Path::new(b).canonicalize().is_ok_and(|c| c == dir)) {
+        return true;
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let homes = [
+        home.clone(),
+        std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".cargo"))),
+        std::env::var_os("RUSTUP_HOME").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".rustup"))),
+    ];
+    homes.into_iter().flatten().any(|h| {
+        let h = h.canonicalize().unwrap_or(h);
+        dir == h || dir == h.join("bin")
+    })
+}
 
 /// A set of restrictions for a child process: which paths it may read,
 /// which it may write, how much memory and CPU time each of its processes
@@ -147,14 +266,19 @@ impl Sandbox {
     /// The sandbox a Rust build of the variant tree `tree` into `target_dir`
     /// runs in.
     ///
-    /// Read-only: `tree`, the toolchain — `$RUSTUP_HOME` (default
-    /// `~/.rustup`), `$CARGO_HOME`'s `bin`, `registry`, `git` and
-    /// `config.toml` (default `~/.cargo`; never its credentials), the
-    /// directory of `$CARGO` when it lies elsewhere — and the system's
-    /// `/usr`, `/lib`, `/lib32`, `/lib64`, `/bin`, `/etc/ld.so.cache`,
-    /// `/etc/ld.so.conf`, `/etc/ld.so.conf.d`, `/dev/urandom`. Read-write:
-    /// `target_dir` (with a private `TMPDIR` under
+    /// Read-only: `tree`; the active Rust toolchain
+    /// ([`RustToolchain::read_only`](super::rust::RustToolchain)): its
+    /// sysroot and the C compiler driver that links build scripts and proc
+    /// macros; of the cargo home, the registry's index and the source and
+    /// archive of each package `tree/Cargo.lock` pins
+    /// ([`super::rust::locked_sources`]); and [`system_runtime`].
+    /// Read-write: `target_dir` (with a private `TMPDIR` under
     /// `<target_dir>/sandbox-tmp/`) and `/dev/null`. No network.
+    ///
+    /// Not `$CARGO_HOME/bin` (rustup, an installed `vivarium`),
+    /// `$CARGO_HOME/config.toml`, its credentials, rustup's settings or
+    /// another toolchain. When no Rust toolchain is found, none is exposed
+    /// (the build then fails saying so).
     ///
     /// Path dependencies outside the tree (the guest SDK, the WIT, the
     /// workspace manifest the SDK inherits its version from) are not
@@ -165,36 +289,16 @@ impl Sandbox {
         let mut sandbox =
             Sandbox::new().with_read_only(abs(tree)).with_read_write(&target_dir).with_read_write("/dev/null");
         sandbox.tmp_root = Some(target_dir.join("sandbox-tmp"));
-
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-        let from_env = |var: &str, default: &str| {
-            std::env::var_os(var)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(default)))
-                .map(|p| abs(&p))
-        };
-        if let Some(rustup) = from_env("RUSTUP_HOME", ".rustup") {
-            sandbox = sandbox.with_read_only(rustup);
-        }
-        if let Some(cargo_home) = from_env("CARGO_HOME", ".cargo") {
-            for entry in ["bin", "registry", "git", "config.toml", "config"] {
-                sandbox = sandbox.with_read_only(cargo_home.join(entry));
-            }
-        }
-        // A toolchain outside both homes (a distribution's, /opt/rust): the
-        // directory above the `bin` holding the cargo we run.
-        if let Some(cargo) = std::env::var_os("CARGO").map(PathBuf::from) {
-            if cargo.is_absolute() {
-                if let Some(root) = cargo.parent().and_then(Path::parent) {
-                    if !sandbox.read_only.iter().any(|p| root.starts_with(p)) {
-                        sandbox = sandbox.with_read_only(root);
-                    }
+        match super::rust::RustToolchain::find() {
+            Ok(tc) => {
+                for p in tc.read_only.iter().cloned().chain(super::rust::locked_sources(&abs(tree), &tc.cargo_home)) {
+                    sandbox = sandbox.with_read_only(p);
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "no Rust toolchain to expose to the build sandbox"),
         }
-        for system in SYSTEM_READ_ONLY {
-            sandbox = sandbox.with_read_only(*system);
+        for system in system_runtime() {
+            sandbox = sandbox.with_read_only(system);
         }
         sandbox
     }
@@ -448,44 +552,18 @@ pub fn support() -> Support {
 
 /// The names of the caller's environment variables passed into the
 /// sandbox unchanged (when set).
-const PASSED_ENV: &[&str] = &["RUSTUP_TOOLCHAIN", "LANG", "LC_ALL"];
+const PASSED_ENV: &[&str] = &["LANG", "LC_ALL"];
 
 /// Clear `cmd`'s inherited environment: keep what was set on `cmd`
-/// explicitly, and give it `PATH`, `HOME`/`TMPDIR` (the private directory),
-/// `CARGO_HOME`, `RUSTUP_HOME` and [`PASSED_ENV`].
+/// explicitly, and give it `PATH` ([`SANDBOX_PATH`]), `HOME`/`TMPDIR` (the
+/// private directory) and [`PASSED_ENV`]. Never the caller's `PATH` (it may
+/// hold `.` or directories outside the sandbox), `CARGO_HOME` or
+/// `RUSTUP_HOME`: the Rust builder sets the cargo home it wants.
 fn scrub_env(cmd: &mut Command, tmp_dir: Option<&Path>) {
     let explicit: Vec<(OsString, Option<OsString>)> =
         cmd.get_envs().map(|(k, v)| (k.to_os_string(), v.map(OsStr::to_os_string))).collect();
     cmd.env_clear();
-
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-    let from_env = |var: &str, default: &str| {
-        std::env::var_os(var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|h| h.join(default)))
-    };
-    let cargo_home = from_env("CARGO_HOME", ".cargo");
-    if let Some(c) = &cargo_home {
-        cmd.env("CARGO_HOME", c);
-    }
-    if let Some(r) = from_env("RUSTUP_HOME", ".rustup") {
-        cmd.env("RUSTUP_HOME", r);
-    }
-    // PATH: the directory of the cargo we run (so its rustc is found first),
-    // cargo's bin, the system's; never the caller's PATH (it may hold `.` or
-    // directories outside the sandbox).
-    let mut path: Vec<PathBuf> = Vec::new();
-    if let Some(cargo) = std::env::var_os("CARGO").map(PathBuf::from) {
-        if let Some(dir) = cargo.parent().filter(|d| d.is_absolute()) {
-            path.push(dir.to_path_buf());
-        }
-    }
-    if let Some(c) = &cargo_home {
-        path.push(c.join("bin"));
-    }
-    path.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
-    if let Ok(joined) = std::env::join_paths(&path) {
+    if let Ok(joined) = std::env::join_paths(SANDBOX_PATH) {
         cmd.env("PATH", joined);
     }
     if let Some(tmp) = tmp_dir {
@@ -809,7 +887,7 @@ pub(crate) enum Violation {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Unit tests run `/bin/sh` inside the sandbox; the build tests build
     //! throwaway copies of `variants/echo` (renamed, so they never touch the
     //! real echo's artifacts) into the shared `target/guests`, so only the
@@ -828,8 +906,19 @@ mod tests {
         s.landlock_abi >= 1
     }
 
-    /// Run `script` with `sh -c` inside `sandbox`: (success, stdout, stderr).
+    /// `sandbox` plus the shell and the few programs these tests run: the
+    /// build sandbox itself exposes no `bin` directory.
+    fn with_shell(sandbox: Sandbox) -> Sandbox {
+        ["sh", "bash", "cat", "ls", "head", "env", "touch", "true"]
+            .iter()
+            .filter_map(program_file)
+            .fold(sandbox, |s, p| s.with_read_only(p))
+    }
+
+    /// Run `script` with `sh -c` inside `sandbox` (plus [`with_shell`]):
+    /// (success, stdout, stderr).
     fn sh(sandbox: &Sandbox, script: &str) -> (bool, String, String) {
+        let sandbox = with_shell(sandbox.clone());
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(script);
         let applied = sandbox.apply(&mut cmd).expect("applying the sandbox");
@@ -860,7 +949,7 @@ mod tests {
         eprintln!("sandbox support: {s:?}");
         let (_dir, tree, target) = tree_and_target();
         let mut cmd = Command::new("/bin/true");
-        match Sandbox::for_build(&tree, &target).apply(&mut cmd) {
+        match with_shell(Sandbox::for_build(&tree, &target)).apply(&mut cmd) {
             Ok(applied) => {
                 eprintln!("report: {:?}", applied.report);
                 assert!(applied.report.filesystem);
@@ -937,6 +1026,55 @@ mod tests {
     }
 
     #[test]
+    fn the_build_sandbox_exposes_no_bin_directory_installed_host_or_cargo_configuration() {
+        let (_dir, tree, target) = tree_and_target();
+        let sandbox = Sandbox::for_build(&tree, &target);
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+        let rustup_home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
+        // Whether they exist or not: no rule may cover them.
+        let never = [
+            PathBuf::from("/usr/local/bin/vivarium"),
+            PathBuf::from("/usr/bin/vivarium"),
+            cargo_home.join("bin/vivarium"),
+            cargo_home.join("bin/rustup"),
+            cargo_home.join("config.toml"),
+            cargo_home.join("credentials.toml"),
+            cargo_home.join("registry/src/index.crates.io-0000000000000000/vivarium-0.1.0/src/tasks/arith.rs"),
+            rustup_home.join("settings.toml"),
+            home.join(".bashrc"),
+            PathBuf::from("/usr/include/stdio.h"),
+            PathBuf::from("/etc/passwd"),
+        ];
+        for path in &never {
+            let canonical_dir = path.parent().and_then(|d| d.canonicalize().ok());
+            for rule in sandbox.read_only().iter().chain(sandbox.read_write()) {
+                let covers = |p: &Path| p.starts_with(rule) || rule.canonicalize().is_ok_and(|r| p.starts_with(r));
+                assert!(
+                    !covers(path) && !canonical_dir.as_ref().is_some_and(|d| covers(&d.join("x"))),
+                    "the rule {} exposes {}",
+                    rule.display(),
+                    path.display()
+                );
+            }
+        }
+        // And by experiment, for the ones this machine has.
+        let (_installed, _fake_home, files) = crate::build::support::tests::host_files();
+        std::fs::write(tree.join("notes.txt"), "notes").unwrap();
+        let cat = program_file("cat").unwrap();
+        crate::build::support::tests::assert_unreadable(
+            &sandbox.clone().with_read_only(&cat),
+            &tree.join("notes.txt"),
+            &files,
+            |f| {
+                let mut cmd = Command::new(&cat);
+                cmd.arg(f);
+                cmd
+            },
+        );
+    }
+
+    #[test]
     fn shell_writes_only_the_target_dir() {
         if !enforcing() {
             eprintln!("skipped: no Landlock on this kernel");
@@ -964,7 +1102,7 @@ mod tests {
     #[test]
     fn environment_is_scrubbed_and_tmpdir_private() {
         let (_dir, tree, target) = tree_and_target();
-        let sandbox = Sandbox::for_build(&tree, &target).allow_unsandboxed(true);
+        let sandbox = with_shell(Sandbox::for_build(&tree, &target)).allow_unsandboxed(true);
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg("env").env("EXPLICIT_VAR", "kept");
         let applied = sandbox.apply(&mut cmd).unwrap();
@@ -979,8 +1117,7 @@ mod tests {
         assert!(env.contains("EXPLICIT_VAR=kept"), "{env}");
         assert!(env.contains(&format!("TMPDIR={}", tmp.display())), "{env}");
         assert!(env.contains(&format!("HOME={}", tmp.display())), "{env}");
-        let allowed =
-            ["PATH", "HOME", "TMPDIR", "CARGO_HOME", "RUSTUP_HOME", "EXPLICIT_VAR", "PWD", "OLDPWD", "SHLVL", "_"];
+        let allowed = ["PATH", "HOME", "TMPDIR", "EXPLICIT_VAR", "PWD", "OLDPWD", "SHLVL", "_"];
         for name in names {
             assert!(allowed.contains(&name) || PASSED_ENV.contains(&name), "{name} leaked into the sandbox:\n{env}");
         }
@@ -1014,7 +1151,7 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (_dir, tree, target) = tree_and_target();
-        let sandbox = Sandbox::for_build(&tree, &target);
+        let sandbox = with_shell(Sandbox::for_build(&tree, &target));
         let mut cmd = Command::new("/bin/bash");
         cmd.arg("-c").arg(format!("echo hi > /dev/tcp/127.0.0.1/{port}"));
         let _applied = sandbox.apply(&mut cmd).unwrap();
@@ -1037,7 +1174,7 @@ mod tests {
         }
         let with_user = Support { landlock_abi: support().landlock_abi, net_namespace: Some(NetNamespace::WithUser) };
         let (_dir, tree, target) = tree_and_target();
-        let sandbox = Sandbox::for_build(&tree, &target);
+        let sandbox = with_shell(Sandbox::for_build(&tree, &target));
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(format!(
             "cat {t}/src/lib.rs && echo ok > {o}/out && ! cat /etc/passwd 2>/dev/null",
@@ -1079,7 +1216,7 @@ mod tests {
 
     /// A copy of `variants/echo` named `name` under a tempdir, its SDK path
     /// made absolute, its lock file renamed along.
-    fn echo_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    pub(crate) fn echo_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
         let root = workspace_root();
         let src = root.join("variants/echo");
         let dir = tempfile::tempdir().unwrap();
@@ -1097,6 +1234,7 @@ mod tests {
             .replace("name = \"echo\"", &format!("name = \"{name}\""));
         std::fs::write(tree.join("Cargo.lock"), lock).unwrap();
         std::fs::copy(src.join("src/lib.rs"), tree.join("src/lib.rs")).unwrap();
+        std::fs::copy(src.join("variant.toml"), tree.join("variant.toml")).unwrap();
         (dir, tree)
     }
 

@@ -5,16 +5,20 @@
 //! These builders run a native toolchain (componentize-py, Node with
 //! ComponentizeJS, clang) on untrusted source. Each build gets a fresh
 //! staging directory under `<target_dir>/<language>/`; the toolchain runs in
-//! a [`Sandbox`] that may read the variant's tree, the toolchain's own
-//! directories and the system's (`/usr`, `/lib`, …), may write only the
-//! staging directory, has no network, a scrubbed environment and rlimits,
-//! and is killed with its whole process group at the build's deadline.
+//! a [`Sandbox`] that may read the variant's tree, the toolchain's own files
+//! (each builder names them: never a `bin` directory or a prefix such as
+//! `/usr` whole) and what a program needs to start
+//! ([`sandbox::system_runtime`]), may write only the staging directory, has
+//! no network, a scrubbed environment and rlimits, and is killed with its
+//! whole process group at the build's deadline.
 //!
 //! Componentizing Python or JavaScript takes tens of seconds, so every
-//! builder keys its output by the sha256 of everything that goes into it
-//! (the variant's `src/` tree, the WIT, the world, the toolchain's version)
-//! and reuses `<target_dir>/<language>/<key>.wasm` when the key was built
-//! before: a second build of unchanged source takes milliseconds.
+//! builder keys its output by the sha256 of everything that goes into it —
+//! every file of the variant's tree ([`tree_files`]: whatever the sandbox
+//! lets the toolchain read, dot-directories included), the WIT, the world,
+//! the toolchain's version — and reuses `<target_dir>/<language>/<key>.wasm`
+//! when the key was built before: a second build of unchanged source takes
+//! milliseconds, and a changed file anywhere in the tree is a new build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,8 +38,7 @@ pub(crate) const ERROR_TAIL_LINES: usize = 40;
 /// The script every missing-toolchain error points at.
 pub const SETUP_SCRIPT: &str = "scripts/setup.sh";
 
-/// Paths the interpreter toolchains read besides the build sandbox's
-/// system paths ([`super::sandbox::SYSTEM_READ_ONLY`]).
+/// Paths the interpreter toolchains read besides [`sandbox::system_runtime`].
 const EXTRA_READ_ONLY: &[&str] = &["/etc/localtime", "/dev/random"];
 
 /// The sandbox a toolchain runs in for the variant `tree`, writing only
@@ -52,10 +55,20 @@ pub(crate) fn toolchain_sandbox(tree: &Path, staging: &Path, toolchain: &[PathBu
     for p in toolchain {
         sandbox = sandbox.with_read_only(abs(p));
     }
-    for p in super::sandbox::SYSTEM_READ_ONLY.iter().chain(EXTRA_READ_ONLY) {
+    for p in sandbox::system_runtime() {
+        sandbox = sandbox.with_read_only(p);
+    }
+    for p in EXTRA_READ_ONLY {
         sandbox = sandbox.with_read_only(*p);
     }
     sandbox
+}
+
+/// `dir` when exposing it whole exposes only a toolchain, else nothing
+/// ([`sandbox::is_broad`]); made canonical.
+pub(crate) fn own_dir(dir: &Path) -> Option<PathBuf> {
+    let dir = dir.canonicalize().ok()?;
+    (dir.is_dir() && !sandbox::is_broad(&dir)).then_some(dir)
 }
 
 /// A fresh staging directory `<target_dir>/<language>/staging/<random>`,
@@ -153,7 +166,16 @@ pub(crate) fn run_in_sandbox(
 
 /// Run a trusted discovery command (`python3 -c …`, `clang --version`)
 /// outside the sandbox, bounded by `limit`; its stdout when it succeeded.
-pub(crate) fn probe(mut cmd: Command, limit: Duration) -> std::result::Result<String, String> {
+pub(crate) fn probe(cmd: Command, limit: Duration) -> std::result::Result<String, String> {
+    probe_run(cmd, limit).map(|run| String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+/// [`probe`], returning stderr then stdout (`clang -v` speaks on stderr).
+pub(crate) fn probe_log(cmd: Command, limit: Duration) -> std::result::Result<String, String> {
+    probe_run(cmd, limit).map(|run| run.log())
+}
+
+fn probe_run(mut cmd: Command, limit: Duration) -> std::result::Result<super::rust::Finished, String> {
     // The command in words: the program and its short arguments (a probe
     // script is shown as `…`).
     let shown = std::iter::once(cmd.get_program())
@@ -182,7 +204,7 @@ pub(crate) fn probe(mut cmd: Command, limit: Duration) -> std::result::Result<St
     )
     .map_err(|e| format!("{shown}: {e}"))?;
     match run.status {
-        Some(s) if s.success() => Ok(String::from_utf8_lossy(&run.stdout).into_owned()),
+        Some(s) if s.success() => Ok(run),
         Some(s) => Err(format!("{shown} failed ({s}): {}", tail_lines(&run.log(), 12))),
         None => Err(format!("{shown} did not finish within {} s", limit.as_secs())),
     }
@@ -277,6 +299,46 @@ pub(crate) fn source_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                     .map(|r| r.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"))
                     .unwrap_or_else(|_| name.to_string());
                 out.push((rel, e.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every file of the variant tree `dir`, relative to it with `/`
+/// separators, sorted: what a build sandbox that exposes the tree lets the
+/// toolchain read, so what a cache key must cover. Nothing is skipped —
+/// dot-directories, `target`, `node_modules` included: a file anywhere in
+/// the tree can reach the component (`include_str!("../notes.txt")`,
+/// `#include ".inc/x.h"`, a prompt under `prompts/`).
+///
+/// Errors: [`Error::Invalid`] for a symbolic link or a special file (a
+/// variant's tree holds plain files and directories only); [`Error::Io`]
+/// when a directory cannot be read.
+pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(format!("reading {}", d.display()), e))?;
+            let ft = e.file_type().map_err(|err| Error::io(format!("reading {}", e.path().display()), err))?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .map(|r| r.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"))
+                    .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
+                out.push((rel, e.path()));
+            } else {
+                let what = if ft.is_symlink() { "a symbolic link" } else { "not a plain file" };
+                return Err(Error::invalid(format!(
+                    "{} is {what}; a variant's tree holds plain files and directories only",
+                    e.path().display()
+                )));
             }
         }
     }
@@ -397,7 +459,7 @@ pub fn repo_root() -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -410,6 +472,132 @@ mod tests {
         let imports: Vec<String> = resolve.worlds[world].imports.keys().map(|k| resolve.name_world_key(k)).collect();
         assert!(imports.iter().any(|i| i == "vivarium:agent/llm@0.1.0"), "{imports:?}");
         assert!(!imports.iter().any(|i| i.contains("trainer")), "{imports:?}");
+    }
+
+    /// A tree with a file of each kind a build can read besides `src/`'s
+    /// ordinary files: one outside `src/`, one in a dot-directory, a prompt.
+    pub(crate) const KINDS: &[&str] = &["notes.txt", "src/.inc/extra.txt", "prompts/system.txt"];
+
+    /// `key` of `dir` changes when any file of [`KINDS`] (written first as
+    /// `text("first <file>")`) changes to `text("changed <file>")`.
+    pub(crate) fn assert_every_kind_changes(dir: &Path, text: impl Fn(&str) -> String, key: impl Fn(&Path) -> String) {
+        for rel in KINDS {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text(&format!("first {rel}"))).unwrap();
+        }
+        let mut seen = vec![key(dir)];
+        for rel in KINDS {
+            std::fs::write(dir.join(rel), text(&format!("changed {rel}"))).unwrap();
+            let k = key(dir);
+            assert!(!seen.contains(&k), "changing {rel} left the key (or the sha256) as it was");
+            seen.push(k);
+        }
+    }
+
+    /// Copies of a host binary where a user would install one (the test
+    /// binary holds the held-out tasks and the graders, as `vivarium` does),
+    /// removed when dropped.
+    pub(crate) struct Installed(pub(crate) Vec<PathBuf>);
+
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// What no build may read, as far as this machine has it: a copy of the
+    /// host binary in `/usr/local/bin` (when writable: root) and in a
+    /// directory standing for `~/.cargo/bin`; the real `$CARGO_HOME`'s
+    /// `bin/rustup`, `config.toml` and `credentials.toml`; rustup's
+    /// `settings.toml`; a system program (`/usr/bin/env`).
+    pub(crate) fn host_files() -> (Installed, tempfile::TempDir, Vec<PathBuf>) {
+        let exe = std::env::current_exe().unwrap();
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("vivarium-sandbox-probe-{}-{n}", std::process::id());
+        let fake_home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(fake_home.path().join("bin")).unwrap();
+        let mut installed = Installed(Vec::new());
+        for dir in [PathBuf::from("/usr/local/bin"), fake_home.path().join("bin")] {
+            let at = dir.join(&name);
+            if std::fs::copy(&exe, &at).is_ok() {
+                installed.0.push(at);
+            }
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+        let rustup_home = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
+        let mut files = installed.0.clone();
+        for p in [
+            cargo_home.join("bin/rustup"),
+            cargo_home.join("config.toml"),
+            cargo_home.join("credentials.toml"),
+            rustup_home.join("settings.toml"),
+            PathBuf::from("/usr/bin/env"),
+        ] {
+            if p.is_file() {
+                files.push(p);
+            }
+        }
+        (installed, fake_home, files)
+    }
+
+    /// Run the command `reading(file)` makes inside `sandbox` for each of
+    /// `files` and assert that each read was refused by the sandbox (and
+    /// that the same command reads a file of the tree `readable`).
+    pub(crate) fn assert_unreadable(
+        sandbox: &Sandbox,
+        readable: &Path,
+        files: &[PathBuf],
+        reading: impl Fn(&Path) -> Command,
+    ) {
+        if super::sandbox::support().landlock_abi < 1 {
+            eprintln!("skipped: no Landlock on this kernel");
+            return;
+        }
+        let run = |f: &Path| {
+            let mut cmd = reading(f);
+            let applied = sandbox.apply(&mut cmd).unwrap();
+            let out = cmd.output().unwrap();
+            drop(applied);
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (ok, err) = run(readable);
+        assert!(ok, "reading {} in the sandbox failed: {err}", readable.display());
+        assert!(!files.is_empty());
+        for f in files {
+            let (ok, err) = run(f);
+            assert!(!ok, "{} was read in the sandbox", f.display());
+            assert!(
+                err.contains("Permission denied") || err.contains("EACCES") || err.contains("os error 13"),
+                "reading {}: {err}",
+                f.display()
+            );
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_tree_is_in_the_key_and_links_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src/__pycache__")).unwrap();
+        std::fs::write(dir.path().join("src/a.py"), "x = 1").unwrap();
+        std::fs::write(dir.path().join("src/__pycache__/a.pyc"), "junk").unwrap();
+        let key = |d: &Path| cache_key(&[("world", b"w")], &tree_files(d).unwrap()).unwrap();
+        assert_every_kind_changes(dir.path(), str::to_string, key);
+        let files: Vec<String> = tree_files(dir.path()).unwrap().into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            files,
+            ["notes.txt", "prompts/system.txt", "src/.inc/extra.txt", "src/__pycache__/a.pyc", "src/a.py"]
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/etc/passwd", dir.path().join("prompts/link")).unwrap();
+            let e = tree_files(dir.path()).unwrap_err();
+            assert!(matches!(&e, Error::Invalid(m) if m.contains("is a symbolic link")), "{e}");
+        }
     }
 
     #[test]

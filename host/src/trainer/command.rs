@@ -7,10 +7,16 @@
 //!   variant's script under the configured `script_name` (default
 //!   `train.py`). It is the working directory, the only writable path (with
 //!   a private `TMPDIR`/`HOME` inside it) and is removed when the job ends.
-//! * **Sandbox**: read-only: the system's paths (`/usr`, `/lib`, …) and the
-//!   operator's `read_only` list (the toolchain: a virtual environment, the
-//!   uv cache); no network (a fresh network namespace and Landlock's TCP
-//!   rules); `RLIMIT_AS` `memory`, `RLIMIT_CPU` the budget rounded up.
+//! * **Sandbox**: read-only: the program's own file (links resolved; never
+//!   the directory it lies in), what any program needs to start (the
+//!   shared-library directories, the loader's cache, the locale data:
+//!   [`sandbox::system_runtime`]) and the operator's `read_only` list (the
+//!   toolchain: a virtual environment, the uv cache, each other program the
+//!   command runs, such as `/usr/bin/cat`); no network (a fresh network
+//!   namespace and Landlock's TCP rules); `RLIMIT_AS` `memory`,
+//!   `RLIMIT_CPU` the budget rounded up. Not `/usr/bin` or any other `bin`
+//!   directory whole, so an installed `vivarium` (which holds the held-out
+//!   tasks and graders) stays unreadable to the variant's script.
 //!   The environment is cleared but for `VIVARIUM_JOB_CONFIG` (the config
 //!   file's name), `VIVARIUM_JOB_SCRIPT` (the script's, when there is one),
 //!   `VIVARIUM_JOB_SECONDS` (the budget), the operator's `env` table and,
@@ -55,7 +61,8 @@ pub struct CommandConfig {
     /// Recipes accepted (empty: any).
     #[serde(default)]
     pub recipes: Vec<String>,
-    /// Extra paths the command may read (its toolchain).
+    /// Extra paths the command may read (its toolchain: an interpreter's
+    /// installation, each program it runs besides `program`).
     #[serde(default)]
     pub read_only: Vec<PathBuf>,
     /// Extra environment variables set for the command.
@@ -137,11 +144,16 @@ impl CommandBackend {
             .with_tmp_root(dir.join("tmp"))
             .with_memory(self.config.memory.0)
             .with_cpu_time(Duration::from_secs(spec.budget.as_secs_f64().ceil() as u64 + 1));
-        for p in sandbox::SYSTEM_READ_ONLY.iter().map(PathBuf::from).chain(self.config.read_only.iter().cloned()) {
+        // The program's own file, what any program needs to start, and the
+        // toolchain the operator lists: never the directory around the
+        // program (`/usr/bin`, `~/.cargo/bin`, where an installed
+        // `vivarium` and its held-out tasks would be readable).
+        let program_file = sandbox::program_file(&program).unwrap_or_else(|| program.clone());
+        for p in std::iter::once(program_file)
+            .chain(sandbox::system_runtime().iter().cloned())
+            .chain(self.config.read_only.iter().cloned())
+        {
             sb = sb.with_read_only(p);
-        }
-        if let Some(parent) = program.parent() {
-            sb = sb.with_read_only(parent);
         }
         // The GPU: NVIDIA's device nodes, when the machine has them.
         if let Ok(entries) = std::fs::read_dir("/dev") {
