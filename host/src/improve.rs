@@ -261,7 +261,30 @@ async fn finish_child(
     }
     // The built component is checked again: its imports against its grant.
     let grant_digest = child_grant.digest();
-    session.runtime.prepare(&loaded, child_grant)?;
+    let prepared = session.runtime.prepare(&loaded, child_grant)?;
+    // An interpreted child is not compiled, so nothing has read its code
+    // yet: load it once, and refuse it like a compiler error when it does
+    // not load (the message reaches the next `improve` as feedback).
+    if prepared.interpreted().is_some() {
+        let scratch = session.scratch_for(&prepared)?;
+        let opts = CallOptions { scratch: scratch.clone(), ..CallOptions::default() };
+        let checked = crate::interp::check_load(&session.runtime, &prepared, &opts).await;
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        match checked? {
+            crate::interp::Checked::Loaded => {}
+            crate::interp::Checked::LoadError(e) => {
+                return Err(Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {e}") })
+            }
+            crate::interp::Checked::Failed(f) => {
+                return Err(Error::Refused {
+                    what: vec!["build".into()],
+                    detail: format!("the child does not build: loading it failed: {f}"),
+                })
+            }
+        }
+    }
     Ok(ChildBuild {
         sha: loaded.sha256,
         build_ms: built.duration.as_millis() as u64,

@@ -34,6 +34,7 @@ pub mod home;
 pub mod improve;
 pub mod init;
 pub mod inspect;
+pub mod interp;
 pub mod report;
 pub mod runtime;
 pub mod services;

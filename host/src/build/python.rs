@@ -92,14 +92,14 @@ _sys.stderr = _LogWriter(_log.Level.WARN)
 
 /// The Python that has componentize-py, found once per process.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Toolchain {
+pub(crate) struct Toolchain {
     /// The interpreter (`sys.executable`).
-    python: PathBuf,
+    pub(crate) python: PathBuf,
     /// Its installation (`sys.prefix` and `sys.base_prefix`), read-only in
     /// the sandbox.
-    prefixes: Vec<PathBuf>,
+    pub(crate) prefixes: Vec<PathBuf>,
     /// componentize-py's version.
-    version: String,
+    pub(crate) version: String,
     /// `componentize_py/__init__.py`, whose change means a new install.
     package: PathBuf,
 }
@@ -130,7 +130,7 @@ fn stamps(tc: &Toolchain) -> Vec<(PathBuf, u64, u128)> {
     [tc.python.as_path(), tc.package.as_path()].into_iter().filter_map(stamp).collect()
 }
 
-fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
+pub(crate) fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
     static FOUND: OnceLock<std::result::Result<Toolchain, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
