@@ -533,8 +533,10 @@ async fn hostile_loaded() -> Loaded {
     l
 }
 
-/// The hostile Python guest, built (sandboxed, cached by its inputs) and
-/// compiled once per test binary.
+/// The hostile Python guest as data for the shared Python interpreter (the
+/// default Python path: vivarium::interp), whose interpreter is built once
+/// per machine (in the conformance suite's target directory) and compiled
+/// once per compile cache.
 async fn python_loaded() -> Loaded {
     static LOADED: tokio::sync::Mutex<Option<Loaded>> = tokio::sync::Mutex::const_new(None);
     let mut slot = LOADED.lock().await;
@@ -543,9 +545,11 @@ async fn python_loaded() -> Loaded {
     }
     let root = workspace_root();
     let dir = root.join(HOSTILE_PYTHON);
-    let target = root.join("target").join("guests");
+    let target = root.join("target").join("guests-sandboxed");
     let built =
-        tokio::task::spawn_blocking(move || vivarium::build::build_python(&dir, &target, Duration::from_secs(600)))
+        tokio::task::spawn_blocking(move || {
+            vivarium::build::interpreter::build_python_interpreted(&dir, &target, Duration::from_secs(600))
+        })
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("building {HOSTILE_PYTHON}: {e}"));
