@@ -9,7 +9,7 @@ at build time and snapshots the interpreter, so:
   that was not loaded at build time cannot be found;
 * the import system is then closed: no path finder, no `sys.path`, so an
   import of anything else ends in `ModuleNotFoundError` naming the module
-  instead of reaching a trapping file-system stub.
+  (the instance's file system holds nothing but what the grant preopens).
 
 At run time (a fresh instance per call) the first export entered loads the
 variant: it asks the host for the source tree (`vivarium:interp/source`,
@@ -67,13 +67,20 @@ from wit_world.imports import source as _source  # noqa: E402
 import vivarium  # noqa: E402  (the SDK; preloaded so variants can import it)
 import vivarium._host as _host  # noqa: E402
 
+import logging  # noqa: E402
+
+# A log record needs no process or thread of the host's.
+logging.logProcesses = False
+logging.logThreads = False
+logging.logMultiprocessing = False
+
 # stdout and stderr go to the host's log, line by line.
 sys.stdout = _host.LogWriter("info")
 sys.stderr = _host.LogWriter("warn")
 
 # Close the import system: built-in and frozen modules, what is already
-# loaded, and the variant's own tree (added at run time). Nothing reads
-# files, so nothing reaches the trapping WASI stubs.
+# loaded, and the variant's own tree (added at run time); nothing is looked
+# for in files.
 sys.path = []
 sys.path_hooks = []
 sys.path_importer_cache.clear()
@@ -135,7 +142,9 @@ sys.meta_path = [
 # variant's tree from memory and knows nothing else.
 def _getlines(filename, module_globals=None):
     entry = linecache.cache.get(filename)
-    return entry[2] if entry else []
+    # Lazy entries (one-tuples) are for modules whose loader could read
+    # the source; none can here.
+    return entry[2] if entry and len(entry) >= 3 else []
 
 
 linecache.getlines = _getlines
@@ -201,9 +210,12 @@ _STATE = None
 def _innermost_tree_frame(exc):
     """File and line of the innermost traceback frame in the variant's tree."""
     file, line = "", 0
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename in _host.TREE:
-            file, line = frame.filename, frame.lineno or 0
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename in _host.TREE:
+            file, line = code.co_filename, tb.tb_lineno or 0
+        tb = tb.tb_next
     return file, line
 
 
@@ -225,9 +237,9 @@ def _import(entry_module):
                 f"the tree has no module {entry_module!r} (src/{entry_module.replace('.', '/')}.py)",
             ) from None
         raise LoadError("missing-module", f"{type(e).__name__}: {e}", file, line) from None
-    except RecursionError as e:
-        file, line = _innermost_tree_frame(e)
-        raise LoadError("exception", f"RecursionError: {e}", file, line) from None
+    except MemoryError:
+        # The host refused memory: let the call end as the limit it hit.
+        raise
     except Exception as e:  # noqa: BLE001 (a variant may raise anything)
         file, line = _innermost_tree_frame(e)
         raise LoadError("exception", f"{type(e).__name__}: {e}", file, line) from None
@@ -305,7 +317,14 @@ class TaskAgent(exports.TaskAgent):
         if isinstance(state.mode, _source.Mode_Function):
             if state.error is not None:
                 raise Err(str(state.error))
-            result = getattr(state.module, state.mode.value)(task.input)
+            try:
+                result = getattr(state.module, state.mode.value)(task.input)
+            except MemoryError:
+                raise
+            except Exception as e:  # noqa: BLE001 (the code may raise anything)
+                file, line = _innermost_tree_frame(e)
+                where = f" ({file}:{line})" if file else ""
+                raise Err(f"{type(e).__name__}: {e}{where}") from None
             return _answer("" if result is None else str(result))
         return _agent("TaskAgent").solve(task)
 

@@ -5,8 +5,13 @@
 //! loader app and the `vivarium` SDK (`interp/python/`, embedded in the host
 //! binary) and the `python-interpreter` world (`interp/wit/interp.wit` with
 //! the host's `vivarium:agent` package as a dependency) go through
-//! componentize-py `--stub-wasi`, inside the build sandbox (it reads only
+//! componentize-py, inside the build sandbox (it reads only
 //! its staging directory and the Python installation, has no network). The
+//! interpreter imports WASI, which the host builds from the grant as for
+//! any component (no preopened directory unless `files` are granted, no
+//! environment variable unless named, no socket unless granted): CPython
+//! then gets an `OSError` where `--stub-wasi` would trap, which it needs —
+//! reporting a `SyntaxError` opens the file it names. The
 //! inputs are pinned — componentize-py's version, the WIT and the app — and
 //! their sha256 is the build's key: `<target>/python-interpreter/<key>.json`
 //! names the component's sha256, and the component is kept by that sha256
@@ -91,7 +96,7 @@ fn python_key(version: &str) -> String {
         h.update((value.len() as u64).to_le_bytes());
         h.update(value);
     };
-    put("builder", b"python-interpreter-1");
+    put("builder", b"python-interpreter-2");
     put("componentize-py", version.as_bytes());
     put("interp.wit", INTERP_WIT.as_bytes());
     for (name, text) in crate::wit::FILES {
@@ -184,7 +189,6 @@ fn build(
         .arg("-w")
         .arg(WORLD)
         .arg("componentize")
-        .arg("--stub-wasi")
         .arg("-p")
         .arg(&app)
         .arg(LOADER_MODULE)

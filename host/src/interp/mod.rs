@@ -11,7 +11,8 @@
 //!   version and the loader app in `interp/python/`), keeps by content hash
 //!   and compiles once through the compile cache. It exports the `agent`
 //!   world and imports every `vivarium:agent` service plus
-//!   `vivarium:interp/source` (`interp/wit/interp.wit`), and no WASI at all.
+//!   `vivarium:interp/source` (`interp/wit/interp.wit`), and WASI, which
+//!   the host builds from the grant as for any component.
 //! * **A variant's artifact** is an [`Interpreted`] bundle: the
 //!   interpreter's sha256, the entry point, the imports the manifest
 //!   declares, the manifest's digest and every file of `src/`. Its bytes are

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentType, Linker, Lower};
 use wasmtime::StoreContextMut;
 
@@ -131,9 +132,26 @@ impl Runtime {
             Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
         })
         .map_err(internal)?;
-        // The services the grant does not link: a call traps (the SDK
-        // refuses before, naming the capability).
-        linker.define_unknown_imports_as_traps(&loaded.component).map_err(internal)?;
+        // The services the grant does not link: a call traps, naming the
+        // capability (the SDK refuses before that, by name). Only these:
+        // WASI is linked from the grant as for any component.
+        let ty = loaded.component.component_type();
+        for (name, item) in ty.imports(&self.engine) {
+            let Some(rest) = name.strip_prefix("vivarium:agent/") else { continue };
+            let service = rest.split('@').next().unwrap_or(rest).to_string();
+            if matches!(service.as_str(), "log" | "types") || grant.service_granted(&service) {
+                continue;
+            }
+            let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+            let mut li = linker.instance(name).map_err(internal)?;
+            for (func, f) in instance.exports(&self.engine) {
+                if !matches!(f.ty, ComponentItem::ComponentFunc(_)) {
+                    continue;
+                }
+                let message = format!("capability `{service}` is not granted to this variant (it called {name}#{func})");
+                li.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(message.clone()))).map_err(internal)?;
+            }
+        }
         let granted = ["llm", "trainer", "simulator", "memory", "archive"]
             .into_iter()
             .filter(|s| grant.service_granted(s))
