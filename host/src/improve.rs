@@ -70,6 +70,9 @@ pub struct ImproveOutcome {
     pub escalation: Option<String>,
     /// Child build time.
     pub build_ms: u64,
+    /// Wall time of the meta-agent's own call, in milliseconds (what the
+    /// host's part of an improve step is measured without).
+    pub meta_agent_ms: f64,
     /// The child's component bytes.
     #[serde(skip)]
     pub component: Vec<u8>,
@@ -107,7 +110,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         feedback: req.feedback.clone(),
         iterations_left: req.iterations_left,
     };
+    let meta_started = std::time::Instant::now();
     let report = session.improve(&prepared, &ctx, &req.call).await?;
+    let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {
@@ -188,6 +193,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 edits: checked.writes().count() + checked.deletes().len(),
                 escalation,
                 build_ms,
+                meta_agent_ms,
                 component,
                 grant_digest,
             })
