@@ -70,6 +70,9 @@ pub struct ImproveOutcome {
     pub escalation: Option<String>,
     /// Child build time.
     pub build_ms: u64,
+    /// Wall time of the meta-agent's own call, in milliseconds (what the
+    /// host's part of an improve step is measured without).
+    pub meta_agent_ms: f64,
     /// The child's component bytes.
     #[serde(skip)]
     pub component: Vec<u8>,
@@ -107,7 +110,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         feedback: req.feedback.clone(),
         iterations_left: req.iterations_left,
     };
+    let meta_started = std::time::Instant::now();
     let report = session.improve(&prepared, &ctx, &req.call).await?;
+    let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {
@@ -191,6 +196,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 edits: checked.writes().count() + checked.deletes().len(),
                 escalation,
                 build_ms,
+                meta_agent_ms,
                 component,
                 grant_digest,
             })
@@ -264,7 +270,30 @@ async fn finish_child(
     }
     // The built component is checked again: its imports against its grant.
     let grant_digest = child_grant.digest();
-    session.runtime.prepare(&loaded, child_grant)?;
+    let prepared = session.runtime.prepare(&loaded, child_grant)?;
+    // An interpreted child is not compiled, so nothing has read its code
+    // yet: load it once, and refuse it like a compiler error when it does
+    // not load (the message reaches the next `improve` as feedback).
+    if prepared.interpreted().is_some() {
+        let scratch = session.scratch_for(&prepared)?;
+        let opts = CallOptions { scratch: scratch.clone(), ..CallOptions::default() };
+        let checked = crate::interp::check_load(&session.runtime, &prepared, &opts).await;
+        if let Some(dir) = scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        match checked? {
+            crate::interp::Checked::Loaded => {}
+            crate::interp::Checked::LoadError(e) => {
+                return Err(Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {e}") })
+            }
+            crate::interp::Checked::Failed(f) => {
+                return Err(Error::Refused {
+                    what: vec!["build".into()],
+                    detail: format!("the child does not build: loading it failed: {f}"),
+                })
+            }
+        }
+    }
     Ok(ChildBuild {
         sha: loaded.sha256,
         build_ms: built.duration.as_millis() as u64,

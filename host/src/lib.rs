@@ -35,6 +35,7 @@ pub mod ids;
 pub mod improve;
 pub mod init;
 pub mod inspect;
+pub mod interp;
 pub mod report;
 pub mod runtime;
 pub mod services;

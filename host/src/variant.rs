@@ -65,6 +65,7 @@ impl Session {
         .with_services(crate::services::HostServices::for_home(&home)?);
         let audit = AuditLog::open(&home.audit_dir())?;
         let guest_target_dir = guest_target_dir(&home);
+        crate::interp::register_store(&build::interpreter::store_dir(&guest_target_dir));
         Ok(Self { home, runtime, audit, guest_target_dir })
     }
 
@@ -112,17 +113,20 @@ impl Session {
 
     fn audit_grant(&self, loaded: &Loaded, r: &Resolution, manifest: Option<&Manifest>) -> Result<()> {
         let v = Some(loaded.sha256.as_str());
-        self.audit.append(
-            v,
-            EventKind::Grant,
-            json!({
-                "variant": manifest.map(|m| m.variant.name.clone()),
-                "digest": r.grant.digest(),
-                "grant": r.grant,
-                "provenance": r.provenance,
-                "command": crate::audit::command(),
-            }),
-        )?;
+        let mut details = json!({
+            "variant": manifest.map(|m| m.variant.name.clone()),
+            "digest": r.grant.digest(),
+            "grant": r.grant,
+            "provenance": r.provenance,
+            "command": crate::audit::command(),
+        });
+        // An interpreted variant runs the shared interpreter on its tree:
+        // the record names both.
+        if let Some(s) = &loaded.source {
+            details["interpreter"] = json!(s.bundle.interpreter);
+            details["tree"] = json!(s.bundle.tree_digest());
+        }
+        self.audit.append(v, EventKind::Grant, details)?;
         for d in &r.denials {
             self.audit.append(v, EventKind::Deny, json!(d))?;
         }
@@ -328,7 +332,18 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
             build_rust_in_sandbox(dir, guest_target_dir, target)
         }
         Language::Wat => build::wat::build_wat(dir),
-        Language::Python => build::build_python(dir, guest_target_dir, BUILD_TIMEOUT),
+        Language::Python => match manifest.variant.builder.as_deref() {
+            None | Some("interpreter") => {
+                build::interpreter::build_python_interpreted(dir, guest_target_dir, BUILD_TIMEOUT)
+            }
+            Some("componentize") => build::build_python(dir, guest_target_dir, BUILD_TIMEOUT),
+            Some(other) => Err(Error::invalid(format!(
+                "{}: builder `{other}` is not a Python builder; use `interpreter` (the default: the \
+                 variant runs on the shared Python interpreter) or `componentize` (a component of its own, \
+                 for native extensions)",
+                dir.join(MANIFEST).display()
+            ))),
+        },
         Language::Javascript => build::build_javascript(dir, guest_target_dir, BUILD_TIMEOUT),
         Language::C => build::build_c(dir, guest_target_dir, BUILD_TIMEOUT),
     }

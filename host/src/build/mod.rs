@@ -3,7 +3,9 @@
 //! A builder takes a variant directory and returns the component's bytes
 //! ([`BuildOutput`]). Builders are synchronous and bounded in time: a build
 //! that runs past its timeout is killed (with every process it started) and
-//! reported as an error: [`build_rust`], [`build_python`] (componentize-py),
+//! reported as an error: [`build_rust`], [`interpreter::build_python_interpreted`]
+//! (a Python variant as data for the shared interpreter, the default),
+//! [`build_python`] (componentize-py, `builder = "componentize"`),
 //! [`build_javascript`] (ComponentizeJS), [`build_c`] (clang + wasi-libc +
 //! wit-component) and [`wat::build_wat`] (in process).
 //!
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod c;
+pub mod interpreter;
 pub mod javascript;
 pub mod python;
 pub mod rust;

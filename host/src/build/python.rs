@@ -94,20 +94,20 @@ _sys.stderr = _LogWriter(_log.Level.WARN)
 
 /// The Python that has componentize-py, found once per process.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Toolchain {
+pub(crate) struct Toolchain {
     /// The interpreter (`sys.executable`).
-    python: PathBuf,
+    pub(crate) python: PathBuf,
     /// What the sandbox lets it read: the interpreter's file, its
     /// installation (`sys.prefix`, `sys.base_prefix`) when that is a
     /// directory of its own (a pyenv version, a virtual environment), else
     /// (a prefix such as `/usr` or `/usr/local`) only its standard library
     /// and shared library; and the site directory holding componentize-py.
-    read_only: Vec<PathBuf>,
+    pub(crate) read_only: Vec<PathBuf>,
     /// The site directories whose installed distributions (`*.dist-info`)
     /// componentize-py may bundle: part of the cache key.
-    site_dirs: Vec<PathBuf>,
+    pub(crate) site_dirs: Vec<PathBuf>,
     /// componentize-py's version.
-    version: String,
+    pub(crate) version: String,
     /// `componentize_py/__init__.py`, whose change means a new install.
     package: PathBuf,
 }
@@ -198,7 +198,7 @@ fn stamps(tc: &Toolchain) -> Vec<(PathBuf, u64, u128)> {
     [tc.python.as_path(), tc.package.as_path()].into_iter().filter_map(stamp).collect()
 }
 
-fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
+pub(crate) fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
     static FOUND: OnceLock<std::result::Result<Toolchain, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {

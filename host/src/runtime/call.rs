@@ -216,6 +216,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, self.new_state(&limits, log.clone(), wasi, services.clone(), work));
         store.limiter(|s| &mut s.limiter);
         store.call_hook(super::host_work::hook);
+        store.data_mut().source = p.source.clone();
         // Bound what wasmtime copies from the guest in one crossing (results,
         // log messages) near the output cap, so a huge result is refused
         // before the host allocates it.

@@ -19,6 +19,7 @@ pub mod cache;
 mod call;
 pub mod compile;
 pub mod host_work;
+mod interpreted;
 mod lanes;
 pub mod limiter;
 pub mod quota;
@@ -35,6 +36,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub(crate) use call::{classify, hostcall_budget};
 pub use call::{CallOptions, CallOutcome, CallReport, Usage};
+pub use interpreted::SOURCE_INTERFACE;
 
 use crate::caps::{imports, Grant};
 use crate::error::{Error, Result};
@@ -100,6 +102,8 @@ pub struct HostState {
     /// Host work owed to the call's fuel, and what was charged ([`host_work`]).
     pub(crate) host_work: host_work::HostWork,
     pub(crate) charged: host_work::Charged,
+    /// What an interpreter instance loads (`vivarium:interp/source`).
+    pub(crate) source: Option<Arc<interpreted::InstanceSource>>,
 }
 
 impl WasiView for HostState {
@@ -119,6 +123,10 @@ pub struct Loaded {
     pub imports: Vec<String>,
     /// Interface names the component exports.
     pub exports: Vec<String>,
+    /// For an interpreted variant ([`crate::interp`]): its bundle. The
+    /// component is then the shared interpreter, `sha256` the bundle's and
+    /// `imports` the ones the bundle declares.
+    pub source: Option<crate::interp::Source>,
 }
 
 /// A component linked against its grant, ready to instantiate per call.
@@ -129,6 +137,8 @@ pub struct Prepared {
     pub grant: Arc<Grant>,
     /// sha256 of the component bytes.
     pub sha256: String,
+    /// For an interpreted variant: what each instance is handed.
+    pub(crate) source: Option<Arc<interpreted::InstanceSource>>,
 }
 
 impl Prepared {
@@ -148,6 +158,8 @@ pub struct Runtime {
     /// Where calls that compute past one tick continue (see `lanes`).
     long_lane: Option<tokio::runtime::Runtime>,
     services: HostServices,
+    /// Compiled interpreters, by sha256 (see `interpreted`).
+    interpreters: interpreted::Interpreters,
 }
 
 impl Drop for Runtime {
@@ -205,7 +217,15 @@ impl Runtime {
         };
         let long_lane =
             Some(lanes::long_lane(threads).map_err(|e| Error::io("cannot start the long-call executor", e))?);
-        Ok(Self { engine, config, cache, ticker_stop, long_lane, services: HostServices::default() })
+        Ok(Self {
+            engine,
+            config,
+            cache,
+            ticker_stop,
+            long_lane,
+            services: HostServices::default(),
+            interpreters: Default::default(),
+        })
     }
 
     /// This runtime with `services` as the host side of the services
@@ -240,7 +260,13 @@ impl Runtime {
     /// Bytes that are not a component are refused with a clear
     /// [`Error::Invalid`]; compilation runs under the configured timeout, in
     /// a compiler process or on a blocking thread ([`RuntimeConfig::compiler`]).
+    ///
+    /// An interpreted variant's bundle ([`crate::interp`]) loads as its
+    /// interpreter, compiled once per runtime.
     pub async fn load(&self, bytes: &[u8]) -> Result<Loaded> {
+        if let Some(bundle) = crate::interp::Interpreted::parse(bytes)? {
+            return self.load_interpreted(bytes, bundle).await;
+        }
         let bytes = to_component_bytes(bytes, self.config.max_component_bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let component = match self.cache.as_ref().and_then(|c| c.get(&self.engine, &sha256)) {
@@ -274,7 +300,7 @@ impl Runtime {
         let ty = component.component_type();
         let imports = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let exports = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        Ok(Loaded { component, sha256, imports, exports })
+        Ok(Loaded { component, sha256, imports, exports, source: None })
     }
 
     /// Link `loaded` against `grant`: every import is checked first and all
@@ -336,6 +362,7 @@ impl Runtime {
             })
             .map_err(internal)?;
         }
+        let source = self.link_interpreted(&mut linker, loaded, &grant)?;
         let pre = linker
             .instantiate_pre(&loaded.component)
             .map_err(|e| Error::Refused { what: vec![], detail: format!("the component cannot be linked: {e:#}") })?;
@@ -344,7 +371,7 @@ impl Runtime {
                 "the component does not export the vivarium:agent world (task-agent and meta-agent): {e:#}"
             ))
         })?;
-        Ok(Prepared { pre, grant: Arc::new(grant), sha256: loaded.sha256.clone() })
+        Ok(Prepared { pre, grant: Arc::new(grant), sha256: loaded.sha256.clone(), source })
     }
 }
 
@@ -448,6 +475,7 @@ impl HostState {
             services,
             host_work,
             charged: host_work::Charged::default(),
+            source: None,
         }
     }
 }

@@ -18,8 +18,12 @@ refusal or a harmless answer — never a host crash, a hang or a leak.
 | `raise`       | returns `err` carrying terminal escapes and a bidi override |
 | `throw`       | raises an uncaught `RuntimeError` |
 
-Built with `--stub-wasi` (see host/src/build/python.rs), the file, clock
-and environment attacks reach trapping stubs, not the host.
+On the shared Python interpreter (host/src/interp) the WASI the guest sees
+is built from its grant: no preopened directory, no environment variable,
+so the file and environment attacks find nothing of the host's (an
+uncaught `OSError` traps); the clock reads like any wasip2 guest's. Built
+with `builder = "componentize"` and `--stub-wasi` (host/src/build/python.rs),
+the file and clock attacks reach trapping stubs instead.
 """
 
 import os

@@ -1,0 +1,302 @@
+//! The Python interpreter component, and Python variants as data for it
+//! (see [`crate::interp`]).
+//!
+//! [`python_interpreter`] builds the interpreter once per machine: the
+//! loader app and the `vivarium` SDK (`interp/python/`, embedded in the host
+//! binary) and the `python-interpreter` world (`interp/wit/interp.wit` with
+//! the host's `vivarium:agent` package as a dependency) go through
+//! componentize-py, inside the build sandbox (it reads only
+//! its staging directory and the Python installation, has no network). The
+//! interpreter imports WASI, which the host builds from the grant as for
+//! any component (no preopened directory unless `files` are granted, no
+//! environment variable unless named, no socket unless granted): CPython
+//! then gets an `OSError` where `--stub-wasi` would trap, which it needs —
+//! reporting a `SyntaxError` opens the file it names. The
+//! inputs are pinned — componentize-py's version, the WIT and the app — and
+//! their sha256 is the build's key: `<target>/python-interpreter/<key>.json`
+//! names the component's sha256, and the component is kept by that sha256
+//! in `<target>/interpreters/<sha256>.wasm`, where the runtime finds it
+//! when its compiled code is not cached yet. A missing or damaged artifact
+//! (its size differs from the record, or the runtime finds its sha256
+//! wrong and removes it) is built again.
+//!
+//! [`build_python_interpreted`] is the default builder of `language =
+//! "python"`: it reads `src/`, checks it, and writes the variant's bundle —
+//! milliseconds, no toolchain run. `builder = "componentize"` keeps the
+//! per-variant componentize-py build ([`super::build_python`]).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::support;
+use super::BuildOutput;
+use crate::error::{Error, Result};
+use crate::interp::{InterpLanguage, Interpreted, Mode, TreeFile};
+
+/// The world the interpreter is built against.
+pub const WORLD: &str = "python-interpreter";
+
+/// The interpreter's WIT package.
+pub const INTERP_WIT: &str = include_str!("../../../interp/wit/interp.wit");
+
+/// The loader app's module.
+const LOADER_MODULE: &str = "vivarium_loader";
+
+/// The loader app and the SDK, as shipped in `interp/python/`.
+pub const PYTHON_APP: &[(&str, &str)] = &[
+    ("vivarium_loader.py", include_str!("../../../interp/python/vivarium_loader.py")),
+    ("vivarium/__init__.py", include_str!("../../../interp/python/vivarium/__init__.py")),
+    ("vivarium/_host.py", include_str!("../../../interp/python/vivarium/_host.py")),
+    ("vivarium/errors.py", include_str!("../../../interp/python/vivarium/errors.py")),
+    ("vivarium/log.py", include_str!("../../../interp/python/vivarium/log.py")),
+    ("vivarium/llm.py", include_str!("../../../interp/python/vivarium/llm.py")),
+    ("vivarium/memory.py", include_str!("../../../interp/python/vivarium/memory.py")),
+    ("vivarium/archive.py", include_str!("../../../interp/python/vivarium/archive.py")),
+    ("vivarium/simulator.py", include_str!("../../../interp/python/vivarium/simulator.py")),
+    ("vivarium/trainer.py", include_str!("../../../interp/python/vivarium/trainer.py")),
+    ("vivarium/source.py", include_str!("../../../interp/python/vivarium/source.py")),
+];
+
+/// `RLIMIT_AS` of componentize-py (it runs wasmtime, which reserves large
+/// virtual regions).
+const MEMORY: u64 = 64 << 30;
+
+/// Longest the interpreter build may take.
+pub const INTERPRETER_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A built interpreter on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interpreter {
+    /// Its language.
+    pub language: InterpLanguage,
+    /// sha256 of the component: what bundles name.
+    pub sha256: String,
+    /// Where the component is (`<target>/interpreters/<sha256>.wasm`).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// `<target>/interpreters`: where interpreters are kept by sha256.
+pub fn store_dir(target_dir: &Path) -> PathBuf {
+    target_dir.join("interpreters")
+}
+
+/// The build key of the Python interpreter with componentize-py `version`.
+fn python_key(version: &str) -> String {
+    let mut h = Sha256::new();
+    let mut put = |label: &str, value: &[u8]| {
+        h.update((label.len() as u64).to_le_bytes());
+        h.update(label.as_bytes());
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    put("builder", b"python-interpreter-2");
+    put("componentize-py", version.as_bytes());
+    put("interp.wit", INTERP_WIT.as_bytes());
+    for (name, text) in crate::wit::FILES {
+        put(name, text.as_bytes());
+    }
+    for (name, text) in PYTHON_APP {
+        put(name, text.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The Python interpreter for `target_dir`, built when this machine has
+/// none for the current inputs (tens of seconds, once), else found in
+/// microseconds (remembered per process, a size check per process).
+///
+/// Errors: [`Error::Invalid`] naming `scripts/setup.sh` when componentize-py
+/// is missing, or with the build's output when it fails.
+pub fn python_interpreter(target_dir: &Path, timeout: Duration) -> Result<Interpreter> {
+    static FOUND: Mutex<Vec<(PathBuf, Interpreter)>> = Mutex::new(Vec::new());
+    let target_dir = support::absolute(target_dir)?;
+    crate::interp::register_store(&store_dir(&target_dir));
+    if let Some((_, found)) = FOUND.lock().expect("interpreter lock").iter().find(|(t, _)| *t == target_dir) {
+        if std::fs::metadata(&found.path).is_ok_and(|m| m.len() == found.bytes) {
+            return Ok(found.clone());
+        }
+    }
+    let tc = super::python::toolchain(&target_dir)?;
+    let key = python_key(&tc.version);
+    let record = target_dir.join("python-interpreter").join(format!("{key}.json"));
+    let existing = || -> Option<Interpreter> {
+        let it: Interpreter = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        let m = std::fs::metadata(&it.path).ok()?;
+        (m.len() == it.bytes && wasm_header(&it.path)).then_some(it)
+    };
+    let found = match existing() {
+        Some(it) => it,
+        None => {
+            let _held = support::lock_key(&target_dir, "python-interpreter", &key)?;
+            match existing() {
+                Some(it) => it,
+                None => build(&target_dir, tc, &key, &record, timeout)?,
+            }
+        }
+    };
+    let mut all = FOUND.lock().expect("interpreter lock");
+    all.retain(|(t, _)| *t != target_dir);
+    all.push((target_dir, found.clone()));
+    Ok(found)
+}
+
+fn wasm_header(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && wasmparser::Parser::is_component(&head)
+}
+
+fn build(
+    target_dir: &Path,
+    tc: &super::python::Toolchain,
+    key: &str,
+    record: &Path,
+    timeout: Duration,
+) -> Result<Interpreter> {
+    let started = Instant::now();
+    let staging = support::staging_dir(target_dir, "python-interpreter")?;
+    let wit = staging.path().join("wit");
+    let deps = wit.join("deps").join("agent");
+    let app = staging.path().join("app");
+    let write = |path: PathBuf, text: &str| -> Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    };
+    write(wit.join("interp.wit"), INTERP_WIT)?;
+    for (name, text) in crate::wit::FILES {
+        write(deps.join(name), text)?;
+    }
+    for (name, text) in PYTHON_APP {
+        write(app.join(name), text)?;
+    }
+    let out = staging.path().join("interpreter.wasm");
+    let mut cmd = Command::new(&tc.python);
+    cmd.arg("-I")
+        .arg("-c")
+        .arg("import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())")
+        .arg("-d")
+        .arg(&wit)
+        .arg("-w")
+        .arg(WORLD)
+        .arg("componentize")
+        .arg("-p")
+        .arg(&app)
+        .arg(LOADER_MODULE)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(staging.path());
+    let sandbox = support::toolchain_sandbox(&app, staging.path(), &tc.read_only, MEMORY);
+    let deadline = started + timeout;
+    let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
+    let bytes = std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let path = store_dir(target_dir).join(format!("{sha256}.wasm"));
+    // Validates, then writes atomically.
+    support::store(&path, bytes, log, started, "componentize-py (the Python interpreter)")?;
+    let it = Interpreter {
+        language: InterpLanguage::Python,
+        bytes: std::fs::metadata(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len(),
+        sha256,
+        path,
+    };
+    let json = serde_json::to_vec_pretty(&it).map_err(|e| Error::Internal(e.into()))?;
+    if let Some(parent) = record.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    super::rust::write_atomically(record, &json)?;
+    tracing::info!(key, sha256 = %it.sha256, ms = started.elapsed().as_millis() as u64, "built the Python interpreter");
+    Ok(it)
+}
+
+/// The bundle of the Python variant in `dir` for the interpreter of
+/// `target_dir` (built first when this machine has none): its `src/` tree,
+/// the entry module `agent`, the imports the manifest declares and the
+/// manifest's digest. Written to `<target>/python-bundles/<sha256>.json`.
+///
+/// Errors: [`Error::Invalid`] when `src/agent.py` is missing, the tree is
+/// over [`crate::interp::MAX_TREE_BYTES`], or the interpreter cannot be
+/// built.
+pub fn build_python_interpreted(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<BuildOutput> {
+    let started = Instant::now();
+    let dir = &support::absolute(dir)?;
+    let bundle = python_bundle(dir, &python_interpreter(target_dir, timeout)?)?;
+    let bytes = bundle.to_bytes();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let path = support::absolute(target_dir)?.join("python-bundles").join(format!("{sha}.json"));
+    if !path.is_file() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        super::rust::write_atomically(&path, &bytes)?;
+    }
+    Ok(BuildOutput {
+        component: bytes,
+        path,
+        log: format!(
+            "bundled {} files ({} bytes) for the Python interpreter {}",
+            bundle.files.len(),
+            bundle.tree_bytes(),
+            bundle.interpreter
+        ),
+        duration: started.elapsed(),
+    })
+}
+
+/// The bundle of the Python variant in `dir` for `interpreter`.
+pub fn python_bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interpreted> {
+    let sources = support::source_files(dir)?;
+    if !sources.iter().any(|(rel, _)| rel == "src/agent.py") {
+        return Err(Error::invalid(format!(
+            "{} has no src/agent.py: a Python variant defines `TaskAgent` and `MetaAgent` there",
+            dir.display()
+        )));
+    }
+    let mut files = Vec::with_capacity(sources.len());
+    let mut total = 0u64;
+    for (rel, path) in sources {
+        let contents = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        total += contents.len() as u64;
+        if total > crate::interp::MAX_TREE_BYTES {
+            return Err(Error::invalid(format!(
+                "{}: the source tree is over {} bytes, the most an interpreted variant may carry \
+                 (interp::MAX_TREE_BYTES); keep data out of src/",
+                dir.display(),
+                crate::interp::MAX_TREE_BYTES
+            )));
+        }
+        files.push(TreeFile { path: rel, contents });
+    }
+    let manifest_path = dir.join(crate::variant::MANIFEST);
+    let manifest = match std::fs::read(&manifest_path) {
+        Ok(b) => Some(hex::encode(Sha256::digest(&b))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("reading {}", manifest_path.display()), e)),
+    };
+    let version = crate::caps::imports::AGENT_VERSION;
+    let mut imports =
+        vec![format!("vivarium:agent/types@{version}"), format!("vivarium:agent/log@{version}")];
+    for svc in support::requested_services(dir)? {
+        imports.push(format!("vivarium:agent/{svc}@{version}"));
+    }
+    let bundle = Interpreted {
+        language: InterpLanguage::Python,
+        interpreter: interpreter.sha256.clone(),
+        module: crate::interp::PYTHON_ENTRY.to_string(),
+        mode: Mode::Agents,
+        imports,
+        manifest,
+        files,
+    };
+    bundle.validate()?;
+    Ok(bundle)
+}

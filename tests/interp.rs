@@ -1,0 +1,524 @@
+//! Python variants on the shared, precompiled interpreter
+//! (`vivarium::interp`): identity, load errors, limits at import time, the
+//! `vivarium` SDK, improve of an interpreted child, and running code no
+//! variant brought.
+//!
+//! The interpreter is built once per machine in the conformance suite's
+//! target directory and compiled once into its compile cache, which every
+//! test here shares: after the first run of either suite, nothing here
+//! builds or compiles the interpreter again.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vivarium::caps::{Grant, Limits, Overrides};
+use vivarium::home::Home;
+use vivarium::improve::{improve, ImproveRequest};
+use vivarium::interp::{self, Checked, Code, Interpreted, TreeFile};
+use vivarium::runtime::bindings::{Answer, Task};
+use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Runtime, RuntimeConfig};
+use vivarium::variant::{build_variant, Session, MANIFEST};
+use vivarium::{Error, GuestFailureKind};
+use vivarium_tests::workspace_root;
+
+/// Where the interpreter is built (shared with tests/conformance.rs).
+fn guest_target() -> PathBuf {
+    workspace_root().join("target/guests-sandboxed")
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(workspace_root().join("target/conformance-cache")),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
+}
+
+/// Compile the interpreter into the shared compile cache once, before any
+/// test's own runtime looks for it (tests run in parallel; each would
+/// otherwise compile it).
+async fn warm() {
+    static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    WARM.get_or_init(|| async {
+        let it = tokio::task::spawn_blocking(interpreter).await.unwrap();
+        runtime().load(&std::fs::read(&it.path).unwrap()).await.expect("the interpreter compiles");
+    })
+    .await;
+}
+
+fn session(home: &Path) -> Session {
+    let mut s = Session::open(Home::at(home)).expect("session");
+    s.guest_target_dir = guest_target();
+    s.runtime = runtime().with_services(vivarium::services::HostServices::for_home(&s.home).unwrap());
+    s
+}
+
+fn interpreter() -> vivarium::build::interpreter::Interpreter {
+    vivarium::build::interpreter::python_interpreter(&guest_target(), Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("building the Python interpreter: {e}"))
+}
+
+const LIMITS: &str = "[limits]\nfuel = 2_000_000_000\nmemory = \"128MiB\"\nwall = \"10s\"\n";
+
+/// A Python variant in `dir` with `agent` as src/agent.py (and `extra`
+/// files), manifest `capabilities`.
+fn variant(dir: &Path, agent: &str, extra: &[(&str, &str)], capabilities: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join(MANIFEST),
+        format!("[variant]\nname = \"t\"\nlanguage = \"python\"\n\n{LIMITS}\n[capabilities]\n{capabilities}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/agent.py"), agent).unwrap();
+    for (path, text) in extra {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+fn task(input: &str) -> Task {
+    Task { id: "t".into(), domain: "test".into(), instruction: String::new(), input: input.into() }
+}
+
+async fn open(s: &Session, dir: &Path) -> (vivarium::variant::Opened, vivarium::runtime::Prepared) {
+    let opened = s.open_target(dir, None, &Overrides::default()).await.unwrap_or_else(|e| panic!("open: {e}"));
+    let p = s.prepare(&opened).unwrap_or_else(|e| panic!("prepare: {e}"));
+    (opened, p)
+}
+
+async fn solve(s: &Session, dir: &Path, input: &str) -> CallReport<Answer> {
+    let (_, p) = open(s, dir).await;
+    s.solve(&p, &task(input), &CallOptions::default()).await.unwrap()
+}
+
+fn guest_error<T: std::fmt::Debug>(r: &CallReport<T>) -> &str {
+    match &r.outcome {
+        CallOutcome::GuestError(m) => m,
+        other => panic!("expected a guest error, got {other:?} (logs {:?})", r.logs),
+    }
+}
+
+fn output(r: &CallReport<Answer>) -> &str {
+    match &r.outcome {
+        CallOutcome::Ok(a) => &a.output,
+        other => panic!("expected an answer, got {other:?} (logs {:?})", r.logs),
+    }
+}
+
+const ECHO: &str = r#"
+from wit_world import exports
+from wit_world.imports import types
+
+class TaskAgent(exports.TaskAgent):
+    def solve(self, task):
+        return types.Answer(output=task.input, notes=None)
+
+class MetaAgent(exports.MetaAgent):
+    def improve(self, ctx):
+        raise NotImplementedError
+"#;
+
+// ---------------------------------------------------------------------------
+// Identity.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_variants_id_covers_the_interpreter_the_tree_and_the_manifest() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let a = variant(&tmp.path().join("a"), ECHO, &[], "");
+    let b = variant(&tmp.path().join("b"), &format!("{ECHO}\n# another tree\n"), &[], "");
+    let a2 = variant(&tmp.path().join("a2"), ECHO, &[], "");
+    let (oa, _) = open(&s, &a).await;
+    let (ob, _) = open(&s, &b).await;
+    let (oa2, _) = open(&s, &a2).await;
+    let it = interpreter();
+    assert_ne!(oa.loaded.sha256, it.sha256, "the variant's id is not the interpreter's");
+    assert_ne!(oa.loaded.sha256, ob.loaded.sha256, "two different trees never share an id");
+    assert_eq!(oa.loaded.sha256, oa2.loaded.sha256, "the same tree and manifest give the same id");
+    let source = oa.loaded.source.as_ref().expect("an interpreted variant");
+    assert_eq!(source.bundle.interpreter, it.sha256);
+    // A manifest change is a new id.
+    let manifest = std::fs::read_to_string(a2.join(MANIFEST)).unwrap();
+    std::fs::write(a2.join(MANIFEST), manifest.replace("fuel = 2_000_000_000", "fuel = 1_000_000_000")).unwrap();
+    let (oa3, _) = open(&s, &a2).await;
+    assert_ne!(oa.loaded.sha256, oa3.loaded.sha256, "the manifest is part of the id");
+    // The component is shared: the same compiled interpreter.
+    assert_eq!(oa.loaded.imports, ["vivarium:agent/types@0.1.0", "vivarium:agent/log@0.1.0"]);
+
+    // The grant's audit record names the interpreter and the tree.
+    let records = std::fs::read_to_string(s.home.audit_dir().join(vivarium::audit::LOG_FILE)).unwrap();
+    let grant = records
+        .lines()
+        .find(|l| l.contains("\"grant\"") && l.contains(&oa.loaded.sha256))
+        .unwrap_or_else(|| panic!("no grant record for {}: {records}", oa.loaded.sha256));
+    assert!(grant.contains(&it.sha256), "the grant record names the interpreter: {grant}");
+    assert!(grant.contains(&source.bundle.tree_digest()), "the grant record names the tree: {grant}");
+}
+
+#[test]
+fn a_bundle_round_trips_and_a_damaged_one_is_refused() {
+    let b = Interpreted {
+        language: interp::InterpLanguage::Python,
+        interpreter: "ab".repeat(32),
+        module: "agent".into(),
+        mode: interp::Mode::Agents,
+        imports: vec!["vivarium:agent/log@0.1.0".into()],
+        manifest: None,
+        files: vec![
+            TreeFile { path: "src/agent.py".into(), contents: b"x = 1\n".to_vec() },
+            TreeFile { path: "src/data.bin".into(), contents: vec![0, 159, 146, 150] },
+        ],
+    };
+    let bytes = b.to_bytes();
+    assert_eq!(Interpreted::parse(&bytes).unwrap(), Some(b.clone()));
+    assert_eq!(Interpreted::parse(b"\0asm\x0d\0\x01\0").unwrap(), None, "a component is not a bundle");
+    let damaged = String::from_utf8(bytes).unwrap().replace("x = 1", "x = 2");
+    let e = Interpreted::parse(damaged.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("tree digest"), "{e}");
+    let mut escaping = b.clone();
+    escaping.files[0].path = "../etc/passwd".into();
+    assert!(escaping.validate().is_err());
+}
+
+#[test]
+fn a_source_tree_over_the_cap_is_refused_naming_the_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = variant(tmp.path(), ECHO, &[], "");
+    std::fs::write(dir.join("src/big.txt"), vec![b'x'; interp::MAX_TREE_BYTES as usize + 1]).unwrap();
+    let it = interpreter();
+    let e = vivarium::build::interpreter::python_bundle(&dir, &it).unwrap_err();
+    assert!(e.to_string().contains("MAX_TREE_BYTES"), "{e}");
+    assert_eq!(e.exit_code() as u8, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_interpreter_is_refused_naming_setup() {
+    warm().await;
+    let b = Interpreted {
+        language: interp::InterpLanguage::Python,
+        interpreter: "0".repeat(64),
+        module: "agent".into(),
+        mode: interp::Mode::Agents,
+        imports: vec![],
+        manifest: None,
+        files: vec![TreeFile { path: "src/agent.py".into(), contents: ECHO.as_bytes().to_vec() }],
+    };
+    let e = match runtime().load(&b.to_bytes()).await {
+        Err(e) => e,
+        Ok(_) => panic!("an unknown interpreter loads"),
+    };
+    let text = e.to_string();
+    assert!(text.contains("scripts/setup.sh") && text.contains(&"0".repeat(64)), "{text}");
+}
+
+#[test]
+fn an_unknown_python_builder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = variant(tmp.path(), ECHO, &[], "");
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+    std::fs::write(dir.join(MANIFEST), manifest.replace("language = \"python\"", "language = \"python\"\nbuilder = \"pyinstaller\""))
+        .unwrap();
+    let m = vivarium::caps::Manifest::load(dir.join(MANIFEST)).unwrap();
+    let e = build_variant(&dir, &m, &guest_target()).err().expect("refused");
+    assert!(e.to_string().contains("componentize"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Load errors: typed, with file, line and message.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_syntax_error_answers_err_with_file_line_and_message() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), "import sys\n\ndef f(:\n    pass\n", &[], "");
+    let r = solve(&s, &dir, "x").await;
+    let m = guest_error(&r);
+    assert!(m.contains("syntax-error") && m.contains("src/agent.py:3") && m.contains("SyntaxError"), "{m}");
+    let (_, p) = open(&s, &dir).await;
+    match interp::check_load(&s.runtime, &p, &CallOptions::default()).await.unwrap() {
+        Checked::LoadError(e) => {
+            assert_eq!((e.kind.as_str(), e.file.as_str(), e.line), ("syntax-error", "src/agent.py", 3), "{e:?}");
+            assert!(e.message.contains("def f(:"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exception_at_import_names_the_innermost_line_of_the_tree() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(
+        &tmp.path().join("v"),
+        "import helper\n",
+        &[("src/helper.py", "X = 1\n\ndef boom():\n    return {}['missing']\n\nboom()\n")],
+        "",
+    );
+    let (_, p) = open(&s, &dir).await;
+    match interp::check_load(&s.runtime, &p, &CallOptions::default()).await.unwrap() {
+        Checked::LoadError(e) => {
+            assert_eq!((e.kind.as_str(), e.file.as_str(), e.line), ("exception", "src/helper.py", 4), "{e:?}");
+            assert!(e.message.contains("KeyError") && e.message.contains("missing"), "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_the_interpreter_lacks_is_named() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), "import json\nimport numpy\n", &[], "");
+    let r = solve(&s, &dir, "x").await;
+    let m = guest_error(&r);
+    assert!(m.contains("missing-module") && m.contains("'numpy'") && m.contains("src/agent.py:2"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tree_without_the_agents_is_a_missing_agent() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), "X = 1\n", &[], "");
+    let (_, p) = open(&s, &dir).await;
+    match interp::check_load(&s.runtime, &p, &CallOptions::default()).await.unwrap() {
+        Checked::LoadError(e) => assert!(e.kind == "missing-agent" && e.message.contains("TaskAgent"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile code at import time: the call's limits hold, with the same
+// typed reasons as in a call.
+
+async fn import_attack(top_level: &str) -> CallReport<Answer> {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), &format!("{top_level}\n{ECHO}"), &[], "");
+    solve(&s, &dir, "x").await
+}
+
+fn failed(r: &CallReport<Answer>) -> &vivarium::GuestFailure {
+    match &r.outcome {
+        CallOutcome::Failed(f) => f,
+        other => panic!("expected a limit hit, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loop_at_import_time_runs_out_of_fuel() {
+    warm().await;
+    let r = import_attack("while True:\n    pass").await;
+    assert_eq!(failed(&r).kind, GuestFailureKind::OutOfFuel, "{:?}", r.outcome);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_bomb_at_import_time_hits_the_memory_limit() {
+    warm().await;
+    let r = import_attack("held = []\nwhile True:\n    held.append(bytearray(1 << 20))").await;
+    let f = failed(&r);
+    assert_eq!(f.kind, GuestFailureKind::MemoryLimit, "{f}");
+    assert!(f.detail.contains("134217728"), "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recursion_at_import_time_overflows_the_stack() {
+    warm().await;
+    let r = import_attack("import sys\nsys.setrecursionlimit(10**9)\ndef r(n):\n    return r(n + 1) + 1\nr(0)").await;
+    assert_eq!(failed(&r).kind, GuestFailureKind::StackOverflow, "{:?}", r.outcome);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_print_flood_at_import_time_is_capped_in_the_log() {
+    warm().await;
+    let r = import_attack("for _ in range(20_000):\n    print('P' * 1023)").await;
+    assert_eq!(output(&r), "x");
+    let kept: usize = r.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= 64 << 10, "{kept}");
+    assert_eq!(r.log_usage.calls, 20_000, "{:?}", r.log_usage);
+}
+
+// ---------------------------------------------------------------------------
+// The `vivarium` SDK.
+
+const SDK_AGENT: &str = r#"
+import logging
+
+import vivarium
+from vivarium import Err, types
+
+GENERATION = 0
+
+
+class TaskAgent(vivarium.TaskAgent):
+    def solve(self, task):
+        what = task.input
+        if what == "log":
+            print("hello from print")
+            vivarium.log.warn("a warning")
+            logging.getLogger("mine").error("via logging")
+            return types.Answer(output="logged", notes=None)
+        if what == "llm":
+            try:
+                vivarium.llm.complete("hi")
+            except vivarium.NotGranted as e:
+                return types.Answer(output=str(e), notes=None)
+            raise Err("llm was granted")
+        if what == "memory":
+            vivarium.memory.set("k", "v1")
+            vivarium.memory.set_json("j", {"a": [1, 2]})
+            out = f"{vivarium.memory.get_text('k')} {vivarium.memory.get_json('j')} {vivarium.memory.keys()}"
+            return types.Answer(output=out, notes=None)
+        if what == "tree":
+            import helpers.text
+            tree = vivarium.source.tree()
+            return types.Answer(output=helpers.text.joined(sorted(tree)), notes=None)
+        if what == "granted":
+            return types.Answer(output=",".join(sorted(vivarium.granted())), notes=None)
+        raise Err(f"unknown {what}")
+
+
+class MetaAgent(vivarium.MetaAgent):
+    def improve(self, ctx):
+        text = vivarium.source.text(ctx, "src/agent.py")
+        n = int(vivarium.source.const_value(text, "GENERATION")) + 1
+        text = vivarium.source.set_const(text, "GENERATION", str(n))
+        return vivarium.source.proposal(f"generation {n}", [vivarium.source.write("src/agent.py", text)])
+"#;
+
+const HELPERS: &[(&str, &str)] =
+    &[("src/helpers/__init__.py", ""), ("src/helpers/text.py", "def joined(items):\n    return '|'.join(items)\n")];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_routes_print_logging_and_log_to_the_host_log() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), SDK_AGENT, HELPERS, "");
+    let r = solve(&s, &dir, "log").await;
+    assert_eq!(output(&r), "logged");
+    let lines: Vec<(String, String)> = r.logs.iter().map(|l| (l.level.clone(), l.message.clone())).collect();
+    for want in [
+        ("info", "hello from print"),
+        ("warn", "a warning"),
+        ("error", "mine: via logging"),
+    ] {
+        assert!(lines.iter().any(|(l, m)| l == want.0 && m == want.1), "{want:?} not in {lines:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_refuses_an_ungranted_service_by_name() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), SDK_AGENT, HELPERS, "");
+    let r = solve(&s, &dir, "llm").await;
+    let m = output(&r);
+    assert!(m.contains("`llm` service is not granted") && m.contains("variant.toml"), "{m}");
+    assert_eq!(output(&solve(&s, &dir, "granted").await), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_reads_and_writes_granted_memory() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), SDK_AGENT, HELPERS, "memory = { bytes = \"64KiB\" }");
+    let (opened, _) = open(&s, &dir).await;
+    assert!(opened.loaded.imports.iter().any(|i| i == "vivarium:agent/memory@0.1.0"), "{:?}", opened.loaded.imports);
+    assert_eq!(output(&solve(&s, &dir, "granted").await), "memory");
+    assert_eq!(output(&solve(&s, &dir, "memory").await), "v1 {'a': [1, 2]} ['j', 'k']");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_variant_imports_its_own_packages_and_sees_its_tree() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), SDK_AGENT, HELPERS, "");
+    assert_eq!(output(&solve(&s, &dir, "tree").await), "src/agent.py|src/helpers/__init__.py|src/helpers/text.py");
+}
+
+// ---------------------------------------------------------------------------
+// improve: a child is new data; a child that does not load is refused
+// like a compiler error, with the line.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn improve_makes_a_child_with_the_sdk_helpers() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = variant(&tmp.path().join("v"), SDK_AGENT, HELPERS, "");
+    let out = tmp.path().join("child");
+    let outcome = improve(&s, &ImproveRequest { parent: dir.clone(), out: out.clone(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("improve: {e}"));
+    assert_eq!(outcome.summary, "generation 1");
+    let child = std::fs::read_to_string(out.join("src/agent.py")).unwrap();
+    assert!(child.contains("\nGENERATION = 1\n"), "{child}");
+    assert!(Interpreted::parse(&outcome.component).unwrap().is_some(), "the child is a bundle");
+    assert_eq!(output(&solve(&s, &out, "tree").await), "src/agent.py|src/helpers/__init__.py|src/helpers/text.py");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_child_with_a_syntax_error_is_refused_with_its_line() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let breaker = SDK_AGENT.replace(
+        "text = vivarium.source.set_const(text, \"GENERATION\", str(n))",
+        "text = vivarium.source.set_const(text, \"GENERATION\", str(n) + \" +\")",
+    );
+    let dir = variant(&tmp.path().join("v"), &breaker, HELPERS, "");
+    let out = tmp.path().join("child");
+    let e = improve(&s, &ImproveRequest { parent: dir, out: out.clone(), ..Default::default() }).await.unwrap_err();
+    match &e {
+        Error::Refused { what, detail } => {
+            assert_eq!(what, &["build"]);
+            assert!(detail.contains("syntax-error") && detail.contains("src/agent.py:7"), "{detail}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!out.exists(), "nothing of the refused child is left");
+}
+
+// ---------------------------------------------------------------------------
+// Code no variant brought: the library function a grader uses.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_function_calls_code_under_limits() {
+    warm().await;
+    let rt = runtime();
+    let it = interpreter();
+    let code = |body: &str| Code {
+        interpreter: it.sha256.clone(),
+        files: vec![TreeFile { path: "src/solution.py".into(), contents: body.as_bytes().to_vec() }],
+        module: "solution".into(),
+        function: "main".into(),
+    };
+    let limits = Limits {
+        fuel: 500_000_000,
+        memory: vivarium::units::ByteSize(128 << 20),
+        wall: vivarium::units::HumanDuration(Duration::from_secs(10)),
+        ..Limits::default()
+    };
+    let r = interp::run_function(&rt, &code("def main(x):\n    return int(x) + 1\n"), "41", limits.clone()).await.unwrap();
+    assert_eq!(output(&r), "42");
+    let r = interp::run_function(&rt, &code("def main(x):\n    return 1 / 0\n"), "", limits.clone()).await.unwrap();
+    let m = guest_error(&r);
+    assert!(m.contains("ZeroDivisionError") && m.contains("src/solution.py:2"), "{m}");
+    let r = interp::run_function(&rt, &code("def main(x):\n    while True: pass\n"), "", limits.clone()).await.unwrap();
+    assert_eq!(failed(&r).kind, GuestFailureKind::OutOfFuel);
+    let r = interp::run_function(&rt, &code("def main(x) return 1\n"), "", limits.clone()).await.unwrap();
+    let m = guest_error(&r);
+    assert!(m.contains("syntax-error") && m.contains("src/solution.py:1"), "{m}");
+    // Nothing but `log`: no service is linked.
+    let _ = Grant::minimal(limits);
+}
