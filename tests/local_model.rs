@@ -206,3 +206,33 @@ async fn the_local_model_writes_code_for_a_variant_audited_then_cached_then_repl
     assert_eq!((u3.calls[0].source, u3.attempts), ("replay", 0));
     assert_eq!(server.served(), before + 1);
 }
+
+#[tokio::test]
+async fn the_local_model_calls_an_offered_tool_with_json_arguments() {
+    let server = local_model();
+    let dir = tempfile::tempdir().unwrap();
+    let session =
+        Session::open(home_with(dir.path(), "tools", &server.base_url(), &dir.path().join("cache"), false)).unwrap();
+    let loaded = session.runtime.load(&rust_guest("tests/guests/tools")).await.unwrap();
+    let p = session.runtime.prepare(&loaded, Grant { memory: None, archive: None, ..coder_grant() }).unwrap();
+    let tool = r#"{"name": "read_file", "description": "Read a file of the project and return its text", "parameters": {"type": "object", "properties": {"path": {"type": "string", "description": "the file's path"}}, "required": ["path"]}}"#;
+    let script = format!(
+        r#"chat {{"model": "coder", "max_tokens": 64, "temperature": 0, "tools": [{tool}], "messages": [{{"role": "system", "content": "You are a coding agent. Use the tools."}}, {{"role": "user", "content": "Read the file src/main.rs with the read_file tool."}}]}}"#
+    );
+    let opts = CallOptions { run: Some("local-model".into()), ..CallOptions::default() };
+    let r = session.solve(&p, &task("script", &script), &opts).await.unwrap();
+    let out = &ok_output(&r).output;
+    let v: serde_json::Value =
+        serde_json::from_str(out.strip_prefix("ok ").unwrap_or_else(|| panic!("the model call failed: {out}"))).unwrap();
+    // Loosely: the model is small. It called the offered tool, with JSON
+    // arguments (an object), and the answer says so.
+    assert_eq!(v["finish_reason"], "tool_calls", "{v}");
+    let call = &v["tool_calls"][0];
+    assert_eq!(call["name"], "read_file", "{v}");
+    let args: serde_json::Value = serde_json::from_str(call["arguments"].as_str().unwrap()).expect("JSON arguments");
+    assert!(args.is_object(), "{args}");
+    assert!(!call["id"].as_str().unwrap().is_empty());
+    let audited = last_use(&session);
+    assert_eq!(audited["calls"][0]["tools_offered"], serde_json::json!(["read_file"]));
+    assert_eq!(audited["calls"][0]["tools_called"], serde_json::json!(["read_file"]));
+}
