@@ -49,6 +49,10 @@ impl LocalModel {
     }
 }
 
+/// Held by each test for its whole run: the server's request count is
+/// asserted on, and one CPU thread serves one request at a time anyway.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The one server of this test binary.
 fn local_model() -> &'static LocalModel {
     static SERVER: OnceLock<LocalModel> = OnceLock::new();
@@ -161,6 +165,7 @@ async fn ask(session: &Session, script: &str) -> (String, CallReport<vivarium::r
 
 #[tokio::test]
 async fn the_local_model_writes_code_for_a_variant_audited_then_cached_then_replayed_with_no_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let server = local_model();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("llm-cache");
@@ -209,6 +214,7 @@ async fn the_local_model_writes_code_for_a_variant_audited_then_cached_then_repl
 
 #[tokio::test]
 async fn the_local_model_calls_an_offered_tool_with_json_arguments() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let server = local_model();
     let dir = tempfile::tempdir().unwrap();
     let session =

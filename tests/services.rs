@@ -975,7 +975,13 @@ fn tools_grant() -> Grant {
             max_request_bytes: ByteSize(256 << 10),
             requests_per_minute: 600,
         }),
-        ..Grant::minimal(vivarium::caps::Limits { memory: ByteSize(512 << 20), ..small_limits() })
+        // Room for the guest to build a 100 MB argument.
+        ..Grant::minimal(vivarium::caps::Limits {
+            memory: ByteSize(512 << 20),
+            fuel: 20_000_000_000,
+            wall: HumanDuration(Duration::from_secs(60)),
+            ..small_limits()
+        })
     }
 }
 
@@ -1100,7 +1106,7 @@ async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_err
     drop(big);
     let script = format!(
         "{ask}\n{ask}\n{ask}\n{ask}\nchat-many-tools 10000 {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
-         chat-big-argument 104857600 {{\"model\": \"small\", \"max_tokens\": 5, \"tools\": [{{\"name\": \"f\"}}], \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
+         chat-big-argument 300000 {{\"model\": \"small\", \"max_tokens\": 5, \"tools\": [{{\"name\": \"f\", \"parameters\": {{\"type\": \"object\"}}}}], \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
          chat {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"tool\", \"tool_call_id\": \"nope\", \"content\": \"x\"}}]}}\n\
          {ask}"
     );
@@ -1108,15 +1114,7 @@ async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_err
         .solve(
             &p,
             &task("script", &script),
-            &CallOptions {
-                limits: Some(vivarium::caps::Limits {
-                    memory: ByteSize(512 << 20),
-                    wall: HumanDuration(Duration::from_secs(60)),
-                    fuel: 20_000_000_000,
-                    ..small_limits()
-                }),
-                ..CallOptions::default()
-            },
+            &CallOptions::default(),
         )
         .await
         .expect("host error");
@@ -1131,11 +1129,26 @@ async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_err
     assert_eq!(err_kind(out[4]), "invalid-request", "{}", out[4]);
     assert!(out[4].contains("10000 tools"), "{}", out[4]);
     assert_eq!(err_kind(out[5]), "invalid-request", "{}", out[5]);
-    assert!(out[5].contains("bytes"), "{}", out[5]);
+    assert!(out[5].contains("bytes; the grant allows"), "{}", out[5]);
     assert_eq!(err_kind(out[6]), "invalid-request", "{}", out[6]);
     // The host carries on: the next request is answered.
     assert!(out[7].starts_with("ok "), "{}", out[7]);
     assert_eq!(server.received().len(), 5, "the refused requests were never sent");
+
+    // A 100 MB argument from the guest: the host will not take that much
+    // from a guest at once, and the call ends with a typed limit.
+    let r = rt
+        .solve(
+            &p,
+            &task("script", "chat-big-argument 104857600 {\"model\": \"small\", \"max_tokens\": 5, \"tools\": [{\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}], \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"),
+            &CallOptions::default(),
+        )
+        .await
+        .expect("host error");
+    assert_eq!(failure(&r).kind, GuestFailureKind::MemoryLimit, "{:?}", r.outcome);
+    let r = rt.solve(&p, &task("script", &ask), &CallOptions::default()).await.expect("host error");
+    assert!(ok_output(&r).output.starts_with("ok "), "the host carries on");
+    assert_eq!(server.received().len(), 6);
 }
 
 #[tokio::test]
