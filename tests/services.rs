@@ -958,3 +958,208 @@ async fn llm_replay_reproduces_a_recorded_run_with_the_server_stopped() {
     let (out, _) = script(&rt, &p, &CallOptions::default(), "llm small 5 never asked").await;
     assert!(out[0].starts_with("err unavailable: replay: no recorded response for request "), "{}", out[0]);
 }
+
+// ---------------------------------------------------------------------------
+// llm@0.2.0: tools, tool calls, multi-turn (the guest `tests/guests/tools`,
+// which imports `vivarium:agent/llm@0.2.0`)
+
+fn tools_guest() -> Vec<u8> {
+    rust_guest("tests/guests/tools")
+}
+
+fn tools_grant() -> Grant {
+    Grant {
+        llm: Some(LlmGrant {
+            models: vec!["small".into()],
+            tokens: 1_000_000,
+            max_request_bytes: ByteSize(256 << 10),
+            requests_per_minute: 600,
+        }),
+        // Room for the guest to build a 100 MB argument.
+        ..Grant::minimal(vivarium::caps::Limits {
+            memory: ByteSize(512 << 20),
+            fuel: 20_000_000_000,
+            wall: HumanDuration(Duration::from_secs(60)),
+            ..small_limits()
+        })
+    }
+}
+
+/// A 200 answer with these tool calls (OpenAI shape).
+fn tool_calls_reply(calls: serde_json::Value) -> Reply {
+    Reply::Json(
+        200,
+        serde_json::json!({
+            "id": "c", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 12}
+        })
+        .to_string(),
+    )
+}
+
+const WEATHER_TOOL: &str =
+    r#"{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}"#;
+
+#[tokio::test]
+async fn a_multi_turn_tool_conversation_round_trips_exactly_and_is_audited() {
+    init();
+    let server = FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::at(dir.path().join("home"));
+    std::fs::create_dir_all(home.root()).unwrap();
+    std::fs::write(home.root().join("llm.toml"), format!("base_url = \"{}\"\n", server.base_url())).unwrap();
+    let session = Session::open(home.clone()).unwrap();
+    let loaded = session.runtime.load(&tools_guest()).await.unwrap();
+    assert!(loaded.imports.iter().any(|i| i == "vivarium:agent/llm@0.2.0"), "{:?}", loaded.imports);
+    let p = session.runtime.prepare(&loaded, tools_grant()).unwrap();
+
+    // Turn 1: the model asks for two calls; turn 2 sends their results back.
+    server.push(tool_calls_reply(serde_json::json!([
+        {"id": "call_a1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"id": "call_b2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}
+    ])));
+    let turn1 = format!(
+        r#"chat {{"model": "small", "max_tokens": 40, "tools": [{WEATHER_TOOL}], "messages": [{{"role": "user", "content": "Weather in Paris and Oslo?"}}]}}"#
+    );
+    let turn2 = format!(
+        r#"chat {{"model": "small", "max_tokens": 40, "tools": [{WEATHER_TOOL}], "messages": [{{"role": "user", "content": "Weather in Paris and Oslo?"}}, {{"role": "assistant", "content": "", "tool_calls": [{{"id": "call_a1", "name": "get_weather", "arguments": "{{\"city\": \"Paris\"}}"}}, {{"id": "call_b2", "name": "get_weather", "arguments": "{{\"city\":\"Oslo\"}}"}}]}}, {{"role": "tool", "tool_call_id": "call_a1", "content": "{{\"temp_c\": 21}}"}}, {{"role": "tool", "tool_call_id": "call_b2", "content": "{{\"temp_c\": 4}}"}}]}}"#
+    );
+    let r = session
+        .solve(&p, &task("script", &format!("{turn1}\n{turn2}")), &CallOptions::default())
+        .await
+        .unwrap();
+    let out: Vec<&str> = ok_output(&r).output.lines().collect();
+    let first: serde_json::Value = serde_json::from_str(out[0].strip_prefix("ok ").expect(out[0])).unwrap();
+    assert_eq!(first["finish_reason"], "tool_calls");
+    assert_eq!(
+        first["tool_calls"],
+        serde_json::json!([
+            {"id": "call_a1", "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"},
+            {"id": "call_b2", "name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}
+        ]),
+        "ids and arguments reach the guest byte for byte"
+    );
+    assert!(out[1].starts_with("ok "), "{}", out[1]);
+
+    // What the server got: tools offered, and turn 2 carries the calls and
+    // their results exactly as the guest sent them.
+    let got = server.received();
+    let b1: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(b1["tools"][0]["type"], "function");
+    assert_eq!(b1["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(b1["tools"][0]["function"]["parameters"]["required"], serde_json::json!(["city"]));
+    assert_eq!(b1["tool_choice"], "auto");
+    let b2: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(
+        b2["messages"],
+        serde_json::json!([
+            {"role": "user", "content": "Weather in Paris and Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                {"id": "call_b2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}
+            ]},
+            {"role": "tool", "content": "{\"temp_c\": 21}", "tool_call_id": "call_a1"},
+            {"role": "tool", "content": "{\"temp_c\": 4}", "tool_call_id": "call_b2"}
+        ])
+    );
+
+    // The audit record names the tools offered and called.
+    let use_record =
+        session.audit.records().unwrap().into_iter().rev().find(|rec| rec.event.as_str() == "use").unwrap();
+    let calls = &use_record.details["services"]["llm"]["calls"];
+    assert_eq!(calls[0]["tools_offered"], serde_json::json!(["get_weather"]));
+    assert_eq!(calls[0]["tools_offered_count"], 1);
+    assert_eq!(calls[0]["tools_called"], serde_json::json!(["get_weather", "get_weather"]));
+    assert!(calls[1].get("tools_called").is_none());
+
+    // The cache keys on the whole request, tools included: the same turn
+    // with another tool set is a new request, the same one is a hit.
+    let (cached, _) = {
+        let r = session.solve(&p, &task("script", &turn1), &CallOptions::default()).await.unwrap();
+        (ok_output(&r).output.clone(), r)
+    };
+    assert_eq!(cached, out[0], "answered from the cache");
+    assert_eq!(server.received().len(), 2);
+    let other = turn1.replace("Weather of a city", "The weather");
+    let r = session.solve(&p, &task("script", &other), &CallOptions::default()).await.unwrap();
+    assert!(ok_output(&r).output.starts_with("ok "));
+    assert_eq!(server.received().len(), 3, "another tool description is another request");
+}
+
+#[tokio::test]
+async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_errors_and_the_host_carries_on() {
+    init();
+    let server = FakeServer::start();
+    let rt = llm_runtime(config(&server), None);
+    let p = prepare(&rt, &tools_guest(), tools_grant()).await.expect("prepare");
+    let ask = format!(
+        r#"chat {{"model": "small", "max_tokens": 20, "tools": [{WEATHER_TOOL}], "messages": [{{"role": "user", "content": "hi"}}]}}"#
+    );
+    // Malformed: not an array; a call without an id; a tool not offered.
+    server.push(tool_calls_reply(serde_json::json!({"oops": 1})));
+    server.push(tool_calls_reply(serde_json::json!([{"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}])));
+    server.push(tool_calls_reply(serde_json::json!([{"id": "x", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}])));
+    // A 100 MB argument in the answer: cut off at max_response_bytes.
+    let big = "a".repeat(100 << 20);
+    server.push(tool_calls_reply(serde_json::json!([{"id": "x", "type": "function", "function": {"name": "get_weather", "arguments": big}}])));
+    drop(big);
+    let script = format!(
+        "{ask}\n{ask}\n{ask}\n{ask}\nchat-many-tools 10000 {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
+         chat-big-argument 300000 {{\"model\": \"small\", \"max_tokens\": 5, \"tools\": [{{\"name\": \"f\", \"parameters\": {{\"type\": \"object\"}}}}], \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
+         chat {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"tool\", \"tool_call_id\": \"nope\", \"content\": \"x\"}}]}}\n\
+         {ask}"
+    );
+    let r = rt
+        .solve(
+            &p,
+            &task("script", &script),
+            &CallOptions::default(),
+        )
+        .await
+        .expect("host error");
+    let out: Vec<&str> = ok_output(&r).output.lines().collect();
+    assert_eq!(err_kind(out[0]), "bad-response", "{}", out[0]);
+    assert!(out[0].contains("tool_calls"), "{}", out[0]);
+    assert_eq!(err_kind(out[1]), "bad-response", "{}", out[1]);
+    assert_eq!(err_kind(out[2]), "bad-response", "{}", out[2]);
+    assert!(out[2].contains("rm_rf") && out[2].contains("did not offer"), "{}", out[2]);
+    assert_eq!(err_kind(out[3]), "unavailable", "{}", out[3]);
+    assert!(out[3].contains("cut off"), "{}", out[3]);
+    assert_eq!(err_kind(out[4]), "invalid-request", "{}", out[4]);
+    assert!(out[4].contains("10000 tools"), "{}", out[4]);
+    assert_eq!(err_kind(out[5]), "invalid-request", "{}", out[5]);
+    assert!(out[5].contains("bytes; the grant allows"), "{}", out[5]);
+    assert_eq!(err_kind(out[6]), "invalid-request", "{}", out[6]);
+    // The host carries on: the next request is answered.
+    assert!(out[7].starts_with("ok "), "{}", out[7]);
+    assert_eq!(server.received().len(), 5, "the refused requests were never sent");
+
+    // A 100 MB argument from the guest: the host will not take that much
+    // from a guest at once, and the call ends with a typed limit.
+    let r = rt
+        .solve(
+            &p,
+            &task("script", "chat-big-argument 104857600 {\"model\": \"small\", \"max_tokens\": 5, \"tools\": [{\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}], \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"),
+            &CallOptions::default(),
+        )
+        .await
+        .expect("host error");
+    assert_eq!(failure(&r).kind, GuestFailureKind::MemoryLimit, "{:?}", r.outcome);
+    let r = rt.solve(&p, &task("script", &ask), &CallOptions::default()).await.expect("host error");
+    assert!(ok_output(&r).output.starts_with("ok "), "the host carries on");
+    assert_eq!(server.received().len(), 6);
+}
+
+#[tokio::test]
+async fn a_0_1_0_component_still_links_and_its_requests_are_unchanged_by_tools() {
+    init();
+    let server = FakeServer::start();
+    let rt = llm_runtime(config(&server), None);
+    let p = prepared(&rt, grant(llm_grant(1000), 1)).await;
+    let (out, _) = script(&rt, &p, &CallOptions::default(), "llm small 20 hello").await;
+    assert_eq!(out[0], "ok echo: hello|small-served|10|5|stop");
+    let body: serde_json::Value = serde_json::from_str(&server.received()[0].body).unwrap();
+    assert!(body.get("tools").is_none() && body.get("tool_choice").is_none(), "{body}");
+    assert_eq!(body["messages"][1], serde_json::json!({"role": "user", "content": "hello"}));
+}

@@ -23,6 +23,10 @@ pub const WASI_VERSION: (u64, u64, u64) = (0, 2, 12);
 /// The version of the `vivarium:agent` package the host implements.
 pub const AGENT_VERSION: &str = "0.1.0";
 
+/// The `vivarium:agent` version whose `llm` has tool calls; the host links
+/// its `llm` next to every 0.1.0 interface.
+pub const AGENT_VERSION_0_2: &str = "0.2.0";
+
 /// Why one import is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefusedImport {
@@ -50,6 +54,15 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
         return Some("not an interface import; variants may import only vivarium:agent and WASI 0.2 interfaces".into());
     };
     match package {
+        // 0.2.0 so far versions only `llm` (tool calls): a component
+        // imports it next to the 0.1.0 interfaces.
+        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && iface == "llm" => {
+            if !grant.service_granted(iface) {
+                Some(format!("capability `{iface}` is not granted to this variant"))
+            } else {
+                None
+            }
+        }
         "vivarium:agent" => {
             if version != Some(AGENT_VERSION) {
                 return Some(format!(

@@ -10,3 +10,14 @@ wasmtime::component::bindgen!({
 pub use self::vivarium::agent::types::{Answer, Edit, Evaluation, ImproveContext, Proposal, SourceFile, Task};
 pub use exports::vivarium::agent::meta_agent;
 pub use exports::vivarium::agent::task_agent;
+
+/// `vivarium:agent@0.2.0`, generated from `wit-0.2.0/`: so far its `llm`
+/// (tool calls, multi-turn). A component may import it next to the 0.1.0
+/// interfaces; the host links both versions.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit-0.2.0",
+        world: "llm-tools",
+        imports: { default: async | trappable },
+    });
+}

@@ -355,6 +355,11 @@ impl Runtime {
                 &mut s.services.llm
             })
             .map_err(internal)?;
+            // Both versions: a 0.1.0 component and a 0.2.0 one share the service.
+            bindings::v0_2::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
+                &mut s.services.llm
+            })
+            .map_err(internal)?;
         }
         if grant.trainer.is_some() {
             bindings::vivarium::agent::trainer::add_to_linker::<HostState, HasSelf<TrainerState>>(&mut linker, |s| {

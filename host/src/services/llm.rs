@@ -70,6 +70,7 @@ use sha2::{Digest, Sha256};
 use crate::caps::LlmGrant;
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::runtime::bindings::v0_2::vivarium::agent::llm as wit2;
 use crate::runtime::bindings::vivarium::agent::llm as wit;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -81,6 +82,12 @@ pub const LEDGER_FILE: &str = "llm-ledger.sqlite";
 pub const CACHE_DIR: &str = "llm-cache";
 /// Per-request records kept in one call's use record.
 pub const MAX_RECORDS_PER_CALL: usize = 64;
+/// Tools one request may offer (the OpenAI API's limit).
+pub const MAX_TOOLS: usize = 128;
+/// Tool calls one answer may hold; more is a `bad-response`.
+pub const MAX_TOOL_CALLS: usize = 128;
+/// Tool names listed in one request's audit record (the count is always there).
+const MAX_AUDITED_TOOLS: usize = 16;
 /// Length of a provider error text passed on (after scrubbing).
 const MAX_ERROR_TEXT: usize = 300;
 
@@ -494,6 +501,12 @@ impl LlmService {
                         return match read_bounded(resp, self.config.max_response_bytes.bytes()).await {
                             Ok(bytes) => match parse_completion(&bytes) {
                                 Ok(c) => Ok((c, attempts)),
+                                Err(why) if why.starts_with(BAD_TOOL_CALLS) => Err(Failure {
+                                    kind: FailKind::BadResponse,
+                                    message: format!("the provider's answer breaks the protocol: {}", self.scrub(&why)),
+                                    maybe_billed: true,
+                                    attempts,
+                                }),
                                 Err(why) => Err(Failure::unavailable(
                                     format!("the provider's response is malformed: {}", self.scrub(&why)),
                                     true,
@@ -603,6 +616,9 @@ async fn read_bounded(mut resp: reqwest::Response, cap: u64) -> std::result::Res
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Completion {
     content: String,
+    /// Absent from cache files written before tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCall>,
     model: String,
     finish_reason: String,
     prompt_tokens: Option<u64>,
@@ -621,10 +637,13 @@ fn parse_completion(bytes: &[u8]) -> std::result::Result<Completion, String> {
         Some(Value::Null) | None => String::new(),
         Some(_) => return Err("`choices[0].message.content` is not a string".into()),
     };
+    let tool_calls = parse_tool_calls(choice.get("message").and_then(|m| m.get("tool_calls")))
+        .map_err(|why| format!("{BAD_TOOL_CALLS}{why}"))?;
     let usage = v.get("usage");
     let count = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_u64);
     Ok(Completion {
         content,
+        tool_calls,
         model: v.get("model").and_then(Value::as_str).unwrap_or_default().to_string(),
         finish_reason: choice.get("finish_reason").and_then(Value::as_str).unwrap_or("unknown").to_string(),
         prompt_tokens: count("prompt_tokens"),
@@ -636,6 +655,7 @@ fn parse_completion(bytes: &[u8]) -> std::result::Result<Completion, String> {
 enum FailKind {
     Unavailable,
     InvalidRequest,
+    BadResponse,
 }
 
 #[derive(Debug)]
@@ -663,6 +683,288 @@ pub fn estimate_prompt_tokens<'a>(messages: impl IntoIterator<Item = &'a str>) -
     3 + messages.into_iter().map(|m| (m.len() as u64).div_ceil(4) + 4).sum::<u64>()
 }
 
+/// One chat request in the host's terms, from either version of the
+/// interface (0.1.0 has no tools and no `tool` role).
+#[derive(Debug, Clone)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    tools: Vec<ToolSpec>,
+    tool_choice: ToolChoice,
+    max_tokens: u32,
+    temperature: Option<f32>,
+}
+
+#[derive(Debug, Clone)]
+struct ChatMessage {
+    role: &'static str,
+    content: String,
+    tool_calls: Vec<ToolCall>,
+    tool_call_id: Option<String>,
+}
+
+/// A tool call as the provider answered it (and as the cache keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+#[derive(Debug, Clone)]
+struct ToolSpec {
+    name: String,
+    description: String,
+    parameters: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Named(String),
+}
+
+impl ChatMessage {
+    /// The OpenAI shape: `tool_calls` and `tool_call_id` only when present,
+    /// so a message without them is exactly what 0.1.0 sent.
+    fn to_json(&self) -> Value {
+        let mut m = json!({ "role": self.role, "content": self.content });
+        if !self.tool_calls.is_empty() {
+            if self.content.is_empty() {
+                m["content"] = Value::Null;
+            }
+            m["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .collect();
+        }
+        if let Some(id) = &self.tool_call_id {
+            m["tool_call_id"] = json!(id);
+        }
+        m
+    }
+}
+
+impl ChatRequest {
+    /// Bytes the request carries, what `max_request_bytes` bounds: every
+    /// text of every message, call and tool, plus 16 per message.
+    fn size(&self) -> u64 {
+        let calls = |m: &ChatMessage| -> u64 {
+            m.tool_calls.iter().map(|c| (c.id.len() + c.name.len() + c.arguments.len()) as u64 + 16).sum()
+        };
+        let messages: u64 = self
+            .messages
+            .iter()
+            .map(|m| m.content.len() as u64 + 16 + calls(m) + m.tool_call_id.as_ref().map_or(0, |i| i.len() as u64))
+            .sum();
+        let tools: u64 =
+            self.tools.iter().map(|t| (t.name.len() + t.description.len() + t.parameters.len()) as u64 + 16).sum();
+        messages + tools
+    }
+
+    /// The texts the prompt is made of, for the token estimate.
+    fn prompt_texts(&self) -> impl Iterator<Item = &str> {
+        self.messages
+            .iter()
+            .flat_map(|m| {
+                std::iter::once(m.content.as_str())
+                    .chain(m.tool_calls.iter().flat_map(|c| [c.name.as_str(), c.arguments.as_str()]))
+            })
+            .chain(self.tools.iter().flat_map(|t| [t.name.as_str(), t.description.as_str(), t.parameters.as_str()]))
+    }
+}
+
+/// A tool name the OpenAI API accepts.
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The request's `tools` and `tool_choice` in the OpenAI shape; `None`
+/// when no tool is offered and the choice is the default.
+fn tools_json(tools: &[ToolSpec], choice: &ToolChoice) -> std::result::Result<Option<(Value, Value)>, String> {
+    if tools.is_empty() {
+        return match choice {
+            ToolChoice::Auto | ToolChoice::None => Ok(None),
+            _ => Err("tool-choice asks for a tool call, but no tool is offered".into()),
+        };
+    }
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if !valid_tool_name(&t.name) {
+            let name: String = t.name.chars().take(64).collect();
+            return Err(format!("tools[{i}]: the name {name:?} is not 1-64 letters, digits, `_` or `-`"));
+        }
+        if tools[..i].iter().any(|o| o.name == t.name) {
+            return Err(format!("tools[{i}]: the tool {} is offered twice", t.name));
+        }
+        let parameters: Value = if t.parameters.trim().is_empty() {
+            json!({"type": "object", "properties": {}})
+        } else {
+            serde_json::from_str(&t.parameters)
+                .map_err(|e| format!("tools[{i}] ({}): parameters are not JSON: {e}", t.name))?
+        };
+        if !parameters.is_object() {
+            return Err(format!("tools[{i}] ({}): parameters must be a JSON Schema object", t.name));
+        }
+        out.push(json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": parameters}}));
+    }
+    let choice = match choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Named(n) => {
+            if !tools.iter().any(|t| &t.name == n) {
+                let name: String = n.chars().take(64).collect();
+                return Err(format!("tool-choice names {name:?}, which is not offered"));
+            }
+            json!({"type": "function", "function": {"name": n}})
+        }
+    };
+    Ok(Some((Value::Array(out), choice)))
+}
+
+/// Why the conversation is not one the protocol allows, if it is not: a
+/// `tool` message must answer a call an earlier assistant message made;
+/// only assistant messages carry calls.
+fn check_messages(messages: &[ChatMessage]) -> Option<String> {
+    let mut calls: Vec<&str> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if !m.tool_calls.is_empty() && m.role != "assistant" {
+            return Some(format!("messages[{i}]: only assistant messages carry tool calls"));
+        }
+        for c in &m.tool_calls {
+            if c.id.is_empty() || !valid_tool_name(&c.name) {
+                return Some(format!("messages[{i}]: a tool call needs an id and a valid tool name"));
+            }
+            calls.push(&c.id);
+        }
+        match (m.role, &m.tool_call_id) {
+            ("tool", None) => return Some(format!("messages[{i}]: a tool message needs the tool-call-id it answers")),
+            ("tool", Some(id)) if !calls.contains(&id.as_str()) => {
+                let id: String = id.chars().take(64).collect();
+                return Some(format!("messages[{i}]: tool-call-id {id:?} answers no earlier tool call"));
+            }
+            ("tool", Some(_)) => {}
+            (_, Some(_)) => return Some(format!("messages[{i}]: only tool messages carry a tool-call-id")),
+            (_, None) => {}
+        }
+    }
+    None
+}
+
+/// The prefix of a [`parse_completion`] error about `tool_calls`.
+const BAD_TOOL_CALLS: &str = "malformed `tool_calls`: ";
+
+/// `message.tool_calls` of an answer: absent or null is none; otherwise
+/// an array of `{"id", "type": "function", "function": {"name",
+/// "arguments"}}` (arguments as a string, or an object some servers send).
+fn parse_tool_calls(v: Option<&Value>) -> std::result::Result<Vec<ToolCall>, String> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("not an array".into()),
+    };
+    if items.len() > MAX_TOOL_CALLS {
+        return Err(format!("{} calls; at most {MAX_TOOL_CALLS} are accepted", items.len()));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let id = c.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+            let f = c.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str).filter(|s| !s.is_empty());
+            let kind = c.get("type").and_then(Value::as_str).unwrap_or("function");
+            let arguments = match f.and_then(|f| f.get("arguments")) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(o @ Value::Object(_)) => Some(o.to_string()),
+                None | Some(Value::Null) => Some(String::new()),
+                Some(_) => None,
+            };
+            match (id, name, kind, arguments) {
+                (Some(id), Some(name), "function", Some(arguments)) => {
+                    Ok(ToolCall { id: id.to_string(), name: name.to_string(), arguments })
+                }
+                _ => Err(format!("call {i} is not {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}")),
+            }
+        })
+        .collect()
+}
+
+/// What a `chat` answers, before it is put in either version's types.
+#[derive(Debug)]
+struct Reply {
+    content: String,
+    tool_calls: Vec<ToolCall>,
+    model: String,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    finish_reason: String,
+}
+
+impl Reply {
+    fn into_v1(self) -> wit::Response {
+        wit::Response {
+            content: self.content,
+            model: self.model,
+            usage: wit::Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.completion_tokens },
+            finish_reason: self.finish_reason,
+        }
+    }
+
+    fn into_v2(self) -> wit2::Response {
+        wit2::Response {
+            content: self.content,
+            tool_calls: self
+                .tool_calls
+                .into_iter()
+                .map(|c| wit2::ToolCall { id: c.id, name: c.name, arguments: c.arguments })
+                .collect(),
+            model: self.model,
+            usage: wit2::Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.completion_tokens },
+            finish_reason: self.finish_reason,
+        }
+    }
+}
+
+/// Why a `chat` failed, before it is put in either version's types.
+#[derive(Debug)]
+enum Refusal {
+    Denied(String),
+    BudgetExhausted(String),
+    RateLimited(String),
+    Unavailable(String),
+    InvalidRequest(String),
+    BadResponse(String),
+}
+
+impl Refusal {
+    /// 0.1.0 has no `bad-response`: it is `unavailable` there.
+    fn into_v1(self) -> wit::Error {
+        match self {
+            Refusal::Denied(m) => wit::Error::Denied(m),
+            Refusal::BudgetExhausted(m) => wit::Error::BudgetExhausted(m),
+            Refusal::RateLimited(m) => wit::Error::RateLimited(m),
+            Refusal::Unavailable(m) | Refusal::BadResponse(m) => wit::Error::Unavailable(m),
+            Refusal::InvalidRequest(m) => wit::Error::InvalidRequest(m),
+        }
+    }
+
+    fn into_v2(self) -> wit2::Error {
+        match self {
+            Refusal::Denied(m) => wit2::Error::Denied(m),
+            Refusal::BudgetExhausted(m) => wit2::Error::BudgetExhausted(m),
+            Refusal::RateLimited(m) => wit2::Error::RateLimited(m),
+            Refusal::Unavailable(m) => wit2::Error::Unavailable(m),
+            Refusal::InvalidRequest(m) => wit2::Error::InvalidRequest(m),
+            Refusal::BadResponse(m) => wit2::Error::BadResponse(m),
+        }
+    }
+}
+
 /// One request, as the use record shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlmRequestRecord {
@@ -684,8 +986,21 @@ pub struct LlmRequestRecord {
     /// Time in the service, milliseconds.
     pub latency_ms: u64,
     /// `ok`, or the error's name (`denied`, `budget-exhausted`,
-    /// `rate-limited`, `unavailable`, `invalid-request`).
+    /// `rate-limited`, `unavailable`, `invalid-request`, `bad-response`).
     pub outcome: &'static str,
+    /// The names of the tools the request offered (the first 16).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_offered: Vec<String>,
+    /// How many tools the request offered.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tools_offered_count: u64,
+    /// The names of the tools the model called (the first 16).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools_called: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Usage counters of the llm service for one call.
@@ -815,7 +1130,7 @@ impl LlmState {
         left
     }
 
-    async fn chat(&self, req: wit::Request) -> std::result::Result<wit::Response, (wit::Error, LlmRequestRecord)> {
+    async fn chat(&self, req: ChatRequest) -> std::result::Result<Reply, (Refusal, LlmRequestRecord)> {
         let started = Instant::now();
         let mut rec = LlmRequestRecord {
             digest: None,
@@ -827,12 +1142,15 @@ impl LlmState {
             completion_tokens: 0,
             latency_ms: 0,
             outcome: "ok",
+            tools_offered: req.tools.iter().take(MAX_AUDITED_TOOLS).map(|t| t.name.chars().take(64).collect()).collect(),
+            tools_offered_count: req.tools.len() as u64,
+            tools_called: Vec::new(),
         };
         macro_rules! fail {
             ($kind:ident, $name:literal, $msg:expr) => {{
                 rec.outcome = $name;
                 rec.latency_ms = started.elapsed().as_millis() as u64;
-                return Err((wit::Error::$kind($msg), rec));
+                return Err((Refusal::$kind($msg), rec));
             }};
         }
         let Some(grant) = self.inner.grant.clone() else {
@@ -859,7 +1177,21 @@ impl LlmState {
         if req.max_tokens == 0 {
             fail!(InvalidRequest, "invalid-request", "max-tokens must be at least 1".into())
         }
-        let size: u64 = req.messages.iter().map(|m| m.content.len() as u64 + 16).sum();
+        if req.tools.len() > MAX_TOOLS {
+            fail!(
+                InvalidRequest,
+                "invalid-request",
+                format!("the request offers {} tools; at most {MAX_TOOLS} may be offered", req.tools.len())
+            )
+        }
+        let tools = match tools_json(&req.tools, &req.tool_choice) {
+            Ok(t) => t,
+            Err(why) => fail!(InvalidRequest, "invalid-request", why),
+        };
+        if let Some(why) = check_messages(&req.messages) {
+            fail!(InvalidRequest, "invalid-request", why)
+        }
+        let size: u64 = req.size();
         if size > grant.max_request_bytes.bytes() {
             fail!(
                 InvalidRequest,
@@ -874,18 +1206,7 @@ impl LlmState {
             }
             Some(t) => fail!(InvalidRequest, "invalid-request", format!("temperature {t} is not between 0 and 2")),
         };
-        let messages: Vec<Value> = req
-            .messages
-            .iter()
-            .map(|m| {
-                let role = match m.role {
-                    wit::Role::System => "system",
-                    wit::Role::User => "user",
-                    wit::Role::Assistant => "assistant",
-                };
-                json!({ "role": role, "content": m.content })
-            })
-            .collect();
+        let messages: Vec<Value> = req.messages.iter().map(ChatMessage::to_json).collect();
         let mut body = json!({
             "model": provider_model,
             "messages": messages,
@@ -895,12 +1216,17 @@ impl LlmState {
         if let Some(t) = temperature {
             body["temperature"] = json!(t);
         }
+        // Without tools the body is what 0.1.0 sent (the same cache keys).
+        if let Some((tools, choice)) = tools {
+            body["tools"] = tools;
+            body["tool_choice"] = choice;
+        }
         let body = serde_json::to_vec(&body).expect("json serializes");
         let digest = hex::encode(Sha256::digest(&body));
         rec.digest = Some(digest.clone());
 
         // Budget: refuse before anything is sent.
-        let estimate_prompt = estimate_prompt_tokens(req.messages.iter().map(|m| m.content.as_str()));
+        let estimate_prompt = estimate_prompt_tokens(req.prompt_texts());
         let estimate = estimate_prompt + u64::from(req.max_tokens);
         if let Some(cap) = self.inner.call_cap {
             let used = self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).tokens();
@@ -945,15 +1271,26 @@ impl LlmState {
             let completion = c.completion_tokens.unwrap_or_else(|| (c.content.len() as u64).div_ceil(4));
             (prompt, completion)
         };
-        let respond = |c: Completion, prompt: u64, completion: u64| wit::Response {
+        let respond = |c: Completion, prompt: u64, completion: u64| Reply {
             content: c.content,
+            tool_calls: c.tool_calls,
             model: c.model,
-            usage: wit::Usage {
-                prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
-                completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
-            },
+            prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+            completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
             finish_reason: c.finish_reason,
         };
+        // A call of a tool that was not offered breaks the protocol; the
+        // answer was charged all the same.
+        let offered = |c: &Completion| -> std::result::Result<(), String> {
+            for call in &c.tool_calls {
+                if !req.tools.iter().any(|t| t.name == call.name) {
+                    let name: String = call.name.chars().take(64).collect();
+                    return Err(format!("the model called the tool {name:?}, which the request did not offer"));
+                }
+            }
+            Ok(())
+        };
+        let called = |c: &Completion| c.tool_calls.iter().take(MAX_AUDITED_TOOLS).map(|t| t.name.chars().take(64).collect()).collect::<Vec<String>>();
 
         // The cache, and replay.
         let replay = service.config.replay;
@@ -965,8 +1302,12 @@ impl LlmState {
                 rec.source = if replay { "replay" } else { "cache" };
                 rec.prompt_tokens = prompt;
                 rec.completion_tokens = completion;
-                rec.latency_ms = started.elapsed().as_millis() as u64;
+                rec.tools_called = called(&c);
                 self.count(|u| u.cache_hits += 1);
+                if let Err(why) = offered(&c) {
+                    fail!(BadResponse, "bad-response", why)
+                }
+                rec.latency_ms = started.elapsed().as_millis() as u64;
                 self.record(rec);
                 return Ok(respond(c, prompt, completion));
             }
@@ -997,8 +1338,12 @@ impl LlmState {
                 rec.attempts = attempts;
                 rec.prompt_tokens = prompt;
                 rec.completion_tokens = completion;
-                rec.latency_ms = started.elapsed().as_millis() as u64;
+                rec.tools_called = called(&c);
                 self.count(|u| u.attempts += u64::from(attempts));
+                if let Err(why) = offered(&c) {
+                    fail!(BadResponse, "bad-response", why)
+                }
+                rec.latency_ms = started.elapsed().as_millis() as u64;
                 self.record(rec);
                 Ok(respond(c, prompt, completion))
             }
@@ -1013,26 +1358,102 @@ impl LlmState {
                 match f.kind {
                     FailKind::Unavailable => fail!(Unavailable, "unavailable", f.message),
                     FailKind::InvalidRequest => fail!(InvalidRequest, "invalid-request", f.message),
+                    FailKind::BadResponse => fail!(BadResponse, "bad-response", f.message),
                 }
             }
         }
     }
 }
 
-impl wit::Host for LlmState {
-    async fn chat(&mut self, req: wit::Request) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
+impl LlmState {
+    /// One `chat` of either interface version, counted.
+    async fn chat_counted(&self, req: ChatRequest) -> std::result::Result<Reply, Refusal> {
         self.count(|u| u.requests += 1);
-        Ok(match LlmState::chat(self, req).await {
+        match LlmState::chat(self, req).await {
             Ok(r) => Ok(r),
             Err((e, rec)) => {
                 self.count(|u| match e {
-                    wit::Error::Unavailable(_) => u.failed += 1,
+                    Refusal::Unavailable(_) | Refusal::BadResponse(_) => u.failed += 1,
                     _ => u.refused += 1,
                 });
                 self.record(rec);
                 Err(e)
             }
-        })
+        }
+    }
+}
+
+/// `vivarium:agent/llm@0.1.0`: text messages, no tools.
+impl wit::Host for LlmState {
+    async fn chat(&mut self, req: wit::Request) -> wasmtime::Result<Result<wit::Response, wit::Error>> {
+        let req = ChatRequest {
+            model: req.model,
+            messages: req
+                .messages
+                .into_iter()
+                .map(|m| ChatMessage {
+                    role: match m.role {
+                        wit::Role::System => "system",
+                        wit::Role::User => "user",
+                        wit::Role::Assistant => "assistant",
+                    },
+                    content: m.content,
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                })
+                .collect(),
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+        };
+        Ok(self.chat_counted(req).await.map(Reply::into_v1).map_err(Refusal::into_v1))
+    }
+
+    async fn tokens_left(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.left())
+    }
+}
+
+/// `vivarium:agent/llm@0.2.0`: multi-turn, tools, tool calls.
+impl wit2::Host for LlmState {
+    async fn chat(&mut self, req: wit2::Request) -> wasmtime::Result<Result<wit2::Response, wit2::Error>> {
+        let req = ChatRequest {
+            model: req.model,
+            messages: req
+                .messages
+                .into_iter()
+                .map(|m| ChatMessage {
+                    role: match m.role {
+                        wit2::Role::System => "system",
+                        wit2::Role::User => "user",
+                        wit2::Role::Assistant => "assistant",
+                        wit2::Role::Tool => "tool",
+                    },
+                    content: m.content,
+                    tool_calls: m
+                        .tool_calls
+                        .into_iter()
+                        .map(|c| ToolCall { id: c.id, name: c.name, arguments: c.arguments })
+                        .collect(),
+                    tool_call_id: m.tool_call_id,
+                })
+                .collect(),
+            tools: req
+                .tools
+                .into_iter()
+                .map(|t| ToolSpec { name: t.name, description: t.description, parameters: t.parameters })
+                .collect(),
+            tool_choice: match req.tool_choice {
+                wit2::ToolChoice::Auto => ToolChoice::Auto,
+                wit2::ToolChoice::None => ToolChoice::None,
+                wit2::ToolChoice::Required => ToolChoice::Required,
+                wit2::ToolChoice::Named(n) => ToolChoice::Named(n),
+            },
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+        };
+        Ok(self.chat_counted(req).await.map(Reply::into_v2).map_err(Refusal::into_v2))
     }
 
     async fn tokens_left(&mut self) -> wasmtime::Result<u64> {
@@ -1077,6 +1498,7 @@ mod tests {
             c,
             Completion {
                 content: "hi".into(),
+                tool_calls: vec![],
                 model: "m-1".into(),
                 finish_reason: "stop".into(),
                 prompt_tokens: Some(9),
