@@ -64,8 +64,17 @@ fn compile_cache() -> PathBuf {
     workspace_root().join("target/conformance-cache")
 }
 
+/// Compiles may take up to 10 minutes: an interpreter of 12-18 MB compiled
+/// with Cranelift on a loaded two-core CI machine can pass the default
+/// 120 s, and this suite is not about that bound (`host/tests/compile.rs`
+/// is).
 fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig { cache_dir: Some(compile_cache()), ..RuntimeConfig::default() }).expect("runtime")
+    Runtime::new(RuntimeConfig {
+        cache_dir: Some(compile_cache()),
+        compile_timeout: std::time::Duration::from_secs(600),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime")
 }
 
 fn task(id: &str, input: &str) -> Task {
