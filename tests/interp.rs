@@ -616,3 +616,23 @@ async fn a_python_childs_syntax_error_comes_back_to_the_meta_agent_as_feedback()
     let note = std::fs::read_to_string(s.run_dir.join("attempts").join(&rows[0].id.0).join("00000001.txt")).unwrap();
     assert!(note.contains("syntax-error") && note.contains("def broken(:"), "the loader's message: {note}");
 }
+
+// ---------------------------------------------------------------------------
+// `builder = "componentize"` keeps the per-variant component.
+
+#[test]
+fn builder_componentize_keeps_a_component_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = workspace_root().join("tests/guests/hostile-python");
+    let dir = tmp.path().join("v");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::copy(src.join("src/agent.py"), dir.join("src/agent.py")).unwrap();
+    let manifest = std::fs::read_to_string(src.join(MANIFEST)).unwrap();
+    let manifest = manifest.replace("language = \"python\"", "language = \"python\"\nbuilder = \"componentize\"");
+    std::fs::write(dir.join(MANIFEST), manifest).unwrap();
+    let m = vivarium::caps::Manifest::load(dir.join(MANIFEST)).unwrap();
+    // Cached by its inputs in the shared target directory: seconds once.
+    let built = build_variant(&dir, &m, &guest_target()).unwrap_or_else(|e| panic!("componentize: {e}"));
+    assert_eq!(&built.component[..4], b"\0asm", "a component, not a bundle");
+    assert!(Interpreted::parse(&built.component).unwrap().is_none());
+}
