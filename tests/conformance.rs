@@ -91,8 +91,9 @@ fn extra_import_allowed(language: Language, import: &str) -> bool {
     match language {
         // The standard library for wasm32-wasip2 imports cli and io.
         Language::Rust => import.starts_with("wasi:cli/") || import.starts_with("wasi:io/"),
-        // componentize-py --stub-wasi, ComponentizeJS with every feature
-        // off, C without stdio and hand-written WAT import no WASI at all.
+        // ComponentizeJS with every feature off, C without stdio and
+        // hand-written WAT import no WASI at all; a Python variant declares
+        // `log` and `types` (the shared interpreter's WASI is the grant's).
         _ => false,
     }
 }

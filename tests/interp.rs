@@ -522,3 +522,117 @@ async fn run_function_calls_code_under_limits() {
     // Nothing but `log`: no service is linked.
     let _ = Grant::minimal(limits);
 }
+
+// ---------------------------------------------------------------------------
+// evolve: the demo's shape on arith-python, and a child that does not load
+// coming back to the meta-agent as feedback.
+
+async fn evolve_in(home: &Path, run: &Path) -> vivarium::evolve::Summary {
+    vivarium::evolve::evolve(&session(home), run, &vivarium::evolve::EvolveOptions::default(), &|_| {})
+        .await
+        .unwrap_or_else(|e| panic!("evolve: {e}"))
+}
+
+fn fingerprint(archive: &vivarium::archive::Archive, run: &str) -> Vec<(String, Option<String>, u32, Option<f64>)> {
+    archive
+        .list(Some(run))
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.id.0, v.parent.map(|p| p.0), v.generation, v.visible_score))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn evolve_of_arith_python_improves_and_is_deterministic() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"py\"\nsuite = \"arith\"\nseed = 11\ngenerations = 2\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            workspace_root().join("variants/arith-python").display()
+        ),
+    )
+    .unwrap();
+    let a = evolve_in(&tmp.path().join("a"), &run).await;
+    let b = evolve_in(&tmp.path().join("b"), &run).await;
+    assert_eq!(a.stop, vivarium::evolve::StopReason::Finished);
+    let archive = vivarium::archive::Archive::open(&a.archive_dir).unwrap();
+    let fa = fingerprint(&archive, "py");
+    assert_eq!(fa, fingerprint(&vivarium::archive::Archive::open(&b.archive_dir).unwrap(), "py"));
+    assert!(fa.len() >= 3, "{fa:?}");
+    let best = a.best.unwrap().visible_score.unwrap();
+    assert!(best > a.baseline, "improved: {} -> {best}", a.baseline);
+    assert!(archive.integrity_check().unwrap().is_ok());
+    // Every archived Python variant is a bundle for the one interpreter.
+    let it = interpreter();
+    for v in archive.list(Some("py")).unwrap() {
+        let blob = archive.get_blob(v.component_sha.as_ref().unwrap()).unwrap();
+        let bundle = Interpreted::parse(&blob).unwrap().expect("a bundle");
+        assert_eq!(bundle.interpreter, it.sha256);
+    }
+}
+
+const PROPOSER: &str = r#"
+import vivarium
+from vivarium import Err, source
+
+GENERATION = 0
+
+
+class TaskAgent(vivarium.TaskAgent):
+    def solve(self, task):
+        raise Err("this variant only proposes")
+
+
+class MetaAgent(vivarium.MetaAgent):
+    def improve(self, ctx):
+        text = source.text(ctx, "src/agent.py")
+        if "syntax-error" in ctx.feedback and "src/agent.py:" in ctx.feedback:
+            text = source.set_const(text, "GENERATION", "1")
+            return source.proposal("saw the syntax error; honest now", [source.write("src/agent.py", text)])
+        return source.proposal("broken", [source.write("src/agent.py", text + "\ndef broken(:\n    pass\n")])
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_childs_syntax_error_comes_back_to_the_meta_agent_as_feedback() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    variant(&tmp.path().join("proposer"), PROPOSER, &[], "");
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"feedback\"\nsuite = \"arith\"\ngenerations = 2\nchildren_per_generation = 1\ninitial = [\"proposer\"]\n",
+    )
+    .unwrap();
+    let s = evolve_in(&tmp.path().join("h"), &run).await;
+    assert_eq!(s.stop, vivarium::evolve::StopReason::Finished);
+    assert_eq!(s.refused, 1, "the first child did not load");
+    let archive = vivarium::archive::Archive::open(&s.archive_dir).unwrap();
+    let rows = archive.list(Some("feedback")).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].summary, "saw the syntax error; honest now");
+    let note = std::fs::read_to_string(s.run_dir.join("attempts").join(&rows[0].id.0).join("00000001.txt")).unwrap();
+    assert!(note.contains("syntax-error") && note.contains("def broken(:"), "the loader's message: {note}");
+}
+
+// ---------------------------------------------------------------------------
+// `builder = "componentize"` keeps the per-variant component.
+
+#[test]
+fn builder_componentize_keeps_a_component_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = workspace_root().join("tests/guests/hostile-python");
+    let dir = tmp.path().join("v");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::copy(src.join("src/agent.py"), dir.join("src/agent.py")).unwrap();
+    let manifest = std::fs::read_to_string(src.join(MANIFEST)).unwrap();
+    let manifest = manifest.replace("language = \"python\"", "language = \"python\"\nbuilder = \"componentize\"");
+    std::fs::write(dir.join(MANIFEST), manifest).unwrap();
+    let m = vivarium::caps::Manifest::load(dir.join(MANIFEST)).unwrap();
+    // Cached by its inputs in the shared target directory: seconds once.
+    let built = build_variant(&dir, &m, &guest_target()).unwrap_or_else(|e| panic!("componentize: {e}"));
+    assert_eq!(&built.component[..4], b"\0asm", "a component, not a bundle");
+    assert!(Interpreted::parse(&built.component).unwrap().is_none());
+}

@@ -312,8 +312,8 @@ fn readme(language: Language, name: &str) -> String {
             "`Cargo.toml`, `Cargo.lock` and `build.rs` are protected: a child may not add dependencies or build scripts.",
         ),
         Language::Python => (
-            "componentize-py (`pip install componentize-py`, done by scripts/setup.sh) inside the build sandbox; 10-40 s cold, cached by content after",
-            "Built with `--stub-wasi`: the component imports no WASI, only `vivarium:agent/log`. `print()` goes to the host log; `time` and files are unavailable; `random` is seeded at build time. Keep the agents in `src/agent.py` (classes `TaskAgent` and `MetaAgent`).",
+            "milliseconds: the variant is a bundle for the host's shared Python interpreter, which is built once per machine (componentize-py, installed by scripts/setup.sh; ~20 s) and compiled once",
+            "The variant runs on the shared Python interpreter: `src/` is handed to it as read-only data when an instance starts and `src/agent.py` is imported (classes `TaskAgent` and `MetaAgent`); other modules under `src/` import as usual. `import vivarium` gives the SDK: `vivarium.log`, `vivarium.llm`, `vivarium.memory`, `vivarium.archive`, `vivarium.simulator`, `vivarium.trainer` (each raises `NotGranted` unless `variant.toml` requests it) and `vivarium.source` (read your own tree, write a proposal's edits). `print()` and `logging` go to the host log. The standard library is there, preloaded; packages outside it are not (`builder = \"componentize\"` builds a component of its own instead). A syntax error or an exception at import is reported with its file and line.",
         ),
         Language::Javascript => (
             "ComponentizeJS (`tools/js`, installed with `npm ci` by scripts/setup.sh) inside the build sandbox; 15-60 s cold, cached by content after",

@@ -398,8 +398,11 @@ fn build_rust_uncached(dir: &Path, target_dir: &Path, target: RustTarget) -> Res
 fn touch_sources(dir: &Path) -> Result<()> {
     let now = std::time::SystemTime::now();
     for (_, path) in build::support::tree_files(dir)? {
-        if let Ok(f) = std::fs::File::open(&path) {
-            let _ = f.set_modified(now);
+        // Never through a link: what it points at may lie outside the tree.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            if let Ok(f) = std::fs::File::open(&path) {
+                let _ = f.set_modified(now);
+            }
         }
     }
     Ok(())

@@ -407,8 +407,8 @@ fn link(to: &Path, at: &Path) -> Result<()> {
 /// target. Registry dependencies are pinned by `Cargo.lock`, a file of the
 /// tree.
 ///
-/// Errors: [`Error::Invalid`] for a tree holding a symbolic link or a
-/// special file; [`Error::Io`] for a file that cannot be read.
+/// Errors: [`Error::Invalid`] for a tree holding a special file;
+/// [`Error::Io`] for a file that cannot be read.
 pub fn cache_key(dir: &Path, target: RustTarget) -> Result<String> {
     let tc = RustToolchain::find()?;
     let mut files = super::support::tree_files(dir)?;

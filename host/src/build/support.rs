@@ -313,9 +313,14 @@ pub(crate) fn source_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// the tree can reach the component (`include_str!("../notes.txt")`,
 /// `#include ".inc/x.h"`, a prompt under `prompts/`).
 ///
-/// Errors: [`Error::Invalid`] for a symbolic link or a special file (a
-/// variant's tree holds plain files and directories only); [`Error::Io`]
-/// when a directory cannot be read.
+/// A symbolic link is listed, never followed: [`cache_key`] hashes where it
+/// points. What a build reads through it is then a file of the tree (hashed
+/// on its own), a file of the toolchain (whose version is in the key) or a
+/// file the sandbox refuses.
+///
+/// Errors: [`Error::Invalid`] for a special file (a FIFO, a socket, a
+/// device: a variant's tree holds files, directories and links only);
+/// [`Error::Io`] when a directory cannot be read.
 pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -326,7 +331,7 @@ pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             let ft = e.file_type().map_err(|err| Error::io(format!("reading {}", e.path().display()), err))?;
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() {
+            } else if ft.is_file() || ft.is_symlink() {
                 let rel = e
                     .path()
                     .strip_prefix(dir)
@@ -334,9 +339,8 @@ pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                     .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
                 out.push((rel, e.path()));
             } else {
-                let what = if ft.is_symlink() { "a symbolic link" } else { "not a plain file" };
                 return Err(Error::invalid(format!(
-                    "{} is {what}; a variant's tree holds plain files and directories only",
+                    "{} is not a plain file; a variant's tree holds files, directories and links only",
                     e.path().display()
                 )));
             }
@@ -347,7 +351,8 @@ pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The cache key of a build: sha256 over `parts` (labels and values) and
-/// every file in `files` (relative path and contents).
+/// every file in `files` (relative path and contents; for a symbolic link,
+/// where it points).
 pub(crate) fn cache_key(parts: &[(&str, &[u8])], files: &[(String, PathBuf)]) -> Result<String> {
     let mut h = Sha256::new();
     let mut put = |label: &[u8], value: &[u8]| {
@@ -360,8 +365,14 @@ pub(crate) fn cache_key(parts: &[(&str, &[u8])], files: &[(String, PathBuf)]) ->
         put(label.as_bytes(), value);
     }
     for (rel, path) in files {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        put(rel.as_bytes(), &bytes);
+        let read = |e| Error::io(format!("reading {}", path.display()), e);
+        if std::fs::symlink_metadata(path).map_err(read)?.is_symlink() {
+            let to = std::fs::read_link(path).map_err(read)?;
+            // NUL: no path holds one, so no file's label reads the same.
+            put(format!("{rel}\0link").as_bytes(), to.as_os_str().as_encoded_bytes());
+        } else {
+            put(rel.as_bytes(), &std::fs::read(path).map_err(read)?);
+        }
     }
     Ok(hex::encode(h.finalize()))
 }
@@ -580,7 +591,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn every_file_of_the_tree_is_in_the_key_and_links_are_refused() {
+    fn every_file_of_the_tree_is_in_the_key_and_links_by_where_they_point() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("src/__pycache__")).unwrap();
         std::fs::write(dir.path().join("src/a.py"), "x = 1").unwrap();
@@ -594,9 +605,18 @@ pub(crate) mod tests {
         );
         #[cfg(unix)]
         {
+            let before = key(dir.path());
             std::os::unix::fs::symlink("/etc/passwd", dir.path().join("prompts/link")).unwrap();
-            let e = tree_files(dir.path()).unwrap_err();
-            assert!(matches!(&e, Error::Invalid(m) if m.contains("is a symbolic link")), "{e}");
+            let to_passwd = key(dir.path());
+            assert_ne!(before, to_passwd);
+            std::fs::remove_file(dir.path().join("prompts/link")).unwrap();
+            std::os::unix::fs::symlink("/etc/hosts", dir.path().join("prompts/link")).unwrap();
+            assert_ne!(key(dir.path()), to_passwd, "a link counts by where it points");
+            let fifo = dir.path().join("src/fifo");
+            if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+                let e = tree_files(dir.path()).unwrap_err();
+                assert!(matches!(&e, Error::Invalid(m) if m.contains("not a plain file")), "{e}");
+            }
         }
     }
 

@@ -14,13 +14,16 @@ GENERATION.
 
 The input `spin` makes `solve` loop forever: the conformance suite's probe
 that the host's fuel and deadline limits stop a runaway guest.
+
+It runs on the host's shared Python interpreter and uses the `vivarium`
+SDK (logging, the contract's types, and the `source` helpers that edit
+its own tree).
 """
 
 import sys
 
-from componentize_py_types import Err
-from wit_world import exports
-from wit_world.imports import log, types
+import vivarium
+from vivarium import Err, source, types
 
 # How many times this variant has improved itself; `improve` rewrites it.
 GENERATION = 0
@@ -219,7 +222,7 @@ def enabled_switches():
     return [name for name, on in SWITCHES if on]
 
 
-class TaskAgent(exports.TaskAgent):
+class TaskAgent(vivarium.TaskAgent):
     def solve(self, task: types.Task) -> types.Answer:
         if task.input == "spin":
             while True:
@@ -228,7 +231,7 @@ class TaskAgent(exports.TaskAgent):
             value = evaluate(task.input)
         except (EvalError, RecursionError) as e:
             message = str(e) if isinstance(e, EvalError) else f"nested deeper than {MAX_DEPTH}"
-            log.log(log.Level.WARN, f"task {task.id}: {message}")
+            vivarium.log.warn(f"task {task.id}: {message}")
             raise Err(message)
         return types.Answer(
             str(value), f"arith generation {GENERATION}, switches on: {enabled_switches()}"
@@ -250,31 +253,19 @@ def next_switch(feedback):
     return off[0] if off else None
 
 
-def set_const(text, name, value):
-    """Rewrite the line `NAME = ...` (exactly one) to `NAME = value`."""
-    prefix = f"{name} = "
-    lines = text.split("\n")
-    hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
-    if len(hits) != 1:
-        raise Err(f"{SELF_PATH} has {len(hits)} lines `{prefix}...`, expected exactly one")
-    lines[hits[0]] = prefix + value
-    return "\n".join(lines)
-
-
-class MetaAgent(exports.MetaAgent):
+class MetaAgent(vivarium.MetaAgent):
     def improve(self, ctx: types.ImproveContext) -> types.Proposal:
         switch = next_switch(ctx.feedback)
         if switch is None:
             raise Err("every grammar switch is already on; nothing left to improve")
-        own = [f for f in ctx.sources if f.path == SELF_PATH]
-        if not own:
-            raise Err(f"{SELF_PATH} is not among the sources")
-        text = bytes(own[0].contents).decode("utf-8")
+        # `source.text` and `source.set_const` answer `Err` (a graceful
+        # failure) when the file or the line is not there.
+        text = source.text(ctx, SELF_PATH)
         next_generation = GENERATION + 1
-        text = set_const(text, switch, "True")
-        text = set_const(text, "GENERATION", str(next_generation))
-        log.log(log.Level.INFO, f"arith generation {GENERATION}: turning on {switch}")
-        return types.Proposal(
+        text = source.set_const(text, switch, "True")
+        text = source.set_const(text, "GENERATION", str(next_generation))
+        vivarium.log.info(f"arith generation {GENERATION}: turning on {switch}")
+        return source.proposal(
             f"arith: turn on {switch} (generation {next_generation})",
-            [types.Edit_Write(types.SourceFile(SELF_PATH, text.encode("utf-8")))],
+            [source.write(SELF_PATH, text)],
         )
