@@ -126,8 +126,11 @@ async fn a_200_mb_return_value_under_a_small_memory_limit_never_exists() {
 
 #[tokio::test]
 async fn a_log_flood_is_bounded() {
-    let r = attack("log-flood", "20000:65536", small_limits()).await;
+    // 1.3 GB offered: the host's work taking it in is charged to fuel (one
+    // per byte, 1000 per call), so the call needs fuel for it.
+    let r = attack("log-flood", "20000:65536", Limits { fuel: 2_000_000_000, ..small_limits() }).await;
     assert_eq!(ok_output(&r).output, "logged 20000 messages of 65536 bytes");
+    assert!(r.usage.fuel > 20_000 * 65_536, "the host's work is in the fuel used: {:?}", r.usage);
     assert_eq!(r.log_usage.calls, 20000);
     let kept: usize = r.logs.iter().map(|l| l.message.len()).sum();
     assert!(kept <= 64 << 10, "{kept}");

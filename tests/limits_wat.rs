@@ -2,7 +2,7 @@
 //! the exact typed failure, then that a well-behaved agent on the same
 //! runtime still answers.
 
-use vivarium::caps::Grant;
+use vivarium::caps::{Grant, Limits};
 use vivarium::runtime::{CallOptions, CallOutcome};
 use vivarium::{Error, GuestFailureKind as K};
 use vivarium_tests::*;
@@ -139,9 +139,12 @@ async fn a_log_flood_is_capped_and_counted() {
         "(param i32 i32 i32 i32 i32 i32 i32 i32) (result i32) (local $i i32)",
     );
     let rt = runtime();
-    let p = prepare(&rt, &wat_component(&wat), Grant::minimal(small_limits())).await.unwrap();
+    // Fuel for the host's work of taking 400 MB in (one per byte).
+    let limits = Limits { fuel: 1_000_000_000, ..small_limits() };
+    let p = prepare(&rt, &wat_component(&wat), Grant::minimal(limits)).await.unwrap();
     let r = solve(&rt, &p, &task("flood", "done")).await;
     assert_eq!(ok_output(&r).output, "done");
+    assert!(r.usage.fuel > 100_000 * 4096, "the host's work is in the fuel used: {:?}", r.usage);
     let kept: usize = r.logs.iter().map(|l| l.message.len()).sum();
     assert!(kept <= 64 << 10, "kept bytes capped: {kept}");
     assert_eq!(r.log_usage.calls, 100_000);
