@@ -387,13 +387,19 @@ async fn memory_quota_keys_and_usage() {
     assert_eq!(store.entries("L1").unwrap(), vec![("fill".to_string(), vec![b'x'; 50])]);
 }
 
+/// A runtime whose `memory` store lives in a fresh directory.
+fn memory_runtime() -> (tempfile::TempDir, Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::lazy(dir.path().join("memory.sqlite"));
+    let rt = runtime().with_services(HostServices { memory: Some(Arc::new(store)), ..HostServices::default() });
+    (dir, rt)
+}
+
 #[tokio::test]
 async fn memory_persists_per_lineage_and_a_child_gets_a_snapshot() {
     init();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, rt) = memory_runtime();
     let path = dir.path().join("memory.sqlite");
-    let rt = runtime()
-        .with_services(HostServices { memory: Some(Arc::new(MemoryStore::lazy(&path))), ..HostServices::default() });
     let p = prepared(&rt, grant(llm_grant(0), 1 << 20)).await;
     let lineage = |l: &str| CallOptions { lineage: Some(l.into()), ..CallOptions::default() };
 
@@ -432,10 +438,8 @@ async fn memory_persists_per_lineage_and_a_child_gets_a_snapshot() {
 #[tokio::test]
 async fn a_sealed_call_leaves_no_trace_in_memory() {
     init();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, rt) = memory_runtime();
     let path = dir.path().join("memory.sqlite");
-    let rt = runtime()
-        .with_services(HostServices { memory: Some(Arc::new(MemoryStore::lazy(&path))), ..HostServices::default() });
     let p = prepared(&rt, grant(llm_grant(0), 1 << 20)).await;
     let visible = CallOptions { lineage: Some("v".into()), ..CallOptions::default() };
     let held_out = visible.sealed();
