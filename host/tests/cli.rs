@@ -767,3 +767,23 @@ fn small_mistakes_get_a_message_that_says_what_to_do() {
     assert!(!help.contains("--replay") && !help.contains("--version"), "top-level flags stay at the top:\n{help}");
     assert_eq!(f.run(&["--replay", "--version"]).status.code(), Some(0));
 }
+
+/// Two initial variants holding the same files would be one archived
+/// variant: the run file is refused (exit 2) naming both, and no run is
+/// created.
+#[test]
+fn two_identical_initial_variants_are_refused_naming_both() {
+    let f = Fixture::new();
+    let (a, b) = (f.dir.path().join("a"), f.dir.path().join("b"));
+    copy_dir(&repo_root().join("variants/arith-wat"), &a);
+    copy_dir(&repo_root().join("variants/arith-wat"), &b);
+    let initial = format!("{}\", \"{}", a.display(), b.display());
+    std::fs::write(f.p("run.toml"), run_toml("twins", &initial, 1, "")).unwrap();
+    let o = f.run(&["evolve", &f.p("run.toml"), "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stdout));
+    let detail = json(&o)["detail"].as_str().unwrap().to_string();
+    for needle in [a.display().to_string(), b.display().to_string(), "list it once".into()] {
+        assert!(detail.contains(&needle), "{needle} in: {detail}");
+    }
+    assert!(!f.home().join("archive").exists(), "nothing was created");
+}

@@ -629,6 +629,7 @@ pub async fn evolve(
     for dir in &config.run.initial {
         Manifest::load(dir.join(MANIFEST))?;
     }
+    check_distinct_initial(config_path, &config.run.initial)?;
     let run_id = config.run.name.clone();
     check_run_id(&run_id)?;
     let run_dir = run_dir(session, &run_id);
@@ -773,4 +774,25 @@ async fn evolve_locked(
     };
     session.audit.append(None, crate::audit::EventKind::Other("evolve-summary".into()), json!(summary))?;
     Ok(summary)
+}
+
+/// Two initial variants with the same files would be one variant in the
+/// archive (ids are content-addressed), silently merged: refuse the run
+/// file instead, naming both.
+fn check_distinct_initial(config_path: &Path, initial: &[std::path::PathBuf]) -> Result<()> {
+    let mut seen: Vec<(String, &std::path::PathBuf)> = Vec::new();
+    for dir in initial {
+        let digest = crate::build::support::cache_key(&[], &crate::build::support::tree_files(dir)?)?;
+        if let Some((_, first)) = seen.iter().find(|(d, _)| *d == digest) {
+            return Err(Error::invalid(format!(
+                "{}: run.initial: `{}` and `{}` hold the same files, so they would be one variant; \
+                 list it once, or change one of them",
+                config_path.display(),
+                first.display(),
+                dir.display()
+            )));
+        }
+        seen.push((digest, dir));
+    }
+    Ok(())
 }
