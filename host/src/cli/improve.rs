@@ -53,6 +53,7 @@ pub async fn improve(a: ImproveArgs, out: &Out) -> ExitCode {
             iterations_left: 1,
             ..ImproveRequest::default()
         };
+        let _p = out.progress("asking the meta-agent, checking and building the child");
         improve::improve(&session, &req).await
     }
     .await;

@@ -58,4 +58,42 @@ impl Out {
     pub fn note(&self, line: &str) {
         eprintln!("{}", for_terminal(line));
     }
+
+    /// A spinner on stderr naming a step that may take a while (a build,
+    /// the first compile of a component), shown only once the step has run
+    /// for a second, only on a terminal and never under `--json`; it is
+    /// cleared when the returned guard drops.
+    pub fn progress(&self, step: &str) -> Progress {
+        use std::io::IsTerminal;
+        if self.json || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(for_terminal(step));
+        let shown = bar.clone();
+        let timer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if !shown.is_finished() {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown.enable_steady_tick(std::time::Duration::from_millis(120));
+            }
+        });
+        drop(timer);
+        Progress(Some(bar))
+    }
+}
+
+/// The guard of [`Out::progress`]: clears the spinner when dropped.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }

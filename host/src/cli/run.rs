@@ -99,7 +99,10 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
         Err(e) => return out.error(&e),
     };
     let report =
-        match session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await {
+        match {
+            let _p = out.progress("building (if needed), compiling (the first time) and running");
+            session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await
+        } {
             Ok(r) => r,
             Err(e) => return out.error(&e),
         };
@@ -146,6 +149,7 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
 pub async fn inspect(a: InspectArgs, out: &Out) -> ExitCode {
     let result = async {
         let session = variant::Session::open_default().await?;
+        let _p = out.progress("building (if needed) and compiling (the first time)");
         session.inspect(&a.target, a.policy.as_deref()).await
     }
     .await;
@@ -179,7 +183,11 @@ pub async fn inspect(a: InspectArgs, out: &Out) -> ExitCode {
 }
 
 pub async fn build(a: BuildArgs, out: &Out) -> ExitCode {
-    match variant::build_dir(&a.dir, a.out.as_deref(), &Home::from_env()) {
+    let built = {
+        let _p = out.progress(&format!("building {}", a.dir.display()));
+        variant::build_dir(&a.dir, a.out.as_deref(), &Home::from_env())
+    };
+    match built {
         Ok(b) => {
             out.print(
                 &json!({"status": "ok", "path": b.path, "sha256": b.sha256, "bytes": b.bytes, "duration_ms": b.duration_ms}),
