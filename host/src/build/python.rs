@@ -334,10 +334,12 @@ mod tests {
         workspace_root().join("target/guests-sandboxed")
     }
 
-    /// A copy of `variants/arith-python` whose `agent.py` starts with `prelude`.
-    fn arith_python(prelude: &str) -> tempfile::TempDir {
+    /// A copy of the hostile Python guest (written for componentize-py's
+    /// bindings; `variants/arith-python` uses the interpreter's SDK) whose
+    /// `agent.py` starts with `prelude`.
+    fn componentize_python(prelude: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let src = workspace_root().join("variants/arith-python");
+        let src = workspace_root().join("tests/guests/hostile-python");
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         std::fs::copy(src.join("variant.toml"), dir.path().join("variant.toml")).unwrap();
         let text = std::fs::read_to_string(src.join("src/agent.py")).unwrap();
@@ -349,7 +351,7 @@ mod tests {
     fn a_python_child_changing_any_file_of_its_tree_is_rebuilt_with_what_it_reads() {
         // Its top-level code reads the dot-directory file at build time (the
         // pre-initialized heap holds it); the other kinds are in the key.
-        let dir = arith_python(
+        let dir = componentize_python(
             "import os as _os\n_EXTRA = open(_os.path.join(_os.path.dirname(__file__), '.inc', 'extra.txt')).read()\n",
         );
         let tc = super::toolchain(&target_dir()).unwrap();
@@ -372,7 +374,7 @@ mod tests {
     #[test]
     fn python_in_its_sandbox_reads_no_installed_binary() {
         let tc = super::toolchain(&target_dir()).unwrap();
-        let dir = arith_python("");
+        let dir = componentize_python("");
         std::fs::write(dir.path().join("notes.txt"), "notes").unwrap();
         let staging = tempfile::tempdir().unwrap();
         let sandbox =
