@@ -79,7 +79,8 @@ impl CompiledTrees {
             return;
         }
         if *total + size > MAX_COMPILED_TOTAL {
-            let forget: Vec<String> = order.drain(..order.len() / 2 + 1).collect();
+            let half = (order.len() / 2 + 1).min(order.len());
+            let forget: Vec<String> = order.drain(..half).collect();
             for k in forget {
                 if let Some(v) = map.remove(&k) {
                     *total -= v.iter().map(|(p, c)| p.len() + c.len()).sum::<usize>();
