@@ -636,3 +636,29 @@ fn builder_componentize_keeps_a_component_of_its_own() {
     assert_eq!(&built.component[..4], b"\0asm", "a component, not a bundle");
     assert!(Interpreted::parse(&built.component).unwrap().is_none());
 }
+
+/// Where an instance's time goes (run with `--ignored --nocapture`): a
+/// trivial variant against arith-python, fuel and wall per call.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_instance_start() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let echo = variant(&tmp.path().join("echo"), ECHO, &[], "");
+    let arith = workspace_root().join("variants/arith-python");
+    for (label, dir, input) in [("echo", echo.as_path(), "x"), ("arith-python", arith.as_path(), "1+2")] {
+        let (_, p) = open(&s, dir).await;
+        let mut walls = Vec::new();
+        let mut fuel = 0;
+        for _ in 0..9 {
+            let started = std::time::Instant::now();
+            let r = s.runtime.solve(&p, &task(input), &CallOptions::default()).await.unwrap();
+            walls.push(started.elapsed().as_secs_f64() * 1000.0);
+            fuel = r.usage.fuel;
+            assert!(matches!(r.outcome, CallOutcome::Ok(_)), "{:?}", r.outcome);
+        }
+        walls.sort_by(f64::total_cmp);
+        eprintln!("{label}: median {:.1} ms, fuel {fuel}", walls[walls.len() / 2]);
+    }
+}

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use vivarium::audit::{AuditLog, Durability};
 use vivarium::caps::{Manifest, Overrides};
 use vivarium::home::Home;
 use vivarium::improve::{improve, ImproveRequest};
@@ -66,15 +67,17 @@ struct Python {
 }
 
 impl Python {
-    fn new(tmp: &Path) -> Self {
+    fn new(tmp: &Path, durability: Durability) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let target = workspace_root().join("target/bench-interp");
         let mut session = Session::open(Home::at(tmp.join("home"))).unwrap();
+        session.audit = AuditLog::open_with(&session.home.audit_dir(), durability).unwrap();
         session.guest_target_dir = target.clone();
         session.runtime = Runtime::new(RuntimeConfig { cache_dir: Some(target.join("compile-cache")), ..Default::default() })
             .unwrap()
             .with_services(vivarium::services::HostServices::for_home(&session.home).unwrap());
         let parent = tmp.join("arith-python");
+        let _ = std::fs::create_dir_all(tmp);
         std::fs::create_dir_all(parent.join("src")).unwrap();
         let src = workspace_root().join("variants/arith-python");
         for f in [MANIFEST, "src/agent.py"] {
@@ -135,7 +138,7 @@ impl Python {
             let opened = s.open_target(&parent, None, &Overrides::default()).await.unwrap();
             let p = s.prepare(&opened).unwrap();
             let started = Instant::now();
-            let r = s.solve(&p, &task("1+2"), &CallOptions::default()).await.unwrap();
+            let r = s.runtime.solve(&p, &task("1+2"), &CallOptions::default()).await.unwrap();
             let t = started.elapsed();
             assert!(matches!(&r.outcome, CallOutcome::Ok(a) if a.output == "3"), "{:?}", r.outcome);
             (t, r.usage.memory_peak)
@@ -205,8 +208,10 @@ impl Rust {
 
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut python = Python::new(tmp.path());
+    let mut python = Python::new(&tmp.path().join("fsync"), Durability::Fsync);
     python.child_ready(); // warm: the parent's first open, the caches
+    let mut flush = Python::new(&tmp.path().join("flush"), Durability::Flush);
+    flush.child_ready();
     let mut rust = Rust::new(tmp.path());
 
     let mut c = Criterion::default().configure_from_args().sample_size(10).measurement_time(Duration::from_secs(10));
@@ -216,9 +221,10 @@ fn main() {
     group.finish();
 
     // The same, interleaved, for the summary.
-    let (mut py, mut rs) = (Vec::new(), Vec::new());
+    let (mut py, mut pf, mut rs) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..7 {
         py.push(python.child_ready().as_secs_f64() * 1000.0);
+        pf.push(flush.child_ready().as_secs_f64() * 1000.0);
         rs.push(rust.rebuild().as_secs_f64() * 1000.0);
     }
     let mut starts = Vec::new();
@@ -240,9 +246,14 @@ fn main() {
         median(py),
         median(python.meta.clone())
     );
+    println!(
+        "  python, the same with the audit log not fsynced (Durability::Flush): {:.1} ms",
+        median(pf)
+    );
     println!("  rust (echo): warm sandboxed rebuild after a one-line edit: {:.0} ms", median(rs));
     println!(
-        "instance start + one solve, arith-python (~300 lines) loaded: median {:.1} ms; linear memory per instance {:.1} MiB",
+        "instance start + one solve (Runtime::solve, no audit), arith-python (~300 lines) loaded: median {:.1} ms; \
+         linear memory per instance {:.1} MiB",
         median(starts),
         peak as f64 / (1 << 20) as f64
     );

@@ -62,6 +62,7 @@ import traceback  # noqa: E402
 from componentize_py_types import Err  # noqa: E402
 from wit_world import exports  # noqa: E402
 import json  # noqa: E402
+import marshal  # noqa: E402
 from wit_world.imports import source as _source  # noqa: E402
 
 import vivarium  # noqa: E402  (the SDK; preloaded so variants can import it)
@@ -99,15 +100,18 @@ class _MissingModuleFinder(importlib.abc.MetaPathFinder):
 
 
 class _TreeLoader(importlib.abc.Loader):
-    def __init__(self, path, text):
+    def __init__(self, path, text, code):
         self.path = path
         self.text = text
+        self.code = code
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module):
-        code = compile(self.text, self.path, "exec", dont_inherit=True)
+        code = self.code
+        if code is None:
+            code = compile(self.text, self.path, "exec", dont_inherit=True)
         exec(code, module.__dict__)
 
 
@@ -121,9 +125,9 @@ class _TreeFinder(importlib.abc.MetaPathFinder):
         found = self.modules.get(fullname)
         if found is None:
             return None
-        path, text, is_package = found
+        path, text, is_package, code = found
         spec = importlib.util.spec_from_loader(
-            fullname, _TreeLoader(path, text), origin=path, is_package=is_package
+            fullname, _TreeLoader(path, text, code), origin=path, is_package=is_package
         )
         spec.has_location = True
         return spec
@@ -245,6 +249,48 @@ def _import(entry_module):
         raise LoadError("exception", f"{type(e).__name__}: {e}", file, line) from None
 
 
+def _compiled_by_host():
+    """Code objects the host kept from an earlier instance, by path."""
+    out = {}
+    for f in _source.compiled():
+        try:
+            out[f.path] = marshal.loads(bytes(f.contents))
+        except Exception:  # noqa: BLE001 (compile instead)
+            pass
+    return out
+
+
+def _index_tree():
+    """Serve the tree's modules. Their code comes compiled from the host
+    when an earlier instance offered it; otherwise every module is compiled
+    now, before any of it runs, and offered to the host (a module that does
+    not compile is compiled again when imported, to raise its error)."""
+    cached = _compiled_by_host()
+    fresh = []
+    for f in _source.files():
+        data = bytes(f.contents)
+        _host.TREE[f.path] = data
+        named = _module_name(f.path)
+        if named is None:
+            continue
+        name, is_package = named
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LoadError("syntax-error", f"the file is not UTF-8 text: {e}", f.path, 1) from None
+        code = cached.get(f.path)
+        if code is None and not cached:
+            try:
+                code = compile(text, f.path, "exec", dont_inherit=True)
+                fresh.append((f.path, marshal.dumps(code)))
+            except (SyntaxError, ValueError, RecursionError):
+                code = None
+        _TREE.modules[name] = (f.path, text, is_package, code)
+        linecache.cache[f.path] = (len(data), None, text.splitlines(keepends=True), f.path)
+    if fresh:
+        _source.offer_compiled([_source.File(path=p, contents=c) for p, c in fresh])
+
+
 def _load():
     """Load the variant (once per instance); the state, with `error` set
     when it did not load."""
@@ -256,19 +302,7 @@ def _load():
     entry = _source.entry()
     state.mode = entry.mode
     try:
-        for f in _source.files():
-            data = bytes(f.contents)
-            _host.TREE[f.path] = data
-            named = _module_name(f.path)
-            if named is None:
-                continue
-            name, is_package = named
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LoadError("syntax-error", f"the file is not UTF-8 text: {e}", f.path, 1) from None
-            _TREE.modules[name] = (f.path, text, is_package)
-            linecache.cache[f.path] = (len(data), None, text.splitlines(keepends=True), f.path)
+        _index_tree()
         state.module = _import(entry.module)
         if isinstance(entry.mode, _source.Mode_Function):
             fn = getattr(state.module, entry.mode.value, None)

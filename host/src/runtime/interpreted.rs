@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentType, Linker, Lower};
+use wasmtime::component::{Component, ComponentType, Lift, Linker, Lower};
 use wasmtime::StoreContextMut;
 
 use super::{HostState, Loaded, Prepared, Runtime};
@@ -19,20 +19,81 @@ use crate::interp::{self, Interpreted, Mode};
 /// The interface the interpreter imports its source through.
 pub const SOURCE_INTERFACE: &str = "vivarium:interp/source@0.1.0";
 
-/// What one instance of the interpreter is handed: the bundle and the
-/// services the grant links (for the SDK's `NotGranted`).
-#[derive(Debug)]
+/// What one instance of the interpreter is handed: the bundle, the
+/// services the grant links (for the SDK's `NotGranted`), and the
+/// runtime's kept compiled code of trees.
 pub(crate) struct InstanceSource {
     pub(crate) bundle: Arc<Interpreted>,
     pub(crate) granted: Vec<String>,
+    /// `<interpreter sha256>:<tree digest>`: whose compiled code this is.
+    key: String,
+    compiled: Arc<CompiledTrees>,
 }
 
-/// Compiled interpreters of this runtime, by sha256: loading the hundredth
-/// child deserializes nothing.
-#[derive(Default)]
-pub(crate) struct Interpreters(Mutex<HashMap<String, Component>>);
+impl std::fmt::Debug for InstanceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSource").field("key", &self.key).field("granted", &self.granted).finish()
+    }
+}
 
-#[derive(ComponentType, Lower)]
+/// Compiled interpreters of this runtime, by sha256 (loading the hundredth
+/// child deserializes nothing), and the compiled code of trees.
+#[derive(Default)]
+pub(crate) struct Interpreters {
+    components: Mutex<HashMap<String, Component>>,
+    compiled: Arc<CompiledTrees>,
+}
+
+/// The most bytes of compiled code kept for one tree: what one host call
+/// hands an instance stays well inside the call's host-call budget.
+const MAX_COMPILED_PER_TREE: usize = 768 << 10;
+
+/// The most bytes of compiled code a runtime keeps (all trees); past it
+/// the oldest half is forgotten.
+const MAX_COMPILED_TOTAL: usize = 256 << 20;
+
+/// Compiled code (CPython `marshal` output) of the modules of trees,
+/// offered by the first instance of each tree before any of its code ran,
+/// so that later instances skip compiling: the largest part of an
+/// instance's start for a few hundred lines of Python. The bytes only ever
+/// reach instances of the same tree on the same interpreter (the same
+/// code), so a variant can at worst affect its own instances.
+#[derive(Default)]
+struct CompiledTrees {
+    by_key: Mutex<(HashMap<String, Arc<Vec<(String, Vec<u8>)>>>, Vec<String>, usize)>,
+}
+
+impl CompiledTrees {
+    fn get(&self, key: &str) -> Option<Arc<Vec<(String, Vec<u8>)>>> {
+        self.by_key.lock().expect("compiled lock").0.get(key).cloned()
+    }
+
+    fn offer(&self, key: &str, files: Vec<(String, Vec<u8>)>) {
+        let size: usize = files.iter().map(|(p, c)| p.len() + c.len()).sum();
+        if size > MAX_COMPILED_PER_TREE {
+            return;
+        }
+        let mut guard = self.by_key.lock().expect("compiled lock");
+        let (map, order, total) = &mut *guard;
+        if map.contains_key(key) {
+            return;
+        }
+        if *total + size > MAX_COMPILED_TOTAL {
+            let half = (order.len() / 2 + 1).min(order.len());
+            let forget: Vec<String> = order.drain(..half).collect();
+            for k in forget {
+                if let Some(v) = map.remove(&k) {
+                    *total -= v.iter().map(|(p, c)| p.len() + c.len()).sum::<usize>();
+                }
+            }
+        }
+        map.insert(key.to_string(), Arc::new(files));
+        order.push(key.to_string());
+        *total += size;
+    }
+}
+
+#[derive(ComponentType, Lower, Lift)]
 #[component(record)]
 struct WitFile {
     path: String,
@@ -72,7 +133,7 @@ impl Runtime {
     }
 
     async fn interpreter(&self, sha: &str) -> Result<Component> {
-        if let Some(c) = self.interpreters.0.lock().expect("interpreters lock").get(sha) {
+        if let Some(c) = self.interpreters.components.lock().expect("interpreters lock").get(sha) {
             return Ok(c.clone());
         }
         let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, sha));
@@ -87,7 +148,7 @@ impl Runtime {
                 loaded.component
             }
         };
-        self.interpreters.0.lock().expect("interpreters lock").insert(sha.to_string(), component.clone());
+        self.interpreters.components.lock().expect("interpreters lock").insert(sha.to_string(), component.clone());
         Ok(component)
     }
 
@@ -128,6 +189,23 @@ impl Runtime {
             Ok((WitEntryPoint { module: s.bundle.module.clone(), mode },))
         })
         .map_err(internal)?;
+        inst.func_wrap("compiled", |store: StoreContextMut<'_, HostState>, (): ()| {
+            let files = match &store.data().source {
+                Some(s) => s.compiled.get(&s.key).map_or_else(Vec::new, |files| {
+                    files.iter().map(|(path, code)| WitFile { path: path.clone(), contents: code.clone() }).collect()
+                }),
+                None => Vec::new(),
+            };
+            Ok((files,))
+        })
+        .map_err(internal)?;
+        inst.func_wrap("offer-compiled", |store: StoreContextMut<'_, HostState>, (files,): (Vec<WitFile>,)| {
+            if let Some(s) = &store.data().source {
+                s.compiled.offer(&s.key, files.into_iter().map(|f| (f.path, f.contents)).collect());
+            }
+            Ok(())
+        })
+        .map_err(internal)?;
         inst.func_wrap("granted", |store: StoreContextMut<'_, HostState>, (): ()| {
             Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
         })
@@ -157,8 +235,17 @@ impl Runtime {
             .filter(|s| grant.service_granted(s))
             .map(String::from)
             .collect();
-        Ok(Some(Arc::new(InstanceSource { bundle: source.bundle.clone(), granted })))
+        Ok(Some(Arc::new(InstanceSource {
+            key: compiled_key(&source.bundle),
+            bundle: source.bundle.clone(),
+            granted,
+            compiled: self.interpreters.compiled.clone(),
+        })))
     }
+}
+
+fn compiled_key(bundle: &Interpreted) -> String {
+    format!("{}:{}", bundle.interpreter, bundle.tree_digest())
 }
 
 impl Prepared {
@@ -171,8 +258,14 @@ impl Prepared {
     /// and links): how a new child is checked ([`interp::check_load`]).
     pub fn with_bundle(&self, bundle: Interpreted) -> Prepared {
         let mut p = self.clone();
-        let granted = self.source.as_ref().map(|s| s.granted.clone()).unwrap_or_default();
-        p.source = Some(Arc::new(InstanceSource { bundle: Arc::new(bundle), granted }));
+        if let Some(s) = &self.source {
+            p.source = Some(Arc::new(InstanceSource {
+                key: compiled_key(&bundle),
+                bundle: Arc::new(bundle),
+                granted: s.granted.clone(),
+                compiled: s.compiled.clone(),
+            }));
+        }
         p
     }
 }
