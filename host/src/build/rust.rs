@@ -281,7 +281,7 @@ fn source_config(cargo_home: &Path) -> Vec<String> {
 /// ever built or installed, the host's own among them after a
 /// `cargo install` (with the held-out tasks and graders in it). A lock file
 /// naming a package with a path-like name or version pins nothing.
-pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
+pub fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
     let registry = cargo_home.join("registry");
     let mut out = vec![registry.join("index")];
     let Some(packages) = std::fs::read_to_string(tree.join("Cargo.lock"))
@@ -344,7 +344,7 @@ pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
 /// build. Sandboxed and trusted builds use the same one, so the paths the
 /// compiler sees, and with them the artifacts in the target directory, are
 /// shared. Anything else found in it is removed.
-pub(crate) fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
+pub fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
     let target_dir = std::path::absolute(target_dir)
         .map_err(|e| Error::io(format!("resolving the guest target directory {}", target_dir.display()), e))?;
     let name = target_dir
