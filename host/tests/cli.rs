@@ -172,11 +172,14 @@ fn a_child_including_the_installed_host_its_cargo_config_or_rustup_is_refused() 
     let child = tmp.path().join("child");
     std::fs::create_dir_all(child.join("src")).unwrap();
     let echo = root.join("variants/echo");
-    let manifest = std::fs::read_to_string(echo.join("Cargo.toml"))
-        .unwrap()
+    // Its own crate name: the guest target directory is shared.
+    let rename = |text: String| text.replace("name = \"echo\"", "name = \"cli-include-probe\"");
+    let manifest = rename(std::fs::read_to_string(echo.join("Cargo.toml")).unwrap())
         .replace("path = \"../../guest-sdk\"", &format!("path = {:?}", root.join("guest-sdk").display().to_string()));
     std::fs::write(child.join("Cargo.toml"), manifest).unwrap();
-    for f in ["Cargo.lock", "variant.toml", "src/lib.rs"] {
+    std::fs::write(child.join("Cargo.lock"), rename(std::fs::read_to_string(echo.join("Cargo.lock")).unwrap()))
+        .unwrap();
+    for f in ["variant.toml", "src/lib.rs"] {
         std::fs::copy(echo.join(f), child.join(f)).unwrap();
     }
     let includes: String = leaks.iter().map(|p| format!("include_bytes!({:?}), ", p.display().to_string())).collect();

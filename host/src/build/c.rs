@@ -69,10 +69,12 @@ struct Toolchain {
 /// own answers (`-print-resource-dir`, `-print-prog-name=wasm-ld`, the
 /// include and library search lists): the files of the toolchain only.
 fn toolchain_paths(clang: &Path) -> Vec<PathBuf> {
-    let ask = |args: &[&str]| {
+    // Answers on stdout; `-v` speaks on stderr.
+    let ask = |args: &[&str], both: bool| {
         let mut c = Command::new(clang);
         c.args(args);
-        support::probe_log(c, Duration::from_secs(30)).unwrap_or_default()
+        let limit = Duration::from_secs(30);
+        if both { support::probe_log(c, limit) } else { support::probe(c, limit) }.unwrap_or_default()
     };
     let mut out: Vec<PathBuf> = Vec::new();
     let push = |p: PathBuf, out: &mut Vec<PathBuf>| {
@@ -88,14 +90,14 @@ fn toolchain_paths(clang: &Path) -> Vec<PathBuf> {
         Some(install) => push(install, &mut out),
         None => push(file, &mut out),
     }
-    push(PathBuf::from(ask(&["-print-resource-dir"]).trim()), &mut out);
-    let linker = ask(&["--target=wasm32-wasi", "-print-prog-name=wasm-ld"]);
+    push(PathBuf::from(ask(&["-print-resource-dir"], false).trim()), &mut out);
+    let linker = ask(&["--target=wasm32-wasi", "-print-prog-name=wasm-ld"], false);
     if let Some(ld) = super::sandbox::program_file(linker.trim()) {
         push(ld, &mut out);
     }
     // The wasi-libc sysroot: the search entries that belong to wasi.
-    let includes = ask(&["--target=wasm32-wasi", "-E", "-v", "-x", "c", "/dev/null", "-o", "/dev/null"]);
-    let libraries = ask(&["--target=wasm32-wasi", "-print-search-dirs"]);
+    let includes = ask(&["--target=wasm32-wasi", "-E", "-v", "-x", "c", "/dev/null", "-o", "/dev/null"], true);
+    let libraries = ask(&["--target=wasm32-wasi", "-print-search-dirs"], false);
     let listed = includes
         .lines()
         .skip_while(|l| !l.contains("search starts here"))

@@ -281,7 +281,7 @@ fn source_config(cargo_home: &Path) -> Vec<String> {
 /// ever built or installed, the host's own among them after a
 /// `cargo install` (with the held-out tasks and graders in it). A lock file
 /// naming a package with a path-like name or version pins nothing.
-pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
+pub fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
     let registry = cargo_home.join("registry");
     let mut out = vec![registry.join("index")];
     let Some(packages) = std::fs::read_to_string(tree.join("Cargo.lock"))
@@ -344,7 +344,7 @@ pub(crate) fn locked_sources(tree: &Path, cargo_home: &Path) -> Vec<PathBuf> {
 /// build. Sandboxed and trusted builds use the same one, so the paths the
 /// compiler sees, and with them the artifacts in the target directory, are
 /// shared. Anything else found in it is removed.
-pub(crate) fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
+pub fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Result<PathBuf> {
     let target_dir = std::path::absolute(target_dir)
         .map_err(|e| Error::io(format!("resolving the guest target directory {}", target_dir.display()), e))?;
     let name = target_dir
@@ -370,25 +370,35 @@ pub(crate) fn sandbox_cargo_home(target_dir: &Path, tc: &RustToolchain) -> Resul
 }
 
 /// Make `at` a symbolic link to `to` (replacing what is there), or remove
-/// it when `to` does not exist.
+/// it when `to` does not exist. The link is replaced by a rename, so a
+/// build running meanwhile always finds one.
 #[cfg(unix)]
 fn link(to: &Path, at: &Path) -> Result<()> {
-    if std::fs::read_link(at).is_ok_and(|t| t == to) && to.exists() {
-        return Ok(());
-    }
-    if let Ok(m) = std::fs::symlink_metadata(at) {
-        let removed = if m.is_dir() { std::fs::remove_dir_all(at) } else { std::fs::remove_file(at) };
-        removed.map_err(|e| Error::io(format!("removing {}", at.display()), e))?;
-    }
+    static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let remove = |at: &Path| -> Result<()> {
+        match std::fs::symlink_metadata(at) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(at),
+            Ok(_) => std::fs::remove_file(at),
+            Err(_) => Ok(()),
+        }
+        .map_err(|e| Error::io(format!("removing {}", at.display()), e))
+    };
     if !to.exists() {
+        return remove(at);
+    }
+    if std::fs::read_link(at).is_ok_and(|t| t == to) {
         return Ok(());
     }
-    // Through a rename, so a concurrent build never finds no link.
-    let tmp = at.with_extension(format!("tmp.{}", std::process::id()));
+    if std::fs::symlink_metadata(at).is_ok_and(|m| m.is_dir()) {
+        remove(at)?;
+    }
+    let n = LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = at.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(to, &tmp)
-        .and_then(|()| std::fs::rename(&tmp, at))
-        .map_err(|e| Error::io(format!("linking {} to {}", at.display(), to.display()), e))
+    std::os::unix::fs::symlink(to, &tmp).and_then(|()| std::fs::rename(&tmp, at)).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("linking {} to {}", at.display(), to.display()), e)
+    })
 }
 
 #[cfg(not(unix))]

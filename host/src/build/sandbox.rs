@@ -88,7 +88,7 @@ pub const REFUSED_SANDBOX: &str = "build-sandbox";
 /// Never a `bin` directory: a program a sandbox runs is named file by file
 /// ([`program_file`]), so an installed `vivarium` (which holds the held-out
 /// tasks and the graders) or `rustup` next to it stays unreadable.
-pub(crate) fn system_runtime() -> &'static [PathBuf] {
+pub fn system_runtime() -> &'static [PathBuf] {
     static PATHS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
     PATHS.get_or_init(|| {
         let mut out: Vec<PathBuf> = Vec::new();
@@ -139,13 +139,13 @@ fn multiarch_triple() -> String {
 
 /// The directories a sandbox's `PATH` lists. Listing a directory exposes
 /// nothing: a program in it runs only when a rule names its file.
-pub(crate) const SANDBOX_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
+pub const SANDBOX_PATH: &[&str] = &["/usr/local/bin", "/usr/bin", "/bin"];
 
 /// The file a program runs from: `name` looked up in [`SANDBOX_PATH`] (or
 /// taken as is when it is a path), with every symbolic link resolved, so
 /// that a rule can name that one file and not the directory around it.
 /// `None` when there is no such program.
-pub(crate) fn program_file(name: impl AsRef<Path>) -> Option<PathBuf> {
+pub fn program_file(name: impl AsRef<Path>) -> Option<PathBuf> {
     let name = name.as_ref();
     if name.components().count() > 1 || name.is_absolute() {
         return name.canonicalize().ok().filter(|p| p.is_file());
@@ -157,7 +157,7 @@ pub(crate) fn program_file(name: impl AsRef<Path>) -> Option<PathBuf> {
 /// root, a `bin` directory, a prefix such as `/usr` or `/usr/local`, a home
 /// (`$HOME`, `$CARGO_HOME`, `$RUSTUP_HOME`). A builder that finds its
 /// toolchain in such a place exposes the toolchain's own files instead.
-pub(crate) fn is_broad(dir: &Path) -> bool {
+pub fn is_broad(dir: &Path) -> bool {
     const BROAD: &[&str] = &[
         "/",
         "/bin",

@@ -321,7 +321,7 @@ pub(crate) fn source_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Errors: [`Error::Invalid`] for a special file (a FIFO, a socket, a
 /// device: a variant's tree holds files, directories and links only);
 /// [`Error::Io`] when a directory cannot be read.
-pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -350,10 +350,12 @@ pub(crate) fn tree_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// The cache key of a build: sha256 over `parts` (labels and values) and
-/// every file in `files` (relative path and contents; for a symbolic link,
-/// where it points).
-pub(crate) fn cache_key(parts: &[(&str, &[u8])], files: &[(String, PathBuf)]) -> Result<String> {
+/// The cache key of a build, in hex: sha256 over `parts` (labels and
+/// values) and every file in `files` (relative path and contents; for a
+/// symbolic link, where it points).
+///
+/// Errors: [`Error::Io`] when a file cannot be read.
+pub fn cache_key(parts: &[(&str, &[u8])], files: &[(String, PathBuf)]) -> Result<String> {
     let mut h = Sha256::new();
     let mut put = |label: &[u8], value: &[u8]| {
         h.update((label.len() as u64).to_le_bytes());
