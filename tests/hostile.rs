@@ -557,13 +557,12 @@ async fn python_loaded() -> Loaded {
     let root = workspace_root();
     let dir = root.join(HOSTILE_PYTHON);
     let target = root.join("target").join("guests-sandboxed");
-    let built =
-        tokio::task::spawn_blocking(move || {
-            vivarium::build::interpreter::build_python_interpreted(&dir, &target, Duration::from_secs(600))
-        })
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("building {HOSTILE_PYTHON}: {e}"));
+    let built = tokio::task::spawn_blocking(move || {
+        vivarium::build::interpreter::build_python_interpreted(&dir, &target, Duration::from_secs(600))
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("building {HOSTILE_PYTHON}: {e}"));
     let l = host().load(&built.component).await.expect("the hostile Python guest loads");
     *slot = Some(l.clone());
     l

@@ -219,8 +219,11 @@ fn an_unknown_python_builder_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = variant(tmp.path(), ECHO, &[], "");
     let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
-    std::fs::write(dir.join(MANIFEST), manifest.replace("language = \"python\"", "language = \"python\"\nbuilder = \"pyinstaller\""))
-        .unwrap();
+    std::fs::write(
+        dir.join(MANIFEST),
+        manifest.replace("language = \"python\"", "language = \"python\"\nbuilder = \"pyinstaller\""),
+    )
+    .unwrap();
     let m = vivarium::caps::Manifest::load(dir.join(MANIFEST)).unwrap();
     let e = build_variant(&dir, &m, &guest_target()).err().expect("refused");
     assert!(e.to_string().contains("componentize"), "{e}");
@@ -404,11 +407,7 @@ async fn the_sdk_routes_print_logging_and_log_to_the_host_log() {
     let r = solve(&s, &dir, "log").await;
     assert_eq!(output(&r), "logged");
     let lines: Vec<(String, String)> = r.logs.iter().map(|l| (l.level.clone(), l.message.clone())).collect();
-    for want in [
-        ("info", "hello from print"),
-        ("warn", "a warning"),
-        ("error", "mine: via logging"),
-    ] {
+    for want in [("info", "hello from print"), ("warn", "a warning"), ("error", "mine: via logging")] {
         assert!(lines.iter().any(|(l, m)| l == want.0 && m == want.1), "{want:?} not in {lines:?}");
     }
 }
@@ -509,7 +508,8 @@ async fn run_function_calls_code_under_limits() {
         wall: vivarium::units::HumanDuration(Duration::from_secs(10)),
         ..Limits::default()
     };
-    let r = interp::run_function(&rt, &code("def main(x):\n    return int(x) + 1\n"), "41", limits.clone()).await.unwrap();
+    let r =
+        interp::run_function(&rt, &code("def main(x):\n    return int(x) + 1\n"), "41", limits.clone()).await.unwrap();
     assert_eq!(output(&r), "42");
     let r = interp::run_function(&rt, &code("def main(x):\n    return 1 / 0\n"), "", limits.clone()).await.unwrap();
     let m = guest_error(&r);

@@ -203,8 +203,7 @@ async fn the_local_model_writes_code_for_a_variant_audited_then_cached_then_repl
     // Replay with no server at the configured address (a port nothing
     // listens on): the same answer, never a connection.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let replay =
-        Session::open(home_with(dir.path(), "replay", &format!("http://{closed}/v1"), &cache, true)).unwrap();
+    let replay = Session::open(home_with(dir.path(), "replay", &format!("http://{closed}/v1"), &cache, true)).unwrap();
     let (replayed, r3) = ask(&replay, script).await;
     assert_eq!(replayed, out);
     let u3 = r3.services.llm.as_ref().unwrap();
@@ -229,7 +228,8 @@ async fn the_local_model_calls_an_offered_tool_with_json_arguments() {
     let r = session.solve(&p, &task("script", &script), &opts).await.unwrap();
     let out = &ok_output(&r).output;
     let v: serde_json::Value =
-        serde_json::from_str(out.strip_prefix("ok ").unwrap_or_else(|| panic!("the model call failed: {out}"))).unwrap();
+        serde_json::from_str(out.strip_prefix("ok ").unwrap_or_else(|| panic!("the model call failed: {out}")))
+            .unwrap();
     // Loosely: the model is small. It called the offered tool, with JSON
     // arguments (an object), and the answer says so.
     assert_eq!(v["finish_reason"], "tool_calls", "{v}");

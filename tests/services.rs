@@ -1002,8 +1002,7 @@ fn tool_calls_reply(calls: serde_json::Value) -> Reply {
     )
 }
 
-const WEATHER_TOOL: &str =
-    r#"{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}"#;
+const WEATHER_TOOL: &str = r#"{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}"#;
 
 #[tokio::test]
 async fn a_multi_turn_tool_conversation_round_trips_exactly_and_is_audited() {
@@ -1029,10 +1028,7 @@ async fn a_multi_turn_tool_conversation_round_trips_exactly_and_is_audited() {
     let turn2 = format!(
         r#"chat {{"model": "small", "max_tokens": 40, "tools": [{WEATHER_TOOL}], "messages": [{{"role": "user", "content": "Weather in Paris and Oslo?"}}, {{"role": "assistant", "content": "", "tool_calls": [{{"id": "call_a1", "name": "get_weather", "arguments": "{{\"city\": \"Paris\"}}"}}, {{"id": "call_b2", "name": "get_weather", "arguments": "{{\"city\":\"Oslo\"}}"}}]}}, {{"role": "tool", "tool_call_id": "call_a1", "content": "{{\"temp_c\": 21}}"}}, {{"role": "tool", "tool_call_id": "call_b2", "content": "{{\"temp_c\": 4}}"}}]}}"#
     );
-    let r = session
-        .solve(&p, &task("script", &format!("{turn1}\n{turn2}")), &CallOptions::default())
-        .await
-        .unwrap();
+    let r = session.solve(&p, &task("script", &format!("{turn1}\n{turn2}")), &CallOptions::default()).await.unwrap();
     let out: Vec<&str> = ok_output(&r).output.lines().collect();
     let first: serde_json::Value = serde_json::from_str(out[0].strip_prefix("ok ").expect(out[0])).unwrap();
     assert_eq!(first["finish_reason"], "tool_calls");
@@ -1102,11 +1098,17 @@ async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_err
     );
     // Malformed: not an array; a call without an id; a tool not offered.
     server.push(tool_calls_reply(serde_json::json!({"oops": 1})));
-    server.push(tool_calls_reply(serde_json::json!([{"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}])));
-    server.push(tool_calls_reply(serde_json::json!([{"id": "x", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}])));
+    server.push(tool_calls_reply(
+        serde_json::json!([{"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]),
+    ));
+    server.push(tool_calls_reply(
+        serde_json::json!([{"id": "x", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}]),
+    ));
     // A 100 MB argument in the answer: cut off at max_response_bytes.
     let big = "a".repeat(100 << 20);
-    server.push(tool_calls_reply(serde_json::json!([{"id": "x", "type": "function", "function": {"name": "get_weather", "arguments": big}}])));
+    server.push(tool_calls_reply(
+        serde_json::json!([{"id": "x", "type": "function", "function": {"name": "get_weather", "arguments": big}}]),
+    ));
     drop(big);
     let script = format!(
         "{ask}\n{ask}\n{ask}\n{ask}\nchat-many-tools 10000 {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n\
@@ -1114,14 +1116,7 @@ async fn malformed_tool_calls_huge_tool_lists_and_100_mb_arguments_are_typed_err
          chat {{\"model\": \"small\", \"max_tokens\": 5, \"messages\": [{{\"role\": \"tool\", \"tool_call_id\": \"nope\", \"content\": \"x\"}}]}}\n\
          {ask}"
     );
-    let r = rt
-        .solve(
-            &p,
-            &task("script", &script),
-            &CallOptions::default(),
-        )
-        .await
-        .expect("host error");
+    let r = rt.solve(&p, &task("script", &script), &CallOptions::default()).await.expect("host error");
     let out: Vec<&str> = ok_output(&r).output.lines().collect();
     assert_eq!(err_kind(out[0]), "bad-response", "{}", out[0]);
     assert!(out[0].contains("tool_calls"), "{}", out[0]);

@@ -73,9 +73,10 @@ impl Python {
         let mut session = Session::open(Home::at(tmp.join("home"))).unwrap();
         session.audit = AuditLog::open_with(&session.home.audit_dir(), durability).unwrap();
         session.guest_target_dir = target.clone();
-        session.runtime = Runtime::new(RuntimeConfig { cache_dir: Some(target.join("compile-cache")), ..Default::default() })
-            .unwrap()
-            .with_services(vivarium::services::HostServices::for_home(&session.home).unwrap());
+        session.runtime =
+            Runtime::new(RuntimeConfig { cache_dir: Some(target.join("compile-cache")), ..Default::default() })
+                .unwrap()
+                .with_services(vivarium::services::HostServices::for_home(&session.home).unwrap());
         let parent = tmp.join("arith-python");
         let _ = std::fs::create_dir_all(tmp);
         std::fs::create_dir_all(parent.join("src")).unwrap();
@@ -246,10 +247,7 @@ fn main() {
         median(py),
         median(python.meta.clone())
     );
-    println!(
-        "  python, the same with the audit log not fsynced (Durability::Flush): {:.1} ms",
-        median(pf)
-    );
+    println!("  python, the same with the audit log not fsynced (Durability::Flush): {:.1} ms", median(pf));
     println!("  rust (echo): warm sandboxed rebuild after a one-line edit: {:.0} ms", median(rs));
     println!(
         "instance start + one solve (Runtime::solve, no audit), arith-python (~300 lines) loaded: median {:.1} ms; \

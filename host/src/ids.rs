@@ -87,11 +87,8 @@ pub fn resolve_variant(home: &Home, given: &str) -> Result<VariantRef> {
         None => Vec::new(),
     };
     let by_id: Vec<&crate::archive::VariantRow> = rows.iter().filter(|r| r.id.0.starts_with(&prefix)).collect();
-    let mut shas: Vec<String> = rows
-        .iter()
-        .filter_map(|r| r.component_sha.clone())
-        .filter(|s| s.starts_with(&prefix))
-        .collect();
+    let mut shas: Vec<String> =
+        rows.iter().filter_map(|r| r.component_sha.clone()).filter(|s| s.starts_with(&prefix)).collect();
     // Components only run or inspected (never archived) are in the log.
     let log = AuditLog::open(&home.audit_dir())?;
     for r in log.query(&Filter::new().variant(prefix.clone()).event(EventKind::Grant))? {

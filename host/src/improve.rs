@@ -284,7 +284,10 @@ async fn finish_child(
         match checked? {
             crate::interp::Checked::Loaded => {}
             crate::interp::Checked::LoadError(e) => {
-                return Err(Error::Refused { what: vec!["build".into()], detail: format!("the child does not build: {e}") })
+                return Err(Error::Refused {
+                    what: vec!["build".into()],
+                    detail: format!("the child does not build: {e}"),
+                })
             }
             crate::interp::Checked::Failed(f) => {
                 return Err(Error::Refused {

@@ -397,18 +397,78 @@ fn user_mistakes_exit_2_naming_the_file_and_the_fix() {
     std::fs::write(d.join("no-policy.toml"), run_toml("r2", &arith, 1, "policy = \"nope.toml\"\n")).unwrap();
     std::fs::write(d.join("bad-value.toml"), run_toml("r3", &arith, 1, "workers = -1\n")).unwrap();
     let cases: Vec<(&str, Vec<String>, i32, Vec<String>)> = vec![
-        ("build of a missing directory", vec!["build".into(), f.p("nowhere")], 2, vec![f.p("nowhere"), "does not exist".into(), "vivarium init".into()]),
-        ("build of a directory without variant.toml", vec!["build".into(), f.p("empty-dir")], 2, vec![f.p("empty-dir"), "no variant.toml".into(), "vivarium init".into()]),
-        ("build -o a directory", vec!["build".into(), arith.clone(), "-o".into(), f.p("out-dir")], 2, vec![f.p("out-dir"), "is a directory".into(), "agent.wasm".into()]),
-        ("a missing --policy file", vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--policy".into(), f.p("none.toml")], 2, vec![f.p("none.toml"), "built-in policy".into()]),
-        ("a missing initial in run.toml", vec!["evolve".into(), f.p("no-initial.toml")], 2, vec!["no-initial.toml:7:".into(), "run.initial[0]".into(), "missing-variant".into(), "does not exist".into()]),
-        ("a missing policy in run.toml", vec!["evolve".into(), f.p("no-policy.toml")], 2, vec!["no-policy.toml:8:".into(), "run.policy".into(), "nope.toml".into(), "remove the key".into()]),
-        ("a bad value in run.toml", vec!["evolve".into(), f.p("bad-value.toml")], 2, vec!["bad-value.toml:8:".into(), "run.workers".into(), "docs/evolve.md".into()]),
-        ("init onto an existing file", vec!["init".into(), f.p("a-file"), "--lang".into(), "wat".into()], 2, vec![f.p("a-file"), "is a file".into(), "another path".into()]),
-        ("report -o a directory", vec!["report".into(), "some-run".into(), "-o".into(), f.p("out-dir")], 2, vec![f.p("out-dir"), "is a directory".into(), "report.html".into()]),
-        ("a flag that is not a number", vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--fuel".into(), "abc".into()], 2, vec!["--fuel".into(), "abc".into()]),
+        (
+            "build of a missing directory",
+            vec!["build".into(), f.p("nowhere")],
+            2,
+            vec![f.p("nowhere"), "does not exist".into(), "vivarium init".into()],
+        ),
+        (
+            "build of a directory without variant.toml",
+            vec!["build".into(), f.p("empty-dir")],
+            2,
+            vec![f.p("empty-dir"), "no variant.toml".into(), "vivarium init".into()],
+        ),
+        (
+            "build -o a directory",
+            vec!["build".into(), arith.clone(), "-o".into(), f.p("out-dir")],
+            2,
+            vec![f.p("out-dir"), "is a directory".into(), "agent.wasm".into()],
+        ),
+        (
+            "a missing --policy file",
+            vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--policy".into(), f.p("none.toml")],
+            2,
+            vec![f.p("none.toml"), "built-in policy".into()],
+        ),
+        (
+            "a missing initial in run.toml",
+            vec!["evolve".into(), f.p("no-initial.toml")],
+            2,
+            vec![
+                "no-initial.toml:7:".into(),
+                "run.initial[0]".into(),
+                "missing-variant".into(),
+                "does not exist".into(),
+            ],
+        ),
+        (
+            "a missing policy in run.toml",
+            vec!["evolve".into(), f.p("no-policy.toml")],
+            2,
+            vec!["no-policy.toml:8:".into(), "run.policy".into(), "nope.toml".into(), "remove the key".into()],
+        ),
+        (
+            "a bad value in run.toml",
+            vec!["evolve".into(), f.p("bad-value.toml")],
+            2,
+            vec!["bad-value.toml:8:".into(), "run.workers".into(), "docs/evolve.md".into()],
+        ),
+        (
+            "init onto an existing file",
+            vec!["init".into(), f.p("a-file"), "--lang".into(), "wat".into()],
+            2,
+            vec![f.p("a-file"), "is a file".into(), "another path".into()],
+        ),
+        (
+            "report -o a directory",
+            vec!["report".into(), "some-run".into(), "-o".into(), f.p("out-dir")],
+            2,
+            vec![f.p("out-dir"), "is a directory".into(), "report.html".into()],
+        ),
+        (
+            "a flag that is not a number",
+            vec!["run".into(), f.p("echo.wat"), "--task".into(), f.p("task.json"), "--fuel".into(), "abc".into()],
+            2,
+            vec!["--fuel".into(), "abc".into()],
+        ),
         ("an unknown subcommand", vec!["frobnicate".into()], 2, vec!["frobnicate".into()]),
-        ("an unknown language", vec!["init".into(), f.p("new-variant"), "--lang".into(), "cobol".into()], 2, vec!["cobol".into(), "--lang".into()]),
+        (
+            "an unknown language",
+            vec!["init".into(), f.p("new-variant"), "--lang".into(), "cobol".into()],
+            2,
+            vec!["cobol".into(), "--lang".into()],
+        ),
     ];
     for (what, args, code, needles) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -432,7 +492,10 @@ fn user_mistakes_exit_2_naming_the_file_and_the_fix() {
     }
     assert!(!d.join("new-variant").exists(), "a refused init writes nothing");
     let o = f.run(&["archive", "runs", "--json"]);
-    assert!(o.status.code() == Some(2) || json(&o).as_array().unwrap().is_empty(), "no run was created by a bad run file");
+    assert!(
+        o.status.code() == Some(2) || json(&o).as_array().unwrap().is_empty(),
+        "no run was created by a bad run file"
+    );
 }
 
 #[test]
@@ -616,7 +679,10 @@ fn a_running_run_is_locked_until_its_process_dies() {
 fn unusable_limits_are_refused_when_read() {
     let f = Fixture::new();
     let run = |extra: &[&str]| {
-        let mut args = vec!["run", &f.p("echo.wat")[..], "--task", &f.p("task.json")[..]].into_iter().map(String::from).collect::<Vec<_>>();
+        let mut args = vec!["run", &f.p("echo.wat")[..], "--task", &f.p("task.json")[..]]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         f.run(&args)
@@ -639,7 +705,8 @@ fn unusable_limits_are_refused_when_read() {
 
     let vdir = f.dir.path().join("zero-fuel");
     std::fs::create_dir_all(vdir.join("src")).unwrap();
-    std::fs::write(vdir.join("variant.toml"), "[variant]\nname = \"z\"\nlanguage = \"wat\"\n\n[limits]\nfuel = 0\n").unwrap();
+    std::fs::write(vdir.join("variant.toml"), "[variant]\nname = \"z\"\nlanguage = \"wat\"\n\n[limits]\nfuel = 0\n")
+        .unwrap();
     let o = f.run(&["run", &vdir.display().to_string(), "--task", &f.p("task.json")]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -789,4 +856,30 @@ fn two_identical_initial_variants_are_refused_naming_both() {
         assert!(detail.contains(&needle), "{needle} in: {detail}");
     }
     assert!(!f.home().join("archive").exists(), "nothing was created");
+}
+
+/// A meta-agent that answers `err` (here: every switch already on, nothing
+/// left to improve) is the guest not doing what was asked: exit 4 with
+/// status `declined`, as a `run` whose guest answers `err`; not the policy
+/// refusal's 3. No child is written.
+#[test]
+fn improve_with_nothing_to_change_exits_4_declined() {
+    let f = Fixture::new();
+    let v = f.dir.path().join("v");
+    copy_dir(&repo_root().join("variants/arith-wat"), &v);
+    let mut wat = std::fs::read_to_string(v.join("src/agent.wat")).unwrap();
+    for switch in ["DIVISION", "REMAINDER", "UNARY_MINUS", "POWER"] {
+        wat = wat.replace(
+            &format!("(global ${switch} i32 (i32.const 0))"),
+            &format!("(global ${switch} i32 (i32.const 1))"),
+        );
+    }
+    std::fs::write(v.join("src/agent.wat"), wat).unwrap();
+    let child = f.dir.path().join("child");
+    let o = f.run(&["--json", "improve", &v.display().to_string(), "--out", &child.display().to_string()]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stdout));
+    let j = json(&o);
+    assert_eq!(j["status"], "declined");
+    assert!(j["detail"].as_str().unwrap().contains("nothing left to improve"), "{j}");
+    assert!(!child.exists(), "no child");
 }

@@ -197,7 +197,8 @@ fn build(
         .current_dir(staging.path());
     let sandbox = support::toolchain_sandbox(&app, staging.path(), &tc.read_only, MEMORY);
     let deadline = started + timeout;
-    let log = support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
+    let log =
+        support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
     let bytes = std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let path = store_dir(target_dir).join(format!("{sha256}.wasm"));
@@ -283,8 +284,7 @@ pub fn python_bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interprete
         Err(e) => return Err(Error::io(format!("reading {}", manifest_path.display()), e)),
     };
     let version = crate::caps::imports::AGENT_VERSION;
-    let mut imports =
-        vec![format!("vivarium:agent/types@{version}"), format!("vivarium:agent/log@{version}")];
+    let mut imports = vec![format!("vivarium:agent/types@{version}"), format!("vivarium:agent/log@{version}")];
     for svc in support::requested_services(dir)? {
         imports.push(format!("vivarium:agent/{svc}@{version}"));
     }

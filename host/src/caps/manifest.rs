@@ -1233,7 +1233,10 @@ deterministic = { seed = 7 }
         ] {
             let text = format!("[variant]\nname = \"x\"\nlanguage = \"wat\"\n[limits]\n{line}\n");
             let e = Manifest::parse(&text, "variant.toml").unwrap_err().to_string();
-            assert!(e.starts_with(&format!("variant.toml:5:")) && e.contains(key) && e.contains("lets no call run"), "{e}");
+            assert!(
+                e.starts_with(&format!("variant.toml:5:")) && e.contains(key) && e.contains("lets no call run"),
+                "{e}"
+            );
         }
         let e = Manifest::parse("[variant]\nname = \"x\"\nlanguage = \"wat\"\n[limits]\nmemory = \"64\"\n", "v.toml")
             .unwrap_err()

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use vivarium::archive::{Archive, Split, VariantId, VariantRow};
-use vivarium::ids::Matched;
 use vivarium::home::Home;
+use vivarium::ids::Matched;
 use vivarium::report::open_existing;
 
 use super::output::Out;

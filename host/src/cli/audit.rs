@@ -121,8 +121,11 @@ pub fn audit(a: AuditArgs, out: &Out) -> ExitCode {
                     .collect::<Vec<_>>());
                 out.print(&v, || {
                     let g = latest;
-                    let mut s = format!("({})
-", r.describe());
+                    let mut s = format!(
+                        "({})
+",
+                        r.describe()
+                    );
                     s.push_str(&format!(
                         "variant {} ({})
 latest grant at seq {} ({}), digest {}{}

@@ -79,6 +79,15 @@ pub async fn improve(a: ImproveArgs, out: &Out) -> ExitCode {
             });
             ExitCode::SUCCESS
         }
+        // The meta-agent answered `err` (nothing to change, or it gave up):
+        // the guest did not do what was asked, as a `run` whose guest
+        // answers `err` (exit 4); not a policy refusal (3).
+        Err(vivarium::Error::Refused { what, detail }) if what == ["meta-agent"] => {
+            out.print(&json!({"status": "declined", "reason": "declined", "detail": detail, "exit_code": 4}), || {
+                format!("no child: {}", one_line(&detail))
+            });
+            ExitCode::from(4)
+        }
         Err(e) => out.error(&e),
     }
 }

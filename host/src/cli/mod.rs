@@ -142,12 +142,7 @@ fn argument_error(e: clap::Error) -> ExitCode {
         return ExitCode::from(2);
     }
     let detail = e.render().to_string();
-    let reason = detail
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_string();
+    let reason = detail.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
     let v = serde_json::json!({
         "status": "error", "reason": reason, "detail": detail.trim_end(),
         "kind": format!("{:?}", e.kind()), "exit_code": 2,

@@ -98,14 +98,13 @@ pub async fn run(a: RunArgs, out: &Out) -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
-    let report =
-        match {
-            let _p = out.progress("building (if needed), compiling (the first time) and running");
-            session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await
-        } {
-            Ok(r) => r,
-            Err(e) => return out.error(&e),
-        };
+    let report = match {
+        let _p = out.progress("building (if needed), compiling (the first time) and running");
+        session.run(&a.target, a.policy.as_deref(), &overrides, task.into(), &CallOptions::default()).await
+    } {
+        Ok(r) => r,
+        Err(e) => return out.error(&e),
+    };
     let usage = json!(report.usage);
     let logs = json!(report.logs);
     let (status, reason, output, code) = match &report.outcome {

@@ -196,7 +196,10 @@ impl RunConfig {
         }
         let b = &c.budget;
         if b.wall.is_some_and(|w| w.0.is_zero()) {
-            return bad("budget.wall", "a zero wall budget ends the run before it starts; give e.g. \"10m\" or remove the key".into());
+            return bad(
+                "budget.wall",
+                "a zero wall budget ends the run before it starts; give e.g. \"10m\" or remove the key".into(),
+            );
         }
         for (key, v) in [
             ("budget.fuel", b.fuel),
@@ -205,7 +208,10 @@ impl RunConfig {
             ("budget.sim_steps", b.sim_steps),
         ] {
             if v == Some(0) {
-                return bad(key, "a zero budget ends the run before it starts; give a positive number or remove the key".into());
+                return bad(
+                    key,
+                    "a zero budget ends the run before it starts; give a positive number or remove the key".into(),
+                );
             }
         }
         Ok(c)
@@ -238,7 +244,8 @@ mod tests {
         let text = "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = -1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
         let e = RunConfig::parse(text, "r1.toml").unwrap_err().to_string();
         assert!(e.starts_with("r1.toml:4:") && e.contains("run.generations") && e.contains("docs/evolve.md"), "{e}");
-        let text = "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 0\ninitial = [\"v\"]\n";
+        let text =
+            "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 0\ninitial = [\"v\"]\n";
         let e = RunConfig::parse(text, "r1.toml").unwrap_err().to_string();
         assert!(e.starts_with("r1.toml:5:") && e.contains("run.children_per_generation: must be at least 1"), "{e}");
     }
@@ -246,7 +253,9 @@ mod tests {
     #[test]
     fn a_zero_budget_is_refused_when_read() {
         let head = "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n[budget]\n";
-        for (line, key) in [("fuel = 0", "budget.fuel"), ("wall = \"0s\"", "budget.wall"), ("tokens = 0", "budget.tokens")] {
+        for (line, key) in
+            [("fuel = 0", "budget.fuel"), ("wall = \"0s\"", "budget.wall"), ("tokens = 0", "budget.tokens")]
+        {
             let e = RunConfig::parse(&format!("{head}{line}\n"), "r.toml").unwrap_err().to_string();
             assert!(e.starts_with("r.toml:8:") && e.contains(key), "{e}");
         }
@@ -261,12 +270,24 @@ mod tests {
         let e = RunConfig::load(&run).unwrap_err();
         assert_eq!(e.exit_code(), crate::error::ExitCode::Invalid);
         let e = e.to_string();
-        assert!(e.contains("run.toml:6:") && e.contains("run.initial[0]") && e.contains("nowhere") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("run.toml:6:")
+                && e.contains("run.initial[0]")
+                && e.contains("nowhere")
+                && e.contains("does not exist"),
+            "{e}"
+        );
         let v = dir.path().join("v");
         std::fs::create_dir_all(&v).unwrap();
         std::fs::write(v.join("variant.toml"), "").unwrap();
         std::fs::write(&run, format!("{head}initial = [\"v\"]\npolicy = \"p.toml\"\n")).unwrap();
         let e = RunConfig::load(&run).unwrap_err().to_string();
-        assert!(e.contains("run.toml:7:") && e.contains("run.policy") && e.contains("p.toml") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("run.toml:7:")
+                && e.contains("run.policy")
+                && e.contains("p.toml")
+                && e.contains("does not exist"),
+            "{e}"
+        );
     }
 }

@@ -373,8 +373,7 @@ impl Ctx<'_> {
             .await
             .map_err(|e| name_original(e, &staging, dir))?;
         let manifest = opened.manifest.clone().expect("a directory");
-        let component =
-            self.component_bytes(&staging, &manifest).await.map_err(|e| name_original(e, &staging, dir))?;
+        let component = self.component_bytes(&staging, &manifest).await.map_err(|e| name_original(e, &staging, dir))?;
         phase(step, "archive-write");
         let sha = self.archive.put(&component)?;
         let id = self.archive.add_variant(&NewVariant {

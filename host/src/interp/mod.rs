@@ -309,7 +309,8 @@ pub async fn check_load(rt: &Runtime, p: &crate::runtime::Prepared, opts: &CallO
         return Err(Error::invalid("check_load: not an interpreted variant"));
     };
     let checking = p.with_bundle(source.bundle.with_mode(Mode::Check));
-    let task = Task { id: "load-check".into(), domain: "load-check".into(), instruction: String::new(), input: String::new() };
+    let task =
+        Task { id: "load-check".into(), domain: "load-check".into(), instruction: String::new(), input: String::new() };
     let report = rt.solve(&checking, &task, opts).await?;
     Ok(match report.outcome {
         CallOutcome::Ok(a) if a.output == "loaded" => Checked::Loaded,
@@ -360,7 +361,12 @@ pub struct Code {
 /// The interpreter must have been built on this machine (or be in the
 /// runtime's compile cache). Errors: [`Error::Invalid`] for bad code (paths,
 /// size) or a missing interpreter; host errors.
-pub async fn run_function(rt: &Runtime, code: &Code, input: &str, limits: Limits) -> Result<CallReport<crate::runtime::bindings::Answer>> {
+pub async fn run_function(
+    rt: &Runtime,
+    code: &Code,
+    input: &str,
+    limits: Limits,
+) -> Result<CallReport<crate::runtime::bindings::Answer>> {
     let mut files = code.files.clone();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let bundle = Interpreted {
@@ -419,7 +425,9 @@ pub fn interpreter_bytes(sha: &str) -> Result<Vec<u8>> {
         Some(p) => format!("its copy at {} was damaged and has been removed", p.display()),
         None => format!(
             "it is in none of {}",
-            if stores.is_empty() { "the interpreter stores (none registered)".to_string() } else {
+            if stores.is_empty() {
+                "the interpreter stores (none registered)".to_string()
+            } else {
                 stores.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
             }
         ),

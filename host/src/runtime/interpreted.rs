@@ -226,7 +226,8 @@ impl Runtime {
                 if !matches!(f.ty, ComponentItem::ComponentFunc(_)) {
                     continue;
                 }
-                let message = format!("capability `{service}` is not granted to this variant (it called {name}#{func})");
+                let message =
+                    format!("capability `{service}` is not granted to this variant (it called {name}#{func})");
                 li.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(message.clone()))).map_err(internal)?;
             }
         }

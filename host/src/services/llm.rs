@@ -738,7 +738,9 @@ impl ChatMessage {
             m["tool_calls"] = self
                 .tool_calls
                 .iter()
-                .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                .map(
+                    |c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}),
+                )
                 .collect();
         }
         if let Some(id) = &self.tool_call_id {
@@ -888,7 +890,9 @@ fn parse_tool_calls(v: Option<&Value>) -> std::result::Result<Vec<ToolCall>, Str
                 (Some(id), Some(name), "function", Some(arguments)) => {
                     Ok(ToolCall { id: id.to_string(), name: name.to_string(), arguments })
                 }
-                _ => Err(format!("call {i} is not {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}")),
+                _ => Err(format!(
+                    "call {i} is not {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}"
+                )),
             }
         })
         .collect()
@@ -1142,7 +1146,12 @@ impl LlmState {
             completion_tokens: 0,
             latency_ms: 0,
             outcome: "ok",
-            tools_offered: req.tools.iter().take(MAX_AUDITED_TOOLS).map(|t| t.name.chars().take(64).collect()).collect(),
+            tools_offered: req
+                .tools
+                .iter()
+                .take(MAX_AUDITED_TOOLS)
+                .map(|t| t.name.chars().take(64).collect())
+                .collect(),
             tools_offered_count: req.tools.len() as u64,
             tools_called: Vec::new(),
         };
@@ -1290,7 +1299,13 @@ impl LlmState {
             }
             Ok(())
         };
-        let called = |c: &Completion| c.tool_calls.iter().take(MAX_AUDITED_TOOLS).map(|t| t.name.chars().take(64).collect()).collect::<Vec<String>>();
+        let called = |c: &Completion| {
+            c.tool_calls
+                .iter()
+                .take(MAX_AUDITED_TOOLS)
+                .map(|t| t.name.chars().take(64).collect())
+                .collect::<Vec<String>>()
+        };
 
         // The cache, and replay.
         let replay = service.config.replay;
