@@ -36,6 +36,7 @@ pub mod improve;
 pub mod init;
 pub mod inspect;
 pub mod report;
+pub mod serve;
 pub mod runtime;
 pub mod services;
 pub mod sim;
