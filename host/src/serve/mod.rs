@@ -163,9 +163,7 @@ impl Server {
     /// `allow_remote`; [`Error::Io`] when the address cannot be bound.
     pub async fn bind(home: Home, opts: ServeOptions) -> Result<Server> {
         check_listen(&opts.listen, opts.allow_remote)?;
-        let listener = TcpListener::bind(opts.listen)
-            .await
-            .map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
+        let listener = listen(opts.listen).map_err(|e| Error::io(format!("cannot listen on {}", opts.listen), e))?;
         let local = listener.local_addr().map_err(|e| Error::io("reading the listening address", e))?;
         let state = api::AppState::new(home, opts.token, local, opts.allow_remote, &opts.limits);
         events::spawn_watcher(state.clone());
@@ -218,6 +216,12 @@ impl Server {
             let service = hyper_util::service::TowerToHyperService::new(router.clone());
             let timeout = self.limits.header_read_timeout;
             tokio::spawn(async move {
+                // hyper's header timeout starts at the first byte; a
+                // connection that never sends one is closed here.
+                let mut first = [0u8; 1];
+                if !matches!(tokio::time::timeout(timeout, stream.peek(&mut first)).await, Ok(Ok(n)) if n > 0) {
+                    return;
+                }
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(timeout)
@@ -228,6 +232,16 @@ impl Server {
             });
         }
     }
+}
+
+/// A listening socket on `addr` with a backlog of 1024, so that a burst
+/// of connections waits in the kernel's accept queue instead of being
+/// dropped (`TcpListener::bind` asks for 128).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Lower this process's scheduling priority (nice 10), so that a server
