@@ -64,13 +64,15 @@ async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// A run file for `arith-wat`, one child per generation, with budgets
+/// large enough never to stop it (the page shows them as bars).
 fn run_toml(dir: &Path, name: &str, generations: u32) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
             "[run]\nname = \"{name}\"\nsuite = \"arith\"\nseed = 5\ngenerations = {generations}\n\
-             children_per_generation = 1\ninitial = [\"{}\"]\n",
+             children_per_generation = 1\ninitial = [\"{}\"]\n\n[budget]\nwall = \"1h\"\nfuel = 500_000_000_000\n",
             root().join("variants/arith-wat").display()
         ),
     )
@@ -171,7 +173,12 @@ async fn the_token_is_required_and_actions_need_post_and_the_csrf_header() {
     let login_page = c.get(u("/")).send().await.unwrap().text().await.unwrap();
     assert!(login_page.contains("access token is required"), "{login_page}");
     assert!(!login_page.contains(TOKEN));
-    let r = c.post(u("/api/approvals/{id}/approve").replace("{id}", &id)).header("x-vivarium-action", "1").send().await.unwrap();
+    let r = c
+        .post(u("/api/approvals/{id}/approve").replace("{id}", &id))
+        .header("x-vivarium-action", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "an action without a token");
     // Another host name (DNS rebinding): refused before the token is looked at.
     let r = c.get(u("/api/runs")).bearer_auth(TOKEN).header("host", "evil.example:80").send().await.unwrap();
@@ -185,7 +192,10 @@ async fn the_token_is_required_and_actions_need_post_and_the_csrf_header() {
     assert!(r.text().await.unwrap().contains("Vivarium control room"));
     let approvals = get_json(&c, &u("/api/approvals")).await;
     assert_eq!(approvals["pending"][0]["id"], id.as_str());
-    assert_eq!(approvals["pending"][0]["reason"], "<img src=x onerror=alert(1)> a cache across tasks", "JSON stays exact");
+    assert_eq!(
+        approvals["pending"][0]["reason"], "<img src=x onerror=alert(1)> a cache across tasks",
+        "JSON stays exact"
+    );
     assert!(approvals["pending"][0]["grants_if_approved"].to_string().contains("memory"));
 
     // GET cannot act.
@@ -298,6 +308,10 @@ async fn stop_ends_a_running_evolve_as_stopped() {
     }
     assert!(seen.starts_with("event: hello"), "{seen}");
 
+    let summary = get_json(&c, &u("/api/runs/long")).await;
+    let fuel = summary["budgets"].as_array().unwrap().iter().find(|b| b["name"] == "fuel").expect("the fuel budget");
+    assert_eq!(fuel["limit"], 500_000_000_000u64);
+    assert!(fuel["spent"].as_u64().is_some_and(|f| f > 0), "fuel spent is recorded: {fuel}");
     let lineage = get_json(&c, &u("/api/runs/long/lineage")).await;
     let variants = lineage["variants"].as_array().unwrap();
     let child = variants.iter().find(|v| !v["parent"].is_null()).expect("a child");
@@ -324,7 +338,9 @@ async fn stop_ends_a_running_evolve_as_stopped() {
     wait_for("the run to show as stopped", Duration::from_secs(10), || {
         let c = c.clone();
         let url = u("/api/runs/long");
-        async move { c.get(&url).bearer_auth(TOKEN).send().await.unwrap().json::<Value>().await.unwrap()["state"] == "stopped" }
+        async move {
+            c.get(&url).bearer_auth(TOKEN).send().await.unwrap().json::<Value>().await.unwrap()["state"] == "stopped"
+        }
     })
     .await;
     let rec = audit_records(&home).into_iter().find(|r| r["event"] == "stop-request").expect("a stop-request record");

@@ -309,7 +309,7 @@ impl Ctx<'_> {
             "tokens": self.tokens_spent()?, "wall_seconds": self.started.elapsed().as_secs_f64(),
         });
         crate::runtime::cache::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
-        .map_err(|e| Error::io("writing the run's spent.json", e))
+            .map_err(|e| Error::io("writing the run's spent.json", e))
     }
 
     /// LLM tokens charged in this run so far, by every invocation (the

@@ -124,7 +124,14 @@ async fn index() -> Response {
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache"), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")], body)
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
         .into_response()
 }
 
@@ -165,10 +172,7 @@ async fn runs(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn run(State(s): State<Arc<AppState>>, UrlPath(run): UrlPath<String>) -> Response {
-    blocking(s, move |s| {
-        runs_json(s)?.into_iter().find(|r| r["id"] == run.as_str()).ok_or_else(|| no_run(&run))
-    })
-    .await
+    blocking(s, move |s| runs_json(s)?.into_iter().find(|r| r["id"] == run.as_str()).ok_or_else(|| no_run(&run))).await
 }
 
 async fn lineage(State(s): State<Arc<AppState>>, UrlPath(run): UrlPath<String>) -> Response {

@@ -90,12 +90,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(10),
-            max_streams: 64,
-            max_reads: 2,
-        }
+        Limits { max_connections: 512, header_read_timeout: Duration::from_secs(10), max_streams: 64, max_reads: 2 }
     }
 }
 

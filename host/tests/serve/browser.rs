@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{evolve, pending_escalation, request_status, run_toml, Serve, TOKEN};
 
 /// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a6630c2d2e7";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Driver {
     process: Child,
@@ -90,11 +90,24 @@ impl Driver {
         self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [] }))).await
     }
 
-    /// Click the element `css` selects, as a person would.
+    /// Click the element `css` selects, as a person would. The page is
+    /// live (a list re-rendered between finding and clicking leaves a
+    /// stale element), so a stale element is found again, a few times.
     async fn click(&self, css: &str) {
-        let e = self.cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css }))).await;
-        let id = e[ELEMENT].as_str().unwrap().to_string();
-        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({}))).await;
+        for _ in 0..10 {
+            let e = self
+                .cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css })))
+                .await;
+            let id = e[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {e}")).to_string();
+            let url = format!("{}/session/{}/element/{id}/click", self.base, self.session);
+            let v: Value = self.client.post(url).json(&json!({})).send().await.unwrap().json().await.unwrap();
+            match v["value"]["error"].as_str() {
+                None => return,
+                Some("stale element reference") => tokio::time::sleep(Duration::from_millis(50)).await,
+                Some(_) => panic!("webdriver click on {css}: {}", v["value"]),
+            }
+        }
+        panic!("{css} went stale ten times");
     }
 
     async fn wait(&self, what: &str, limit: Duration, script: &str) -> Value {
@@ -104,7 +117,10 @@ impl Driver {
             if v.as_bool() != Some(false) && !v.is_null() {
                 return v;
             }
-            assert!(start.elapsed() < limit, "waited {limit:?} in the browser for {what}");
+            if start.elapsed() >= limit {
+                let page = self.js("return location.href + ' | ' + document.title + ' | ' + document.body.innerText.slice(0, 2000)").await;
+                panic!("waited {limit:?} in the browser for {what}; the page: {page}");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -146,32 +162,50 @@ async fn the_control_room_in_a_real_browser() {
     let home = tmp.path().join("home");
     let (request, child) = pending_escalation(&home, tmp.path());
     let s = Serve::start(&home);
-    let mut run = evolve(&home, &run_toml(tmp.path(), "overnight", 100_000));
 
     // Without the token: the login form, and the API refuses the page.
     d.goto(&s.url).await;
     let title = d.js("return document.title").await;
     assert!(title.as_str().unwrap().contains("access token required"), "{title}");
     assert_eq!(d.js("return document.getElementById('runs') === null").await, json!(true));
-    let status = d.js("const r = new XMLHttpRequest(); r.open('GET', '/api/runs', false); r.send(); return r.status").await;
+    let status =
+        d.js("const r = new XMLHttpRequest(); r.open('GET', '/api/runs', false); r.send(); return r.status").await;
     assert_eq!(status, json!(401));
 
     // With the token (the link `vivarium serve` prints): the control room.
     d.goto(&format!("{}/#token={TOKEN}", s.url)).await;
-    d.wait("the live stream", Duration::from_secs(20), "return document.getElementById('live')?.textContent === '● live'").await;
+    d.wait(
+        "the live stream",
+        Duration::from_secs(20),
+        "return document.getElementById('live')?.textContent === '● live'",
+    )
+    .await;
     assert_eq!(d.js("return location.hash").await, json!(""), "the token left the address bar");
-    d.wait("the run in the runs list", Duration::from_secs(120), "return document.querySelector('tr[data-run=\"overnight\"]') !== null").await;
+    assert_eq!(d.js("return document.getElementById('runs-empty').hidden").await, json!(false), "no run yet");
+    // The run starts while the page is open: it appears, and its lineage
+    // grows, with no reload (the event stream brings it).
+    d.js("window.loadedOnce = true; return true").await;
+    let mut run = evolve(&home, &run_toml(tmp.path(), "overnight", 100_000));
+    d.wait(
+        "the run in the runs list",
+        Duration::from_secs(120),
+        "return document.querySelector('tr[data-run=\"overnight\"]') !== null",
+    )
+    .await;
     d.click("tr[data-run=\"overnight\"]").await;
-    let n = d
-        .wait("a lineage", Duration::from_secs(60), "const n = document.querySelectorAll('#lineage .node').length; return n >= 2 ? n : false")
-        .await
-        .as_u64()
-        .unwrap();
-    // It grows with no reload: the event stream brings it.
+    d.wait("a lineage", Duration::from_secs(60), "return document.querySelectorAll('#lineage .node').length >= 1")
+        .await;
     d.wait(
         "the lineage to grow",
         Duration::from_secs(60),
-        &format!("return document.querySelectorAll('#lineage .node').length > {n}"),
+        "return document.querySelectorAll('#lineage .node').length >= 4",
+    )
+    .await;
+    assert_eq!(d.js("return window.loadedOnce === true").await, json!(true), "the page was not reloaded");
+    d.wait(
+        "the budget bars",
+        Duration::from_secs(20),
+        "return document.querySelector('.budget[data-budget=\"fuel\"] .label')?.textContent.includes('of 500.0G fuel')",
     )
     .await;
     // A variant's panel: its diff and grant.
@@ -180,7 +214,8 @@ async fn the_control_room_in_a_real_browser() {
 
     // The escalation: its reason is shown as text, not markup.
     let sel = format!("li.request[data-request=\"{request}\"]");
-    d.wait("the pending request", Duration::from_secs(20), &format!("return document.querySelector('{sel}') !== null")).await;
+    d.wait("the pending request", Duration::from_secs(20), &format!("return document.querySelector('{sel}') !== null"))
+        .await;
     let reason = d.js(&format!("return document.querySelector('{sel} blockquote').textContent")).await;
     assert_eq!(reason, json!("<img src=x onerror=alert(1)> a cache across tasks"));
     assert_eq!(d.js("return document.querySelectorAll('img').length").await, json!(0), "guest text is never markup");
@@ -188,7 +223,12 @@ async fn the_control_room_in_a_real_browser() {
         std::fs::write(&path, d.screenshot().await).unwrap();
     }
     d.click(&format!("button.approve[data-request=\"{request}\"]")).await;
-    d.wait("the request to leave the list", Duration::from_secs(20), &format!("return document.querySelector('{sel}') === null")).await;
+    d.wait(
+        "the request to leave the list",
+        Duration::from_secs(20),
+        &format!("return document.querySelector('{sel}') === null"),
+    )
+    .await;
     assert_eq!(request_status(&home, &request), "approved");
     assert!(std::fs::read_to_string(child.join("variant.toml")).unwrap().contains("bytes = \"1MiB\""));
 

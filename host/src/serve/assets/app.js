@@ -105,7 +105,7 @@ function renderRunHeader(r) {
 function fmt(x) {
   const n = Number(x);
   if (!isFinite(n)) return String(x);
-  if (Math.abs(n) >= 1e6) return n.toExponential(2);
+  for (const [k, s] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e4, "k"]]) if (Math.abs(n) >= k) return (n / k).toFixed(1) + s;
   return Number.isInteger(n) ? String(n) : n.toFixed(1);
 }
 

@@ -17,12 +17,17 @@ async function login(token) {
     status.className = "error";
   }
 }
-document.addEventListener("DOMContentLoaded", () => {
+// A link with the token, opened anew or pasted over this page.
+function fromLink() {
   const m = location.hash.match(/^#token=([^&]+)/);
   if (m) {
     history.replaceState(null, "", "/");
     login(decodeURIComponent(m[1]));
   }
+}
+window.addEventListener("hashchange", fromLink);
+document.addEventListener("DOMContentLoaded", () => {
+  fromLink();
   document.getElementById("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
     login(document.getElementById("token").value.trim());
