@@ -306,7 +306,7 @@ impl Ctx<'_> {
         // are; the others the run's. `vivarium serve` shows them.
         let record = json!({
             "gpu_seconds": gpu_seconds, "sim_steps": sim_steps, "fuel": fuel,
-            "tokens": self.tokens_spent()?, "wall_seconds": self.started.elapsed().as_secs_f64(),
+            "tokens": self.tokens_spent().unwrap_or(0), "wall_seconds": self.started.elapsed().as_secs_f64(),
         });
         crate::runtime::cache::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
             .map_err(|e| Error::io("writing the run's spent.json", e))

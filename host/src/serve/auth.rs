@@ -111,7 +111,8 @@ fn host_ok(state: &AppState, headers: &HeaderMap) -> bool {
         Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
         _ => host,
     };
-    matches!(name, "127.0.0.1" | "[::1]" | "localhost") || name.starts_with("127.")
+    name == "localhost"
+        || name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a POST carries the action header and, when the browser sent
@@ -243,6 +244,28 @@ mod tests {
         assert_eq!(presented(&h), Some("xyz"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
         assert_eq!(presented(&h), Some("abc"));
+    }
+
+    #[test]
+    fn only_loopback_host_names_are_answered() {
+        let ok = |host: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(host));
+            let state = super::super::api::AppState::new(
+                crate::home::Home::at("/nonexistent"),
+                Token::new("0123456789abcdef-secret").unwrap(),
+                "127.0.0.1:1".parse().unwrap(),
+                false,
+                &super::super::Limits::default(),
+            );
+            host_ok(&state, &h)
+        };
+        for good in ["127.0.0.1:8080", "localhost:1", "[::1]:9", "127.0.0.2"] {
+            assert!(ok(good), "{good}");
+        }
+        for bad in ["127.evil.example:80", "evil.example", "10.0.0.1:80", "localhost.evil:80"] {
+            assert!(!ok(bad), "{bad}");
+        }
     }
 
     #[test]
