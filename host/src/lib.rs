@@ -37,6 +37,7 @@ pub mod init;
 pub mod inspect;
 pub mod interp;
 pub mod report;
+pub mod serve;
 pub mod runtime;
 pub mod services;
 pub mod sim;

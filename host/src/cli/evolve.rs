@@ -52,6 +52,7 @@ pub fn render(s: &Summary) -> String {
     let stop = match &s.stop {
         StopReason::Finished => "finished".to_string(),
         StopReason::Budget(why) => format!("stopped: budget reached ({why})"),
+        StopReason::Requested(who) => format!("stopped: asked by {}", vivarium::text::one_line(who)),
     };
     let mut t = format!("run {} {stop} in {:.1} s\n", s.run_id, s.seconds);
     t.push_str(&format!("  baseline visible score   {:.3}\n", s.baseline));

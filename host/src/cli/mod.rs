@@ -10,6 +10,7 @@ mod init;
 mod output;
 mod report;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Write a run's variants as git commits, one branch per lineage.
     ExportGit(report::ExportGitArgs),
+    /// A live control room in the browser: runs, lineage, approvals, stop, audit (token required).
+    Serve(serve::ServeArgs),
     /// Internal: compile one component read from stdin and write the
     /// serialized artifact to stdout (the host's compiler process).
     #[command(name = "__compile", hide = true)]
@@ -117,6 +120,7 @@ pub fn main() -> ExitCode {
             Command::Evolve(a) => evolve::evolve(a, &out).await,
             Command::Improve(a) => improve::improve(a, &out).await,
             Command::Approve(a) => improve::approve(a, &out).await,
+            Command::Serve(a) => serve::serve(a, &out).await,
             // Handled above, before the async runtime starts.
             Command::Compile(a) => vivarium::runtime::compile::child_main(
                 a.max_wasm_stack,

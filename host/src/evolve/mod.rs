@@ -67,6 +67,8 @@ pub enum StopReason {
     Finished,
     /// A budget was reached.
     Budget(String),
+    /// A person asked the run to stop ([`request_stop`]); says who.
+    Requested(String),
 }
 
 /// The end of a run.
@@ -115,6 +117,38 @@ const MAX_ATTEMPT_NOTE: usize = 2000;
 /// The file under a run's directory that keeps the trainer seconds and
 /// simulator steps spent.
 const SPENT_FILE: &str = "spent.json";
+
+/// The file under a run's directory that asks the run to stop: see
+/// [`request_stop`].
+pub const STOP_FILE: &str = "stop";
+
+/// Ask run `run_id` (directory `run_dir`) to stop, on behalf of `who`: the
+/// run ends cleanly before its next step, as a budget would end it
+/// ([`StopReason::Requested`], stored as `stopped`), and a later
+/// `--resume` continues it. The request is a file, `runs/<name>/stop`,
+/// holding who asked and when, written atomically; the loop reads it
+/// between steps, so asking costs the run nothing, and a run not being
+/// written now is refused (nothing would read the file) — the caller
+/// audits who asked.
+///
+/// Errors: [`Error::Invalid`] when the run is not running (no process holds
+/// its lock); [`Error::Io`] when the file cannot be written.
+pub fn request_stop(run_dir: &Path, run_id: &str, who: &str) -> Result<()> {
+    check_run_id(run_id)?;
+    if lock::holder(run_dir).is_none() {
+        return Err(Error::invalid(format!("run `{run_id}` is not running; there is nothing to stop")));
+    }
+    let body = json!({ "by": who, "time": crate::audit::now_rfc3339() }).to_string();
+    crate::runtime::cache::write_atomic(&run_dir.join(STOP_FILE), body.as_bytes())
+        .map_err(|e| Error::io(format!("writing {}", run_dir.join(STOP_FILE).display()), e))
+}
+
+/// Who asked run `run_dir` to stop, when it was asked ([`request_stop`]).
+fn stop_requested(run_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(run_dir.join(STOP_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Some(v["by"].as_str().unwrap_or("someone").to_string())
+}
 
 /// What a run's `spent.json` recorded: `(trainer seconds, simulator
 /// steps)`, zero when there is none.
@@ -263,16 +297,19 @@ impl Ctx<'_> {
     /// counting from them (a step killed before this point is redone and
     /// counted once).
     fn add_spent(&self, s: &tasks::Spent) -> Result<()> {
-        let (gpu_seconds, sim_steps) = {
+        let (gpu_seconds, sim_steps, fuel) = {
             let mut g = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             g.add(s);
-            (self.gpu_seconds_before + g.gpu_seconds, self.sim_steps_before + g.sim_steps)
+            (self.gpu_seconds_before + g.gpu_seconds, self.sim_steps_before + g.sim_steps, g.fuel)
         };
-        crate::runtime::cache::write_atomic(
-            &self.run_dir.join(SPENT_FILE),
-            json!({ "gpu_seconds": gpu_seconds, "sim_steps": sim_steps }).to_string().as_bytes(),
-        )
-        .map_err(|e| Error::io("writing the run's spent.json", e))
+        // `fuel` and `wall_seconds` are this invocation's, as their budgets
+        // are; the others the run's. `vivarium serve` shows them.
+        let record = json!({
+            "gpu_seconds": gpu_seconds, "sim_steps": sim_steps, "fuel": fuel,
+            "tokens": self.tokens_spent().unwrap_or(0), "wall_seconds": self.started.elapsed().as_secs_f64(),
+        });
+        crate::runtime::cache::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
+            .map_err(|e| Error::io("writing the run's spent.json", e))
     }
 
     /// LLM tokens charged in this run so far, by every invocation (the
@@ -698,6 +735,8 @@ async fn evolve_locked(
     .map_err(|e| Error::io("writing run.json", e))?;
 
     let (gpu_seconds_before, sim_steps_before) = if opts.resume { spent_recorded(&run_dir) } else { (0.0, 0) };
+    // A stop asked of an earlier invocation was honoured by it.
+    let _ = std::fs::remove_file(run_dir.join(STOP_FILE));
     let ctx = Ctx {
         session,
         archive,
@@ -726,6 +765,10 @@ async fn evolve_locked(
         for chunk in steps.chunks(ctx.config.run.workers as usize) {
             if let Some(why) = ctx.budget_hit()? {
                 stop = StopReason::Budget(why);
+                break 'generations;
+            }
+            if let Some(who) = stop_requested(&ctx.run_dir) {
+                stop = StopReason::Requested(who);
                 break 'generations;
             }
             let left = ctx.config.run.generations - g;
