@@ -26,7 +26,6 @@
 //! per-variant componentize-py build ([`super::build_python`]).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -180,16 +179,8 @@ fn build(
         write(app.join(name), text)?;
     }
     let out = staging.path().join("interpreter.wasm");
-    let mut cmd = Command::new(&tc.python);
-    cmd.arg("-I")
-        .arg("-c")
-        .arg("import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())")
-        .arg("-d")
-        .arg(&wit)
-        .arg("-w")
-        .arg(WORLD)
-        .arg("componentize")
-        .arg("-p")
+    let mut cmd = super::python::componentize_command(tc, &wit, WORLD);
+    cmd.arg("-p")
         .arg(&app)
         .arg(LOADER_MODULE)
         .arg("-o")

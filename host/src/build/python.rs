@@ -237,6 +237,23 @@ pub(crate) fn toolchain(target_dir: &Path) -> Result<&'static Toolchain> {
         .map_err(|e| support::missing_toolchain("Python", "componentize-py", e))
 }
 
+/// `componentize-py -d <wit> -w <world> componentize`, run by the
+/// toolchain's own Python in isolated mode (no `PYTHON*` variables, no user
+/// site, no working directory on the path); the caller adds the app's
+/// paths, module and output.
+pub(crate) fn componentize_command(tc: &Toolchain, wit: &Path, world: &str) -> Command {
+    let mut cmd = Command::new(&tc.python);
+    cmd.arg("-I")
+        .arg("-c")
+        .arg("import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())")
+        .arg("-d")
+        .arg(wit)
+        .arg("-w")
+        .arg(world)
+        .arg("componentize");
+    cmd
+}
+
 /// Build the Python variant in `dir` into a component under
 /// `target_dir/python/`, within `timeout`. Always sandboxed.
 ///
@@ -275,16 +292,8 @@ pub fn build_python(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<
         .map_err(|e| crate::Error::io("writing the entry module", e))?;
     let out = staging.path().join("out.wasm");
 
-    let mut cmd = Command::new(&tc.python);
-    cmd.arg("-I") // isolated: no PYTHON* variables, no user site, no cwd on the path
-        .arg("-c")
-        .arg("import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())")
-        .arg("-d")
-        .arg(&wit)
-        .arg("-w")
-        .arg(WORLD)
-        .arg("componentize")
-        .arg("--stub-wasi")
+    let mut cmd = componentize_command(tc, &wit, WORLD);
+    cmd.arg("--stub-wasi")
         .arg("-p")
         .arg(&entry_dir)
         .arg("-p")
