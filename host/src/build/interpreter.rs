@@ -180,12 +180,7 @@ fn build(
     }
     let out = staging.path().join("interpreter.wasm");
     let mut cmd = super::python::componentize_command(tc, &wit, WORLD);
-    cmd.arg("-p")
-        .arg(&app)
-        .arg(LOADER_MODULE)
-        .arg("-o")
-        .arg(&out)
-        .current_dir(staging.path());
+    cmd.arg("-p").arg(&app).arg(LOADER_MODULE).arg("-o").arg(&out).current_dir(staging.path());
     let sandbox = support::toolchain_sandbox(&app, staging.path(), &tc.read_only, MEMORY);
     let deadline = started + timeout;
     let log =

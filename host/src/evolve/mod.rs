@@ -548,6 +548,10 @@ impl Ctx<'_> {
             std::fs::rename(&staging, &dest)
                 .map_err(|e| Error::io(format!("moving the child to {}", dest.display()), e))?;
         }
+        // A pending escalation names the child's tree: it is here now.
+        if let Some(request) = &outcome.escalation {
+            crate::guard::EscalationStore::open(self.session.home.approvals_dir())?.relocate(request, &dest)?;
+        }
         if self.archive.get(&id)?.is_some_and(|v| v.status != VariantStatus::Evaluated) {
             let opened =
                 self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;

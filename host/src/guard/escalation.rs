@@ -288,6 +288,21 @@ impl EscalationStore {
         self.decide(id, who, Status::Denied)
     }
 
+    /// The pending request `id`'s child now lives at `child_tree` (the
+    /// evolution loop moves a child out of its staging directory once it is
+    /// archived); an approval then writes the manifest there. A decided
+    /// request is left as it is.
+    pub fn relocate(&self, id: &str, child_tree: &Path) -> Result<()> {
+        check_id(id)?;
+        let _lock = self.lock()?;
+        let mut r = self.read(id)?.ok_or_else(|| unknown(id, &self.dir))?;
+        if r.status == Status::Pending {
+            r.child_tree = child_tree.to_string_lossy().into_owned();
+            self.write(&r)?;
+        }
+        Ok(())
+    }
+
     fn decide(&self, id: &str, who: &str, status: Status) -> Result<Request> {
         check_id(id)?;
         if who.trim().is_empty() || who.len() > 128 || who.chars().any(char::is_control) {
@@ -482,6 +497,20 @@ memory = { bytes = "1MiB" }
         assert_eq!(check_escalation(&parent, &parent), Ok(()));
         assert_eq!(check_escalation(&child, &parent), Ok(()));
         assert_eq!(check_escalation(&parent, &child), Err(vec!["llm: not granted to the parent".to_string()]));
+    }
+
+    #[test]
+    fn a_moved_child_is_found_where_it_went() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = EscalationStore::open(tmp.path().join("approvals")).unwrap();
+        let created = store.create(&new_request("/runs/r/staging/step-3")).unwrap();
+        store.relocate(&created.id, Path::new("/runs/r/variants/abc")).unwrap();
+        let moved = store.get(&created.id).unwrap();
+        assert_eq!(moved.child_tree, "/runs/r/variants/abc");
+        assert_eq!((moved.id, moved.status), (created.id.clone(), Status::Pending), "the same request");
+        store.deny(&created.id, "alice").unwrap();
+        store.relocate(&created.id, Path::new("/elsewhere")).unwrap();
+        assert_eq!(store.get(&created.id).unwrap().child_tree, "/runs/r/variants/abc", "decided: left as it is");
     }
 
     #[test]

@@ -112,7 +112,11 @@ fn host_ok(state: &AppState, headers: &HeaderMap) -> bool {
         _ => host,
     };
     name == "localhost"
-        || name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a POST carries the action header and, when the browser sent
