@@ -39,7 +39,7 @@ use vivarium::runtime::{CallOptions, CallOutcome, Runtime, RuntimeConfig};
 use vivarium::tasks::arith::eval;
 use vivarium::variant::{build_variant, Session, MANIFEST};
 use vivarium::GuestFailureKind;
-use vivarium_tests::workspace_root;
+use vivarium_tests::{guest_target, workspace_root};
 
 /// Tasks the baseline grammar (`+ - *`, parentheses) handles.
 const BASELINE: &[&str] = &["1+2", "(3+4)*12 - 7", "2*3*4 - 5", "100 - 3*(4+5)", " 42 ", "9223372036854775807 * 1"];
@@ -55,7 +55,7 @@ fn example(language: Language) -> PathBuf {
 /// directory and whose compiled code is cached across runs of this suite.
 fn session(home: &Path) -> Session {
     let mut s = Session::open(Home::at(home)).expect("session");
-    s.guest_target_dir = workspace_root().join("target/guests-sandboxed");
+    s.guest_target_dir = guest_target();
     s.runtime = runtime();
     s
 }

@@ -5,15 +5,7 @@ use std::path::{Path, PathBuf};
 
 use vivarium::archive::{Archive, RunStatus, Split, VariantStatus};
 use vivarium::evolve::{self, EvolveOptions, StopReason};
-use vivarium::home::Home;
-use vivarium::variant::Session;
 use vivarium_tests::*;
-
-fn session(home: &Path) -> Session {
-    let mut s = Session::open(Home::at(home)).unwrap();
-    s.guest_target_dir = workspace_root().join("target/guests-sandboxed");
-    s
-}
 
 fn run_file(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let arith = workspace_root().join("variants/arith");
@@ -36,7 +28,7 @@ fn fingerprint(archive: &Archive, run: &str) -> Vec<(String, Option<String>, u32
 }
 
 async fn evolve_in(home: &Path, run: &Path) -> evolve::Summary {
-    evolve::evolve(&session(home), run, &EvolveOptions::default(), &|_| {}).await.unwrap()
+    evolve::evolve(&sandboxed_session(home), run, &EvolveOptions::default(), &|_| {}).await.unwrap()
 }
 
 #[tokio::test]

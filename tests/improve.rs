@@ -33,7 +33,7 @@ fn setup() -> Setup {
     vivarium::improve::rebase_path_dependencies(&src, &parent).unwrap();
     let mut session = Session::open(Home::at(root.join("home"))).unwrap();
     // Sessions build sandboxed, into a directory no unsandboxed build uses.
-    session.guest_target_dir = workspace_root().join("target/guests-sandboxed");
+    session.guest_target_dir = guest_target();
     Setup { _tmp: tmp, root, parent, session }
 }
 

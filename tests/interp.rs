@@ -19,12 +19,7 @@ use vivarium::runtime::bindings::{Answer, Task};
 use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Runtime, RuntimeConfig};
 use vivarium::variant::{build_variant, Session, MANIFEST};
 use vivarium::{Error, GuestFailureKind};
-use vivarium_tests::workspace_root;
-
-/// Where the interpreter is built (shared with tests/conformance.rs).
-fn guest_target() -> PathBuf {
-    workspace_root().join("target/guests-sandboxed")
-}
+use vivarium_tests::{guest_target, workspace_root};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig {

@@ -13,6 +13,19 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// Where the tests' sandboxed guest builds go: one directory for every test
+/// binary, so a guest (and the Python interpreter) is built once.
+pub fn guest_target() -> PathBuf {
+    workspace_root().join("target/guests-sandboxed")
+}
+
+/// A session on `home` whose builds go to [`guest_target`].
+pub fn sandboxed_session(home: &Path) -> vivarium::variant::Session {
+    let mut s = vivarium::variant::Session::open(vivarium::home::Home::at(home)).expect("session");
+    s.guest_target_dir = guest_target();
+    s
+}
+
 /// A runtime with no cache, for tests.
 pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime")

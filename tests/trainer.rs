@@ -475,18 +475,12 @@ fn evolve_run(dir: &Path, name: &str, extra: &str) -> std::path::PathBuf {
     p
 }
 
-fn evolve_session(home: &Path) -> vivarium::variant::Session {
-    let mut s = vivarium::variant::Session::open(vivarium::home::Home::at(home)).unwrap();
-    s.guest_target_dir = workspace_root().join("target/guests-sandboxed");
-    s
-}
-
 #[tokio::test]
 async fn evolve_runs_the_tiny_lm_suite_and_the_meta_agent_edits_its_config() {
     use vivarium::archive::{Archive, Split};
     let tmp = tempfile::tempdir().unwrap();
     let run = evolve_run(tmp.path(), "lm", "");
-    let s = vivarium::evolve::evolve(&evolve_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
+    let s = vivarium::evolve::evolve(&sandboxed_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
         .await
         .unwrap();
     assert_eq!(s.stop, vivarium::evolve::StopReason::Finished);
@@ -519,7 +513,7 @@ async fn evolve_runs_the_tiny_lm_suite_and_the_meta_agent_edits_its_config() {
 async fn evolve_stops_at_the_runs_trainer_seconds() {
     let tmp = tempfile::tempdir().unwrap();
     let run = evolve_run(tmp.path(), "lm-budget", "[budget]\ngpu_seconds = 3\n");
-    let s = vivarium::evolve::evolve(&evolve_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
+    let s = vivarium::evolve::evolve(&sandboxed_session(&tmp.path().join("h")), &run, &Default::default(), &|_| {})
         .await
         .unwrap();
     match &s.stop {

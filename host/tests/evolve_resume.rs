@@ -161,7 +161,14 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
                     break;
                 }
             } else {
-                assert!(status.success(), "attempt {attempt} failed: {status}; see its log: {}", last_phase(&log));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(8).collect();
+                assert!(
+                    status.success(),
+                    "attempt {attempt} failed: {status} in {}; the end of its log:\n{}",
+                    last_phase(&log),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
                 break;
             }
         }

@@ -5,6 +5,7 @@
 //! characters are replaced, and once the per-call byte or message cap is
 //! reached further output is dropped and only counted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -45,9 +46,6 @@ struct Sink {
     // Partial lines of stdout/stderr waiting for a newline.
     pending_stdout: Vec<u8>,
     pending_stderr: Vec<u8>,
-    // Bytes handed to the host (messages and captured output), kept or
-    // not: the host work the call is charged fuel for.
-    bytes_in: u64,
 }
 
 /// Per-call state of the log service; cheap to clone (shared sink).
@@ -55,25 +53,29 @@ struct Sink {
 pub struct LogState {
     grant: LogGrant,
     sink: Arc<Mutex<Sink>>,
+    // Bytes handed to the host (messages and captured output), kept or
+    // not: the host work the call is charged fuel for. Outside the sink's
+    // lock, since the call hook reads it on every return from the host.
+    bytes_in: Arc<AtomicU64>,
 }
 
 impl LogState {
     /// Fresh state for one call under `grant`.
     pub fn new(grant: LogGrant) -> Self {
-        Self { grant, sink: Arc::default() }
+        Self { grant, sink: Arc::default(), bytes_in: Arc::default() }
     }
 
     /// Bytes the guest has handed this log so far (messages and captured
     /// output, kept or dropped): charged to the call's fuel
     /// ([`crate::runtime::host_work`]).
     pub fn bytes_in(&self) -> u64 {
-        self.sink.lock().unwrap_or_else(|p| p.into_inner()).bytes_in
+        self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// Record one message, applying every cap.
     pub fn record(&self, level: &str, message: &[u8]) {
+        self.bytes_in.fetch_add(message.len() as u64, Ordering::Relaxed);
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        sink.bytes_in += message.len() as u64;
         Self::record_locked(&self.grant, &mut sink, level, message);
     }
 
@@ -109,8 +111,8 @@ impl LogState {
     /// Append raw bytes the guest wrote to stdout or stderr; complete lines
     /// become log lines. Bounded: the pending buffer never exceeds one message.
     pub fn capture(&self, stream: Stream, bytes: &[u8]) {
+        self.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        sink.bytes_in += bytes.len() as u64;
         let cap = self.grant.max_message.bytes() as usize;
         for &b in bytes {
             let pending = match stream {
