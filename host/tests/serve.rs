@@ -85,6 +85,9 @@ fn evolve(home: &Path, run: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vivarium"))
         .args(["evolve", run.to_str().unwrap(), "--json"])
         .env("VIVARIUM_HOME", home)
+        // Guest builds share the workspace's sandboxed guest target: a
+        // Rust child compiles its own crate only.
+        .env("VIVARIUM_GUEST_TARGET_DIR", root().join("target/guests-sandboxed"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -358,6 +361,84 @@ async fn stop_ends_a_running_evolve_as_stopped() {
     assert_eq!(r.status(), 409);
 }
 
+/// An escalation raised by a child *inside* `evolve` is approved from the
+/// control room: the request names the child where the run keeps it
+/// (`variants/<id>`, not the staging directory it was proposed in),
+/// approving writes the grant into that child's manifest, and the child
+/// then runs with the memory it asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_raised_inside_evolve_is_approved_and_the_child_runs_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    // The proposer guest, marked to ask for memory from inside a run.
+    let src = root().join("tests/guests/proposer");
+    let parent = tmp.path().join("proposer");
+    std::fs::create_dir_all(parent.join("src")).unwrap();
+    for f in ["Cargo.toml", "Cargo.lock", "variant.toml", "src/lib.rs"] {
+        std::fs::copy(src.join(f), parent.join(f)).unwrap();
+    }
+    std::fs::write(parent.join("escalate-in-evolve"), "").unwrap();
+    vivarium::improve::rebase_path_dependencies(&src, &parent).unwrap();
+    let run = tmp.path().join("esc.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"esc\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"proposer\"]\n",
+    )
+    .unwrap();
+    let done = evolve(&home, &run).wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let summary: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(summary["variants"], 2, "the child is archived: {summary}");
+
+    let s = Serve::start(&home);
+    let c = client();
+    let u = |p: &str| format!("{}{p}", s.url);
+    let lineage = get_json(&c, &u("/api/runs/esc/lineage")).await;
+    let child =
+        lineage["variants"].as_array().unwrap().iter().find(|v| !v["parent"].is_null()).expect("a child").clone();
+    let child_id = child["id"].as_str().unwrap();
+    let approvals = get_json(&c, &u("/api/approvals")).await;
+    let pending = approvals["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{approvals}");
+    let request = pending[0]["id"].as_str().unwrap().to_string();
+    let child_tree = PathBuf::from(pending[0]["child_tree"].as_str().unwrap());
+    assert_eq!(
+        child_tree,
+        Path::new(summary["run_dir"].as_str().unwrap()).join("variants").join(child_id),
+        "the request follows its child out of staging"
+    );
+    assert!(!std::fs::read_to_string(child_tree.join("variant.toml")).unwrap().contains("bytes = \"1MiB\""));
+
+    let r = c
+        .post(u(&format!("/api/approvals/{request}/approve")))
+        .bearer_auth(TOKEN)
+        .header("x-vivarium-action", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(request_status(&home, &request), "approved");
+    let manifest = std::fs::read_to_string(child_tree.join("variant.toml")).unwrap();
+    assert!(manifest.contains("bytes = \"1MiB\""), "{manifest}");
+
+    // The child proceeds: it runs from where the run keeps it, granted memory.
+    let task = tmp.path().join("task.json");
+    std::fs::write(&task, r#"{"id":"t","domain":"arith","instruction":"evaluate","input":"1+1"}"#).unwrap();
+    let ran = Command::new(env!("CARGO_BIN_EXE_vivarium"))
+        .args(["run", child_tree.to_str().unwrap(), "--task", task.to_str().unwrap(), "--json"])
+        .env("VIVARIUM_HOME", &home)
+        .env("VIVARIUM_GUEST_TARGET_DIR", root().join("target/guests-sandboxed"))
+        .output()
+        .unwrap();
+    let out: Value =
+        serde_json::from_slice(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&ran.stderr)));
+    assert_eq!(out["status"], "ok", "{out}");
+    assert_eq!(out["output"], "generation 1", "the approved child is the honest one: {out}");
+    let grant = audit_records(&home).into_iter().rev().find(|r| r["event"] == "grant").expect("the run's grant record");
+    assert!(grant["details"]["grant"]["memory"].is_object(), "memory is granted: {}", grant["details"]["grant"]);
+    assert!(vivarium::audit::AuditLog::open(&home.join("audit")).unwrap().verify().unwrap().ok);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -380,6 +461,17 @@ async fn a_flood_of_1000_connections_leaves_the_server_responsive_with_bounded_m
     let c = client();
     get_json(&c, &format!("{}/api/runs", s.url)).await;
     let rss_before = rss_kib(s.pid());
+    // Every thread of the server yields to the runs it watches (Linux keeps
+    // the nice value per thread).
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap();
+    let mut threads = 0;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        assert_eq!(fields[16], "10", "thread {:?} runs at nice {}", t.file_name(), fields[16]);
+        threads += 1;
+    }
+    assert!(threads > 1, "a multi-threaded server");
     let addr = s.url.trim_start_matches("http://").to_string();
 
     let start = Instant::now();

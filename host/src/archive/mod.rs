@@ -973,6 +973,25 @@ impl Archive {
         }
     }
 
+    /// How many finished steps of run `run` ended with each outcome
+    /// (`initial`, `accepted`, `refused`, `guest-failed`, `no-parent`):
+    /// progress counts attempts, not only the children that were archived.
+    pub fn step_outcomes(&self, run: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT outcome, COUNT(*) FROM steps WHERE run_id = ?1 GROUP BY outcome")
+            .map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))?;
+        let rows = stmt
+            .query_map(rusqlite::params![run], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (outcome, n) = row.map_err(|e| Error::Internal(anyhow::anyhow!("reading steps: {e}")))?;
+            out.insert(outcome, n.max(0) as u64);
+        }
+        Ok(out)
+    }
+
     /// The evaluated variant of run `run` with the highest visible score
     /// (the earliest on ties), if any.
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {

@@ -101,6 +101,12 @@ pub fn main() -> ExitCode {
         // service reads the variable when a session opens its home.
         std::env::set_var("VIVARIUM_LLM_REPLAY", "1");
     }
+    // The control room yields to the runs it watches. Linux keeps a nice
+    // value per thread and a new thread inherits its creator's, so this
+    // must happen here, before the async runtime starts its threads.
+    if let Command::Serve(_) = &cli.command {
+        vivarium::serve::lower_priority();
+    }
     let out = Out { json: cli.json };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

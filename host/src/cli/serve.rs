@@ -39,7 +39,6 @@ pub async fn serve(a: ServeArgs, out: &Out) -> ExitCode {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
-    serve::lower_priority();
     let home = vivarium::home::Home::from_env();
     let remote = !server.addr().ip().is_loopback();
     if out.json {

@@ -2,7 +2,7 @@
 //! documents every route; this module's functions build the JSON, and the
 //! handlers only run them on the blocking pool and map errors to statuses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -358,19 +358,25 @@ pub(crate) fn runs_json(s: &AppState) -> Result<Vec<Value>> {
     runs.sort_by(|a, b| b.started.cmp(&a.started).then_with(|| a.id.cmp(&b.id)));
     for run in runs {
         let rows = archive.list(Some(&run.id))?;
-        out.push(run_json(s, &run, &rows));
+        out.push(run_json(s, &run, &rows, &archive.step_outcomes(&run.id)?));
     }
     Ok(out)
 }
 
-pub(crate) fn run_json(s: &AppState, run: &RunRow, rows: &[VariantRow]) -> Value {
+pub(crate) fn run_json(s: &AppState, run: &RunRow, rows: &[VariantRow], steps: &BTreeMap<String, u64>) -> Value {
     let (state, pid) = state_of(s, run);
     let best = rows
         .iter()
         .filter(|r| r.visible_score.is_some())
         .max_by(|a, b| a.visible_score.partial_cmp(&b.visible_score).unwrap_or(std::cmp::Ordering::Equal));
+    // Progress counts the loop's finished steps (a refused or failed child
+    // is a step done), not the variants that happened to be archived.
     let generations = run.config["run"]["generations"].as_u64();
-    let done = rows.iter().map(|r| u64::from(r.generation)).max().unwrap_or(0);
+    let initial = run.config["run"]["initial"].as_array().map_or(0, |a| a.len() as u64);
+    let per_generation = run.config["run"]["children_per_generation"].as_u64().unwrap_or(1).max(1);
+    let steps_done: u64 = steps.values().sum();
+    let count = |outcome: &str| steps.get(outcome).copied().unwrap_or(0);
+    let done = steps_done.saturating_sub(initial) / per_generation;
     let dir = s.run_dir(&run.id);
     json!({
         "id": run.id,
@@ -382,6 +388,14 @@ pub(crate) fn run_json(s: &AppState, run: &RunRow, rows: &[VariantRow]) -> Value
         "variants": rows.len(),
         "evaluated": rows.iter().filter(|r| r.status == crate::archive::VariantStatus::Evaluated).count(),
         "generation": { "done": done, "total": generations },
+        "steps": {
+            "done": steps_done,
+            "total": generations.map(|g| initial + g * per_generation),
+            "accepted": count("accepted"),
+            "refused": count("refused"),
+            "guest_failed": count("guest-failed"),
+            "no_parent": count("no-parent"),
+        },
         "best": best.map(|b| json!({
             "id": b.id, "visible": b.visible_score, "held_out": b.held_out_score,
         })),

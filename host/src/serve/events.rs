@@ -188,7 +188,7 @@ impl Watcher {
         let Some(archive) = s.archive()? else { return Ok(()) };
         for run in archive.list_runs()? {
             let rows = archive.list(Some(&run.id))?;
-            let summary = api::run_json(s, &run, &rows);
+            let summary = api::run_json(s, &run, &rows, &archive.step_outcomes(&run.id)?);
             if self.runs.get(&run.id) == Some(&summary) {
                 continue;
             }

@@ -239,8 +239,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Lower this process's scheduling priority (nice 10), so that a server
-/// under load leaves the CPU to the evolution it watches. Best effort.
+/// Lower the calling thread's scheduling priority (nice 10), so that a
+/// server under load leaves the CPU to the evolution it watches. Best
+/// effort. Linux keeps the nice value per thread and threads inherit it
+/// from the thread that creates them: call this before any thread starts
+/// (the CLI does, before its async runtime).
 pub fn lower_priority() {
     #[cfg(unix)]
     // SAFETY: setpriority on this process only; no memory is passed.

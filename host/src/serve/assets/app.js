@@ -91,6 +91,10 @@ function renderRunHeader(r) {
   box.replaceChildren();
   const bars = [];
   if (r.generation.total) bars.push({ name: "generations", spent: r.generation.done, limit: r.generation.total, unit: "" });
+  if (r.steps.total) {
+    const failed = r.steps.refused + r.steps.guest_failed + r.steps.no_parent;
+    bars.push({ name: "steps", spent: r.steps.done, limit: r.steps.total, unit: failed ? "(" + failed + " not archived)" : "" });
+  }
   for (const b of r.budgets) bars.push(b);
   for (const b of bars) {
     const spent = b.spent === null || b.spent === undefined ? null : Number(b.spent);

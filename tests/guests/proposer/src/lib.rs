@@ -27,6 +27,16 @@ impl MetaAgent for Proposer {
         // first proposal breaks the build; once the compiler's message
         // comes back as feedback, an honest one follows.
         if attack.starts_with("task ") {
+            // A copy holding `escalate-in-evolve` asks a person for memory
+            // from inside a run, with an honest edit beside the request.
+            if ctx.source("escalate-in-evolve").is_some() {
+                return Ok(Proposal::new("asks for memory inside a run")
+                    .with_edit(ctx.edit_text("src/lib.rs", |t| vivarium_guest::source::set_const(t, "GENERATION", "1"))?)
+                    .with_edit(Edit::write_file(
+                        "escalation.toml",
+                        "reason = \"remember results across generations\"\n\n[capabilities]\nmemory = { bytes = \"1MiB\" }\n",
+                    )));
+            }
             return Ok(if attack.contains("was refused") && attack.contains("/etc/passwd") {
                 Proposal::new("saw the compiler's refusal; honest now")
                     .with_edit(ctx.edit_text("src/lib.rs", |t| vivarium_guest::source::set_const(t, "GENERATION", "1"))?)
