@@ -242,3 +242,38 @@ async fn the_local_model_calls_an_offered_tool_with_json_arguments() {
     assert_eq!(audited["calls"][0]["tools_offered"], serde_json::json!(["read_file"]));
     assert_eq!(audited["calls"][0]["tools_called"], serde_json::json!(["read_file"]));
 }
+
+/// A forced `tool_choice` — a named tool, or `required` — is kept by the
+/// local server's grammar: the answer is a call of that tool with JSON
+/// arguments under the tool's schema, even to a question a model would
+/// rather answer in words.
+#[tokio::test]
+async fn a_forced_tool_choice_gets_a_call_of_the_named_tool() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let server = local_model();
+    let dir = tempfile::tempdir().unwrap();
+    let session =
+        Session::open(home_with(dir.path(), "forced", &server.base_url(), &dir.path().join("cache"), false)).unwrap();
+    let loaded = session.runtime.load(&rust_guest("tests/guests/tools")).await.unwrap();
+    let p = session.runtime.prepare(&loaded, Grant { memory: None, archive: None, ..coder_grant() }).unwrap();
+    let read = r#"{"name": "read_file", "description": "Read a file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}"#;
+    let finish = r#"{"name": "finish", "description": "End the session", "parameters": {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}"#;
+    let opts = CallOptions { run: Some("local-model".into()), ..CallOptions::default() };
+    for (choice, allowed) in [(r#"{"name": "finish"}"#, &["finish"][..]), (r#""required""#, &["read_file", "finish"][..])] {
+        let script = format!(
+            r#"chat {{"model": "coder", "max_tokens": 48, "temperature": 0, "tools": [{read}, {finish}], "tool_choice": {choice}, "messages": [{{"role": "user", "content": "Hello! What is 2+2?"}}]}}"#
+        );
+        let r = session.solve(&p, &task("script", &script), &opts).await.unwrap();
+        let out = &ok_output(&r).output;
+        let v: serde_json::Value =
+            serde_json::from_str(out.strip_prefix("ok ").unwrap_or_else(|| panic!("{choice}: the call failed: {out}")))
+                .unwrap();
+        assert_eq!(v["finish_reason"], "tool_calls", "{choice}: {v}");
+        let call = &v["tool_calls"][0];
+        let name = call["name"].as_str().unwrap();
+        assert!(allowed.contains(&name), "{choice}: called {name}");
+        let args: serde_json::Value = serde_json::from_str(call["arguments"].as_str().unwrap()).expect("JSON arguments");
+        let key = if name == "finish" { "summary" } else { "path" };
+        assert!(args[key].is_string(), "{choice}: the arguments follow the tool's schema: {args}");
+    }
+}

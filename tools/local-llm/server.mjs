@@ -10,13 +10,18 @@
 // What it speaks of the OpenAI API: `messages` with roles system, user,
 // assistant (with `content` and/or `tool_calls`) and tool (`tool_call_id`,
 // `content`); `tools` (`type: "function"`, JSON-schema `parameters`);
-// `tool_choice` "auto" (default) or "none"; `max_tokens` (or
+// `tool_choice` "auto" (default), "none", "required" or
+// `{"type": "function", "function": {"name"}}`; `max_tokens` (or
 // `max_completion_tokens`), `temperature`, `top_p`, `seed`, `stop`. Tool
 // calls go through the model's own chat template (node-llama-cpp's chat
 // wrapper for the model; for Qwen2.5 the `<tool_call>` format): `LlamaChat`
 // returns the calls without running them, and they are answered as
 // `message.tool_calls` with `finish_reason: "tool_calls"`. Not supported
-// (400): `stream: true`, `n` > 1, a forced `tool_choice`.
+// (400): `stream: true`, `n` > 1. A forced `tool_choice` ("required" or a
+// named tool) is kept by a grammar: the reply is generated under the JSON
+// schema `{"name": <an allowed tool>, "arguments": <its parameters>}`, so
+// the model cannot answer with anything but a call (llama.cpp's own server
+// forces calls the same way).
 //
 // Requests are answered one at a time (one context sequence; inference is
 // CPU-bound anyway). The server binds only where it is told (127.0.0.1 by
@@ -194,6 +199,59 @@ function bareCalls(reply, functions) {
   return calls;
 }
 
+/**
+ * The tools a `tool_choice` forces a call of: null for "auto" and "none";
+ * every offered tool for "required"; the named one for
+ * `{"type": "function", "function": {"name"}}` (which must be offered).
+ */
+function forcedTools(choice, offered) {
+  if (choice === "auto" || choice === "none") return null;
+  const names = Object.keys(offered ?? {});
+  if (choice === "required") {
+    if (names.length === 0) throw bad('tool_choice "required" needs at least one tool in tools');
+    return names;
+  }
+  if (choice && typeof choice === "object" && choice.type === "function" && typeof choice.function?.name === "string") {
+    const name = choice.function.name;
+    if (!names.includes(name)) throw bad(`tool_choice names the tool ${JSON.stringify(name)}, which tools does not offer`);
+    return [name];
+  }
+  throw bad(`tool_choice ${JSON.stringify(choice)} must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`);
+}
+
+/**
+ * A grammar admitting exactly one call of one of `names`, with arguments
+ * under the tool's JSON schema where the grammar generator supports it
+ * (else any JSON object), and a system note describing the tools (without
+ * `functions`, the chat template does not describe them).
+ */
+async function callGrammar(names, offered, history) {
+  const argsOf = async (name) => {
+    const params = offered[name].params;
+    if (params && typeof params === "object") {
+      try {
+        await llama.createGrammarForJsonSchema(params);
+        return params;
+      } catch {
+        // A schema keyword the generator lacks: keep the call, loosen the arguments.
+      }
+    }
+    return { type: "object", additionalProperties: true };
+  };
+  const options = [];
+  for (const name of names) {
+    options.push({ type: "object", properties: { name: { const: name }, arguments: await argsOf(name) } });
+  }
+  const schema = options.length === 1 ? options[0] : { oneOf: options };
+  const described = names.map((n) => ({ name: n, description: offered[n].description, parameters: offered[n].params ?? {} }));
+  const note =
+    `Answer with a call of ${names.length === 1 ? "the tool " + names[0] : "one of these tools"}, ` +
+    `as JSON {"name": ..., "arguments": {...}}. Tools: ${JSON.stringify(described)}`;
+  if (history[0]?.type === "system") history[0] = { type: "system", text: history[0].text + "\n\n" + note };
+  else history.unshift({ type: "system", text: note });
+  return llama.createGrammarForJsonSchema(schema);
+}
+
 let queue = Promise.resolve();
 /** Run `f` after every earlier request (one context sequence). */
 function serially(f) {
@@ -205,10 +263,11 @@ function serially(f) {
 async function complete(req) {
   if (req.stream) throw bad("stream: true is not supported by this server");
   if (req.n != null && req.n !== 1) throw bad("n must be 1");
-  const choice = req.tool_choice ?? "auto";
-  if (choice !== "auto" && choice !== "none") throw bad(`tool_choice ${JSON.stringify(choice)} is not supported (auto or none)`);
   const history = historyOf(req.messages);
-  const functions = choice === "none" ? undefined : functionsOf(req.tools);
+  const offered = functionsOf(req.tools);
+  const forced = forcedTools(req.tool_choice ?? "auto", offered);
+  const functions = forced || req.tool_choice === "none" ? undefined : offered;
+  const grammar = forced ? await callGrammar(forced, offered, history) : undefined;
   const maxTokens = req.max_completion_tokens ?? req.max_tokens ?? 256;
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw bad("max_tokens must be a positive integer");
   const temperature = req.temperature ?? 0;
@@ -224,7 +283,7 @@ async function complete(req) {
     const before = sequence.tokenMeter.usedOutputTokens;
     const started = Date.now();
     const r = await chat.generateResponse(history, {
-      functions,
+      ...(grammar ? { grammar } : { functions }),
       maxTokens,
       temperature,
       topP: req.top_p ?? undefined,
@@ -235,7 +294,17 @@ async function complete(req) {
     const completionTokens = sequence.tokenMeter.usedOutputTokens - before;
     let found = (r.functionCalls ?? []).map((c) => ({ name: c.functionName, params: c.params }));
     let content = r.response;
-    if (found.length === 0 && functions) {
+    if (grammar) {
+      // The grammar admits only a call; a reply cut short by max_tokens
+      // is not one.
+      let call;
+      try {
+        call = grammar.parse(content);
+      } catch {
+        throw new HttpError(500, `the forced tool call did not finish within max_tokens ${maxTokens}; raise max_tokens`);
+      }
+      [found, content] = [[{ name: call.name, params: call.arguments }], ""];
+    } else if (found.length === 0 && functions) {
       const bare = bareCalls(content, functions);
       if (bare) [found, content] = [bare, ""];
     }
