@@ -522,6 +522,86 @@ async fn run_function_calls_code_under_limits() {
 // evolve: the demo's shape on arith-python, and a child that does not load
 // coming back to the meta-agent as feedback.
 
+const REWARD_AGENT: &str = r#"
+import vivarium
+from vivarium import types
+
+
+class TaskAgent(vivarium.TaskAgent):
+    def solve(self, task):
+        return types.Answer(output="", notes=None)
+
+
+class MetaAgent(vivarium.MetaAgent):
+    def improve(self, ctx):
+        raise vivarium.Err("nothing to improve")
+
+
+class RewardModel(vivarium.RewardModel):
+    def __init__(self):
+        self.calls = 0
+
+    def rewards(self, env, transitions):
+        self.calls += 1
+        if env != vivarium.reward.Env.CARTPOLE:
+            raise ValueError(f"only cartpole, not {env}")
+        return [t.next_obs.o0 * 10 + self.calls + (100 if t.terminated else 0) for t in transitions]
+"#;
+
+/// A Python variant serves the `reward-designer` world's `reward-model`
+/// export from the interpreter: the host's reward instance calls its
+/// `RewardModel` once per chunk on one instance (its state carries over),
+/// with the WIT's records as Python objects; a variant that raises, has no
+/// `RewardModel`, or answers something other than numbers ends as a trap
+/// saying why, and the host carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_reward_model_answers_each_chunk_on_one_instance() {
+    use vivarium::sim::reward::RewardInstance;
+    use vivarium::sim::{EnvKind, Step};
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(session(&tmp.path().join("h")));
+    let honest = variant(&tmp.path().join("honest"), REWARD_AGENT, &[], "");
+    let (_, p) = open(&s, &honest).await;
+    let no_model = REWARD_AGENT.split("class RewardModel").next().unwrap().to_string();
+    let (_, missing) = open(&s, &variant(&tmp.path().join("missing"), &no_model, &[], "")).await;
+    let words = REWARD_AGENT.replace("return [t.next_obs.o0", "return [\"x\" for t in transitions] or [t.next_obs.o0");
+    let (_, wordy) = open(&s, &variant(&tmp.path().join("wordy"), &words, &[], "")).await;
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut steps = vec![Step::default(); 3];
+        steps[1].next_obs[0] = 0.5;
+        steps[2].terminated = true;
+        let mut inst = RewardInstance::for_prepared(&s2.runtime, &p, None).unwrap().unwrap();
+        assert_eq!(inst.rewards(EnvKind::Cartpole, &steps).unwrap(), vec![1.0, 6.0, 101.0]);
+        assert_eq!(inst.rewards(EnvKind::Cartpole, &steps[..1]).unwrap(), vec![2.0], "the same instance");
+        assert_eq!((inst.usage().calls, inst.usage().transitions), (2, 4));
+        assert!(inst.usage().fuel > 0);
+        let f = inst.rewards(EnvKind::Pendulum, &steps).unwrap_err();
+        assert_eq!(f.kind, GuestFailureKind::Trap, "{}", f.detail);
+        let (_, lines, _) = inst.finish();
+        let log: String = lines.iter().map(|l| l.message.clone()).collect::<Vec<_>>().join("\n");
+        assert!(log.contains("only cartpole"), "the reason is in the log: {log}");
+
+        for (p, why) in [
+            (&missing, "defines no RewardModel class"),
+            (&wordy, "RewardModel.rewards must return numbers, one per transition"),
+        ] {
+            let mut inst = RewardInstance::for_prepared(&s2.runtime, p, None).unwrap().unwrap();
+            let f = inst.rewards(EnvKind::Cartpole, &steps).unwrap_err();
+            assert_eq!(f.kind, GuestFailureKind::Trap, "{}", f.detail);
+            let (_, lines, _) = inst.finish();
+            let log: String = lines.iter().map(|l| l.message.clone()).collect::<Vec<_>>().join("\n");
+            assert!(log.contains(why), "{why}: {log}");
+        }
+        // The host carries on: the honest variant answers again.
+        let mut inst = RewardInstance::for_prepared(&s2.runtime, &p, None).unwrap().unwrap();
+        assert_eq!(inst.rewards(EnvKind::Cartpole, &steps[..1]).unwrap(), vec![1.0]);
+    })
+    .await
+    .unwrap();
+}
+
 async fn evolve_in(home: &Path, run: &Path) -> vivarium::evolve::Summary {
     vivarium::evolve::evolve(&session(home), run, &vivarium::evolve::EvolveOptions::default(), &|_| {})
         .await

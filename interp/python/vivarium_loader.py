@@ -366,3 +366,37 @@ class TaskAgent(exports.TaskAgent):
 class MetaAgent(exports.MetaAgent):
     def improve(self, ctx):
         return _agent("MetaAgent").improve(ctx)
+
+
+class RewardModel(exports.RewardModel):
+    """The `reward-designer` world's export: the variant's `RewardModel`
+    class, made once per instance (a training run calls `rewards` once per
+    chunk of transitions on one instance, so the variant may keep state).
+    `rewards` has no error case in the contract: a variant that did not
+    load, has no `RewardModel`, raises, or answers something other than
+    numbers ends the call as a trap, its reason in the log."""
+
+    def rewards(self, env, transitions):
+        state = _load()
+        if state.error is not None:
+            raise RuntimeError(str(state.error))
+        model = getattr(state, "reward_model", None)
+        if model is None:
+            cls = getattr(state.module, "RewardModel", None)
+            if cls is None:
+                raise RuntimeError(
+                    str(
+                        LoadError(
+                            "missing-agent",
+                            f"the module {state.module.__name__!r} defines no RewardModel class "
+                            "(a reward-design task calls it)",
+                        )
+                    )
+                )
+            model = cls()
+            state.reward_model = model
+        out = model.rewards(env, transitions)
+        try:
+            return [float(r) for r in out]
+        except (TypeError, ValueError) as e:
+            raise RuntimeError(f"RewardModel.rewards must return numbers, one per transition: {e}") from None

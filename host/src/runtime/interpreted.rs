@@ -162,8 +162,49 @@ impl Runtime {
     ) -> Result<Option<Arc<InstanceSource>>> {
         let Some(source) = &loaded.source else { return Ok(None) };
         let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the interpreter failed: {e:#}"));
-        let mut inst = linker.root();
-        let mut inst = inst.instance(SOURCE_INTERFACE).map_err(internal)?;
+        add_source_to_linker(linker)?;
+        // The services the grant does not link: a call traps, naming the
+        // capability (the SDK refuses before that, by name). Only these:
+        // WASI is linked from the grant as for any component.
+        let ty = loaded.component.component_type();
+        for (name, item) in ty.imports(&self.engine) {
+            let Some(rest) = name.strip_prefix("vivarium:agent/") else { continue };
+            let service = rest.split('@').next().unwrap_or(rest).to_string();
+            if matches!(service.as_str(), "log" | "types") || grant.service_granted(&service) {
+                continue;
+            }
+            let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+            let mut li = linker.instance(name).map_err(internal)?;
+            for (func, f) in instance.exports(&self.engine) {
+                if !matches!(f.ty, ComponentItem::ComponentFunc(_)) {
+                    continue;
+                }
+                let message =
+                    format!("capability `{service}` is not granted to this variant (it called {name}#{func})");
+                li.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(message.clone()))).map_err(internal)?;
+            }
+        }
+        let granted = ["llm", "trainer", "simulator", "memory", "archive"]
+            .into_iter()
+            .filter(|s| grant.service_granted(s))
+            .map(String::from)
+            .collect();
+        Ok(Some(Arc::new(InstanceSource {
+            key: compiled_key(&source.bundle),
+            bundle: source.bundle.clone(),
+            granted,
+            compiled: self.interpreters.compiled.clone(),
+        })))
+    }
+}
+
+/// Add `vivarium:interp/source` to `linker`: each instance reads the
+/// [`InstanceSource`] its store holds (`HostState::source`), and nothing
+/// else. Also used by the reward-model instance of an interpreted variant.
+pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
+    let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the interpreter failed: {e:#}"));
+    let mut inst = linker.root();
+    let mut inst = inst.instance(SOURCE_INTERFACE).map_err(internal)?;
         inst.func_wrap("files", |store: StoreContextMut<'_, HostState>, (): ()| {
             let files = match &store.data().source {
                 Some(s) => s
@@ -210,39 +251,7 @@ impl Runtime {
             Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
         })
         .map_err(internal)?;
-        // The services the grant does not link: a call traps, naming the
-        // capability (the SDK refuses before that, by name). Only these:
-        // WASI is linked from the grant as for any component.
-        let ty = loaded.component.component_type();
-        for (name, item) in ty.imports(&self.engine) {
-            let Some(rest) = name.strip_prefix("vivarium:agent/") else { continue };
-            let service = rest.split('@').next().unwrap_or(rest).to_string();
-            if matches!(service.as_str(), "log" | "types") || grant.service_granted(&service) {
-                continue;
-            }
-            let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
-            let mut li = linker.instance(name).map_err(internal)?;
-            for (func, f) in instance.exports(&self.engine) {
-                if !matches!(f.ty, ComponentItem::ComponentFunc(_)) {
-                    continue;
-                }
-                let message =
-                    format!("capability `{service}` is not granted to this variant (it called {name}#{func})");
-                li.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(message.clone()))).map_err(internal)?;
-            }
-        }
-        let granted = ["llm", "trainer", "simulator", "memory", "archive"]
-            .into_iter()
-            .filter(|s| grant.service_granted(s))
-            .map(String::from)
-            .collect();
-        Ok(Some(Arc::new(InstanceSource {
-            key: compiled_key(&source.bundle),
-            bundle: source.bundle.clone(),
-            granted,
-            compiled: self.interpreters.compiled.clone(),
-        })))
-    }
+    Ok(())
 }
 
 fn compiled_key(bundle: &Interpreted) -> String {

@@ -19,7 +19,7 @@ pub mod cache;
 mod call;
 pub mod compile;
 pub mod host_work;
-mod interpreted;
+pub(crate) mod interpreted;
 mod lanes;
 pub mod limiter;
 pub mod quota;

@@ -12,6 +12,10 @@
 //! `llm`, `memory`, `archive` or `simulator` from the reward function
 //! traps. A trap or a limit ends the run as a [`GuestFailure`], never a
 //! host panic; the store is dropped with it.
+//!
+//! An interpreted variant (Python on the shared interpreter) is the same
+//! instance of its interpreter, handed its source tree through
+//! `vivarium:interp/source` as in any call; its `RewardModel` class answers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -148,13 +152,27 @@ impl RewardInstance {
         Self::with_engine(runtime.engine(), runtime.config().max_memory, component, grant, scratch)
     }
 
-    /// [`RewardInstance::new`] for a prepared variant, under its grant.
+    /// [`RewardInstance::new`] for a prepared variant, under its grant. An
+    /// interpreted variant (Python) runs on its interpreter, handed its
+    /// source tree as in any call; its `RewardModel` class answers.
     pub fn for_prepared(
         runtime: &Runtime,
         p: &crate::runtime::Prepared,
         scratch: Option<&Path>,
     ) -> Result<std::result::Result<Self, GuestFailure>> {
-        Self::new(runtime, p.component(), &p.grant, scratch)
+        Self::for_prepared_with(runtime.engine(), runtime.config().max_memory, p, scratch)
+    }
+
+    /// [`RewardInstance::for_prepared`] with the runtime's engine and memory
+    /// ceiling given separately (they are `'static`, so this runs on a
+    /// blocking thread).
+    pub fn for_prepared_with(
+        engine: &Engine,
+        max_memory: u64,
+        p: &crate::runtime::Prepared,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
+        Self::build(engine, max_memory, p.component(), &p.grant, p.source.clone(), scratch)
     }
 
     /// [`RewardInstance::new`] with the runtime's engine and memory ceiling
@@ -166,12 +184,25 @@ impl RewardInstance {
         grant: &Grant,
         scratch: Option<&Path>,
     ) -> Result<std::result::Result<Self, GuestFailure>> {
+        Self::build(engine, max_memory, component, grant, None, scratch)
+    }
+
+    fn build(
+        engine: &Engine,
+        max_memory: u64,
+        component: &Component,
+        grant: &Grant,
+        source: Option<std::sync::Arc<crate::runtime::interpreted::InstanceSource>>,
+        scratch: Option<&Path>,
+    ) -> Result<std::result::Result<Self, GuestFailure>> {
         let limits = grant.limits.clone();
         let log = LogState::new(grant.log.clone());
         let work = crate::runtime::host_work::HostWork::default();
         let wasi = wasi::build(grant, &log, scratch, &|name| std::env::var(name).ok(), &work)?;
         let state = HostState::new(max_memory, &limits, log.clone(), wasi, CallServices::none(), work);
         let mut store = Store::new(engine, state);
+        let interpreted = source.is_some();
+        store.data_mut().source = source;
         store.limiter(|s| &mut s.limiter);
         store.call_hook(crate::runtime::host_work::hook);
         store.set_hostcall_fuel(crate::runtime::hostcall_budget(&limits));
@@ -186,7 +217,10 @@ impl RewardInstance {
         });
         store.set_epoch_deadline(1);
 
-        let linker = reward_linker(engine, component)?;
+        let mut linker = reward_linker(engine, component)?;
+        if interpreted {
+            crate::runtime::interpreted::add_source_to_linker(&mut linker)?;
+        }
         let instance = match linker.instantiate(&mut store, component) {
             Ok(i) => i,
             Err(e) => return Ok(Err(crate::runtime::classify(&e, store.data(), &limits, limits.wall.0, &log))),

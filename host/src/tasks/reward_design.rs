@@ -204,12 +204,11 @@ impl Grader for RewardDesignGrader {
             let (ref_ret, _) = self.reference(kind, seed).await?;
             let engine = session.runtime.engine().clone();
             let max_memory = session.runtime.config().max_memory;
-            let component = p.component().clone();
-            let grant = p.grant.clone();
+            let prepared = p.clone();
             let scratch = session.scratch_for(p)?;
             let job = tokio::task::spawn_blocking(move || {
                 let mut inst =
-                    match RewardInstance::with_engine(&engine, max_memory, &component, &grant, scratch.as_deref()) {
+                    match RewardInstance::for_prepared_with(&engine, max_memory, &prepared, scratch.as_deref()) {
                         Err(Error::Invalid(why)) => return Ok((Outcome::NoExport(why), None)),
                         Err(e) => return Err(e),
                         Ok(Err(f)) => {

@@ -30,11 +30,22 @@ What is here:
   (`text`, `write`, `delete`, `replace`, `set_const`, `const_value`,
   `proposal`), and `tree()`, the tree this instance was loaded from.
 * `Err`, `types`, `TaskAgent`, `MetaAgent`: the contract's types.
+* `RewardModel` and `reward` (its `Env`, `Observation`, `Transition`): a
+  reward-design variant defines `class RewardModel` with
+  `rewards(self, env, transitions) -> list[float]`, one number per
+  transition (the `reward-model` interface, wit/reward.wit):
+
+      class RewardModel(vivarium.RewardModel):
+          def rewards(self, env, transitions):
+              if env == vivarium.reward.Env.CARTPOLE:
+                  return [1.0 - abs(t.next_obs.o2) for t in transitions]
+              return [0.0 for _ in transitions]
 """
 
 from componentize_py_types import Err
 from wit_world import exports as _exports
 from wit_world.imports import types
+from wit_world.exports import reward_model as reward
 
 from ._host import NotGranted, granted
 from .errors import ServiceError
@@ -42,8 +53,9 @@ from . import log, llm, memory, archive, simulator, trainer, source
 
 TaskAgent = _exports.TaskAgent
 MetaAgent = _exports.MetaAgent
+RewardModel = _exports.RewardModel
 
 __all__ = [
-    "Err", "types", "TaskAgent", "MetaAgent", "NotGranted", "ServiceError", "granted",
+    "Err", "types", "TaskAgent", "MetaAgent", "RewardModel", "reward", "NotGranted", "ServiceError", "granted",
     "log", "llm", "memory", "archive", "simulator", "trainer", "source",
 ]
