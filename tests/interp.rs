@@ -602,6 +602,33 @@ async fn a_python_reward_model_answers_each_chunk_on_one_instance() {
     .unwrap();
 }
 
+/// The `reward-design` suite grades a Python reward model like a Rust one:
+/// its cart-pole tasks train a policy on the variant's rewards; the
+/// environments it refuses end as traps in their notes, scored 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reward_design_suite_trains_on_a_python_reward_model() {
+    use vivarium::tasks;
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    // A training run is one call; CPython spends about 40,000 fuel per
+    // transition here (Rust: a few hundred), so it gets more fuel and time.
+    let dir = variant(&tmp.path().join("v"), REWARD_AGENT, &[], "");
+    let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+    let manifest = manifest.replace("fuel = 2_000_000_000", "fuel = 100_000_000_000").replace("\"10s\"", "\"120s\"");
+    std::fs::write(dir.join(MANIFEST), manifest).unwrap();
+    let (_, p) = open(&s, &dir).await;
+    let suite = tasks::suite(tasks::reward_design::NAME).unwrap();
+    let score = tasks::evaluate(&s, &p, &suite).await.unwrap();
+    let cart = score.results.iter().find(|r| r.id == "rd-v-cartpole-1").unwrap();
+    eprintln!("cartpole: {} ({:.2})", cart.note, cart.score);
+    assert!(cart.note.starts_with("cartpole: trained return "), "{}", cart.note);
+    let car = score.results.iter().find(|r| r.id == "rd-v-mountain-car-1").unwrap();
+    assert_eq!(car.score, 0.0);
+    assert!(car.note.contains("the reward function failed (trap"), "{}", car.note);
+    assert!(s.audit.verify().unwrap().ok);
+}
+
 async fn evolve_in(home: &Path, run: &Path) -> vivarium::evolve::Summary {
     vivarium::evolve::evolve(&session(home), run, &vivarium::evolve::EvolveOptions::default(), &|_| {})
         .await

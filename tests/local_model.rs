@@ -259,7 +259,9 @@ async fn a_forced_tool_choice_gets_a_call_of_the_named_tool() {
     let read = r#"{"name": "read_file", "description": "Read a file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}"#;
     let finish = r#"{"name": "finish", "description": "End the session", "parameters": {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}"#;
     let opts = CallOptions { run: Some("local-model".into()), ..CallOptions::default() };
-    for (choice, allowed) in [(r#"{"name": "finish"}"#, &["finish"][..]), (r#""required""#, &["read_file", "finish"][..])] {
+    for (choice, allowed) in
+        [(r#"{"name": "finish"}"#, &["finish"][..]), (r#""required""#, &["read_file", "finish"][..])]
+    {
         let script = format!(
             r#"chat {{"model": "coder", "max_tokens": 48, "temperature": 0, "tools": [{read}, {finish}], "tool_choice": {choice}, "messages": [{{"role": "user", "content": "Hello! What is 2+2?"}}]}}"#
         );
@@ -272,7 +274,8 @@ async fn a_forced_tool_choice_gets_a_call_of_the_named_tool() {
         let call = &v["tool_calls"][0];
         let name = call["name"].as_str().unwrap();
         assert!(allowed.contains(&name), "{choice}: called {name}");
-        let args: serde_json::Value = serde_json::from_str(call["arguments"].as_str().unwrap()).expect("JSON arguments");
+        let args: serde_json::Value =
+            serde_json::from_str(call["arguments"].as_str().unwrap()).expect("JSON arguments");
         let key = if name == "finish" { "summary" } else { "path" };
         assert!(args[key].is_string(), "{choice}: the arguments follow the tool's schema: {args}");
     }

@@ -205,52 +205,49 @@ pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>) -> Result<()>
     let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the interpreter failed: {e:#}"));
     let mut inst = linker.root();
     let mut inst = inst.instance(SOURCE_INTERFACE).map_err(internal)?;
-        inst.func_wrap("files", |store: StoreContextMut<'_, HostState>, (): ()| {
-            let files = match &store.data().source {
-                Some(s) => s
-                    .bundle
-                    .files
-                    .iter()
-                    .map(|f| WitFile { path: f.path.clone(), contents: f.contents.clone() })
-                    .collect(),
-                None => Vec::new(),
-            };
-            Ok((files,))
-        })
-        .map_err(internal)?;
-        inst.func_wrap("entry", |store: StoreContextMut<'_, HostState>, (): ()| {
-            let Some(s) = &store.data().source else {
-                return Err(wasmtime::Error::msg("no source was handed to this instance"));
-            };
-            let mode = match &s.bundle.mode {
-                Mode::Agents => WitMode::Agents,
-                Mode::Function(f) => WitMode::Function(f.clone()),
-                Mode::Check => WitMode::Check,
-            };
-            Ok((WitEntryPoint { module: s.bundle.module.clone(), mode },))
-        })
-        .map_err(internal)?;
-        inst.func_wrap("compiled", |store: StoreContextMut<'_, HostState>, (): ()| {
-            let files = match &store.data().source {
-                Some(s) => s.compiled.get(&s.key).map_or_else(Vec::new, |files| {
-                    files.iter().map(|(path, code)| WitFile { path: path.clone(), contents: code.clone() }).collect()
-                }),
-                None => Vec::new(),
-            };
-            Ok((files,))
-        })
-        .map_err(internal)?;
-        inst.func_wrap("offer-compiled", |store: StoreContextMut<'_, HostState>, (files,): (Vec<WitFile>,)| {
-            if let Some(s) = &store.data().source {
-                s.compiled.offer(&s.key, files.into_iter().map(|f| (f.path, f.contents)).collect());
+    inst.func_wrap("files", |store: StoreContextMut<'_, HostState>, (): ()| {
+        let files = match &store.data().source {
+            Some(s) => {
+                s.bundle.files.iter().map(|f| WitFile { path: f.path.clone(), contents: f.contents.clone() }).collect()
             }
-            Ok(())
-        })
-        .map_err(internal)?;
-        inst.func_wrap("granted", |store: StoreContextMut<'_, HostState>, (): ()| {
-            Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
-        })
-        .map_err(internal)?;
+            None => Vec::new(),
+        };
+        Ok((files,))
+    })
+    .map_err(internal)?;
+    inst.func_wrap("entry", |store: StoreContextMut<'_, HostState>, (): ()| {
+        let Some(s) = &store.data().source else {
+            return Err(wasmtime::Error::msg("no source was handed to this instance"));
+        };
+        let mode = match &s.bundle.mode {
+            Mode::Agents => WitMode::Agents,
+            Mode::Function(f) => WitMode::Function(f.clone()),
+            Mode::Check => WitMode::Check,
+        };
+        Ok((WitEntryPoint { module: s.bundle.module.clone(), mode },))
+    })
+    .map_err(internal)?;
+    inst.func_wrap("compiled", |store: StoreContextMut<'_, HostState>, (): ()| {
+        let files = match &store.data().source {
+            Some(s) => s.compiled.get(&s.key).map_or_else(Vec::new, |files| {
+                files.iter().map(|(path, code)| WitFile { path: path.clone(), contents: code.clone() }).collect()
+            }),
+            None => Vec::new(),
+        };
+        Ok((files,))
+    })
+    .map_err(internal)?;
+    inst.func_wrap("offer-compiled", |store: StoreContextMut<'_, HostState>, (files,): (Vec<WitFile>,)| {
+        if let Some(s) = &store.data().source {
+            s.compiled.offer(&s.key, files.into_iter().map(|f| (f.path, f.contents)).collect());
+        }
+        Ok(())
+    })
+    .map_err(internal)?;
+    inst.func_wrap("granted", |store: StoreContextMut<'_, HostState>, (): ()| {
+        Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
+    })
+    .map_err(internal)?;
     Ok(())
 }
 
