@@ -764,3 +764,186 @@ async fn measure_instance_start() {
         eprintln!("{label}: median {:.1} ms, fuel {fuel}", walls[walls.len() / 2]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// JavaScript on its interpreter (ComponentizeJS, the loader of
+// interp/javascript/): the same machinery, the variant's ES modules as data.
+
+/// Compile the JavaScript interpreter into the shared compile cache once.
+async fn warm_js() {
+    static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    WARM.get_or_init(|| async {
+        let it = tokio::task::spawn_blocking(|| {
+            vivarium::build::interpreter::javascript_interpreter(&guest_target(), Duration::from_secs(600))
+                .unwrap_or_else(|e| panic!("building the JavaScript interpreter: {e}"))
+        })
+        .await
+        .unwrap();
+        runtime().load(&std::fs::read(&it.path).unwrap()).await.expect("the interpreter compiles");
+    })
+    .await;
+}
+
+/// A JavaScript variant in `dir`: `agent` as src/agent.js, `extra` files.
+fn js_variant(dir: &Path, agent: &str, extra: &[(&str, &str)], capabilities: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join(MANIFEST),
+        format!("[variant]\nname = \"t\"\nlanguage = \"javascript\"\n\n{LIMITS}\n[capabilities]\n{capabilities}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/agent.js"), agent).unwrap();
+    for (path, text) in extra {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+const JS_ECHO: &str = r#"
+export const taskAgent = { solve(task) { return { output: task.input }; } };
+export const metaAgent = { improve(ctx) { throw "nothing to improve"; } };
+"#;
+
+/// `variants/arith-javascript` runs on the interpreter as a bundle (no
+/// component of its own): the same answers as its own build, and a second
+/// instance of the same tree reuses the first one's parsed modules.
+#[tokio::test(flavor = "multi_thread")]
+async fn arith_javascript_runs_on_the_interpreter_and_reuses_its_parse() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    let dir = workspace_root().join("variants/arith-javascript");
+    let (opened, p) = open(&s, &dir).await;
+    let bundle = opened.loaded.source.as_ref().expect("an interpreted variant").bundle.clone();
+    assert_eq!(bundle.language, interp::InterpLanguage::Javascript);
+    assert!(bundle.files.iter().any(|f| f.path == "src/agent.js"));
+    let first = s.solve(&p, &task("(3+4)*12 - 7"), &CallOptions::default()).await.unwrap();
+    assert_eq!(output(&first), "77");
+    let second = s.solve(&p, &task("2*(5+1)"), &CallOptions::default()).await.unwrap();
+    assert_eq!(output(&second), "12");
+    let r = s.solve(&p, &task("8/2"), &CallOptions::default()).await.unwrap();
+    assert!(guest_error(&r).contains("needs DIVISION"), "{:?}", r.outcome);
+    eprintln!("fuel: first call {}, second {}", first.usage.fuel, second.usage.fuel);
+    assert!(second.usage.fuel * 2 < first.usage.fuel, "the parse is reused: {} then {}", first.usage.fuel, second.usage.fuel);
+}
+
+/// ES module forms across files: named, default, list and re-exports,
+/// relative imports with and without `.js`, a namespace's live bindings; the host's
+/// interfaces by their WIT names; a service not granted throws naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_modules_import_each_other_and_the_host() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    let agent = r#"import { log } from "vivarium:agent/log@0.1.0";
+import * as memory from "vivarium:agent/memory@0.1.0";
+import twice, { add as plus, bump } from "./lib/math";
+import * as lib from "./lib/math.js";
+import { again } from "./lib/index.js";
+export const taskAgent = {
+  solve(task) {
+    log("info", "solving " + task.input);
+    bump();
+    if (task.input === "memory") { memory.get("k"); }
+    return { output: [twice(plus(1, 2)), lib.COUNT, again(4)].join(",") };
+  },
+};
+export const metaAgent = { improve() { throw "no"; } };
+"#;
+    let math = "let COUNT = 0;\nexport function bump() { COUNT += 1; }\nexport { COUNT };\n\
+                export const add = (a, b) => a + b;\nexport default function twice(x) { return 2 * x; }\n";
+    let index = "export { default as again } from \"./math.js\";\n";
+    let dir = js_variant(&tmp.path().join("v"), agent, &[("src/lib/math.js", math), ("src/lib/index.js", index)], "");
+    let r = solve(&s, &dir, "x").await;
+    assert_eq!(output(&r), "6,1,8", "named, default, live and re-exported bindings");
+    assert!(r.logs.iter().any(|l| l.message == "solving x"), "{:?}", r.logs);
+    let r = solve(&s, &dir, "memory").await;
+    assert!(guest_error(&r).contains("capability `memory` is not granted to this variant"), "{:?}", r.outcome);
+}
+
+/// Load errors name the file and line, as the Python interpreter's do; the
+/// check of a new child returns them typed.
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_load_errors_name_the_file_and_line() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+        ("// one\nexport const taskAgent = {\n  solve( { return 1; }\n};\n", &[], "src/agent.js:3: SyntaxError"),
+        ("import { x } from \"./util.js\";\n", &[("src/util.js", "\n\nthrow new TypeError(\"boom\");\n")], "src/util.js:3: TypeError: boom"),
+        ("import \"./nowhere.js\";\n", &[], "(missing-module)"),
+        ("const m = await 1;\n", &[], "src/agent.js:1: top-level await is not supported"),
+        ("export const taskAgent = { solve() { return { output: \"\" }; } };\n", &[], "src/agent.js:0: the module does not export metaAgent"),
+    ];
+    for (i, (agent, extra, want)) in cases.iter().enumerate() {
+        let dir = js_variant(&tmp.path().join(format!("v{i}")), agent, extra, "");
+        let r = solve(&s, &dir, "x").await;
+        if i < 4 {
+            let e = guest_error(&r);
+            assert!(e.contains("the variant did not load") && e.contains(want), "case {i}: {e}");
+        }
+        let (_, p) = open(&s, &dir).await;
+        let bundle = p.interpreted().unwrap().bundle.with_mode(interp::Mode::Check);
+        match interp::check_load(&s.runtime, &p.with_bundle(bundle), &CallOptions::default()).await.unwrap() {
+            Checked::LoadError(e) => {
+                let said = format!("({}) {}:{}: {}", e.kind, e.file, e.line, e.message);
+                assert!(said.contains(want), "case {i}: {said}");
+            }
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
+    // And an honest tree loads.
+    let dir = js_variant(&tmp.path().join("ok"), JS_ECHO, &[], "");
+    let (_, p) = open(&s, &dir).await;
+    let bundle = p.interpreted().unwrap().bundle.with_mode(interp::Mode::Check);
+    assert!(matches!(interp::check_load(&s.runtime, &p.with_bundle(bundle), &CallOptions::default()).await.unwrap(), Checked::Loaded));
+}
+
+/// Hostile code at load time meets the call's limits with typed reasons.
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_hostile_loads_hit_the_calls_limits() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    for (i, (top, want)) in [
+        ("for (;;) {}", GuestFailureKind::OutOfFuel),
+        ("const held = []; for (;;) held.push(new Uint8Array(1 << 20).fill(1));", GuestFailureKind::MemoryLimit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = js_variant(&tmp.path().join(format!("v{i}")), &format!("{top}\n{JS_ECHO}"), &[], "");
+        let r = solve(&s, &dir, "x").await;
+        assert_eq!(failed(&r).kind, want, "{top}: {:?}", r.outcome);
+    }
+    // The host carries on.
+    let dir = js_variant(&tmp.path().join("ok"), JS_ECHO, &[], "");
+    assert_eq!(output(&solve(&s, &dir, "still here").await), "still here");
+}
+
+/// `improve` of arith-javascript on the interpreter: a child that is new
+/// data, checked to load, answering what its parent could not.
+#[tokio::test(flavor = "multi_thread")]
+async fn improve_of_a_javascript_variant_makes_a_child_that_loads() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    let parent = tmp.path().join("parent");
+    for f in ["variant.toml", "src/agent.js"] {
+        std::fs::create_dir_all(parent.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(workspace_root().join("variants/arith-javascript").join(f), parent.join(f)).unwrap();
+    }
+    let req = ImproveRequest {
+        parent: parent.clone(),
+        out: tmp.path().join("child"),
+        feedback: "task t: operator '/' is not supported: needs DIVISION".into(),
+        iterations_left: 1,
+        ..Default::default()
+    };
+    let o = improve(&s, &req).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.summary.contains("DIVISION"), "{}", o.summary);
+    let r = solve(&s, &tmp.path().join("child"), "8/2").await;
+    assert_eq!(output(&r), "4");
+}

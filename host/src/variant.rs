@@ -344,7 +344,18 @@ pub fn build_variant(dir: &Path, manifest: &Manifest, guest_target_dir: &Path) -
                 dir.join(MANIFEST).display()
             ))),
         },
-        Language::Javascript => build::build_javascript(dir, guest_target_dir, BUILD_TIMEOUT),
+        Language::Javascript => match manifest.variant.builder.as_deref() {
+            None | Some("interpreter") => {
+                build::interpreter::build_javascript_interpreted(dir, guest_target_dir, BUILD_TIMEOUT)
+            }
+            Some("componentize") => build::build_javascript(dir, guest_target_dir, BUILD_TIMEOUT),
+            Some(other) => Err(Error::invalid(format!(
+                "{}: builder `{other}` is not a JavaScript builder; use `interpreter` (the default: the \
+                 variant runs on the shared JavaScript interpreter) or `componentize` (a ComponentizeJS \
+                 component of its own)",
+                dir.join(MANIFEST).display()
+            ))),
+        },
         Language::C => build::build_c(dir, guest_target_dir, BUILD_TIMEOUT),
     }
 }

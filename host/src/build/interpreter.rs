@@ -115,35 +115,52 @@ fn python_key(version: &str) -> String {
 /// is missing, or with the build's output when it fails.
 pub fn python_interpreter(target_dir: &Path, timeout: Duration) -> Result<Interpreter> {
     static FOUND: Mutex<Vec<(PathBuf, Interpreter)>> = Mutex::new(Vec::new());
+    find_or_build(&FOUND, target_dir, "python-interpreter", |target_dir| {
+        let tc = super::python::toolchain(target_dir)?;
+        Ok((python_key(&tc.version), Box::new(move |t: &Path, key: &str, record: &Path| build(t, tc, key, record, timeout))))
+    })
+}
+
+/// How to build an interpreter whose key is not on the machine yet.
+type BuildFn<'a> = Box<dyn FnOnce(&Path, &str, &Path) -> Result<Interpreter> + 'a>;
+
+/// The interpreter of `target_dir` kept under `<target>/<kind>/<key>.json`,
+/// remembered per process in `found`, built by what `prepare` returns
+/// (with the key) when the machine has none, one build at a time.
+fn find_or_build<'a>(
+    found: &Mutex<Vec<(PathBuf, Interpreter)>>,
+    target_dir: &Path,
+    kind: &str,
+    prepare: impl FnOnce(&Path) -> Result<(String, BuildFn<'a>)>,
+) -> Result<Interpreter> {
     let target_dir = support::absolute(target_dir)?;
     crate::interp::register_store(&store_dir(&target_dir));
-    if let Some((_, found)) = FOUND.lock().expect("interpreter lock").iter().find(|(t, _)| *t == target_dir) {
-        if std::fs::metadata(&found.path).is_ok_and(|m| m.len() == found.bytes) {
-            return Ok(found.clone());
+    if let Some((_, it)) = found.lock().expect("interpreter lock").iter().find(|(t, _)| *t == target_dir) {
+        if std::fs::metadata(&it.path).is_ok_and(|m| m.len() == it.bytes) {
+            return Ok(it.clone());
         }
     }
-    let tc = super::python::toolchain(&target_dir)?;
-    let key = python_key(&tc.version);
-    let record = target_dir.join("python-interpreter").join(format!("{key}.json"));
+    let (key, build) = prepare(&target_dir)?;
+    let record = target_dir.join(kind).join(format!("{key}.json"));
     let existing = || -> Option<Interpreter> {
         let it: Interpreter = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
         let m = std::fs::metadata(&it.path).ok()?;
         (m.len() == it.bytes && wasm_header(&it.path)).then_some(it)
     };
-    let found = match existing() {
+    let it = match existing() {
         Some(it) => it,
         None => {
-            let _held = support::lock_key(&target_dir, "python-interpreter", &key)?;
+            let _held = support::lock_key(&target_dir, kind, &key)?;
             match existing() {
                 Some(it) => it,
-                None => build(&target_dir, tc, &key, &record, timeout)?,
+                None => build(&target_dir, &key, &record)?,
             }
         }
     };
-    let mut all = FOUND.lock().expect("interpreter lock");
+    let mut all = found.lock().expect("interpreter lock");
     all.retain(|(t, _)| *t != target_dir);
-    all.push((target_dir, found.clone()));
-    Ok(found)
+    all.push((target_dir, it.clone()));
+    Ok(it)
 }
 
 fn wasm_header(path: &Path) -> bool {
@@ -185,13 +202,29 @@ fn build(
     let deadline = started + timeout;
     let log =
         support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
-    let bytes = std::fs::read(&out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
+    keep(target_dir, InterpLanguage::Python, &out, log, started, key, record, "componentize-py (the Python interpreter)")
+}
+
+/// Keep a built interpreter: by its sha256 in the store, and its record
+/// under the build's key.
+#[allow(clippy::too_many_arguments)]
+fn keep(
+    target_dir: &Path,
+    language: InterpLanguage,
+    out: &Path,
+    log: String,
+    started: Instant,
+    key: &str,
+    record: &Path,
+    tool: &str,
+) -> Result<Interpreter> {
+    let bytes = std::fs::read(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let path = store_dir(target_dir).join(format!("{sha256}.wasm"));
     // Validates, then writes atomically.
-    support::store(&path, bytes, log, started, "componentize-py (the Python interpreter)")?;
+    support::store(&path, bytes, log, started, tool)?;
     let it = Interpreter {
-        language: InterpLanguage::Python,
+        language,
         bytes: std::fs::metadata(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len(),
         sha256,
         path,
@@ -201,8 +234,104 @@ fn build(
         std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
     }
     super::rust::write_atomically(record, &json)?;
-    tracing::info!(key, sha256 = %it.sha256, ms = started.elapsed().as_millis() as u64, "built the Python interpreter");
+    tracing::info!(key, sha256 = %it.sha256, ms = started.elapsed().as_millis() as u64, "built the {tool}");
     Ok(it)
+}
+
+/// The world the JavaScript interpreter is built against.
+pub const JS_WORLD: &str = "js-interpreter";
+
+/// The JavaScript interpreter's loader app, as shipped in `interp/javascript/`.
+pub const JS_LOADER: &str = include_str!("../../../interp/javascript/loader.js");
+
+/// Where the acorn parser the loader imports comes from: the JS tooling's
+/// pinned install (`tools/js/package-lock.json`).
+const ACORN: &str = "node_modules/acorn/dist/acorn.mjs";
+
+/// The JavaScript interpreter for `target_dir` (ComponentizeJS:
+/// StarlingMonkey with the loader of `interp/javascript/`), built when this
+/// machine has none for the current inputs (about a minute, once), else
+/// found in microseconds. Its key covers Node's and ComponentizeJS's
+/// versions and lock file, the build script, the WIT, the loader and acorn.
+///
+/// Errors: [`Error::Invalid`] naming `scripts/setup.sh` when the JS tooling
+/// is missing, or with the build's output when it fails.
+pub fn javascript_interpreter(target_dir: &Path, timeout: Duration) -> Result<Interpreter> {
+    static FOUND: Mutex<Vec<(PathBuf, Interpreter)>> = Mutex::new(Vec::new());
+    find_or_build(&FOUND, target_dir, "javascript-interpreter", |_| {
+        let tc = super::javascript::toolchain()?;
+        let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e));
+        let acorn = read(tc.tools.join(ACORN))?;
+        let script = read(tc.tools.join("componentize.mjs"))?;
+        let mut h = Sha256::new();
+        let mut put = |label: &str, value: &[u8]| {
+            h.update((label.len() as u64).to_le_bytes());
+            h.update(label.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value);
+        };
+        put("builder", b"javascript-interpreter-1");
+        put("toolchain", tc.version.as_bytes());
+        put("script", &script);
+        put("interp.wit", INTERP_WIT.as_bytes());
+        for (name, text) in crate::wit::FILES {
+            put(name, text.as_bytes());
+        }
+        put("loader.js", JS_LOADER.as_bytes());
+        put("acorn.mjs", &acorn);
+        let key = hex::encode(h.finalize());
+        Ok((
+            key,
+            Box::new(move |target_dir: &Path, key: &str, record: &Path| {
+                build_javascript_interpreter(target_dir, tc, &acorn, key, record, timeout)
+            }) as BuildFn<'_>,
+        ))
+    })
+}
+
+fn build_javascript_interpreter(
+    target_dir: &Path,
+    tc: &super::javascript::Toolchain,
+    acorn: &[u8],
+    key: &str,
+    record: &Path,
+    timeout: Duration,
+) -> Result<Interpreter> {
+    let started = Instant::now();
+    let staging = support::staging_dir(target_dir, "javascript-interpreter")?;
+    let wit = staging.path().join("wit");
+    let app = staging.path().join("app");
+    let write = |path: PathBuf, bytes: &[u8]| -> Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    };
+    write(wit.join("interp.wit"), INTERP_WIT.as_bytes())?;
+    for (name, text) in crate::wit::FILES {
+        write(wit.join("deps").join("agent").join(name), text.as_bytes())?;
+    }
+    write(app.join("loader.js"), JS_LOADER.as_bytes())?;
+    write(app.join("acorn.mjs"), acorn)?;
+    let out = staging.path().join("interpreter.wasm");
+    let mut cmd = std::process::Command::new(&tc.node);
+    cmd.arg(tc.tools.join("componentize.mjs"))
+        .arg(app.join("loader.js"))
+        .arg(&wit)
+        .arg(JS_WORLD)
+        .arg(&out)
+        .current_dir(staging.path());
+    let sandbox =
+        support::toolchain_sandbox(&app, staging.path(), &super::javascript::sandbox_paths(tc), super::javascript::MEMORY);
+    let log = support::run_in_sandbox(
+        cmd,
+        &sandbox,
+        started + timeout,
+        timeout,
+        "ComponentizeJS (the JavaScript interpreter)",
+        &app,
+    )?;
+    keep(target_dir, InterpLanguage::Javascript, &out, log, started, key, record, "ComponentizeJS (the JavaScript interpreter)")
 }
 
 /// The bundle of the Python variant in `dir` for the interpreter of
@@ -217,9 +346,23 @@ pub fn build_python_interpreted(dir: &Path, target_dir: &Path, timeout: Duration
     let started = Instant::now();
     let dir = &support::absolute(dir)?;
     let bundle = python_bundle(dir, &python_interpreter(target_dir, timeout)?)?;
+    write_bundle(&bundle, target_dir, "python-bundles", started)
+}
+
+/// [`build_python_interpreted`] for a JavaScript variant (`src/agent.js`
+/// exporting `taskAgent` and `metaAgent`) on the JavaScript interpreter:
+/// the default builder of `language = "javascript"`.
+pub fn build_javascript_interpreted(dir: &Path, target_dir: &Path, timeout: Duration) -> Result<BuildOutput> {
+    let started = Instant::now();
+    let dir = &support::absolute(dir)?;
+    let bundle = bundle(dir, &javascript_interpreter(target_dir, timeout)?)?;
+    write_bundle(&bundle, target_dir, "javascript-bundles", started)
+}
+
+fn write_bundle(bundle: &Interpreted, target_dir: &Path, kind: &str, started: Instant) -> Result<BuildOutput> {
     let bytes = bundle.to_bytes();
     let sha = hex::encode(Sha256::digest(&bytes));
-    let path = support::absolute(target_dir)?.join("python-bundles").join(format!("{sha}.json"));
+    let path = support::absolute(target_dir)?.join(kind).join(format!("{sha}.json"));
     if !path.is_file() {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
@@ -230,9 +373,10 @@ pub fn build_python_interpreted(dir: &Path, target_dir: &Path, timeout: Duration
         component: bytes,
         path,
         log: format!(
-            "bundled {} files ({} bytes) for the Python interpreter {}",
+            "bundled {} files ({} bytes) for the {:?} interpreter {}",
             bundle.files.len(),
             bundle.tree_bytes(),
+            bundle.language,
             bundle.interpreter
         ),
         duration: started.elapsed(),
@@ -241,12 +385,20 @@ pub fn build_python_interpreted(dir: &Path, target_dir: &Path, timeout: Duration
 
 /// The bundle of the Python variant in `dir` for `interpreter`.
 pub fn python_bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interpreted> {
+    bundle(dir, interpreter)
+}
+
+/// The bundle of the variant in `dir` for `interpreter` (of its language).
+pub fn bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interpreted> {
     let sources = support::source_files(dir)?;
-    if !sources.iter().any(|(rel, _)| rel == "src/agent.py") {
-        return Err(Error::invalid(format!(
-            "{} has no src/agent.py: a Python variant defines `TaskAgent` and `MetaAgent` there",
-            dir.display()
-        )));
+    let (entry, what) = match interpreter.language {
+        InterpLanguage::Python => ("src/agent.py", "a Python variant defines `TaskAgent` and `MetaAgent` there"),
+        InterpLanguage::Javascript => {
+            ("src/agent.js", "a JavaScript variant exports `taskAgent` and `metaAgent` from it")
+        }
+    };
+    if !sources.iter().any(|(rel, _)| rel == entry) {
+        return Err(Error::invalid(format!("{} has no {entry}: {what}", dir.display())));
     }
     let mut files = Vec::with_capacity(sources.len());
     let mut total = 0u64;
@@ -275,7 +427,7 @@ pub fn python_bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interprete
         imports.push(format!("vivarium:agent/{svc}@{version}"));
     }
     let bundle = Interpreted {
-        language: InterpLanguage::Python,
+        language: interpreter.language,
         interpreter: interpreter.sha256.clone(),
         module: crate::interp::PYTHON_ENTRY.to_string(),
         mode: Mode::Agents,

@@ -43,7 +43,7 @@ pub const APP_MODULE: &str = "src/agent.js";
 /// `RLIMIT_AS` of Node and Wizer: V8 and wasmtime reserve large virtual
 /// regions (a V8 wasm memory cage alone is 10+ GiB), so this bounds a
 /// runaway, not a build's real footprint.
-const MEMORY: u64 = 256 << 30;
+pub(super) const MEMORY: u64 = 256 << 30;
 
 /// Where the JS tooling lives: `$VIVARIUM_JS_TOOLS`, else `tools/js` of the
 /// repository this host was built from.
@@ -55,14 +55,14 @@ pub fn tools_dir() -> Option<PathBuf> {
 }
 
 #[derive(Debug, Clone)]
-struct Toolchain {
-    node: PathBuf,
-    tools: PathBuf,
+pub(super) struct Toolchain {
+    pub(super) node: PathBuf,
+    pub(super) tools: PathBuf,
     /// Node's version and the lock file's digest.
-    version: String,
+    pub(super) version: String,
 }
 
-fn toolchain() -> Result<&'static Toolchain> {
+pub(super) fn toolchain() -> Result<&'static Toolchain> {
     static FOUND: OnceLock<std::result::Result<Toolchain, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
@@ -147,7 +147,7 @@ pub fn build_javascript(dir: &Path, target_dir: &Path, timeout: Duration) -> Res
 
 /// What Node may read in the sandbox: the JS tooling, Node's own file and
 /// OpenSSL's configuration (read at startup; public, no secrets).
-fn sandbox_paths(tc: &Toolchain) -> [PathBuf; 3] {
+pub(super) fn sandbox_paths(tc: &Toolchain) -> [PathBuf; 3] {
     [tc.tools.clone(), tc.node.clone(), PathBuf::from("/etc/ssl/openssl.cnf")]
 }
 

@@ -73,6 +73,8 @@ pub const PYTHON_ENTRY: &str = "agent";
 pub enum InterpLanguage {
     /// CPython, built with componentize-py.
     Python,
+    /// StarlingMonkey (SpiderMonkey), built with ComponentizeJS.
+    Javascript,
 }
 
 /// How the loaded code is entered (`vivarium:interp/source` `mode`).

@@ -281,6 +281,17 @@ impl Runtime {
                 CallOutcome::Failed(fuel_failure(&limits))
             }
             (None, Ok(Err(e))) => CallOutcome::Failed(classify(&e, state, &limits, wall, &log)),
+            // An interpreter's engine turns a refused growth into an
+            // exception of its own language, which its loader (or the
+            // variant) may catch and answer as `err`: after a refusal, an
+            // interpreted call's `err` is that limit's consequence, as a
+            // trap would be.
+            (None, Ok(Ok(Err(_)))) if state.source.is_some() && state.limiter.hit.is_some() => {
+                CallOutcome::Failed(GuestFailure {
+                    kind: GuestFailureKind::MemoryLimit,
+                    detail: state.limiter.hit.clone().unwrap_or_default(),
+                })
+            }
             (None, Ok(Ok(Err(msg)))) => CallOutcome::GuestError(crate::services::log::sanitize(
                 &msg.as_bytes()[..msg.len().min(limits.output.bytes() as usize)],
             )),
