@@ -113,14 +113,18 @@ async fn check_variant(language: Language, label: &str, dir: &Path) {
     }
     .unwrap_or_else(|e| panic!("{label}: the build failed: {e}"));
     let build_time = started.elapsed();
-    // A component, or for Python the variant's bundle for the shared
-    // interpreter (vivarium::interp).
+    // A component, or for Python and JavaScript the variant's bundle for
+    // the shared interpreter (vivarium::interp).
     let bundle = vivarium::interp::Interpreted::parse(&built.component).unwrap_or_else(|e| panic!("{label}: {e}"));
     assert!(
         wasmparser_is_component(&built.component) || bundle.is_some(),
         "{label}: the build output is a component or an interpreter bundle"
     );
-    assert_eq!(bundle.is_some(), language == Language::Python, "{label}: Python builds a bundle by default");
+    assert_eq!(
+        bundle.is_some(),
+        matches!(language, Language::Python | Language::Javascript),
+        "{label}: Python and JavaScript build a bundle by default"
+    );
 
     // First load (compiles, or reuses this suite's cache), then a cached load
     // on a fresh runtime: what the second run of a variant costs.

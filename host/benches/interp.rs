@@ -1,7 +1,7 @@
-//! Proposal → runnable child for a Python variant on the shared interpreter
-//! (`vivarium::interp`), measured in one run next to the Rust child's warm
-//! rebuild — DESIGN.md: "proposal → runnable child for a Python or
-//! JavaScript variant: under 100 ms".
+//! Proposal → runnable child for a Python and a JavaScript variant on their
+//! shared interpreters (`vivarium::interp`), measured in one run next to the
+//! Rust child's warm rebuild — DESIGN.md: "proposal → runnable child for a
+//! Python or JavaScript variant: under 100 ms".
 //!
 //! * **python-child-ready**: `vivarium::improve::improve` of a copy of
 //!   `variants/arith-python` (guard, child tree written, bundle built,
@@ -57,7 +57,33 @@ fn peak_rss() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-struct Python {
+/// Which interpreter, and its arith example.
+#[derive(Clone, Copy)]
+enum Lang {
+    Python,
+    Javascript,
+}
+
+impl Lang {
+    fn example(self) -> (&'static str, &'static str) {
+        match self {
+            Lang::Python => ("arith-python", "src/agent.py"),
+            Lang::Javascript => ("arith-javascript", "src/agent.js"),
+        }
+    }
+
+    fn interpreter(self, target: &Path) -> vivarium::build::interpreter::Interpreter {
+        let t = Duration::from_secs(900);
+        match self {
+            Lang::Python => vivarium::build::interpreter::python_interpreter(target, t).unwrap(),
+            Lang::Javascript => vivarium::build::interpreter::javascript_interpreter(target, t).unwrap(),
+        }
+    }
+}
+
+/// A variant on an interpreter: `improve` of its arith example, instance
+/// starts, concurrent calls.
+struct Interp {
     rt: tokio::runtime::Runtime,
     session: Arc<Session>,
     parent: PathBuf,
@@ -66,8 +92,8 @@ struct Python {
     meta: Vec<f64>,
 }
 
-impl Python {
-    fn new(tmp: &Path, durability: Durability) -> Self {
+impl Interp {
+    fn new(tmp: &Path, durability: Durability, lang: Lang) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let target = workspace_root().join("target/bench-interp");
         let mut session = Session::open(Home::at(tmp.join("home"))).unwrap();
@@ -77,28 +103,30 @@ impl Python {
             Runtime::new(RuntimeConfig { cache_dir: Some(target.join("compile-cache")), ..Default::default() })
                 .unwrap()
                 .with_services(vivarium::services::HostServices::for_home(&session.home).unwrap());
-        let parent = tmp.join("arith-python");
+        let (example, agent) = lang.example();
+        let parent = tmp.join(example);
         let _ = std::fs::create_dir_all(tmp);
         std::fs::create_dir_all(parent.join("src")).unwrap();
-        let src = workspace_root().join("variants/arith-python");
-        for f in [MANIFEST, "src/agent.py"] {
+        let src = workspace_root().join("variants").join(example);
+        for f in [MANIFEST, agent] {
             std::fs::copy(src.join(f), parent.join(f)).unwrap();
         }
         // Cold: the interpreter's build and compile (once per machine).
         let started = Instant::now();
-        let it = vivarium::build::interpreter::python_interpreter(&target, Duration::from_secs(900)).unwrap();
+        let it = lang.interpreter(&target);
         let built = started.elapsed();
         let started = Instant::now();
         rt.block_on(session.runtime.load(&std::fs::read(&it.path).unwrap())).unwrap();
         let compiled = started.elapsed();
         println!(
-            "python interpreter {}: {} bytes; found or built in {:.2} s, compiled or loaded from the cache in {:.2} s",
+            "{:?} interpreter {}: {} bytes; found or built in {:.2} s, compiled or loaded from the cache in {:.2} s",
+            it.language,
             &it.sha256[..12],
             it.bytes,
             built.as_secs_f64(),
             compiled.as_secs_f64()
         );
-        Python { rt, session: Arc::new(session), parent, tmp: tmp.to_path_buf(), n: 0, meta: Vec::new() }
+        Interp { rt, session: Arc::new(session), parent, tmp: tmp.to_path_buf(), n: 0, meta: Vec::new() }
     }
 
     /// improve → child → first solve, without the meta-agent's call.
@@ -209,23 +237,27 @@ impl Rust {
 
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut python = Python::new(&tmp.path().join("fsync"), Durability::Fsync);
+    let mut python = Interp::new(&tmp.path().join("fsync"), Durability::Fsync, Lang::Python);
     python.child_ready(); // warm: the parent's first open, the caches
-    let mut flush = Python::new(&tmp.path().join("flush"), Durability::Flush);
+    let mut flush = Interp::new(&tmp.path().join("flush"), Durability::Flush, Lang::Python);
     flush.child_ready();
+    let mut js = Interp::new(&tmp.path().join("js"), Durability::Fsync, Lang::Javascript);
+    js.child_ready();
     let mut rust = Rust::new(tmp.path());
 
     let mut c = Criterion::default().configure_from_args().sample_size(10).measurement_time(Duration::from_secs(10));
     let mut group = c.benchmark_group("proposal-to-runnable-child");
     group.bench_function("python-child-ready", |b| b.iter_custom(|n| (0..n).map(|_| python.child_ready()).sum()));
+    group.bench_function("javascript-child-ready", |b| b.iter_custom(|n| (0..n).map(|_| js.child_ready()).sum()));
     group.bench_function("rust-child-rebuild", |b| b.iter_custom(|n| (0..n).map(|_| rust.rebuild()).sum()));
     group.finish();
 
     // The same, interleaved, for the summary.
-    let (mut py, mut pf, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut py, mut pf, mut rs, mut jsr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..7 {
         py.push(python.child_ready().as_secs_f64() * 1000.0);
         pf.push(flush.child_ready().as_secs_f64() * 1000.0);
+        jsr.push(js.child_ready().as_secs_f64() * 1000.0);
         rs.push(rust.rebuild().as_secs_f64() * 1000.0);
     }
     let mut starts = Vec::new();
@@ -234,6 +266,13 @@ fn main() {
         let (t, m) = python.instance_start();
         starts.push(t.as_secs_f64() * 1000.0);
         peak = peak.max(m);
+    }
+    let mut js_starts = Vec::new();
+    let mut js_peak = 0;
+    for _ in 0..21 {
+        let (t, m) = js.instance_start();
+        js_starts.push(t.as_secs_f64() * 1000.0);
+        js_peak = js_peak.max(m);
     }
     let rss_before = peak_rss();
     let hundred = python.concurrent(100);
@@ -248,12 +287,24 @@ fn main() {
         median(python.meta.clone())
     );
     println!("  python, the same with the audit log not fsynced (Durability::Flush): {:.1} ms", median(pf));
+    println!(
+        "  javascript (arith-javascript): improve -> child -> first solve answered, meta-agent excluded: {:.1} ms \
+         (target under 100 ms); the meta-agent's own call: {:.1} ms",
+        median(jsr),
+        median(js.meta.clone())
+    );
     println!("  rust (echo): warm sandboxed rebuild after a one-line edit: {:.0} ms", median(rs));
     println!(
         "instance start + one solve (Runtime::solve, no audit), arith-python (~300 lines) loaded: median {:.1} ms; \
          linear memory per instance {:.1} MiB",
         median(starts),
         peak as f64 / (1 << 20) as f64
+    );
+    println!(
+        "instance start + one solve, arith-javascript (~280 lines) loaded: median {:.1} ms; linear memory per \
+         instance {:.1} MiB",
+        median(js_starts),
+        js_peak as f64 / (1 << 20) as f64
     );
     println!(
         "100 concurrent Python calls: {:.0} ms wall; process peak RSS {:.0} MiB before, {:.0} MiB after",
