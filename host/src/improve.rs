@@ -228,7 +228,7 @@ async fn finish_child(
             .map_err(|e| Error::io("writing the child's manifest", e))?;
     }
     let manifest = Manifest::load(req.out.join(MANIFEST))?;
-    // Read by the crash-safety test (host/tests/evolve_resume.rs).
+    // Read by the crash-safety test (host/tests/all/evolve_resume.rs).
     tracing::info!(target: "vivarium::evolve", "phase child-build");
     let built = {
         let (dir, m, target) = (req.out.clone(), manifest.clone(), session.guest_target_dir.clone());

@@ -467,7 +467,7 @@ impl Ctx<'_> {
         // generations only: a child left half-done by a killed attempt, or
         // one a concurrent step of this generation just made, must not tilt
         // the choice, or a resumed run would pick other parents than an
-        // uninterrupted one (host/tests/evolve_resume.rs).
+        // uninterrupted one (host/tests/all/evolve_resume.rs).
         let first_of_generation = self.config.run.initial.len() as u64
             + u64::from(generation - 1) * u64::from(self.config.run.children_per_generation);
         let children = self.archive.recorded_children(&self.run_id, first_of_generation)?;

@@ -1,4 +1,4 @@
-//! Issue 9 (simulator half): the `simulator` service, the `reward-model`
+//! The `simulator` service, the `reward-model`
 //! callback and the `reward-design` suite.
 //!
 //! The guest is `tests/guests/sim` (a `reward-designer` world component
