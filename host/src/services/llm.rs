@@ -672,10 +672,9 @@ impl Failure {
     }
 }
 
-/// The ledger key of a variant's budget in a run.
-pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
-    format!("{}/{variant_sha256}", run.unwrap_or("-"))
-}
+/// The ledger key of a variant's budget in a run (shared with the
+/// `trainer`, so it lives with the services).
+pub use super::budget_key;
 
 /// An estimate of the prompt tokens of `messages`: a quarter token per
 /// byte, rounded up, plus 4 per message and 3 for the reply's priming.

@@ -33,12 +33,16 @@ pub mod llm;
 pub mod log;
 pub mod memory;
 pub mod simulator;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod trainer;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::caps::Grant;
 use crate::error::Result;
 use crate::home::Home;
 
@@ -74,6 +78,52 @@ impl HostServices {
             llm: llm::LlmService::for_home(home)?.map(Arc::new),
             trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
         })
+    }
+}
+
+/// The ledger key of a variant's budget in a run: the `llm` tokens and the
+/// `trainer` seconds of one variant are counted under it.
+pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
+    format!("{}/{variant_sha256}", run.unwrap_or("-"))
+}
+
+/// Which slice of the host's shared state one call sees, chosen by the
+/// caller (the runtime, from [`CallOptions`](crate::runtime::CallOptions)),
+/// never by the guest.
+#[derive(Debug, Clone)]
+pub(crate) struct CallScope {
+    /// The variant called (its budgets are keyed by it).
+    pub(crate) variant_sha256: String,
+    /// The run the archive view shows and the budgets are counted in.
+    pub(crate) run: Option<String>,
+    /// The `memory` lineage the call reads and writes.
+    pub(crate) memory_lineage: String,
+    /// At most this many `llm` tokens in this call.
+    pub(crate) llm_tokens: Option<u64>,
+    /// At most this many `simulator` steps in this call.
+    pub(crate) sim_steps: Option<u64>,
+    /// When the call's wall-clock limit ends it.
+    pub(crate) deadline: Instant,
+}
+
+impl HostServices {
+    /// The per-call states of one call under `grant`: a service the grant
+    /// does not name gets a state that is not linked and reports no usage.
+    pub(crate) fn for_call(&self, grant: &Grant, scope: CallScope) -> CallServices {
+        let budget = budget_key(scope.run.as_deref(), &scope.variant_sha256);
+        CallServices {
+            memory: memory::MemoryState::new(grant.memory.clone(), self.memory.clone(), scope.memory_lineage),
+            archive: archive_view::ArchiveViewState::new(grant.archive.is_some(), self.archive.clone(), scope.run),
+            llm: llm::LlmState::new(
+                grant.llm.clone(),
+                self.llm.clone(),
+                budget.clone(),
+                scope.llm_tokens,
+                Some(scope.deadline),
+            ),
+            simulator: simulator::SimulatorState::new(grant.simulator.clone(), scope.sim_steps),
+            trainer: trainer::TrainerState::new(grant.trainer.clone(), self.trainer.clone(), budget, Some(scope.deadline)),
+        }
     }
 }
 
@@ -120,14 +170,16 @@ pub(crate) struct CallServices {
 }
 
 impl CallServices {
-    /// What the call used so far.
-    pub(crate) fn usage(&self) -> ServiceUsage {
+    /// What the call used, once it is over: the trainer's jobs still
+    /// running are cancelled and awaited (asynchronously: this runs on an
+    /// executor thread other calls share, so it must never block it).
+    pub(crate) async fn finish(&self) -> ServiceUsage {
         ServiceUsage {
             llm: self.llm.usage(),
             memory: self.memory.usage(),
             archive: self.archive.usage(),
             simulator: self.simulator.usage(),
-            trainer: self.trainer.usage(),
+            trainer: self.trainer.finish().await,
         }
     }
 
