@@ -224,7 +224,7 @@ async fn finish_child(
     if let Some(esc) = in_grant_escalation {
         // Applied to the child's own manifest, keeping its allowed edits.
         let m = esc.child_manifest(&Manifest::load(req.out.join(MANIFEST))?);
-        crate::runtime::cache::write_atomic(&req.out.join(MANIFEST), m.to_toml().as_bytes())
+        crate::fsio::write_atomic(&req.out.join(MANIFEST), m.to_toml().as_bytes())
             .map_err(|e| Error::io("writing the child's manifest", e))?;
     }
     let manifest = Manifest::load(req.out.join(MANIFEST))?;
@@ -335,7 +335,7 @@ pub fn rebase_path_dependencies(parent: &Path, child: &Path) -> Result<()> {
         }
     }
     if changed {
-        crate::runtime::cache::write_atomic(&cargo, toml::to_string(&doc).unwrap_or(text).as_bytes())
+        crate::fsio::write_atomic(&cargo, toml::to_string(&doc).unwrap_or(text).as_bytes())
             .map_err(|e| Error::io(format!("writing {}", cargo.display()), e))?;
     }
     Ok(())
@@ -362,7 +362,7 @@ pub fn approve(store: &EscalationStore, id: &str, who: &str) -> Result<guard::Re
     let (capabilities, limits) = pending.requested_grant.as_request();
     manifest.capabilities = capabilities;
     manifest.limits = limits;
-    crate::runtime::cache::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
+    crate::fsio::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
         .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     store.approve(id, who)
 }

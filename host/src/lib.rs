@@ -29,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod evolve;
 pub mod export_git;
+pub mod fsio;
 pub mod guard;
 pub mod home;
 pub mod ids;

@@ -456,7 +456,7 @@ impl LlmService {
                 return;
             }
         }
-        if let Err(e) = crate::runtime::cache::write_atomic(&path, &bytes) {
+        if let Err(e) = crate::fsio::write_atomic(&path, &bytes) {
             tracing::warn!("llm cache: cannot write {}: {e}", path.display());
         }
     }
