@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::caps::Grant;
 use crate::error::Result;
-use crate::runtime::bindings::Task;
+use crate::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::Session;
 

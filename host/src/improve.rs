@@ -23,7 +23,7 @@ use crate::audit::EventKind;
 use crate::caps::{is_within, resolve, Manifest, Overrides, Policy};
 use crate::error::{Error, Result};
 use crate::guard::{self, EscalationStore, GuardRules, NewRequest};
-use crate::runtime::bindings::{Evaluation, ImproveContext};
+use crate::bindings::{Evaluation, ImproveContext};
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::{build_variant, Session, MANIFEST};
 

@@ -22,6 +22,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod bindings;
 pub mod build;
 pub mod caps;
 pub mod componentize;

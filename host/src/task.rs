@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::runtime::bindings;
+use crate::bindings;
 
 /// A task as written in a task file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use crate::caps::{resolve, resolve_bare, Language, Manifest, Overrides, Policy, 
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::inspect::{self, Inspection};
-use crate::runtime::bindings::{Answer, ImproveContext, Proposal, Task};
+use crate::bindings::{Answer, ImproveContext, Proposal, Task};
 use crate::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Runtime, RuntimeConfig};
 
 /// The manifest file of a variant directory.

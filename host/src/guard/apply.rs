@@ -8,7 +8,7 @@ use super::check::CheckedProposal;
 use super::rules::GuardRules;
 use super::Rule;
 use crate::error::{Error, Result};
-use crate::runtime::bindings::SourceFile;
+use crate::bindings::SourceFile;
 
 /// How [`apply_with`] writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::rules::{GuardRules, MANIFEST_FILE};
 use super::{Rule, Violation};
 use crate::caps::grant::ANY;
 use crate::caps::manifest::{Capabilities, Manifest};
-use crate::runtime::bindings::{Edit, Proposal};
+use crate::bindings::{Edit, Proposal};
 
 /// A proposal that passed every rule: the only input [`apply`](super::apply)
 /// takes, so unchecked edits cannot reach a child tree.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::caps::Language;
 use crate::error::{Error, ExitCode};
-use crate::runtime::bindings::{Edit, Proposal, SourceFile};
+use crate::bindings::{Edit, Proposal, SourceFile};
 
 const MANIFEST: &str = r#"[variant]
 name = "base"

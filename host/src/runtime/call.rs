@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
+use crate::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use super::{HostState, Prepared, Runtime};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};

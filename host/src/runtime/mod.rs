@@ -14,7 +14,10 @@
 //!
 //! Every way a call can fail becomes a [`GuestFailure`](crate::GuestFailure).
 
-pub mod bindings;
+/// The generated bindings live in the leaf module [`crate::bindings`] (the
+/// services, the builders and the runtime all use them); re-exported here
+/// for the paths callers already use.
+pub use crate::bindings;
 pub mod cache;
 mod call;
 pub mod compile;

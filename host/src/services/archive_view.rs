@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use crate::archive::{Archive, VariantId, VariantRow};
 use crate::error::Result;
-use crate::runtime::bindings::vivarium::agent::archive as wit;
-use crate::runtime::bindings::SourceFile;
+use crate::bindings::vivarium::agent::archive as wit;
+use crate::bindings::SourceFile;
 
 /// Most rows one `list` returns.
 pub const MAX_LIST: u32 = 1000;

@@ -70,8 +70,8 @@ use sha2::{Digest, Sha256};
 use crate::caps::LlmGrant;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::runtime::bindings::v0_2::vivarium::agent::llm as wit2;
-use crate::runtime::bindings::vivarium::agent::llm as wit;
+use crate::bindings::v0_2::vivarium::agent::llm as wit2;
+use crate::bindings::vivarium::agent::llm as wit;
 use crate::units::{ByteSize, HumanDuration};
 
 /// The operator's configuration file under `$VIVARIUM_HOME`.

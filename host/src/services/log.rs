@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::caps::LogGrant;
-use crate::runtime::bindings::vivarium::agent::log as wit;
+use crate::bindings::vivarium::agent::log as wit;
 
 /// Marker appended to a shortened message.
 const TRUNCATED: &str = " …[truncated]";

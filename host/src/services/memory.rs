@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use crate::caps::MemoryGrant;
 use crate::error::{Error, Result};
-use crate::runtime::bindings::vivarium::agent::memory as wit;
+use crate::bindings::vivarium::agent::memory as wit;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::caps::SimulatorGrant;
-use crate::runtime::bindings::vivarium::agent::simulator as wit;
+use crate::bindings::vivarium::agent::simulator as wit;
 use crate::sim::{self, EnvKind, Episode, LinearPolicy};
 
 /// Most environments open at once in one call.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::caps::TrainerGrant;
-use crate::runtime::bindings::vivarium::agent::trainer as wit;
+use crate::bindings::vivarium::agent::trainer as wit;
 use crate::trainer::{EvalSplit, JobSpec, JobStatus, Phase, SubmitError, Trainer};
 
 /// Job records kept in one call's use record.

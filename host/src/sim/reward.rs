@@ -24,7 +24,7 @@ use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 use super::{EnvKind, Step, Transition, FEATURES};
 use crate::caps::{wasi, Grant, Limits};
 use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
-use crate::runtime::bindings::vivarium::agent::log::Level;
+use crate::bindings::vivarium::agent::log::Level;
 use crate::runtime::{HostState, Runtime};
 use crate::services::log::{LogLine, LogState, LogUsage};
 use crate::services::CallServices;
