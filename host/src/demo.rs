@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::bindings::Task;
 use crate::caps::Grant;
 use crate::error::Result;
-use crate::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::Session;
 

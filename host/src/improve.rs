@@ -20,10 +20,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::EventKind;
+use crate::bindings::{Evaluation, ImproveContext};
 use crate::caps::{is_within, resolve, Manifest, Overrides, Policy};
 use crate::error::{Error, Result};
 use crate::guard::{self, EscalationStore, GuardRules, NewRequest};
-use crate::bindings::{Evaluation, ImproveContext};
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::{build_variant, Session, MANIFEST};
 

@@ -10,12 +10,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, EventKind};
+use crate::bindings::{Answer, ImproveContext, Proposal, Task};
 use crate::build::{self, RustTarget};
 use crate::caps::{resolve, resolve_bare, Language, Manifest, Overrides, Policy, Resolution};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::inspect::{self, Inspection};
-use crate::bindings::{Answer, ImproveContext, Proposal, Task};
 use crate::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Runtime, RuntimeConfig};
 
 /// The manifest file of a variant directory.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use super::{HostState, Prepared, Runtime};
+use crate::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};

@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::archive::{Archive, VariantId, VariantRow};
-use crate::error::Result;
 use crate::bindings::vivarium::agent::archive as wit;
 use crate::bindings::SourceFile;
+use crate::error::Result;
 
 /// Most rows one `list` returns.
 pub const MAX_LIST: u32 = 1000;
@@ -278,7 +278,8 @@ mod tests {
                 summary: tag.into(),
             })
             .unwrap();
-        let result = |split, score| TaskResult { task_id: "t1".into(), split, passed: true, score, note: String::new() };
+        let result =
+            |split, score| TaskResult { task_id: "t1".into(), split, passed: true, score, note: String::new() };
         archive
             .record_results(
                 &id,
@@ -318,7 +319,10 @@ mod tests {
         assert_eq!(view.get(a.0.clone()).await.unwrap().and_then(|r| r.score), Some(0.5));
         assert!(view.get(b.0.clone()).await.unwrap().is_none(), "another run's variant is not in the view");
         let usage = view.usage().unwrap();
-        assert_eq!((usage.run.as_deref(), usage.lists, usage.gets, usage.rows, usage.not_found), (Some("run-a"), 1, 2, 2, 1));
+        assert_eq!(
+            (usage.run.as_deref(), usage.lists, usage.gets, usage.rows, usage.not_found),
+            (Some("run-a"), 1, 2, 2, 1)
+        );
     }
 
     /// Outside any run the view is empty; ungranted, it is empty and

@@ -67,11 +67,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::bindings::v0_2::vivarium::agent::llm as wit2;
+use crate::bindings::vivarium::agent::llm as wit;
 use crate::caps::LlmGrant;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::bindings::v0_2::vivarium::agent::llm as wit2;
-use crate::bindings::vivarium::agent::llm as wit;
 use crate::units::{ByteSize, HumanDuration};
 
 /// The operator's configuration file under `$VIVARIUM_HOME`.

@@ -42,9 +42,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use crate::bindings::vivarium::agent::memory as wit;
 use crate::caps::MemoryGrant;
 use crate::error::{Error, Result};
-use crate::bindings::vivarium::agent::memory as wit;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;

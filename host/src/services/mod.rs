@@ -122,7 +122,12 @@ impl HostServices {
                 Some(scope.deadline),
             ),
             simulator: simulator::SimulatorState::new(grant.simulator.clone(), scope.sim_steps),
-            trainer: trainer::TrainerState::new(grant.trainer.clone(), self.trainer.clone(), budget, Some(scope.deadline)),
+            trainer: trainer::TrainerState::new(
+                grant.trainer.clone(),
+                self.trainer.clone(),
+                budget,
+                Some(scope.deadline),
+            ),
         }
     }
 }

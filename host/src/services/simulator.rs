@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::caps::SimulatorGrant;
 use crate::bindings::vivarium::agent::simulator as wit;
+use crate::caps::SimulatorGrant;
 use crate::sim::{self, EnvKind, Episode, LinearPolicy};
 
 /// Most environments open at once in one call.

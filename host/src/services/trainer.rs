@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::caps::TrainerGrant;
 use crate::bindings::vivarium::agent::trainer as wit;
+use crate::caps::TrainerGrant;
 use crate::trainer::{EvalSplit, JobSpec, JobStatus, Phase, SubmitError, Trainer};
 
 /// Job records kept in one call's use record.
@@ -357,12 +357,7 @@ mod tests {
         );
         let grant = TrainerGrant { backends: vec!["*".into()], gpu_seconds: 60 };
         let state = TrainerState::new(Some(grant), Some(Arc::new(trainer)), "run/variant".into(), None);
-        let spec = wit::JobSpec {
-            recipe: "held".into(),
-            config_json: "{}".into(),
-            script: None,
-            budget_seconds: 20.0,
-        };
+        let spec = wit::JobSpec { recipe: "held".into(), config_json: "{}".into(), script: None, budget_seconds: 20.0 };
         let id = state.submit(spec).expect("submitted");
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();

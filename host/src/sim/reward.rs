@@ -22,9 +22,9 @@ use wasmtime::component::{Component, ComponentType, Func, Linker, Lower, TypedFu
 use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
 use super::{EnvKind, Step, Transition, FEATURES};
+use crate::bindings::vivarium::agent::log::Level;
 use crate::caps::{wasi, Grant, Limits};
 use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
-use crate::bindings::vivarium::agent::log::Level;
 use crate::runtime::{HostState, Runtime};
 use crate::services::log::{LogLine, LogState, LogUsage};
 use crate::services::CallServices;
