@@ -26,6 +26,7 @@ mod interpreted;
 mod lanes;
 pub mod limiter;
 pub mod quota;
+pub mod reward;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
