@@ -1475,6 +1475,24 @@ impl wit2::Host for LlmState {
     }
 }
 
+/// The `llm` service in the [registry](super::REGISTRY).
+pub(crate) struct LlmFactor;
+
+impl super::Service for LlmFactor {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)?;
+        // Both versions: a 0.1.0 component and a 0.2.0 one share the service.
+        wit2::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,13 +4,17 @@
 //!
 //! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
-//!    store, the archive, the LLM client and ledger), set on the
-//!    [`Runtime`](crate::runtime::Runtime) once,
-//! 3. per-call state holding the grant's caps and a usage counter,
-//! 4. `add_to_linker`, called only when the grant names the service,
+//!    store, the archive, the LLM client and ledger, the trainer), set on
+//!    the [`Runtime`](crate::runtime::Runtime) once,
+//! 3. per-call state holding the grant's caps and a usage counter, built
+//!    for every call by [`HostServices::for_call`],
+//! 4. a [`Service`] in the [`REGISTRY`], whose `add_to_linker` the runtime
+//!    calls only when the grant names the service,
 //! 5. a usage summary folded into the call's one audit `use` record
-//!    ([`ServiceUsage`], under `services`),
-//! 6. tests.
+//!    ([`ServiceUsage`], under `services`), taken when the call ends
+//!    (`CallServices::finish`, which never blocks an executor thread),
+//! 6. tests: unit tests through the guest-less `testing::TestEnvironment`
+//!    and integration tests with real guests in `tests/all/`.
 //!
 //! | service | module | per-call state | usage |
 //! |---|---|---|---|
@@ -46,8 +50,38 @@ use crate::caps::Grant;
 use crate::error::Result;
 use crate::home::Home;
 
-/// Interfaces of `vivarium:agent` that this host implements, by short name.
+/// Interfaces of `vivarium:agent` that this host implements, by short name:
+/// `log` and every service of the [`REGISTRY`].
 pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer"];
+
+/// One host service as the runtime links it, after Spin's factors: its
+/// name (its `vivarium:agent` interface and its grant's field, see
+/// [`Grant::service_granted`]) and how its host functions join a call's
+/// linker. The runtime links a service only when the grant names it, so a
+/// variant never reaches an ungranted service (its import was refused
+/// before linking).
+pub(crate) trait Service: Sync {
+    /// The service's short name (`memory`, `llm`, …).
+    fn name(&self) -> &'static str;
+
+    /// Add the service's host functions to `linker`; they reach the
+    /// service's per-call state in [`CallServices`].
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()>;
+}
+
+/// Every service but `log` (always linked: it carries the call's own
+/// limits), in the order they are linked. Adding a service is a module
+/// here and a line in this list.
+pub(crate) static REGISTRY: &[&dyn Service] = &[
+    &memory::MemoryFactor,
+    &archive_view::ArchiveFactor,
+    &simulator::SimulatorFactor,
+    &llm::LlmFactor,
+    &trainer::TrainerFactor,
+];
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -196,6 +230,26 @@ impl CallServices {
             llm: llm::LlmState::new(None, None, String::new(), None, None),
             simulator: simulator::SimulatorState::new(None, None),
             trainer: trainer::TrainerState::new(None, None, String::new(), None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the import check accepts is what the runtime can link.
+    #[test]
+    fn the_registry_is_every_implemented_service_but_log() {
+        let mut linked: Vec<&str> = REGISTRY.iter().map(|s| s.name()).collect();
+        linked.insert(0, "log");
+        let (mut a, mut b) = (linked.clone(), IMPLEMENTED.to_vec());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        // Each is a service a grant can name.
+        for s in REGISTRY {
+            assert!(crate::caps::grant::SERVICES.contains(&s.name()), "{}", s.name());
         }
     }
 }
