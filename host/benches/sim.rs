@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use vivarium::build::{build_rust, RustTarget};
 use vivarium::caps::{Grant, Limits};
+use vivarium::runtime::reward::RewardInstance;
 use vivarium::runtime::{Runtime, RuntimeConfig};
-use vivarium::sim::reward::RewardInstance;
 use vivarium::sim::{cem, EnvKind, Step, Transition};
 
 fn workspace_root() -> PathBuf {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::bindings::Task;
 use crate::caps::Grant;
 use crate::error::Result;
-use crate::runtime::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::Session;
 
@@ -166,7 +166,7 @@ pub async fn run(session: &Session, progress: impl Fn(String) + Sync) -> Result<
     let dir = session.home.root().join("demo");
     session.home.ensure(&dir)?;
     let run_file = dir.join(format!("{name}.toml"));
-    crate::runtime::cache::write_atomic(&run_file, run_toml(&name).as_bytes())
+    crate::fsio::write_atomic(&run_file, run_toml(&name).as_bytes())
         .map_err(|e| crate::Error::io(format!("writing {}", run_file.display()), e))?;
     progress(format!("evolving the arith baseline ({}) …", run_file.display()));
     let summary = crate::evolve::evolve(session, &run_file, &Default::default(), &|p: crate::evolve::Progress| {

@@ -20,10 +20,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::EventKind;
+use crate::bindings::{Evaluation, ImproveContext};
 use crate::caps::{is_within, resolve, Manifest, Overrides, Policy};
 use crate::error::{Error, Result};
 use crate::guard::{self, EscalationStore, GuardRules, NewRequest};
-use crate::runtime::bindings::{Evaluation, ImproveContext};
 use crate::runtime::{CallOptions, CallOutcome};
 use crate::variant::{build_variant, Session, MANIFEST};
 
@@ -224,11 +224,11 @@ async fn finish_child(
     if let Some(esc) = in_grant_escalation {
         // Applied to the child's own manifest, keeping its allowed edits.
         let m = esc.child_manifest(&Manifest::load(req.out.join(MANIFEST))?);
-        crate::runtime::cache::write_atomic(&req.out.join(MANIFEST), m.to_toml().as_bytes())
+        crate::fsio::write_atomic(&req.out.join(MANIFEST), m.to_toml().as_bytes())
             .map_err(|e| Error::io("writing the child's manifest", e))?;
     }
     let manifest = Manifest::load(req.out.join(MANIFEST))?;
-    // Read by the crash-safety test (host/tests/evolve_resume.rs).
+    // Read by the crash-safety test (host/tests/all/evolve_resume.rs).
     tracing::info!(target: "vivarium::evolve", "phase child-build");
     let built = {
         let (dir, m, target) = (req.out.clone(), manifest.clone(), session.guest_target_dir.clone());
@@ -335,7 +335,7 @@ pub fn rebase_path_dependencies(parent: &Path, child: &Path) -> Result<()> {
         }
     }
     if changed {
-        crate::runtime::cache::write_atomic(&cargo, toml::to_string(&doc).unwrap_or(text).as_bytes())
+        crate::fsio::write_atomic(&cargo, toml::to_string(&doc).unwrap_or(text).as_bytes())
             .map_err(|e| Error::io(format!("writing {}", cargo.display()), e))?;
     }
     Ok(())
@@ -362,7 +362,7 @@ pub fn approve(store: &EscalationStore, id: &str, who: &str) -> Result<guard::Re
     let (capabilities, limits) = pending.requested_grant.as_request();
     manifest.capabilities = capabilities;
     manifest.limits = limits;
-    crate::runtime::cache::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
+    crate::fsio::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
         .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     store.approve(id, who)
 }

@@ -4,7 +4,7 @@
 //! Every template is the language's example from `variants/` — the arith
 //! agent (integer expressions, grammar switches its meta-agent turns on by
 //! rewriting its own source) — embedded in the binary with `include_str!`,
-//! so a template is exactly what the conformance suite (tests/conformance.rs)
+//! so a template is exactly what the conformance suite (tests/all/conformance.rs)
 //! checks: it builds, imports only `vivarium:agent/log`, solves, improves
 //! itself, and its `spin` probe is stopped by the host's limits. `init`
 //! renames it and adds a README on how to build, run and improve it.
@@ -348,7 +348,7 @@ fn readme(language: Language, name: &str) -> String {
          (`vivarium run` reports `out-of-fuel` or `deadline`). Limits and capabilities are in\n\
          `variant.toml`; the operator's policy caps them.\n\n\
          ## Notes\n\n{notes}\n\n\
-         The conformance suite (`cargo test -p vivarium-tests --test conformance`) checks this\n\
+         The conformance suite (`cargo test -p vivarium-tests --test all conformance::`) checks this\n\
          template: it builds, imports only what it should, solves, improves itself into a child\n\
          that builds and runs, and its `spin` ends in a limit.\n"
     )

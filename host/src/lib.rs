@@ -22,6 +22,7 @@
 
 pub mod archive;
 pub mod audit;
+pub mod bindings;
 pub mod build;
 pub mod caps;
 pub mod componentize;
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod error;
 pub mod evolve;
 pub mod export_git;
+pub mod fsio;
 pub mod guard;
 pub mod home;
 pub mod ids;

@@ -335,7 +335,7 @@ pub fn write_report(run_dir: &Path, out: &Path) -> Result<RunLocation> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
     }
-    crate::runtime::cache::write_atomic(out, html.as_bytes())
+    crate::fsio::write_atomic(out, html.as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", out.display()), e))?;
     Ok(loc)
 }

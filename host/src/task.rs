@@ -4,8 +4,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bindings;
 use crate::error::{Error, Result};
-use crate::runtime::bindings;
 
 /// A task as written in a task file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

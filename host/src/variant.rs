@@ -10,16 +10,16 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, EventKind};
+use crate::bindings::{Answer, ImproveContext, Proposal, Task};
 use crate::build::{self, RustTarget};
 use crate::caps::{resolve, resolve_bare, Language, Manifest, Overrides, Policy, Resolution};
 use crate::error::{Error, Result};
 use crate::home::Home;
 use crate::inspect::{self, Inspection};
-use crate::runtime::bindings::{Answer, ImproveContext, Proposal, Task};
 use crate::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Runtime, RuntimeConfig};
 
 /// The manifest file of a variant directory.
-pub const MANIFEST: &str = "variant.toml";
+pub use crate::caps::manifest::MANIFEST_FILE as MANIFEST;
 
 /// Longest a variant build may take.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -502,7 +502,7 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
     let b = build_variant(dir, &manifest, &guest_target_dir(home))?;
     let path = match out {
         Some(o) => {
-            crate::runtime::cache::write_atomic(o, &b.component)
+            crate::fsio::write_atomic(o, &b.component)
                 .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
             o.to_path_buf()
         }
@@ -514,7 +514,7 @@ pub fn build_dir(dir: &Path, out: Option<&Path>, home: &Home) -> Result<Built> {
             if let Some(parent) = o.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
             }
-            crate::runtime::cache::write_atomic(&o, &b.component)
+            crate::fsio::write_atomic(&o, &b.component)
                 .map_err(|e| Error::io(format!("cannot write {}", o.display()), e))?;
             o
         }

@@ -965,15 +965,10 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [0x01, 0x00, 0x00, 0x00]
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename, so a reader
-/// never sees half a component.
+/// Write `bytes` to `path` atomically and durably ([`crate::fsio::write_atomic`]),
+/// so a reader never sees half a component; the error names the path.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp: PathBuf = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e)
-    })
+    crate::fsio::write_atomic(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 #[cfg(test)]

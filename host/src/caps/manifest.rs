@@ -46,6 +46,11 @@ use crate::{
     units::{ByteSize, HumanDuration},
 };
 
+/// The manifest's file name at the root of a variant tree: the one place
+/// it is spelled (re-exported as [`crate::variant::MANIFEST`] and
+/// [`crate::guard::MANIFEST_FILE`]).
+pub const MANIFEST_FILE: &str = "variant.toml";
+
 /// A variant's `variant.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

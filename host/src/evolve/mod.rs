@@ -139,7 +139,7 @@ pub fn request_stop(run_dir: &Path, run_id: &str, who: &str) -> Result<()> {
         return Err(Error::invalid(format!("run `{run_id}` is not running; there is nothing to stop")));
     }
     let body = json!({ "by": who, "time": crate::audit::now_rfc3339() }).to_string();
-    crate::runtime::cache::write_atomic(&run_dir.join(STOP_FILE), body.as_bytes())
+    crate::fsio::write_atomic(&run_dir.join(STOP_FILE), body.as_bytes())
         .map_err(|e| Error::io(format!("writing {}", run_dir.join(STOP_FILE).display()), e))
 }
 
@@ -308,7 +308,7 @@ impl Ctx<'_> {
             "gpu_seconds": gpu_seconds, "sim_steps": sim_steps, "fuel": fuel,
             "tokens": self.tokens_spent().unwrap_or(0), "wall_seconds": self.started.elapsed().as_secs_f64(),
         });
-        crate::runtime::cache::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
+        crate::fsio::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
             .map_err(|e| Error::io("writing the run's spent.json", e))
     }
 
@@ -467,7 +467,7 @@ impl Ctx<'_> {
         // generations only: a child left half-done by a killed attempt, or
         // one a concurrent step of this generation just made, must not tilt
         // the choice, or a resumed run would pick other parents than an
-        // uninterrupted one (host/tests/evolve_resume.rs).
+        // uninterrupted one (host/tests/all/evolve_resume.rs).
         let first_of_generation = self.config.run.initial.len() as u64
             + u64::from(generation - 1) * u64::from(self.config.run.children_per_generation);
         let children = self.archive.recorded_children(&self.run_id, first_of_generation)?;
@@ -590,7 +590,7 @@ impl Ctx<'_> {
             note.truncate(cut);
             note.push_str(" …");
         }
-        crate::runtime::cache::write_atomic(&dir.join(format!("{step:08}.txt")), note.as_bytes())
+        crate::fsio::write_atomic(&dir.join(format!("{step:08}.txt")), note.as_bytes())
             .map_err(|e| Error::io("writing a refused attempt", e))
     }
 
@@ -728,7 +728,7 @@ async fn evolve_locked(
     let run_id = config.run.name.clone();
     let config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
     archive.begin_run(&run_id, &config_json)?;
-    crate::runtime::cache::write_atomic(
+    crate::fsio::write_atomic(
         &run_dir.join("run.json"),
         serde_json::to_string_pretty(
             &json!({ "run_id": run_id, "archive": session.home.archive_dir(), "config": config_json }),

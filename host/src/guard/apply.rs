@@ -7,8 +7,8 @@ use std::path::{Component, Path, PathBuf};
 use super::check::CheckedProposal;
 use super::rules::GuardRules;
 use super::Rule;
+use crate::bindings::SourceFile;
 use crate::error::{Error, Result};
-use crate::runtime::bindings::SourceFile;
 
 /// How [`apply_with`] writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

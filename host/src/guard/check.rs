@@ -13,9 +13,9 @@ use super::escalation::{Escalation, ESCALATION_FILE, MAX_ESCALATION_BYTES};
 use super::path::check_shape;
 use super::rules::{GuardRules, MANIFEST_FILE};
 use super::{Rule, Violation};
+use crate::bindings::{Edit, Proposal};
 use crate::caps::grant::ANY;
 use crate::caps::manifest::{Capabilities, Manifest};
-use crate::runtime::bindings::{Edit, Proposal};
 
 /// A proposal that passed every rule: the only input [`apply`](super::apply)
 /// takes, so unchecked edits cannot reach a child tree.

@@ -6,8 +6,8 @@
 //! [`check_proposal`], writes the child with [`apply`], and audits the
 //! verdict; `vivarium approve` works on the [`EscalationStore`].
 //!
-//! [`Proposal`]: crate::runtime::bindings::Proposal
-//! [`Edit::Write`]: crate::runtime::bindings::Edit::Write
+//! [`Proposal`]: crate::bindings::Proposal
+//! [`Edit::Write`]: crate::bindings::Edit::Write
 //!
 //! # Checks ([`check_proposal`])
 //!

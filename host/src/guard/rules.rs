@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::caps::Language;
 
 /// The manifest's file name at the root of a variant tree.
-pub const MANIFEST_FILE: &str = "variant.toml";
+pub use crate::caps::manifest::MANIFEST_FILE;
 
 /// A file (or set of files) no proposal may write or delete.
 ///

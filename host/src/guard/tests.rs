@@ -5,9 +5,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::bindings::{Edit, Proposal, SourceFile};
 use crate::caps::Language;
 use crate::error::{Error, ExitCode};
-use crate::runtime::bindings::{Edit, Proposal, SourceFile};
 
 const MANIFEST: &str = r#"[variant]
 name = "base"

@@ -9,8 +9,7 @@
 //! (no variant is ever granted a path there).
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -80,18 +79,8 @@ impl CompileCache {
     fn try_put_bytes(&self, sha256: &str, bytes: &[u8]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let (art, sum) = self.paths(sha256);
-        write_atomic(&sum, hex::encode(Sha256::digest(bytes)).as_bytes())?;
-        write_atomic(&art, bytes)?;
+        crate::fsio::write_atomic(&sum, hex::encode(Sha256::digest(bytes)).as_bytes())?;
+        crate::fsio::write_atomic(&art, bytes)?;
         Ok(())
     }
-}
-
-/// Write `bytes` to a temp file beside `path`, then rename over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

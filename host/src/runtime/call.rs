@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use super::{HostState, Prepared, Runtime};
+use crate::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
 use crate::services::memory::SealedLineage;
-use crate::services::{
-    archive_view::ArchiveViewState, llm, memory::MemoryState, simulator::SimulatorState, trainer, CallServices,
-    ServiceUsage,
-};
+use crate::services::{CallScope, ServiceUsage};
 
 /// Per-call options: limits that can only tighten the grant's, the
 /// scratch directory that file grants live in, and which slice of the
@@ -171,32 +168,17 @@ impl Runtime {
             }
             _ => None,
         };
-        let services = CallServices {
-            memory: MemoryState::new(
-                p.grant.memory.clone(),
-                self.services().memory.clone(),
-                sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
-            ),
-            archive: ArchiveViewState::new(
-                p.grant.archive.is_some(),
-                self.services().archive.clone(),
-                opts.run.clone(),
-            ),
-            llm: llm::LlmState::new(
-                p.grant.llm.clone(),
-                self.services().llm.clone(),
-                llm::budget_key(opts.run.as_deref(), &p.sha256),
-                opts.llm_tokens,
-                Some(Instant::now() + limits.wall.0),
-            ),
-            simulator: SimulatorState::new(p.grant.simulator.clone(), opts.sim_steps),
-            trainer: trainer::TrainerState::new(
-                p.grant.trainer.clone(),
-                self.services().trainer.clone(),
-                llm::budget_key(opts.run.as_deref(), &p.sha256),
-                Some(Instant::now() + limits.wall.0),
-            ),
-        };
+        let services = self.services().for_call(
+            &p.grant,
+            CallScope {
+                variant_sha256: p.sha256.clone(),
+                run: opts.run.clone(),
+                memory_lineage: sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
+                llm_tokens: opts.llm_tokens,
+                sim_steps: opts.sim_steps,
+                deadline: Instant::now() + limits.wall.0,
+            },
+        );
         // Disk quotas of read-write file grants (see `quota`): a tree already
         // over its quota refuses the call before anything runs.
         let quota = super::quota::Watchdog::start(&p.grant, opts.scratch.as_deref());
@@ -208,7 +190,7 @@ impl Runtime {
                 limits,
                 logs,
                 log_usage,
-                services: services.usage(),
+                services: services.finish().await,
             });
         }
         let over_quota = quota.hit_flag();
@@ -316,7 +298,7 @@ impl Runtime {
             let _ = tokio::task::spawn_blocking(move || drop(sealed)).await;
         }
         let (logs, log_usage) = log.finish();
-        Ok(CallReport { outcome, usage, limits, logs, log_usage, services: services.usage() })
+        Ok(CallReport { outcome, usage, limits, logs, log_usage, services: services.finish().await })
     }
 }
 

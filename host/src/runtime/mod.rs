@@ -14,7 +14,10 @@
 //!
 //! Every way a call can fail becomes a [`GuestFailure`](crate::GuestFailure).
 
-pub mod bindings;
+/// The generated bindings live in the leaf module [`crate::bindings`] (the
+/// services, the builders and the runtime all use them); re-exported here
+/// for the paths callers already use.
+pub use crate::bindings;
 pub mod cache;
 mod call;
 pub mod compile;
@@ -23,6 +26,7 @@ pub(crate) mod interpreted;
 mod lanes;
 pub mod limiter;
 pub mod quota;
+pub mod reward;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,46 +330,8 @@ impl Runtime {
             .map_err(internal)?;
         // The other services are linked only when granted: an import of one
         // that is not granted was refused above, before linking.
-        use crate::services::{
-            archive_view::ArchiveViewState, llm::LlmState, memory::MemoryState, simulator::SimulatorState,
-            trainer::TrainerState,
-        };
-        if grant.memory.is_some() {
-            bindings::vivarium::agent::memory::add_to_linker::<HostState, HasSelf<MemoryState>>(&mut linker, |s| {
-                &mut s.services.memory
-            })
-            .map_err(internal)?;
-        }
-        if grant.archive.is_some() {
-            bindings::vivarium::agent::archive::add_to_linker::<HostState, HasSelf<ArchiveViewState>>(
-                &mut linker,
-                |s| &mut s.services.archive,
-            )
-            .map_err(internal)?;
-        }
-        if grant.simulator.is_some() {
-            bindings::vivarium::agent::simulator::add_to_linker::<HostState, HasSelf<SimulatorState>>(
-                &mut linker,
-                |s| &mut s.services.simulator,
-            )
-            .map_err(internal)?;
-        }
-        if grant.llm.is_some() {
-            bindings::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
-                &mut s.services.llm
-            })
-            .map_err(internal)?;
-            // Both versions: a 0.1.0 component and a 0.2.0 one share the service.
-            bindings::v0_2::vivarium::agent::llm::add_to_linker::<HostState, HasSelf<LlmState>>(&mut linker, |s| {
-                &mut s.services.llm
-            })
-            .map_err(internal)?;
-        }
-        if grant.trainer.is_some() {
-            bindings::vivarium::agent::trainer::add_to_linker::<HostState, HasSelf<TrainerState>>(&mut linker, |s| {
-                &mut s.services.trainer
-            })
-            .map_err(internal)?;
+        for service in crate::services::REGISTRY.iter().filter(|s| grant.service_granted(s.name())) {
+            service.add_to_linker(&mut linker).map_err(internal)?;
         }
         let source = self.link_interpreted(&mut linker, loaded, &grant)?;
         let pre = linker

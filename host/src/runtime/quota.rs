@@ -25,7 +25,7 @@
 //! MiB on fast storage. Each write host call hands the host at most the
 //! call's host-call budget (about 1 MiB), and every entry counts at least
 //! [`QUOTA_ENTRY_BYTES`], so a walk visits at most quota / 4 KiB entries
-//! before it stops. `tests/hostile.rs::files_past_the_quota` measures it.
+//! before it stops. `tests/all/hostile.rs::files_past_the_quota` measures it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::archive::{Archive, VariantId, VariantRow};
+use crate::bindings::vivarium::agent::archive as wit;
+use crate::bindings::SourceFile;
 use crate::error::Result;
-use crate::runtime::bindings::vivarium::agent::archive as wit;
-use crate::runtime::bindings::SourceFile;
 
 /// Most rows one `list` returns.
 pub const MAX_LIST: u32 = 1000;
@@ -248,5 +248,111 @@ impl wit::Host for ArchiveViewState {
                 Err(format!("no variant {shown:?} in this run's archive view"))
             }
         })
+    }
+}
+
+/// The `archive` service in the [registry](super::REGISTRY).
+pub(crate) struct ArchiveFactor;
+
+impl super::Service for ArchiveFactor {
+    fn name(&self) -> &'static str {
+        "archive"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<ArchiveViewState>>(linker, |s| &mut s.services.archive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wit::Host;
+    use super::*;
+    use crate::archive::{NewVariant, Split, TaskResult, VariantStatus};
+    use crate::services::testing::TestEnvironment;
+    use crate::services::HostServices;
+
+    /// An evaluated variant in `run` with a visible and a held-out score.
+    fn archived(archive: &Archive, run: &str, tag: &str, visible: f64, held_out: f64) -> VariantId {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("variant.toml"), format!("[variant]\nname = \"{tag}\"\nlanguage = \"rust\"\n"))
+            .unwrap();
+        let tree_sha = archive.put_tree(src.path()).unwrap();
+        let id = archive
+            .add_variant(&NewVariant {
+                run_id: run.into(),
+                parent: None,
+                generation: 0,
+                language: "rust".into(),
+                component_sha: None,
+                tree_sha,
+                grant_digest: "g".into(),
+                status: VariantStatus::Pending,
+                summary: tag.into(),
+            })
+            .unwrap();
+        let result =
+            |split, score| TaskResult { task_id: "t1".into(), split, passed: true, score, note: String::new() };
+        archive
+            .record_results(
+                &id,
+                &[result(Split::Visible, visible), result(Split::HeldOut, held_out)],
+                Some(visible),
+                Some(held_out),
+                VariantStatus::Evaluated,
+            )
+            .unwrap();
+        id
+    }
+
+    /// An environment granted the view, on a home whose archive holds one
+    /// variant in `run-a` and one in `run-b`.
+    fn two_runs() -> (TestEnvironment, VariantId, VariantId) {
+        let env = TestEnvironment::new().manifest("archive = {}").policy("archive = true");
+        let archive = Arc::new(Archive::open(&env.home().archive_dir()).unwrap());
+        archive.begin_run("run-a", &serde_json::json!({})).unwrap();
+        archive.begin_run("run-b", &serde_json::json!({})).unwrap();
+        let a = archived(&archive, "run-a", "a", 0.5, 0.875);
+        let b = archived(&archive, "run-b", "b", 0.25, 0.125);
+        let env = env.host(|_| HostServices {
+            archive: Some(Arc::new(ArchiveSource::Shared(archive))),
+            ..HostServices::default()
+        });
+        (env, a, b)
+    }
+
+    /// The call's run only, and only the visible score.
+    #[tokio::test]
+    async fn the_view_shows_the_calls_run_and_never_a_held_out_score() {
+        let (env, a, b) = two_runs();
+        let mut view = env.run("run-a").call().services.archive;
+        let rows = view.list(0, 100).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].id.as_str(), rows[0].score), (a.0.as_str(), Some(0.5)));
+        assert_eq!(view.get(a.0.clone()).await.unwrap().and_then(|r| r.score), Some(0.5));
+        assert!(view.get(b.0.clone()).await.unwrap().is_none(), "another run's variant is not in the view");
+        let usage = view.usage().unwrap();
+        assert_eq!(
+            (usage.run.as_deref(), usage.lists, usage.gets, usage.rows, usage.not_found),
+            (Some("run-a"), 1, 2, 2, 1)
+        );
+    }
+
+    /// Outside any run the view is empty; ungranted, it is empty and
+    /// reports no usage.
+    #[tokio::test]
+    async fn outside_a_run_or_ungranted_the_view_is_empty() {
+        let (env, a, _) = two_runs();
+        let mut view = env.call().services.archive;
+        assert!(view.list(0, 100).await.unwrap().is_empty());
+        assert!(view.get(a.0.clone()).await.unwrap().is_none());
+
+        let (env, a, _) = two_runs();
+        let mut view = env.manifest("").run("run-a").call().services.archive;
+        assert!(view.get(a.0).await.unwrap().is_none());
+        assert_eq!(view.usage(), None);
     }
 }

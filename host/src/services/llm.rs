@@ -67,11 +67,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::bindings::v0_2::vivarium::agent::llm as wit2;
+use crate::bindings::vivarium::agent::llm as wit;
 use crate::caps::LlmGrant;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::runtime::bindings::v0_2::vivarium::agent::llm as wit2;
-use crate::runtime::bindings::vivarium::agent::llm as wit;
 use crate::units::{ByteSize, HumanDuration};
 
 /// The operator's configuration file under `$VIVARIUM_HOME`.
@@ -456,7 +456,7 @@ impl LlmService {
                 return;
             }
         }
-        if let Err(e) = crate::runtime::cache::write_atomic(&path, &bytes) {
+        if let Err(e) = crate::fsio::write_atomic(&path, &bytes) {
             tracing::warn!("llm cache: cannot write {}: {e}", path.display());
         }
     }
@@ -672,10 +672,9 @@ impl Failure {
     }
 }
 
-/// The ledger key of a variant's budget in a run.
-pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
-    format!("{}/{variant_sha256}", run.unwrap_or("-"))
-}
+/// The ledger key of a variant's budget in a run (shared with the
+/// `trainer`, so it lives with the services).
+pub use super::budget_key;
 
 /// An estimate of the prompt tokens of `messages`: a quarter token per
 /// byte, rounded up, plus 4 per message and 3 for the reply's priming.
@@ -1473,6 +1472,24 @@ impl wit2::Host for LlmState {
 
     async fn tokens_left(&mut self) -> wasmtime::Result<u64> {
         Ok(self.left())
+    }
+}
+
+/// The `llm` service in the [registry](super::REGISTRY).
+pub(crate) struct LlmFactor;
+
+impl super::Service for LlmFactor {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)?;
+        // Both versions: a 0.1.0 component and a 0.2.0 one share the service.
+        wit2::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)
     }
 }
 

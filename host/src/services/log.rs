@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::bindings::vivarium::agent::log as wit;
 use crate::caps::LogGrant;
-use crate::runtime::bindings::vivarium::agent::log as wit;
 
 /// Marker appended to a shortened message.
 const TRUNCATED: &str = " …[truncated]";

@@ -42,9 +42,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use crate::bindings::vivarium::agent::memory as wit;
 use crate::caps::MemoryGrant;
 use crate::error::{Error, Result};
-use crate::runtime::bindings::vivarium::agent::memory as wit;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -504,6 +504,22 @@ impl wit::Host for MemoryState {
     async fn bytes_left(&mut self) -> wasmtime::Result<u64> {
         let quota = self.quota();
         Ok(self.run(|s, l| s.used(l)).await.map_or(0, |used| quota.saturating_sub(used)))
+    }
+}
+
+/// The `memory` service in the [registry](super::REGISTRY).
+pub(crate) struct MemoryFactor;
+
+impl super::Service for MemoryFactor {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<MemoryState>>(linker, |s| &mut s.services.memory)
     }
 }
 

@@ -4,13 +4,17 @@
 //!
 //! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
-//!    store, the archive, the LLM client and ledger), set on the
-//!    [`Runtime`](crate::runtime::Runtime) once,
-//! 3. per-call state holding the grant's caps and a usage counter,
-//! 4. `add_to_linker`, called only when the grant names the service,
+//!    store, the archive, the LLM client and ledger, the trainer), set on
+//!    the [`Runtime`](crate::runtime::Runtime) once,
+//! 3. per-call state holding the grant's caps and a usage counter, built
+//!    for every call by [`HostServices::for_call`],
+//! 4. a [`Service`] in the [`REGISTRY`], whose `add_to_linker` the runtime
+//!    calls only when the grant names the service,
 //! 5. a usage summary folded into the call's one audit `use` record
-//!    ([`ServiceUsage`], under `services`),
-//! 6. tests.
+//!    ([`ServiceUsage`], under `services`), taken when the call ends
+//!    (`CallServices::finish`, which never blocks an executor thread),
+//! 6. tests: unit tests through the guest-less `testing::TestEnvironment`
+//!    and integration tests with real guests in `tests/all/`.
 //!
 //! | service | module | per-call state | usage |
 //! |---|---|---|---|
@@ -33,17 +37,51 @@ pub mod llm;
 pub mod log;
 pub mod memory;
 pub mod simulator;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod trainer;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::caps::Grant;
 use crate::error::Result;
 use crate::home::Home;
 
-/// Interfaces of `vivarium:agent` that this host implements, by short name.
+/// Interfaces of `vivarium:agent` that this host implements, by short name:
+/// `log` and every service of the [`REGISTRY`].
 pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer"];
+
+/// One host service as the runtime links it, after Spin's factors: its
+/// name (its `vivarium:agent` interface and its grant's field, see
+/// [`Grant::service_granted`]) and how its host functions join a call's
+/// linker. The runtime links a service only when the grant names it, so a
+/// variant never reaches an ungranted service (its import was refused
+/// before linking).
+pub(crate) trait Service: Sync {
+    /// The service's short name (`memory`, `llm`, …).
+    fn name(&self) -> &'static str;
+
+    /// Add the service's host functions to `linker`; they reach the
+    /// service's per-call state in [`CallServices`].
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()>;
+}
+
+/// Every service but `log` (always linked: it carries the call's own
+/// limits), in the order they are linked. Adding a service is a module
+/// here and a line in this list.
+pub(crate) static REGISTRY: &[&dyn Service] = &[
+    &memory::MemoryFactor,
+    &archive_view::ArchiveFactor,
+    &simulator::SimulatorFactor,
+    &llm::LlmFactor,
+    &trainer::TrainerFactor,
+];
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -74,6 +112,57 @@ impl HostServices {
             llm: llm::LlmService::for_home(home)?.map(Arc::new),
             trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
         })
+    }
+}
+
+/// The ledger key of a variant's budget in a run: the `llm` tokens and the
+/// `trainer` seconds of one variant are counted under it.
+pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
+    format!("{}/{variant_sha256}", run.unwrap_or("-"))
+}
+
+/// Which slice of the host's shared state one call sees, chosen by the
+/// caller (the runtime, from [`CallOptions`](crate::runtime::CallOptions)),
+/// never by the guest.
+#[derive(Debug, Clone)]
+pub(crate) struct CallScope {
+    /// The variant called (its budgets are keyed by it).
+    pub(crate) variant_sha256: String,
+    /// The run the archive view shows and the budgets are counted in.
+    pub(crate) run: Option<String>,
+    /// The `memory` lineage the call reads and writes.
+    pub(crate) memory_lineage: String,
+    /// At most this many `llm` tokens in this call.
+    pub(crate) llm_tokens: Option<u64>,
+    /// At most this many `simulator` steps in this call.
+    pub(crate) sim_steps: Option<u64>,
+    /// When the call's wall-clock limit ends it.
+    pub(crate) deadline: Instant,
+}
+
+impl HostServices {
+    /// The per-call states of one call under `grant`: a service the grant
+    /// does not name gets a state that is not linked and reports no usage.
+    pub(crate) fn for_call(&self, grant: &Grant, scope: CallScope) -> CallServices {
+        let budget = budget_key(scope.run.as_deref(), &scope.variant_sha256);
+        CallServices {
+            memory: memory::MemoryState::new(grant.memory.clone(), self.memory.clone(), scope.memory_lineage),
+            archive: archive_view::ArchiveViewState::new(grant.archive.is_some(), self.archive.clone(), scope.run),
+            llm: llm::LlmState::new(
+                grant.llm.clone(),
+                self.llm.clone(),
+                budget.clone(),
+                scope.llm_tokens,
+                Some(scope.deadline),
+            ),
+            simulator: simulator::SimulatorState::new(grant.simulator.clone(), scope.sim_steps),
+            trainer: trainer::TrainerState::new(
+                grant.trainer.clone(),
+                self.trainer.clone(),
+                budget,
+                Some(scope.deadline),
+            ),
+        }
     }
 }
 
@@ -120,14 +209,16 @@ pub(crate) struct CallServices {
 }
 
 impl CallServices {
-    /// What the call used so far.
-    pub(crate) fn usage(&self) -> ServiceUsage {
+    /// What the call used, once it is over: the trainer's jobs still
+    /// running are cancelled and awaited (asynchronously: this runs on an
+    /// executor thread other calls share, so it must never block it).
+    pub(crate) async fn finish(&self) -> ServiceUsage {
         ServiceUsage {
             llm: self.llm.usage(),
             memory: self.memory.usage(),
             archive: self.archive.usage(),
             simulator: self.simulator.usage(),
-            trainer: self.trainer.usage(),
+            trainer: self.trainer.finish().await,
         }
     }
 
@@ -139,6 +230,26 @@ impl CallServices {
             llm: llm::LlmState::new(None, None, String::new(), None, None),
             simulator: simulator::SimulatorState::new(None, None),
             trainer: trainer::TrainerState::new(None, None, String::new(), None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the import check accepts is what the runtime can link.
+    #[test]
+    fn the_registry_is_every_implemented_service_but_log() {
+        let mut linked: Vec<&str> = REGISTRY.iter().map(|s| s.name()).collect();
+        linked.insert(0, "log");
+        let (mut a, mut b) = (linked.clone(), IMPLEMENTED.to_vec());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        // Each is a service a grant can name.
+        for s in REGISTRY {
+            assert!(crate::caps::grant::SERVICES.contains(&s.name()), "{}", s.name());
         }
     }
 }

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
+use crate::bindings::vivarium::agent::simulator as wit;
 use crate::caps::SimulatorGrant;
-use crate::runtime::bindings::vivarium::agent::simulator as wit;
 use crate::sim::{self, EnvKind, Episode, LinearPolicy};
 
 /// Most environments open at once in one call.
@@ -236,5 +236,109 @@ impl wit::Host for SimulatorState {
 
     async fn steps_left(&mut self) -> wasmtime::Result<u64> {
         Ok(self.lock().left())
+    }
+}
+
+/// The `simulator` service in the [registry](super::REGISTRY).
+pub(crate) struct SimulatorFactor;
+
+impl super::Service for SimulatorFactor {
+    fn name(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<SimulatorState>>(linker, |s| &mut s.services.simulator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wit::Host;
+    use super::*;
+    use crate::caps::Denial;
+    use crate::services::testing::TestEnvironment;
+
+    const POLICY: &str = r#"simulator = { envs = ["cartpole"], steps = 10_000 }"#;
+
+    fn cartpole_env() -> TestEnvironment {
+        TestEnvironment::new().manifest(r#"simulator = { envs = ["cartpole"], steps = 1000 }"#).policy(POLICY)
+    }
+
+    /// The grant has the manifest's per-call budget within the policy's.
+    #[test]
+    fn the_grant_is_the_manifests_request_within_the_policy() {
+        let r = cartpole_env().resolve();
+        assert_eq!(r.grant.simulator, Some(SimulatorGrant { envs: vec!["cartpole".into()], steps: 1000 }));
+        assert!(r.refusal().is_none());
+    }
+
+    /// An environment the policy does not list is denied, and a denial
+    /// refuses the grant (the variant runs with all it asked for or not).
+    #[test]
+    fn an_environment_the_policy_does_not_list_refuses_the_grant() {
+        let r = TestEnvironment::new()
+            .manifest(r#"simulator = { envs = ["cartpole", "pendulum"], steps = 1000 }"#)
+            .policy(POLICY)
+            .resolve();
+        assert_eq!(
+            r.denials,
+            [Denial {
+                capability: "simulator.envs".into(),
+                requested: "pendulum".into(),
+                reason: "not in the policy's list [cartpole]".into()
+            }]
+        );
+        assert!(r.refusal().is_some());
+    }
+
+    /// An environment outside the grant, and one the host does not have,
+    /// are denied with what to do; both are counted.
+    #[tokio::test]
+    async fn an_environment_outside_the_grant_is_denied() {
+        let mut sim = cartpole_env().call().services.simulator;
+        match sim.make("pendulum".into(), 1).await.unwrap() {
+            Err(wit::Error::Denied(m)) => assert!(m.contains("simulator.envs"), "{m}"),
+            other => panic!("expected denied, got {other:?}"),
+        }
+        match sim.make("lunar-lander".into(), 1).await.unwrap() {
+            Err(wit::Error::Denied(m)) => assert!(m.contains("not an environment of this host"), "{m}"),
+            other => panic!("expected denied, got {other:?}"),
+        }
+        let usage = sim.usage().unwrap();
+        assert_eq!((usage.denied, usage.envs_made, usage.steps), (2, 0, 0));
+    }
+
+    /// The call's cap tightens the grant's budget: a rollout past it is
+    /// cut at the cap and refused as `budget-exhausted`, and nothing is
+    /// left for a step.
+    #[tokio::test]
+    async fn the_calls_step_cap_ends_a_rollout_as_budget_exhausted() {
+        let mut env = cartpole_env();
+        env.sim_steps = Some(3);
+        let mut sim = env.call().services.simulator;
+        assert_eq!(sim.steps_left().await.unwrap(), 3);
+        let (handle, info) = sim.make("cartpole".into(), 7).await.unwrap().unwrap();
+        let policy = vec![0.0; info.policy_size as usize];
+        match sim.rollout("cartpole".into(), 7, policy, 500).await.unwrap() {
+            Err(wit::Error::BudgetExhausted(m)) => assert!(m.contains("3 steps"), "{m}"),
+            other => panic!("expected budget-exhausted, got {other:?}"),
+        }
+        assert_eq!(sim.steps_left().await.unwrap(), 0);
+        sim.reset(handle).await.unwrap().unwrap();
+        assert!(matches!(sim.step(handle, vec![1.0]).await.unwrap(), Err(wit::Error::BudgetExhausted(_))));
+        let usage = sim.usage().unwrap();
+        assert_eq!((usage.budget, usage.steps, usage.budget_exhausted), (3, 3, 2));
+    }
+
+    /// Not granted: no usage is reported (the service is not linked).
+    #[test]
+    fn not_granted_reports_no_usage() {
+        let call = TestEnvironment::new().call();
+        assert_eq!(call.grant.simulator, None);
+        assert_eq!(call.services.simulator.usage(), None);
     }
 }

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bindings::vivarium::agent::trainer as wit;
 use crate::caps::TrainerGrant;
-use crate::runtime::bindings::vivarium::agent::trainer as wit;
 use crate::trainer::{EvalSplit, JobSpec, JobStatus, Phase, SubmitError, Trainer};
 
 /// Job records kept in one call's use record.
@@ -131,12 +131,20 @@ impl TrainerState {
         }
     }
 
-    /// What the call did; `None` when the service is not granted. The call
-    /// is over when this is asked: jobs still running are cancelled and
-    /// waited for (a few seconds at most) so their seconds are final.
+    /// What the call did so far; `None` when the service is not granted.
+    /// Never waits: jobs still running are not in it (see [`Self::finish`]).
     pub fn usage(&self) -> Option<TrainerUsage> {
         self.inner.grant.as_ref()?;
-        let mut usage = self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Some(self.inner.usage.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// What the call did, once it is over; `None` when the service is not
+    /// granted. Jobs still running are cancelled and waited for (a few
+    /// seconds at most, [`SETTLE_WAIT`]) so their seconds are final. The
+    /// wait is asynchronous: the end of a call runs on an executor thread,
+    /// which other calls share.
+    pub async fn finish(&self) -> Option<TrainerUsage> {
+        let mut usage = self.usage()?;
         let jobs = self.inner.jobs.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if let Some(t) = &self.inner.service {
             for (id, _, _) in &jobs {
@@ -145,7 +153,7 @@ impl TrainerState {
             let until = Instant::now() + SETTLE_WAIT;
             for (id, recipe, budget) in jobs.iter().take(MAX_RECORDS_PER_CALL) {
                 let left = until.saturating_duration_since(Instant::now());
-                let Some(s) = t.wait_blocking(id, left) else { continue };
+                let Some(s) = t.wait(id, left).await else { continue };
                 usage.seconds += s.seconds;
                 usage.jobs.push(TrainerJobRecord {
                     id: id.clone(),
@@ -304,5 +312,148 @@ impl wit::Host for TrainerState {
 
     async fn seconds_left(&mut self) -> wasmtime::Result<f64> {
         Ok(self.left())
+    }
+}
+
+/// The `trainer` service in the [registry](super::REGISTRY).
+pub(crate) struct TrainerFactor;
+
+impl super::Service for TrainerFactor {
+    fn name(&self) -> &'static str {
+        "trainer"
+    }
+
+    fn add_to_linker(
+        &self,
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<TrainerState>>(linker, |s| &mut s.services.trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::trainer::{Backend, BackendKind, JobContext, Ledger, RunOutcome, TrainerConfig};
+
+    /// A backend whose job ignores cancel and ends only once `release` is
+    /// set (by another task on the caller's executor).
+    struct Held {
+        release: Arc<AtomicBool>,
+    }
+
+    impl Backend for Held {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Embedded
+        }
+        fn check(&self, _spec: &JobSpec) -> std::result::Result<(), String> {
+            Ok(())
+        }
+        fn run(&self, _spec: &JobSpec, ctx: &JobContext) -> RunOutcome {
+            while !self.release.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            RunOutcome { stopped: ctx.stop_reason().is_some(), ..RunOutcome::default() }
+        }
+    }
+
+    /// Ending a call waits for its cancelled jobs without holding the
+    /// executor thread: on a one-thread executor, a task that must run for
+    /// the job to end still runs while the call's end waits, so the job is
+    /// recorded ended (`cancelled`) rather than still `running`.
+    #[test]
+    fn ending_a_call_waits_for_its_jobs_without_blocking_the_executor() {
+        let release = Arc::new(AtomicBool::new(false));
+        let trainer = Trainer::with_backend(
+            TrainerConfig { max_job_seconds: 30.0, ..TrainerConfig::default() },
+            Arc::new(Held { release: release.clone() }),
+            Ledger::in_memory(),
+        );
+        let grant = TrainerGrant { backends: vec!["*".into()], gpu_seconds: 60 };
+        let state = TrainerState::new(Some(grant), Some(Arc::new(trainer)), "run/variant".into(), None);
+        let spec = wit::JobSpec { recipe: "held".into(), config_json: "{}".into(), script: None, budget_seconds: 20.0 };
+        let id = state.submit(spec).expect("submitted");
+
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let usage = rt.block_on(async {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                release.store(true, Ordering::Relaxed);
+            });
+            state.finish().await.expect("granted")
+        });
+        assert_eq!(usage.budget, "run/variant");
+        assert_eq!(usage.jobs.len(), 1, "{usage:?}");
+        let job = &usage.jobs[0];
+        assert_eq!((job.id.as_str(), job.recipe.as_str(), job.phase), (id.as_str(), "held", Phase::Cancelled));
+        assert_eq!(job.budget_seconds, 20.0);
+        // Settled: the ledger holds what the job ran, not its reservation.
+        let spent = state.inner.service.as_ref().unwrap().ledger().spent("run/variant").unwrap();
+        assert!(spent < 20.0, "{spent}");
+    }
+
+    /// A test environment whose host trains on the embedded backend (a
+    /// [`Held`] job), granted `manifest` under a policy allowing any
+    /// backend and 600 s, in run `run-a`.
+    fn env(manifest: &str) -> crate::services::testing::TestEnvironment {
+        crate::services::testing::TestEnvironment::new()
+            .manifest(manifest)
+            .policy(r#"trainer = { backends = ["*"], gpu_seconds = 600 }"#)
+            .run("run-a")
+            .host(|_| crate::services::HostServices {
+                trainer: Some(Arc::new(Trainer::with_backend(
+                    TrainerConfig { max_job_seconds: 30.0, ..TrainerConfig::default() },
+                    Arc::new(Held { release: Arc::new(AtomicBool::new(true)) }),
+                    Ledger::in_memory(),
+                ))),
+                ..crate::services::HostServices::default()
+            })
+    }
+
+    fn job(budget_seconds: f64) -> wit::JobSpec {
+        wit::JobSpec { recipe: "held".into(), config_json: "{}".into(), script: None, budget_seconds }
+    }
+
+    /// The host's backend must be among the grant's.
+    #[tokio::test]
+    async fn a_backend_the_grant_does_not_allow_is_denied() {
+        let mut t = env(r#"trainer = { backends = ["command"], gpu_seconds = 60 }"#).call().services.trainer;
+        match wit::Host::submit(&mut t, job(1.0)).await.unwrap() {
+            Err(wit::Error::Denied(m)) => assert!(m.contains("\"embedded\" backend"), "{m}"),
+            other => panic!("expected denied, got {other:?}"),
+        }
+        let usage = t.finish().await.unwrap();
+        assert_eq!((usage.submitted, usage.refused, usage.jobs.len()), (0, 1, 0));
+    }
+
+    /// A job asking for more than is left of the grant's seconds is
+    /// refused with nothing started; the budget is keyed by run and variant.
+    #[tokio::test]
+    async fn a_job_past_the_seconds_left_is_refused_and_nothing_starts() {
+        let mut t = env(r#"trainer = { backends = ["embedded"], gpu_seconds = 10 }"#).call().services.trainer;
+        assert_eq!(wit::Host::seconds_left(&mut t).await.unwrap(), 10.0);
+        match wit::Host::submit(&mut t, job(20.0)).await.unwrap() {
+            Err(wit::Error::BudgetExhausted(m)) => assert!(m.contains("asks for 20 s but 10.0 s"), "{m}"),
+            other => panic!("expected budget-exhausted, got {other:?}"),
+        }
+        assert_eq!(wit::Host::seconds_left(&mut t).await.unwrap(), 10.0);
+        let usage = t.finish().await.unwrap();
+        let key = format!("run-a/{}", crate::services::testing::VARIANT_SHA256);
+        assert_eq!((usage.budget, usage.submitted, usage.refused, usage.jobs.len()), (key, 0, 1, 0));
+    }
+
+    /// `usage` answers at once, with the counts so far and no job records.
+    #[test]
+    fn usage_before_the_end_never_waits() {
+        let state = TrainerState::new(
+            Some(TrainerGrant { backends: vec!["*".into()], gpu_seconds: 60 }),
+            None,
+            "k".into(),
+            None,
+        );
+        assert_eq!(state.usage(), Some(TrainerUsage { budget: "k".into(), ..TrainerUsage::default() }));
+        assert_eq!(TrainerState::new(None, None, "k".into(), None).usage(), None);
     }
 }

@@ -99,7 +99,7 @@ pub fn train<E>(
 /// rolled out first and their transitions handed to `rewards` in order, at
 /// most [`CHUNK`] at a time (a chunk never spans two candidates). `rewards`
 /// must answer exactly one reward per transition (the host's
-/// [`RewardInstance`](super::reward::RewardInstance) turns a wrong count
+/// [`RewardInstance`](crate::runtime::reward::RewardInstance) turns a wrong count
 /// into an error). A non-finite reward counts as a very low return for
 /// that candidate. On an error, [`Stopped::steps`] counts every
 /// environment step taken, the failing chunk's included.

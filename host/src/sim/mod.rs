@@ -19,7 +19,8 @@
 //!   policy's parameters, seeded, driven by any reward function: per step
 //!   ([`cem::train`]: the environment's own, a hand-written reference) or
 //!   per batch of transitions ([`cem::train_batched`]: a variant's
-//!   `reward-model` export through [`reward::RewardInstance`], one guest
+//!   `reward-model` export through [`crate::runtime::reward::RewardInstance`] (with the
+//!   other guest-calling code, so `sim` never calls into the runtime), one guest
 //!   call per chunk of [`cem::CHUNK`] transitions).
 
 pub mod acrobot;
@@ -27,7 +28,6 @@ pub mod cartpole;
 pub mod cem;
 pub mod mountain_car;
 pub mod pendulum;
-pub mod reward;
 pub mod rng;
 pub mod walker;
 

@@ -17,7 +17,7 @@
 //! distance walked in 5 s; two seeds visible, two held out.
 //!
 //! The reward instance lives for one task's training (one store, see
-//! [`crate::sim::reward`]); a trap or limit ends that training with score
+//! [`crate::runtime::reward`]); a trap or limit ends that training with score
 //! 0 and the failure in the note, audited as a `limit-hit` or `trap`
 //! record. Every training is audited as one `use` record
 //! (`call: "reward-model"`) with its reward calls, fuel and steps.
@@ -31,9 +31,9 @@ use super::{Graded, GradedTask, Grader, Grading, Spent, Suite};
 use crate::audit::EventKind;
 use crate::error::{Error, GuestFailureKind};
 use crate::runtime::bindings::Task;
+use crate::runtime::reward::RewardInstance;
 use crate::runtime::{CallOptions, Prepared};
 use crate::sim::cem::{self, CemConfig};
-use crate::sim::reward::RewardInstance;
 use crate::sim::{walker, EnvKind, Transition};
 use crate::variant::Session;
 

@@ -98,9 +98,9 @@ async fn the_root_directory_cannot_be_listed() {
 
 #[tokio::test]
 async fn the_host_environment_does_not_reach_the_guest() {
-    // SAFETY: set once, before any guest call reads it; no other thread
-    // of this test binary mutates the environment.
-    unsafe { std::env::set_var("VIVARIUM_TEST_SECRET_TOKEN", "hunter2") };
+    // The host has a secret in its environment (`VIVARIUM_TEST_SECRET_TOKEN`).
+    init_env();
+    assert_eq!(std::env::var("VIVARIUM_TEST_SECRET_TOKEN").as_deref(), Ok("hunter2"));
     let r = attack("env", "", small_limits()).await;
     assert_eq!(ok_output(&r).output, "vars: []\nargs: []");
 }

@@ -1,4 +1,4 @@
-//! Issue 9: the host's `trainer` service and the `tiny-lm` suite.
+//! The host's `trainer` service and the `tiny-lm` suite.
 //!
 //! The guest is a real Rust component, `tests/guests/trainer`, that runs a
 //! script of trainer calls and answers one line per call. The backends:
@@ -411,7 +411,7 @@ async fn a_ray_cluster_that_is_down_fails_the_job_with_the_reason() {
 }
 
 /// Against a real Ray head: `pip install "ray[default]"`, `ray start --head`,
-/// then `cargo test -p vivarium-tests --test trainer -- --ignored`.
+/// then `cargo test -p vivarium-tests --test all trainer:: -- --ignored`.
 /// `VIVARIUM_RAY_ADDRESS` overrides `http://127.0.0.1:8265`.
 #[test]
 #[ignore = "needs a local Ray head (ray start --head)"]

@@ -1,4 +1,4 @@
-//! Issue 8: the host services `memory`, `archive` (read-only view) and `llm`.
+//! The host services `memory`, `archive` (read-only view) and `llm`.
 //!
 //! The guest is a real Rust component, `tests/guests/services`, that runs a
 //! script of service calls and answers one line per call. The `llm` tests
@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vivarium::archive::{Archive, NewVariant, Split, TaskResult, VariantId, VariantStatus};
@@ -31,18 +31,15 @@ use vivarium_tests::*;
 
 const GUEST: &str = "tests/guests/services";
 /// The host environment variable holding the fake API key.
-const KEY_VAR: &str = "VIVARIUM_SERVICES_TEST_API_KEY";
+const KEY_VAR: &str = LLM_KEY_VAR;
 /// The fake API key: must reach the server's `Authorization` header and
 /// nothing else.
-const KEY: &str = "sk-vivarium-test-5e3r3t-k3y-0123456789";
+const KEY: &str = LLM_KEY;
 
+/// Set the key in the host environment ([`TEST_ENV`]) before any call
+/// reads it (every test calls this first).
 fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: runs before any test of this binary reads the environment
-        // (every test calls `init` first; `Once` blocks the others meanwhile).
-        unsafe { std::env::set_var(KEY_VAR, KEY) };
-    });
+    init_env();
 }
 
 fn guest() -> Vec<u8> {

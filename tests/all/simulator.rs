@@ -1,4 +1,4 @@
-//! Issue 9 (simulator half): the `simulator` service, the `reward-model`
+//! The `simulator` service, the `reward-model`
 //! callback and the `reward-design` suite.
 //!
 //! The guest is `tests/guests/sim` (a `reward-designer` world component
@@ -9,9 +9,9 @@
 use vivarium::audit::EventKind;
 use vivarium::caps::{Grant, SimulatorGrant};
 use vivarium::home::Home;
+use vivarium::runtime::reward::RewardInstance;
 use vivarium::runtime::{CallOptions, Prepared, Runtime};
 use vivarium::services::simulator::SimulatorUsage;
-use vivarium::sim::reward::RewardInstance;
 use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Step, Transition};
 use vivarium::tasks::{self, reward_design};
 use vivarium::variant::Session;

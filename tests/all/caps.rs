@@ -1,4 +1,4 @@
-//! Issue 3: WASI containment under real grants.
+//! WASI containment under real grants.
 //!
 //! Every test computes its grant the way the host does — a `variant.toml`
 //! cut down by a `policy.toml` through [`vivarium::caps::resolve`] — or
@@ -22,7 +22,7 @@ use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 
 use vivarium::caps::{resolve, Access, Denial, FileGrant, Grant, Manifest, Overrides, Policy, Resolution, Source};
 use vivarium::home::Home;
@@ -53,20 +53,10 @@ const NO_LOOKUP: &str = "failed to lookup address information: Non-recoverable e
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// Set the host environment the env tests look at, once, before any call
-/// reads it (every test calls this first, so no call runs while it writes).
+/// Set the host environment the env tests look at ([`TEST_ENV`]), before
+/// any call reads it (every test calls this first).
 fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: runs before any test of this binary reads the environment
-        // (each test calls `init` first; `Once` blocks the others meanwhile).
-        unsafe {
-            std::env::set_var("VIVARIUM_CAPS_LANG", "en_GB.UTF-8");
-            std::env::set_var("VIVARIUM_CAPS_OTHER", "not-for-guests");
-            std::env::set_var("API_TOKEN", "tok-123");
-            std::env::remove_var("VIVARIUM_CAPS_UNSET");
-        }
-    });
+    init_env();
 }
 
 fn manifest(caps: &str) -> Manifest {

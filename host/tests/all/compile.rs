@@ -13,10 +13,10 @@ use vivarium::runtime::{Runtime, RuntimeConfig};
 use vivarium::Error;
 
 /// A component with a few core modules and instances (component text).
-const COMPONENT: &str = include_str!("../../tests/hostile/38-memory-split-across-instances.wat");
+const COMPONENT: &str = include_str!("../../../tests/hostile/38-memory-split-across-instances.wat");
 /// One with more core instances than the pool allows: the child compiles it,
 /// the parent's deserialize refuses it.
-const OVER_THE_POOL: &str = include_str!("../../tests/hostile/37-many-core-instances.wat");
+const OVER_THE_POOL: &str = include_str!("../../../tests/hostile/37-many-core-instances.wat");
 
 fn runtime(cache: &Path, compiler: Compiler, timeout: Duration) -> Runtime {
     Runtime::new(RuntimeConfig {

@@ -1,5 +1,5 @@
 //! A variant's `reward-model` export, called by the host once per chunk of
-//! transitions (at most [`CHUNK`](super::cem::CHUNK)): the hot host → guest path.
+//! transitions (at most [`CHUNK`](crate::sim::cem::CHUNK)): the hot host → guest path.
 //!
 //! One training run is **one instance in one store** (not a fresh store per
 //! step), under the variant's limits for the whole run: fuel, memory,
@@ -25,13 +25,13 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentType, Func, Linker, Lower, TypedFunc};
 use wasmtime::{Engine, Store, StoreContextMut, UpdateDeadline};
 
-use super::{EnvKind, Step, Transition, FEATURES};
+use super::{HostState, Runtime};
+use crate::bindings::vivarium::agent::log::Level;
 use crate::caps::{wasi, Grant, Limits};
 use crate::error::{Error, GuestFailure, GuestFailureKind, Result};
-use crate::runtime::bindings::vivarium::agent::log::Level;
-use crate::runtime::{HostState, Runtime};
 use crate::services::log::{LogLine, LogState, LogUsage};
 use crate::services::CallServices;
+use crate::sim::{EnvKind, Step, Transition, FEATURES};
 
 /// The export's interface name.
 pub const INTERFACE: &str = "vivarium:agent/reward-model@0.1.0";
@@ -236,7 +236,7 @@ impl RewardInstance {
         let index = instance.get_export_index(&mut store, Some(&iface), "rewards").ok_or_else(missing)?;
         let typed: RewardsFunc<'static> = instance.get_typed_func(&mut store, index).map_err(|_| missing())?;
         let func = *typed.func();
-        let buf = Vec::with_capacity(super::cem::CHUNK);
+        let buf = Vec::with_capacity(crate::sim::cem::CHUNK);
         Ok(Ok(Self { store, func, buf, limits, log, started, calls: 0, transitions: 0 }))
     }
 

@@ -66,7 +66,7 @@ fn compile_cache() -> PathBuf {
 
 /// Compiles may take up to 10 minutes: an interpreter of 12-18 MB compiled
 /// with Cranelift on a loaded two-core CI machine can pass the default
-/// 120 s, and this suite is not about that bound (`host/tests/compile.rs`
+/// 120 s, and this suite is not about that bound (`host/tests/all/compile.rs`
 /// is).
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig {

@@ -6,7 +6,7 @@
 //! The moments come from a seeded PRNG. The seed and every moment (with the
 //! phase the run was in: build, improve, child-build, evaluate,
 //! archive-write, record) are printed; rerun one with
-//! `VIVARIUM_CRASH_SEED=<seed> cargo test -p vivarium --test evolve_resume -- --nocapture`
+//! `VIVARIUM_CRASH_SEED=<seed> cargo test -p vivarium --test all evolve_resume:: -- --nocapture`
 //! (with `VIVARIUM_CRASH_KEEP=1` the homes and per-attempt logs are kept).
 
 use std::os::unix::process::ExitStatusExt;

@@ -1,4 +1,7 @@
 //! Host-side bindings for the `vivarium:agent` world, generated from `wit/`.
+//!
+//! A leaf: it imports nothing of the host, and every layer above it (the
+//! services, the runtime, the guard, the task suites) may use it.
 
 wasmtime::component::bindgen!({
     path: "../wit",

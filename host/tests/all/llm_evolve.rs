@@ -1,4 +1,4 @@
-//! Issue 8 end to end: `vivarium evolve` on `variants/arith-llm`, whose
+//! The `llm` service end to end: `vivarium evolve` on `variants/arith-llm`, whose
 //! meta-agent asks the host's LLM for a rewrite of its own source. The LLM
 //! is a local server speaking the OpenAI chat-completions protocol on a real
 //! loopback socket; it answers every request with a fixed rewrite. The run's
