@@ -27,7 +27,10 @@
 //! scores and tasks never leave the host.
 
 pub mod config;
+pub mod islands;
 pub mod lock;
+pub mod novelty;
+pub mod qd;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
