@@ -341,17 +341,30 @@ pub struct VariantRow {
     pub search: SearchFields,
 }
 
+impl VariantRow {
+    /// The score parent selection and "best" use: the lower bound of the
+    /// 95 % interval when the variant was evaluated more than once, else
+    /// its visible score.
+    pub fn selection_score(&self) -> Option<f64> {
+        match (self.search.repeats, self.search.score_lo) {
+            (Some(n), Some(lo)) if n > 1 => Some(lo),
+            _ => self.visible_score,
+        }
+    }
+}
+
 /// A variant's place in the search: island, quality-diversity cell, the
 /// 95 % interval of its visible score over repeated evaluations, and the
 /// model its proposal was routed to. Every field is optional, so an archive
 /// written before them reads as "not recorded".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchFields {
-    /// The island it lives on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The island it lives on (`null` when not recorded).
+    #[serde(default)]
     pub island: Option<u32>,
-    /// Its MAP-Elites cell (bin indices joined by `,`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its MAP-Elites cell (bin indices joined by `,`; `null` without a
+    /// grid).
+    #[serde(default)]
     pub cell: Option<String>,
     /// Evaluations its visible score is the mean of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1039,6 +1052,19 @@ impl Archive {
         Ok(())
     }
 
+    /// Every finished step of run `run`, in step order, with the variant
+    /// it produced (if any).
+    pub fn steps(&self, run: &str) -> Result<Vec<(u64, Option<VariantId>)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT step, variant_id FROM steps WHERE run_id = ?1 ORDER BY step")
+            .map_err(db_err("cannot read steps"))?;
+        let rows = stmt
+            .query_map([run], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<String>>(1)?.map(VariantId))))
+            .map_err(db_err("cannot read steps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
+    }
+
     /// The record of step `step` of run `run`: `None` when it has not
     /// finished; otherwise the variant it produced (if any) and its outcome.
     pub fn step(&self, run: &str, step: u64) -> Result<Option<(Option<VariantId>, String)>> {
@@ -1060,18 +1086,21 @@ impl Archive {
     }
 
     /// The evaluated variant of run `run` with the highest visible score
-    /// (the earliest on ties), if any.
+    /// (the earliest on ties), if any. A variant evaluated more than once
+    /// is ranked by its interval's lower bound ([`SearchFields::score_lo`]),
+    /// so one lucky evaluation does not make a variant the best.
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {
-        let mut best: Option<VariantRow> = None;
+        let rank = VariantRow::selection_score;
+        let mut best: Option<(VariantRow, f64)> = None;
         for v in self.list(Some(run))? {
-            let Some(s) = v.visible_score.filter(|_| v.status == VariantStatus::Evaluated) else {
+            let Some(s) = rank(&v).filter(|_| v.status == VariantStatus::Evaluated) else {
                 continue;
             };
-            if best.as_ref().and_then(|b| b.visible_score).is_none_or(|b| s > b) {
-                best = Some(v);
+            if best.as_ref().is_none_or(|(_, b)| s > *b) {
+                best = Some((v, s));
             }
         }
-        Ok(best)
+        Ok(best.map(|(v, _)| v))
     }
 
     /// Check everything the index refers to. See [`IntegrityReport`].

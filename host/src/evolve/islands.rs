@@ -5,6 +5,9 @@
 //!   of the run (counted from the first child, `k = 0, 1, …`) works for
 //!   island `k mod islands`, so every island gets children in turn —
 //!   whatever `children_per_generation` is — and its child lives there.
+//!   The archive keeps a variant once (by run, content and parent), so
+//!   when steps of two islands make the same child it is a member of both;
+//!   its stored `island` is the first one's.
 //! * A step of island `j` chooses its parent among island `j`'s variants
 //!   of earlier generations and the migrants it received. An island with
 //!   none yet (more islands than initial variants) starts from the initial
@@ -23,10 +26,11 @@
 use std::collections::BTreeSet;
 
 /// What islands need to know of a candidate parent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Member {
-    /// Its home island.
-    pub island: u32,
+    /// The islands whose steps made it (usually one; several when two
+    /// islands' steps made the same variant, which the archive keeps once).
+    pub islands: Vec<u32>,
     /// The generation that made it.
     pub generation: u32,
     /// Its selection score (the visible score, or its lower bound).
@@ -69,7 +73,7 @@ pub fn population(
                 let mut pop: Vec<usize> = (0..members.len())
                     .filter(|&i| {
                         members[i].generation <= epoch
-                            && (members[i].island == j || received[j as usize].contains(&i))
+                            && (members[i].islands.contains(&j) || received[j as usize].contains(&i))
                     })
                     .collect();
                 // Best first; the earliest on ties, so the choice is fixed.
@@ -78,13 +82,13 @@ pub fn population(
                 sends.push((((j + 1) % islands) as usize, pop[..n].to_vec()));
             }
             for (to, ids) in sends {
-                received[to].extend(ids.into_iter().filter(|&i| members[i].island as usize != to));
+                received[to].extend(ids.into_iter().filter(|&i| !members[i].islands.contains(&(to as u32))));
             }
             epoch += interval;
         }
     }
     let own: Vec<usize> = (0..members.len())
-        .filter(|&i| members[i].island == island || received[island as usize].contains(&i))
+        .filter(|&i| members[i].islands.contains(&island) || received[island as usize].contains(&i))
         .collect();
     if own.is_empty() {
         (0..members.len()).filter(|&i| members[i].generation == 0).collect()
@@ -98,7 +102,7 @@ mod tests {
     use super::*;
 
     fn m(island: u32, generation: u32, score: f64) -> Member {
-        Member { island, generation, score }
+        Member { islands: vec![island], generation, score }
     }
 
     #[test]
