@@ -34,15 +34,22 @@ fn vivarium(home: &Path, log: &Path) -> Command {
     c
 }
 
-type Fingerprint = Vec<(String, Option<String>, u32, Option<f64>, Option<f64>)>;
+type Fingerprint = Vec<(String, Option<String>, u32, Option<f64>, Option<f64>, vivarium::archive::SearchFields)>;
 
 fn fingerprint(home: &Path) -> Fingerprint {
     let a = Archive::open(&home.join("archive")).unwrap();
     a.list(Some("crash"))
         .unwrap()
         .into_iter()
-        .map(|v| (v.id.0, v.parent.map(|p| p.0), v.generation, v.visible_score, v.held_out_score))
+        .map(|v| (v.id.0, v.parent.map(|p| p.0), v.generation, v.visible_score, v.held_out_score, v.search))
         .collect()
+}
+
+/// The step ledger: which steps finished, with which variant and outcome
+/// (a near-duplicate rejection included).
+fn ledger(home: &Path, steps: u64) -> Vec<Option<(Option<String>, String)>> {
+    let a = Archive::open(&home.join("archive")).unwrap();
+    (0..steps).map(|s| a.step("crash", s).unwrap().map(|(v, o)| (v.map(|v| v.0), o))).collect()
 }
 
 /// The archive and the audit log of `home` are whole and agree with `expected`.
@@ -104,11 +111,16 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     let run = base.join("run.toml");
     // arith-wat builds in process (no cargo), so a run is about a second and
     // still has every phase: build and evaluate the baseline, then per child
-    // improve, child build, archive write and evaluation.
+    // improve, child build, archive write and evaluation. The search is on:
+    // islands with migration, the MAP-Elites grid, repeated evaluation,
+    // crossover and novelty rejection (of exact copies) — all of it must
+    // come out the same after any kill.
     std::fs::write(
         &run,
         format!(
-            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n\
+             [search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0.5\ndescriptors = [\"source_size\", \"score\"]\n\
+             repeats = 2\ncrossover = 0.5\nnovelty_threshold = 1.0\n",
             root().join("variants/arith-wat").display()
         ),
     )
@@ -121,6 +133,8 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     let full = started.elapsed();
     assert!(out.success(), "the uninterrupted run failed: {}", last_phase(&base.join("clean.log")));
     let expected = fingerprint(&clean);
+    let expected_ledger = ledger(&clean, 7);
+    assert!(expected.iter().all(|v| v.5.island.is_some() && v.5.cell.is_some() && v.5.repeats == Some(2)), "{expected:?}");
     assert!(expected.len() >= 3, "the run archives the baseline and its children: {expected:?}");
     println!("uninterrupted run: {} ms, {} variants", full.as_millis(), expected.len());
 
@@ -182,6 +196,7 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
         let status = cmd.status().unwrap();
         assert!(status.success(), "round {round}: the final resume failed: {status}");
         check_home(&home, &expected, &format!("round {round} (seed {seed})"));
+        assert_eq!(ledger(&home, 7), expected_ledger, "round {round} (seed {seed}): the same steps and outcomes");
     }
     let mut phases: Vec<&str> = kills.iter().map(|k| k.2.as_str()).collect();
     phases.sort();
