@@ -278,3 +278,55 @@ fn a_misconfigured_search_is_refused_before_the_run_is_created() {
         assert!(!home.join("runs/bad").exists(), "nothing created");
     }
 }
+
+/// The selection comparison reported in docs/evolve.md: on `arith` with
+/// `variants/arith-wat`, 4 generations × 2 children, the best visible
+/// score each configuration reaches over seeds 1–5, with the mean and its
+/// 95 % interval. An experiment, not a check (run it with
+/// `cargo test -p vivarium-tests --test evolve -- --ignored --nocapture selection_comparison`);
+/// it writes the table to `target/search-comparison.md`.
+#[tokio::test]
+#[ignore = "an experiment (about two minutes): run it by name"]
+async fn selection_comparison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let configs: [(&str, &str); 5] = [
+        ("greedy", "selection = \"greedy\"\n"),
+        ("dgm", "selection = \"dgm\"\n"),
+        ("dgm-h", "selection = \"dgm-h\"\n"),
+        ("hgm", "selection = \"hgm\"\n"),
+        ("islands + QD (dgm)", "selection = \"dgm\"\n[search]\nislands = 2\nmigration_interval = 2\nmigration_rate = 0.5\ndescriptors = [\"source_size\", \"score\"]\ngrid_parents = 0.5\n"),
+    ];
+    let seeds = [1u64, 2, 3, 4, 5];
+    let mut table = String::from(
+        "| selection | best visible score per seed (1–5) | mean | 95 % interval | distinct variants (mean) |\n|---|---|---|---|---|\n",
+    );
+    for (i, (label, extra)) in configs.iter().enumerate() {
+        let mut bests = Vec::new();
+        let mut variants = 0usize;
+        for &seed in &seeds {
+            let name = format!("cmp{i}s{seed}");
+            let (run_extra, search) = match extra.split_once("[search]") {
+                Some((a, b)) => (a.to_string(), format!("[search]{b}")),
+                None => (extra.to_string(), String::new()),
+            };
+            let text = format!(
+                "[run]\nname = \"{name}\"\nsuite = \"arith\"\nseed = {seed}\ngenerations = 4\nchildren_per_generation = 2\ninitial = [\"{}\"]\n{run_extra}{search}",
+                workspace_root().join("variants/arith-wat").display()
+            );
+            let run = tmp.path().join(format!("{name}.toml"));
+            std::fs::write(&run, text).unwrap();
+            let s = evolve_in(&tmp.path().join("h"), &run).await;
+            bests.push(s.best.and_then(|b| b.visible_score).unwrap_or(0.0));
+            variants += s.variants;
+        }
+        let (mean, ci) = evolve::noise::interval(&bests).unwrap();
+        let (lo, hi) = ci.unwrap();
+        table.push_str(&format!(
+            "| {label} | {} | {mean:.3} | [{lo:.3}, {hi:.3}] | {:.1} |\n",
+            bests.iter().map(|b| format!("{b:.3}")).collect::<Vec<_>>().join(", "),
+            variants as f64 / seeds.len() as f64
+        ));
+    }
+    println!("{table}");
+    std::fs::write(workspace_root().join("target/search-comparison.md"), &table).unwrap();
+}
