@@ -330,3 +330,35 @@ async fn selection_comparison() {
     println!("{table}");
     std::fs::write(workspace_root().join("target/search-comparison.md"), &table).unwrap();
 }
+
+#[tokio::test]
+async fn each_child_records_the_model_its_proposal_went_to_and_the_draws_reproduce() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = "[[models]]\nname = \"small\"\nweight = 0.5\n[[models]]\nname = \"big\"\nweight = 0.5\n";
+    let run = wat_run(tmp.path(), "models", models);
+    let a = evolve_in(&tmp.path().join("a"), &run).await;
+    let b = evolve_in(&tmp.path().join("b"), &run).await;
+    let rows = |s: &evolve::Summary| {
+        Archive::open(&s.archive_dir)
+            .unwrap()
+            .list(Some(&s.run_id))
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.id.0, v.search.model, v.search.tokens))
+            .collect::<Vec<_>>()
+    };
+    let ra = rows(&a);
+    assert_eq!(ra, rows(&b), "the same seed, the same models");
+    assert!(ra.len() >= 2);
+    assert_eq!((ra[0].1.as_deref(), ra[0].2), (None, None), "the initial variant had no proposal");
+    for (_, model, tokens) in &ra[1..] {
+        assert!(matches!(model.as_deref(), Some("small" | "big")), "{model:?}");
+        // arith-wat's meta-agent works offline: its proposals cost nothing.
+        assert_eq!(*tokens, Some(0));
+    }
+    // The bandit tries each model before it exploits one.
+    let run = wat_run(tmp.path(), "ucb", &format!("[search]\nmodel_selection = \"ucb\"\n{}", models.replace("weight = 0.5\n", "")));
+    let u = evolve_in(&tmp.path().join("u"), &run).await;
+    let used: std::collections::BTreeSet<_> = rows(&u).into_iter().filter_map(|r| r.1).collect();
+    assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["big".to_string(), "small".to_string()]);
+}

@@ -113,14 +113,15 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     // still has every phase: build and evaluate the baseline, then per child
     // improve, child build, archive write and evaluation. The search is on:
     // islands with migration, the MAP-Elites grid, repeated evaluation,
-    // crossover and novelty rejection (of exact copies) — all of it must
-    // come out the same after any kill.
+    // crossover, novelty rejection (of exact copies) and the UCB bandit over
+    // two models — all of it must come out the same after any kill.
     std::fs::write(
         &run,
         format!(
             "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n\
              [search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0.5\ndescriptors = [\"source_size\", \"score\"]\n\
-             repeats = 2\ncrossover = 0.5\nnovelty_threshold = 1.0\n",
+             repeats = 2\ncrossover = 0.5\nnovelty_threshold = 1.0\nmodel_selection = \"ucb\"\n\
+             [[models]]\nname = \"m1\"\n[[models]]\nname = \"m2\"\n",
             root().join("variants/arith-wat").display()
         ),
     )
@@ -135,6 +136,7 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     let expected = fingerprint(&clean);
     let expected_ledger = ledger(&clean, 7);
     assert!(expected.iter().all(|v| v.5.island.is_some() && v.5.cell.is_some() && v.5.repeats == Some(2)), "{expected:?}");
+    assert!(expected[1..].iter().all(|v| v.5.model.is_some()), "every child has its bandit's model: {expected:?}");
     assert!(expected.len() >= 3, "the run archives the baseline and its children: {expected:?}");
     println!("uninterrupted run: {} ms, {} variants", full.as_millis(), expected.len());
 

@@ -526,4 +526,13 @@ mod tests {
         let e = RunConfig::parse(&format!("{head}[search]\nisland = 2\n"), "r.toml").unwrap_err().to_string();
         assert!(e.contains("island") && e.contains("unknown field"), "an unknown key is named: {e}");
     }
+
+    #[test]
+    fn the_islands_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/islands/run.toml");
+        let c = RunConfig::load(&path).unwrap();
+        assert_eq!(c.search.islands, 2);
+        assert_eq!(c.search.descriptors, ["family:cartpole", "family:mountain-car"]);
+        assert_eq!(c.run.selection, Selection::Hgm);
+    }
 }

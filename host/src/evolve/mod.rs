@@ -29,6 +29,7 @@
 pub mod config;
 pub mod islands;
 pub mod lock;
+pub mod models;
 pub mod noise;
 pub mod novelty;
 pub mod qd;
@@ -504,6 +505,7 @@ impl Ctx<'_> {
             return self.archive.record_step(&self.run_id, step, None, "no-parent");
         };
         let parent = plan.parent.clone();
+        let model = self.choose_model(step, first_of_generation)?;
         let parent_dir = self.ensure_tree(&parent)?;
         let (history, mut feedback) = context_for(&self.archive, &self.suite, &parent)?;
         feedback.push_str(&self.failed_attempts(&parent, generation)?);
@@ -526,7 +528,7 @@ impl Ctx<'_> {
             feedback,
             iterations_left,
             parent_component,
-            call: self.call_options(&parent)?,
+            call: CallOptions { llm_model: model.clone(), ..self.call_options(&parent)? },
         };
         phase(step, "improve");
         let outcome = match improve(self.session, &req).await {
@@ -591,7 +593,7 @@ impl Ctx<'_> {
                 self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;
             let p = self.session.prepare(&opened)?;
             phase(step, "evaluate");
-            self.evaluate_search(&id, &p, plan.island, None).await?;
+            self.evaluate_search(&id, &p, plan.island, model.map(|m| (m, outcome.llm_tokens))).await?;
         }
         phase(step, "record");
         self.archive.record_step(&self.run_id, step, Some(&id), "accepted")

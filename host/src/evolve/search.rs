@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 
-use super::{islands, noise, novelty, qd, Ctx};
+use super::{islands, models, noise, novelty, qd, Ctx};
 use crate::archive::{self, Candidate, Clade, SearchFields, SplitMix64, VariantId, VariantRow, VariantStatus};
 use crate::error::Result;
 
@@ -158,6 +158,34 @@ impl Ctx<'_> {
             None
         };
         Ok(Some(Plan { parent, island, second }))
+    }
+
+    /// The model child step `step` routes its proposal to (`[[models]]`),
+    /// from the children that finished steps before `first_of_generation`
+    /// made; `None` when the run lists none.
+    pub(super) fn choose_model(&self, step: u64, first_of_generation: u64) -> Result<Option<String>> {
+        let c = &self.config;
+        if c.models.is_empty() {
+            return Ok(None);
+        }
+        let rows = self.archive.list(Some(&self.run_id))?;
+        let score: HashMap<&str, f64> =
+            rows.iter().filter_map(|v| v.visible_score.map(|s| (v.id.0.as_str(), s))).collect();
+        let by_id: HashMap<&str, &VariantRow> = rows.iter().map(|v| (v.id.0.as_str(), v)).collect();
+        let mut pulls = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (s, v) in self.archive.steps(&self.run_id)? {
+            let Some(v) = v.filter(|_| s < first_of_generation) else { continue };
+            let Some(row) = by_id.get(v.0.as_str()) else { continue };
+            let (Some(model), Some(parent)) = (&row.search.model, &row.parent) else { continue };
+            if !seen.insert(v.0.clone()) {
+                continue;
+            }
+            if let (Some(cs), Some(ps)) = (row.visible_score, score.get(parent.0.as_str())) {
+                pulls.push(models::Pull { model: model.clone(), tokens: row.search.tokens.unwrap_or(0), gain: cs - ps });
+            }
+        }
+        Ok(models::choose(&c.models, c.search.model_selection, &pulls, c.run.seed, step))
     }
 
     /// The most similar variant of earlier generations to the tree

@@ -41,6 +41,10 @@ pub struct CallOptions {
     /// At most this many `llm` tokens in this call, within the grant's
     /// budget (e.g. what is left of a run's budget).
     pub llm_tokens: Option<u64>,
+    /// Route every `llm` request of this call to this model instead of the
+    /// one the guest names (an evolution run's `[[models]]` choice for one
+    /// proposal); the grant must still allow it.
+    pub llm_model: Option<String>,
     /// At most this many `simulator` steps in this call, within the
     /// grant's per-call budget.
     pub sim_steps: Option<u64>,
@@ -188,7 +192,8 @@ impl Runtime {
                 llm::budget_key(opts.run.as_deref(), &p.sha256),
                 opts.llm_tokens,
                 Some(Instant::now() + limits.wall.0),
-            ),
+            )
+            .routed_to(opts.llm_model.clone()),
             simulator: SimulatorState::new(p.grant.simulator.clone(), opts.sim_steps),
             trainer: trainer::TrainerState::new(
                 p.grant.trainer.clone(),
