@@ -135,7 +135,10 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     assert!(out.success(), "the uninterrupted run failed: {}", last_phase(&base.join("clean.log")));
     let expected = fingerprint(&clean);
     let expected_ledger = ledger(&clean, 7);
-    assert!(expected.iter().all(|v| v.5.island.is_some() && v.5.cell.is_some() && v.5.repeats == Some(2)), "{expected:?}");
+    assert!(
+        expected.iter().all(|v| v.5.island.is_some() && v.5.cell.is_some() && v.5.repeats == Some(2)),
+        "{expected:?}"
+    );
     assert!(expected[1..].iter().all(|v| v.5.model.is_some()), "every child has its bandit's model: {expected:?}");
     assert!(expected.len() >= 3, "the run archives the baseline and its children: {expected:?}");
     println!("uninterrupted run: {} ms, {} variants", full.as_millis(), expected.len());

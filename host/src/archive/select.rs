@@ -143,10 +143,9 @@ pub fn weights(method: Selection, candidates: &[Candidate]) -> Vec<f64> {
         }
         // Each candidate's chance is that its Beta draw is the largest: no
         // closed form; its mean is the weight the report can show.
-        Selection::Hgm => candidates
-            .iter()
-            .map(|c| finite_or_zero(c.score, (1.0 + c.score.clamp(0.0, 1.0)) / 3.0))
-            .collect(),
+        Selection::Hgm => {
+            candidates.iter().map(|c| finite_or_zero(c.score, (1.0 + c.score.clamp(0.0, 1.0)) / 3.0)).collect()
+        }
         Selection::Random => vec![1.0; candidates.len()],
     }
 }

@@ -328,7 +328,10 @@ fn check_search(c: &RunConfig, text: &str, origin: &str) -> Result<()> {
         return bad("search.islands", "must be at least 1 (1 is one population, no islands)".into());
     }
     if !(0.0..=1.0).contains(&s.migration_rate) {
-        return bad("search.migration_rate", "is the fraction of an island that migrates; give a number between 0 and 1".into());
+        return bad(
+            "search.migration_rate",
+            "is the fraction of an island that migrates; give a number between 0 and 1".into(),
+        );
     }
     if s.islands > 1 && s.migration_interval > 0 && s.migration_rate == 0.0 {
         return bad(
@@ -505,17 +508,42 @@ mod tests {
         let head = "[run]\nname = \"r\"\nsuite = \"reward-design\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
         for (tail, line, key, says) in [
             ("[search]\nislands = 0\n", 8, "search.islands", "at least 1"),
-            ("[search]\ndescriptors = [\"score\", \"family:poetry\"]\n", 8, "search.descriptors[1]", "no descriptor `family:poetry`; use one of: source_size, score, family:"),
+            (
+                "[search]\ndescriptors = [\"score\", \"family:poetry\"]\n",
+                8,
+                "search.descriptors[1]",
+                "no descriptor `family:poetry`; use one of: source_size, score, family:",
+            ),
             ("[search]\ndescriptors = [\"score\", \"score\"]\n", 8, "search.descriptors[1]", "listed twice"),
             ("[search]\nnovelty_threshold = 0\n", 8, "search.novelty_threshold", "(0, 1]"),
             ("[search]\nrepeats = 0\n", 8, "search.repeats", "between 1 and 100"),
             ("[search]\nmigration_rate = 1.5\n", 8, "search.migration_rate", "between 0 and 1"),
             ("[search]\ncrossover = -0.1\n", 8, "search.crossover", "probability"),
-            ("[search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0\n", 10, "search.migration_rate", "would ever migrate"),
-            ("[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\nweight = 0.4\n", 0, "models", "sum to 0.9"),
-            ("[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\n", 0, "models[1].weight", "every model a weight"),
+            (
+                "[search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0\n",
+                10,
+                "search.migration_rate",
+                "would ever migrate",
+            ),
+            (
+                "[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\nweight = 0.4\n",
+                0,
+                "models",
+                "sum to 0.9",
+            ),
+            (
+                "[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\n",
+                0,
+                "models[1].weight",
+                "every model a weight",
+            ),
             ("[[models]]\nname = \"a\"\n[[models]]\nname = \"a\"\n", 10, "models[1].name", "listed twice"),
-            ("[search]\nmodel_selection = \"ucb\"\n[[models]]\nname = \"a\"\nweight = 1.0\n", 11, "models[0].weight", "UCB"),
+            (
+                "[search]\nmodel_selection = \"ucb\"\n[[models]]\nname = \"a\"\nweight = 1.0\n",
+                11,
+                "models[0].weight",
+                "UCB",
+            ),
         ] {
             let e = RunConfig::parse(&format!("{head}{tail}"), "r.toml").unwrap_err();
             assert_eq!(e.exit_code(), crate::error::ExitCode::Invalid);

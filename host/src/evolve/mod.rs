@@ -671,7 +671,11 @@ impl Ctx<'_> {
             let Ok(text) = std::str::from_utf8(&bytes) else { continue };
             let block = format!("--- {}/{} ---\n{text}\n", search::CROSSOVER_DIR, entry.path);
             if block.len() > left {
-                out.push_str(&format!("--- {}/{}: left out (over the size bound) ---\n", search::CROSSOVER_DIR, entry.path));
+                out.push_str(&format!(
+                    "--- {}/{}: left out (over the size bound) ---\n",
+                    search::CROSSOVER_DIR,
+                    entry.path
+                ));
                 continue;
             }
             left -= block.len();

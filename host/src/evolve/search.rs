@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 
-
 use super::{islands, models, noise, novelty, qd, Ctx};
 use crate::archive::{self, Candidate, Clade, SearchFields, SplitMix64, VariantId, VariantRow, VariantStatus};
 use crate::error::Result;
@@ -127,10 +126,8 @@ impl Ctx<'_> {
         let mut grid_rng = SplitMix64::for_step(run.seed ^ GRID_SALT, step);
         let from_grid = !search.descriptors.is_empty() && grid_rng.next_f64() < search.grid_parents;
         let index = if from_grid {
-            let cells: Vec<(String, f64)> = on_island
-                .iter()
-                .map(|&i| (pool[i].0.search.cell.clone().unwrap_or_default(), pool[i].1))
-                .collect();
+            let cells: Vec<(String, f64)> =
+                on_island.iter().map(|&i| (pool[i].0.search.cell.clone().unwrap_or_default(), pool[i].1)).collect();
             let elites: Vec<usize> = qd::elites(&cells).into_values().collect();
             let pick = elites[grid_rng.below(elites.len() as u64) as usize];
             pick
@@ -182,7 +179,11 @@ impl Ctx<'_> {
                 continue;
             }
             if let (Some(cs), Some(ps)) = (row.visible_score, score.get(parent.0.as_str())) {
-                pulls.push(models::Pull { model: model.clone(), tokens: row.search.tokens.unwrap_or(0), gain: cs - ps });
+                pulls.push(models::Pull {
+                    model: model.clone(),
+                    tokens: row.search.tokens.unwrap_or(0),
+                    gain: cs - ps,
+                });
             }
         }
         Ok(models::choose(&c.models, c.search.model_selection, &pulls, c.run.seed, step))
@@ -255,7 +256,8 @@ impl Ctx<'_> {
                 r.passed = 2 * same.iter().filter(|x| x.passed).count() > same.len();
             }
         }
-        let row = self.archive.get(id)?.ok_or_else(|| crate::error::Error::Internal(anyhow::anyhow!("variant vanished")))?;
+        let row =
+            self.archive.get(id)?.ok_or_else(|| crate::error::Error::Internal(anyhow::anyhow!("variant vanished")))?;
         let cell = if search.descriptors.is_empty() {
             None
         } else {
@@ -286,4 +288,3 @@ impl Ctx<'_> {
         self.archive.record_results(id, &rows, Some(mean), held_out, VariantStatus::Evaluated)
     }
 }
-
