@@ -150,7 +150,8 @@ fn wat_run(dir: &Path, name: &str, search: &str) -> PathBuf {
     p
 }
 
-type SearchFingerprint = Vec<(String, Option<String>, Option<f64>, Option<u32>, Option<String>, Option<f64>, Option<f64>)>;
+type SearchFingerprint =
+    Vec<(String, Option<String>, Option<f64>, Option<u32>, Option<String>, Option<f64>, Option<f64>)>;
 
 fn search_fingerprint(archive: &Archive, run: &str) -> SearchFingerprint {
     archive
@@ -357,7 +358,11 @@ async fn each_child_records_the_model_its_proposal_went_to_and_the_draws_reprodu
         assert_eq!(*tokens, Some(0));
     }
     // The bandit tries each model before it exploits one.
-    let run = wat_run(tmp.path(), "ucb", &format!("[search]\nmodel_selection = \"ucb\"\n{}", models.replace("weight = 0.5\n", "")));
+    let run = wat_run(
+        tmp.path(),
+        "ucb",
+        &format!("[search]\nmodel_selection = \"ucb\"\n{}", models.replace("weight = 0.5\n", "")),
+    );
     let u = evolve_in(&tmp.path().join("u"), &run).await;
     let used: std::collections::BTreeSet<_> = rows(&u).into_iter().filter_map(|r| r.1).collect();
     assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["big".to_string(), "small".to_string()]);
