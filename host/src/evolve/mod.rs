@@ -549,7 +549,13 @@ impl Ctx<'_> {
         let manifest = Manifest::load(staging.join(MANIFEST))?;
         phase(step, "archive-write");
         let tree = self.archive.put_tree(&staging)?;
-        if let Some((like, similarity)) = self.near_duplicate(&tree, generation)? {
+        // A child whose proposal raised an escalation is kept for the
+        // person who decides it, however similar.
+        let twin = match outcome.escalation {
+            None => self.near_duplicate(&tree, generation)?,
+            Some(_) => None,
+        };
+        if let Some((like, similarity)) = twin {
             // Not evaluated: it would spend a whole evaluation to learn what
             // its near-twin already showed. Its blobs stay (content-addressed,
             // shared); no variant row points at them.

@@ -125,12 +125,15 @@ impl Ctx<'_> {
         }
         let mut grid_rng = SplitMix64::for_step(run.seed ^ GRID_SALT, step);
         let from_grid = !search.descriptors.is_empty() && grid_rng.next_f64() < search.grid_parents;
-        let index = if from_grid {
+        let elites: Vec<usize> = if from_grid {
             let cells: Vec<(String, f64)> =
                 on_island.iter().map(|&i| (pool[i].0.search.cell.clone().unwrap_or_default(), pool[i].1)).collect();
-            let elites: Vec<usize> = qd::elites(&cells).into_values().collect();
-            let pick = elites[grid_rng.below(elites.len() as u64) as usize];
-            pick
+            qd::elites(&cells).into_values().collect()
+        } else {
+            Vec::new()
+        };
+        let index = if !elites.is_empty() {
+            elites[grid_rng.below(elites.len() as u64) as usize]
         } else if run.selection == archive::Selection::Hgm {
             let cl = clades(&earlier);
             let per: Vec<Clade> = candidates.iter().map(|c| cl.get(&c.id.0).copied().unwrap_or_default()).collect();
