@@ -177,5 +177,11 @@ mod tests {
         let f = super::super::SearchFields { island: Some(1), cell: Some("0,2".into()), ..Default::default() };
         archive.set_search(&rows[0].id, &f).unwrap();
         assert_eq!(archive.get(&rows[0].id).unwrap().unwrap().search, f);
+        // `archive list --json` prints the rows: island and cell are always
+        // there (null when not recorded), the rest only when recorded.
+        let json = serde_json::to_value(archive.get(&rows[0].id).unwrap().unwrap()).unwrap();
+        assert_eq!((json["island"].clone(), json["cell"].clone()), (serde_json::json!(1), serde_json::json!("0,2")));
+        let old_row = serde_json::to_value(&rows[0]).unwrap();
+        assert!(old_row.get("island").is_some_and(|v| v.is_null()) && old_row.get("model").is_none(), "{old_row}");
     }
 }
