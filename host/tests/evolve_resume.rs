@@ -208,3 +208,61 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     phases.dedup();
     println!("{} kills over {round} rounds ({attempt} attempts); phases hit: {}", kills.len(), phases.join(", "));
 }
+
+/// An archive written before the search columns existed (schema 2), its
+/// run interrupted before its last generation, opens, verifies and resumes
+/// under the same run file: the resumed run ends with the variants of an
+/// uninterrupted one; the old rows read as "not recorded" and the new ones
+/// carry their island.
+#[test]
+fn a_run_archived_under_schema_two_resumes_under_this_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 2\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            root().join("variants/arith-wat").display()
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("first.log");
+    assert!(vivarium(&home, &log).arg("evolve").arg(&run).status().unwrap().success());
+    let expected = fingerprint(&home);
+    assert!(expected.iter().any(|v| v.2 == 2), "{expected:?}");
+    // Take the index back to schema 2, as the build before these columns
+    // left it, and to the moment before generation 2 (steps 3 and 4), as a
+    // kill would have.
+    let conn = rusqlite::Connection::open(home.join("archive/index.sqlite")).unwrap();
+    conn.execute_batch(
+        "DELETE FROM results WHERE variant_id IN (SELECT id FROM variants WHERE generation = 2);
+         DELETE FROM steps WHERE step >= 3;
+         DELETE FROM variants WHERE generation = 2;
+         UPDATE runs SET status = 'running', finished = NULL;",
+    )
+    .unwrap();
+    for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
+        conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
+    }
+    conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
+    drop(conn);
+
+    let log = tmp.path().join("resume.log");
+    let status = vivarium(&home, &log).arg("evolve").arg(&run).arg("--resume").status().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let archive = Archive::open(&home.join("archive")).unwrap();
+    assert_eq!(archive.schema_version().unwrap(), vivarium::archive::SCHEMA_VERSION);
+    let after = fingerprint(&home);
+    let core = |f: &Fingerprint| f.iter().map(|v| (v.0.clone(), v.1.clone(), v.2, v.3, v.4)).collect::<Vec<_>>();
+    assert_eq!(core(&after), core(&expected), "the same variants as the uninterrupted run");
+    for v in &after {
+        if v.2 < 2 {
+            assert_eq!(v.5, Default::default(), "an old row reads as not recorded: {v:?}");
+        } else {
+            assert_eq!(v.5.island, Some(0), "{v:?}");
+        }
+    }
+    assert!(archive.integrity_check().unwrap().is_ok());
+    assert!(vivarium::audit::verify_dir(&home.join("audit")).unwrap().ok);
+}

@@ -114,12 +114,15 @@ pub struct RunConfig {
     #[serde(default)]
     pub budget: Budget,
     /// The search's shape: islands, quality-diversity grid, novelty
-    /// rejection, repeated evaluation, crossover.
-    #[serde(default)]
+    /// rejection, repeated evaluation, crossover. Left out of the stored
+    /// configuration when it is the default, so a run begun before these
+    /// keys existed resumes under the same run file.
+    #[serde(default, skip_serializing_if = "Search::is_default")]
     pub search: Search,
     /// Models the meta-agent's `llm` calls are routed to, one per proposal
-    /// (empty: the variant's own choice).
-    #[serde(default)]
+    /// (empty: the variant's own choice; then left out of the stored
+    /// configuration, as `search` is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelEntry>,
 }
 
@@ -180,6 +183,13 @@ impl Default for Search {
             crossover: 0.0,
             model_selection: ModelSelection::default(),
         }
+    }
+}
+
+impl Search {
+    /// Whether every key has its default (the plain search).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -490,6 +500,9 @@ mod tests {
         let c = RunConfig::parse(head, "r.toml").unwrap();
         assert_eq!(c.search, Search::default());
         assert!(c.models.is_empty());
+        // Stored as before these keys existed, so such a run still resumes.
+        let stored = serde_json::to_value(&c).unwrap();
+        assert!(stored.get("search").is_none() && stored.get("models").is_none(), "{stored}");
         let text = format!(
             "{head}[search]\nislands = 3\nmigration_interval = 2\nmigration_rate = 0.2\n\
              descriptors = [\"source_size\", \"family:cartpole\"]\nnovelty_threshold = 0.95\nrepeats = 3\n\
