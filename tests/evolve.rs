@@ -189,7 +189,7 @@ async fn islands_keep_their_lineages_apart_and_each_variant_has_an_island_and_a_
     // (k − 1) mod 2; the archive keeps a variant once, so the same child
     // made by both islands' steps belongs to both.
     let mut made_by: std::collections::HashMap<_, std::collections::BTreeSet<u32>> = Default::default();
-    for (step, v) in archive.steps("isl").unwrap() {
+    for (step, v, _) in archive.steps("isl").unwrap() {
         if let Some(v) = v {
             made_by.entry(v).or_default().insert(if step == 0 { 0 } else { ((step - 1) % 2) as u32 });
         }
@@ -225,6 +225,8 @@ async fn a_near_duplicate_child_is_counted_and_never_evaluated() {
     assert_eq!(s.refused, 0, "{s:?}");
     let archive = Archive::open(&s.archive_dir).unwrap();
     assert_eq!(archive.step("novel", 1).unwrap(), Some((None, evolve::NEAR_DUPLICATE.to_string())));
+    let html = vivarium::report::render(&archive, "novel").unwrap();
+    assert!(html.contains("6 near-duplicate children were not evaluated"), "the report shows them");
     intact(&tmp.path().join("h"), &archive);
     // Exact copies only: the same children are new enough.
     let run = wat_run(tmp.path(), "exact", "[search]\nnovelty_threshold = 1.0\n");

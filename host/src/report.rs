@@ -292,7 +292,8 @@ pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
     score_chart(&mut h, &model);
     h.push_str("</section>\n");
 
-    search_section(&mut h, &model);
+    let near_duplicates = archive.steps(run_id)?.iter().filter(|(_, _, o)| o == crate::evolve::NEAR_DUPLICATE).count();
+    search_section(&mut h, &model, near_duplicates);
 
     h.push_str("<section id=\"variants\"><h2>Variants</h2>\n");
     variant_table(&mut h, &model);
@@ -760,16 +761,23 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
 }
 
 /// Islands (each one's best and its lineage), the quality-diversity grid's
-/// elites and what each model was used for — only for a run that recorded
-/// them (`[search]`, `[[models]]`).
-fn search_section(h: &mut String, m: &Model<'_>) {
+/// elites, what each model was used for and how many children novelty
+/// rejection skipped — only for a run that recorded them (`[search]`,
+/// `[[models]]`).
+fn search_section(h: &mut String, m: &Model<'_>, near_duplicates: usize) {
     let islands: std::collections::BTreeSet<u32> = m.rows.iter().filter_map(|r| r.search.island).collect();
     let cells = m.rows.iter().any(|r| r.search.cell.is_some());
     let models = m.rows.iter().any(|r| r.search.model.is_some());
-    if islands.len() < 2 && !cells && !models {
+    if islands.len() < 2 && !cells && !models && near_duplicates == 0 {
         return;
     }
     h.push_str("<section id=\"search\"><h2>Search</h2>\n");
+    if near_duplicates > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"note\">{near_duplicates} near-duplicate children were not evaluated (novelty rejection: their source was at least <code>novelty_threshold</code> similar to an archived variant's).</p>\n"
+        );
+    }
     let index: std::collections::HashMap<&str, usize> =
         m.rows.iter().enumerate().map(|(i, r)| (r.id.0.as_str(), i)).collect();
     let best_of = |rows: &mut dyn Iterator<Item = usize>| {

@@ -1053,14 +1053,16 @@ impl Archive {
     }
 
     /// Every finished step of run `run`, in step order, with the variant
-    /// it produced (if any).
-    pub fn steps(&self, run: &str) -> Result<Vec<(u64, Option<VariantId>)>> {
+    /// it produced (if any) and its outcome.
+    pub fn steps(&self, run: &str) -> Result<Vec<(u64, Option<VariantId>, String)>> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare("SELECT step, variant_id FROM steps WHERE run_id = ?1 ORDER BY step")
+            .prepare("SELECT step, variant_id, outcome FROM steps WHERE run_id = ?1 ORDER BY step")
             .map_err(db_err("cannot read steps"))?;
         let rows = stmt
-            .query_map([run], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<String>>(1)?.map(VariantId))))
+            .query_map([run], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<String>>(1)?.map(VariantId), r.get::<_, String>(2)?))
+            })
             .map_err(db_err("cannot read steps"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
     }

@@ -84,7 +84,7 @@ impl Ctx<'_> {
         let n_init = run.initial.len() as u64;
         let mut made_by: HashMap<String, Vec<u32>> = HashMap::new();
         let first_of_generation = n_init + u64::from(generation - 1) * u64::from(run.children_per_generation);
-        for (s, v) in self.archive.steps(&self.run_id)? {
+        for (s, v, _) in self.archive.steps(&self.run_id)? {
             let Some(v) = v.filter(|_| s < first_of_generation) else { continue };
             let isl = if s < n_init {
                 islands::initial_island(s, search.islands)
@@ -174,7 +174,7 @@ impl Ctx<'_> {
         let by_id: HashMap<&str, &VariantRow> = rows.iter().map(|v| (v.id.0.as_str(), v)).collect();
         let mut pulls = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (s, v) in self.archive.steps(&self.run_id)? {
+        for (s, v, _) in self.archive.steps(&self.run_id)? {
             let Some(v) = v.filter(|_| s < first_of_generation) else { continue };
             let Some(row) = by_id.get(v.0.as_str()) else { continue };
             let (Some(model), Some(parent)) = (&row.search.model, &row.parent) else { continue };
