@@ -291,3 +291,52 @@ impl Ctx<'_> {
         self.archive.record_results(id, &rows, Some(mean), held_out, VariantStatus::Evaluated)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, parent: Option<&str>, score: f64) -> VariantRow {
+        VariantRow {
+            id: VariantId(id.into()),
+            run_id: "r".into(),
+            parent: parent.map(|p| VariantId(p.into())),
+            generation: 0,
+            language: "wat".into(),
+            component_sha: None,
+            tree_sha: String::new(),
+            grant_digest: String::new(),
+            visible_score: Some(score),
+            held_out_score: None,
+            status: VariantStatus::Evaluated,
+            summary: String::new(),
+            created: String::new(),
+            updated: String::new(),
+            children: 0,
+            search: SearchFields::default(),
+        }
+    }
+
+    #[test]
+    fn a_clade_sums_a_variant_and_all_its_descendants() {
+        // a ← b ← c, a ← d; e alone.
+        let rows = [
+            row("a", None, 0.2),
+            row("b", Some("a"), 0.6),
+            row("c", Some("b"), 1.0),
+            row("d", Some("a"), 0.0),
+            row("e", None, 0.5),
+        ];
+        let refs: Vec<&VariantRow> = rows.iter().collect();
+        let cl = clades(&refs);
+        assert_eq!(cl["a"].size, 4);
+        assert!((cl["a"].successes - 1.8).abs() < 1e-12 && (cl["a"].failures - 2.2).abs() < 1e-12, "{:?}", cl["a"]);
+        assert_eq!(cl["b"].size, 2);
+        assert!((cl["b"].successes - 1.6).abs() < 1e-12);
+        assert_eq!((cl["c"].size, cl["d"].size, cl["e"].size), (1, 1, 1));
+        // A lower bound from repeats is what counts.
+        let mut noisy = row("n", None, 0.9);
+        noisy.search = SearchFields { repeats: Some(3), score_lo: Some(0.4), ..SearchFields::default() };
+        assert!((clades(&[&noisy])["n"].successes - 0.4).abs() < 1e-12);
+    }
+}
