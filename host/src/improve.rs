@@ -73,6 +73,9 @@ pub struct ImproveOutcome {
     /// Wall time of the meta-agent's own call, in milliseconds (what the
     /// host's part of an improve step is measured without).
     pub meta_agent_ms: f64,
+    /// LLM tokens (prompt + completion, pending included) the meta-agent's
+    /// call spent on this proposal.
+    pub llm_tokens: u64,
     /// The child's component bytes.
     #[serde(skip)]
     pub component: Vec<u8>,
@@ -113,6 +116,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     let meta_started = std::time::Instant::now();
     let report = session.improve(&prepared, &ctx, &req.call).await?;
     let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
+    let llm_tokens = report.services.llm.as_ref().map_or(0, |u| u.tokens());
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {
@@ -197,6 +201,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 escalation,
                 build_ms,
                 meta_agent_ms,
+                llm_tokens,
                 component,
                 grant_digest,
             })

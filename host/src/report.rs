@@ -292,6 +292,9 @@ pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
     score_chart(&mut h, &model);
     h.push_str("</section>\n");
 
+    let near_duplicates = archive.steps(run_id)?.iter().filter(|(_, _, o)| o == crate::evolve::NEAR_DUPLICATE).count();
+    search_section(&mut h, &model, near_duplicates);
+
     h.push_str("<section id=\"variants\"><h2>Variants</h2>\n");
     variant_table(&mut h, &model);
     h.push_str("</section>\n");
@@ -679,9 +682,23 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
             (v - o).abs().max(1.0)
         );
     }
-    // Every variant's scores.
+    // Every variant's scores; a bar for the 95 % interval of a variant
+    // evaluated more than once.
     for r in &scored {
         let x = xg(r.generation);
+        if let (Some(lo_s), Some(hi_s)) = (r.search.score_lo, r.search.score_hi) {
+            let _ = write!(
+                h,
+                "<line class=\"ci\" x1=\"{x:.1}\" y1=\"{:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"><title>{}</title></line>",
+                ys(hi_s.min(hi)),
+                ys(lo_s.max(lo)),
+                escape(&format!(
+                    "{} 95% interval [{lo_s:.4}, {hi_s:.4}] over {} evaluations",
+                    r.id,
+                    r.search.repeats.unwrap_or(1)
+                ))
+            );
+        }
         let tip = format!(
             "{} (gen {}) visible {} held-out {}",
             r.id,
@@ -741,6 +758,113 @@ fn score_chart(h: &mut String, m: &Model<'_>) {
         }
     }
     h.push_str("</svg>\n");
+}
+
+/// Islands (each one's best and its lineage), the quality-diversity grid's
+/// elites, what each model was used for and how many children novelty
+/// rejection skipped — only for a run that recorded them (`[search]`,
+/// `[[models]]`).
+fn search_section(h: &mut String, m: &Model<'_>, near_duplicates: usize) {
+    let islands: std::collections::BTreeSet<u32> = m.rows.iter().filter_map(|r| r.search.island).collect();
+    let cells = m.rows.iter().any(|r| r.search.cell.is_some());
+    let models = m.rows.iter().any(|r| r.search.model.is_some());
+    if islands.len() < 2 && !cells && !models && near_duplicates == 0 {
+        return;
+    }
+    h.push_str("<section id=\"search\"><h2>Search</h2>\n");
+    if near_duplicates > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"note\">{near_duplicates} near-duplicate children were not evaluated (novelty rejection: their source was at least <code>novelty_threshold</code> similar to an archived variant's).</p>\n"
+        );
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        m.rows.iter().enumerate().map(|(i, r)| (r.id.0.as_str(), i)).collect();
+    let best_of = |rows: &mut dyn Iterator<Item = usize>| {
+        rows.filter(|&i| m.rows[i].selection_score().is_some()).fold(None, |b: Option<usize>, i| match b {
+            Some(j) if m.rows[j].selection_score() >= m.rows[i].selection_score() => Some(j),
+            _ => Some(i),
+        })
+    };
+    let link = |i: usize| {
+        let r = &m.rows[i];
+        format!("<a href=\"#row-{}\">{}</a> ({})", escape(&r.id.0), escape(short(&r.id)), fmt_score(r.visible_score))
+    };
+    if islands.len() >= 2 {
+        h.push_str("<h3>Islands</h3>\n<p class=\"note\">Each island's variants (by the island that first made them), its best, and the best's lineage from the root — a lineage that crosses islands shows a migration.</p>\n<table>\n<thead><tr><th>island</th><th>variants</th><th>best</th><th>lineage of the best</th></tr></thead>\n<tbody>\n");
+        for k in &islands {
+            let members: Vec<usize> = (0..m.rows.len()).filter(|&i| m.rows[i].search.island == Some(*k)).collect();
+            let best = best_of(&mut members.iter().copied());
+            let mut chain = Vec::new();
+            let mut at = best;
+            while let Some(i) = at {
+                chain.push(format!(
+                    "{}<sub>{}</sub>",
+                    link(i),
+                    m.rows[i].search.island.map_or("–".into(), |x| x.to_string())
+                ));
+                at = m.rows[i].parent.as_ref().and_then(|p| index.get(p.0.as_str()).copied());
+                if chain.len() > m.rows.len() {
+                    break;
+                }
+            }
+            chain.reverse();
+            let _ = write!(
+                h,
+                "<tr><td>{k}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
+                members.len(),
+                best.map(link).unwrap_or_else(|| "–".into()),
+                chain.join(" → ")
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    if cells {
+        let mut by_cell: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, r) in m.rows.iter().enumerate() {
+            if let Some(c) = &r.search.cell {
+                by_cell.entry(c.as_str()).or_default().push(i);
+            }
+        }
+        let _ = write!(h, "<h3>Quality-diversity grid</h3>\n<p class=\"note\">{} occupied cells; each keeps its best variant (its elite).</p>\n<table>\n<thead><tr><th>cell</th><th>variants</th><th>elite</th></tr></thead>\n<tbody>\n", by_cell.len());
+        for (c, members) in &by_cell {
+            let elite = best_of(&mut members.iter().copied());
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>\n",
+                escape(c),
+                members.len(),
+                elite.map(link).unwrap_or_else(|| "–".into())
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    if models {
+        let mut per: std::collections::BTreeMap<&str, (usize, u64, f64, usize)> = Default::default();
+        for r in m.rows {
+            let Some(model) = &r.search.model else { continue };
+            let e = per.entry(model.as_str()).or_default();
+            e.0 += 1;
+            e.1 += r.search.tokens.unwrap_or(0);
+            let parent = r.parent.as_ref().and_then(|p| index.get(p.0.as_str())).and_then(|&i| m.rows[i].visible_score);
+            if let (Some(c), Some(p)) = (r.visible_score, parent) {
+                e.2 += c - p;
+                e.3 += 1;
+            }
+        }
+        h.push_str("<h3>Models</h3>\n<p class=\"note\">Archived children per model (refused proposals leave none), the tokens their proposals spent, and their mean change over the parent's visible score.</p>\n<table>\n<thead><tr><th>model</th><th>children</th><th>tokens</th><th>mean change</th></tr></thead>\n<tbody>\n");
+        for (model, (n, tokens, gain, scored)) in &per {
+            let mean = if *scored > 0 { Some(gain / *scored as f64) } else { None };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{n}</td><td class=\"num\">{tokens}</td><td class=\"num\">{}</td></tr>\n",
+                escape(model),
+                fmt_score(mean)
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    h.push_str("</section>\n");
 }
 
 fn variant_table(h: &mut String, m: &Model<'_>) {
@@ -825,6 +949,7 @@ svg text { font: 10px ui-monospace, SFMono-Regular, Menlo, monospace; fill: var(
 .gap-band { fill: var(--warn); fill-opacity: 0.16; stroke: none; }
 .line { fill: none; stroke-width: 2.5; } .line.visible { stroke: var(--vis); } .line.held-out { stroke: var(--held); stroke-dasharray: 6 3; }
 .pt.visible { fill: var(--vis); fill-opacity: 0.45; } .pt.held-out { fill: none; stroke: var(--held); stroke-opacity: 0.7; }
+.ci { stroke: var(--vis); stroke-width: 2; stroke-opacity: 0.6; }
 .chart-legend text { font-size: 11px; }
 .gap-callout { font-size: 12px; font-weight: 600; } .gap-callout.warn { fill: var(--warn); }
 table { border-collapse: collapse; width: 100%; font-size: 13px; }
@@ -882,5 +1007,68 @@ mod tests {
     fn clip_counts_chars() {
         assert_eq!(clip("héllo", 10), "héllo");
         assert_eq!(clip("héllo", 2), "hé…");
+    }
+
+    #[test]
+    fn the_search_section_shows_islands_cells_models_and_intervals() {
+        use crate::archive::{NewVariant, SearchFields, VariantStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let a = Archive::open(&dir.path().join("archive")).unwrap();
+        a.begin_run("s", &serde_json::json!({})).unwrap();
+        let mut ids: Vec<crate::archive::VariantId> = Vec::new();
+        for (k, (parent, island, score, model)) in
+            [(None, 0, 0.2, None), (Some(0), 1, 0.5, Some("small")), (Some(1), 1, 0.7, Some("big"))]
+                .into_iter()
+                .enumerate()
+        {
+            let t = dir.path().join(format!("t{k}"));
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("variant.toml"), format!("# {k}\n")).unwrap();
+            let tree = a.put_tree(&t).unwrap();
+            let id = a
+                .add_variant(&NewVariant {
+                    run_id: "s".into(),
+                    parent: parent.map(|p: usize| ids[p].clone()),
+                    generation: k as u32,
+                    language: "wat".into(),
+                    tree_sha: tree,
+                    grant_digest: "g".into(),
+                    summary: format!("v{k} <b>"),
+                    ..Default::default()
+                })
+                .unwrap();
+            a.set_search(
+                &id,
+                &SearchFields {
+                    island: Some(island),
+                    cell: Some(format!("{k},0")),
+                    repeats: Some(3),
+                    score_lo: Some(score - 0.1),
+                    score_hi: Some(score + 0.1),
+                    model: model.map(String::from),
+                    tokens: model.map(|_| 1200),
+                },
+            )
+            .unwrap();
+            a.record_results(&id, &[], Some(score), None, VariantStatus::Evaluated).unwrap();
+            ids.push(id);
+        }
+        let html = render(&a, "s").unwrap();
+        assert!(html.contains("<h2>Search</h2>") && html.contains("<h3>Islands</h3>"), "{html}");
+        assert_eq!(html.matches("<line class=\"ci\"").count(), 3, "one interval bar per variant");
+        assert!(html.contains("95% interval [0.6000, 0.8000] over 3 evaluations"));
+        assert!(html.contains("3 occupied cells"));
+        // Island 1's best is the third variant; its lineage starts on island 0.
+        let islands = &html[html.find("<h3>Islands</h3>").unwrap()..html.find("<h3>Quality").unwrap()];
+        assert!(islands.contains(&format!("#row-{}", ids[2].0)), "{islands}");
+        assert!(islands.contains("<sub>0</sub> → "), "a lineage crossing islands: {islands}");
+        let models = &html[html.find("<h3>Models</h3>").unwrap()..];
+        assert!(
+            models.contains(
+                "<td>big</td><td class=\"num\">1</td><td class=\"num\">1200</td><td class=\"num\">0.2000</td>"
+            ),
+            "{models}"
+        );
+        assert!(!html.contains("v1 <b>"), "summaries stay escaped");
     }
 }

@@ -556,7 +556,7 @@ class RewardModel(vivarium.RewardModel):
 /// saying why, and the host carries on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_reward_model_answers_each_chunk_on_one_instance() {
-    use vivarium::sim::reward::RewardInstance;
+    use vivarium::runtime::reward::RewardInstance;
     use vivarium::sim::{EnvKind, Step};
     warm().await;
     let tmp = tempfile::tempdir().unwrap();

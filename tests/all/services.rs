@@ -914,6 +914,32 @@ async fn llm_grant_models_rate_and_request_size() {
 }
 
 #[tokio::test]
+async fn a_routed_call_sends_every_request_to_the_routed_model_within_the_grant() {
+    init();
+    let server = FakeServer::start();
+    let mut c = config(&server);
+    c.model_map = [("small".to_string(), "p-small".to_string()), ("large".to_string(), "p-large".to_string())].into();
+    let rt = llm_runtime(c, None);
+    let mut l = llm_grant(100_000);
+    l.models = vec!["small".into()];
+    let p = prepared(&rt, grant(l, 1)).await;
+    // The guest names `large`, which its grant lacks; the run routes the
+    // call to `small`, which it has: the request goes out as `p-small`.
+    let to_small = CallOptions { llm_model: Some("small".into()), ..CallOptions::default() };
+    let (out, _) = script(&rt, &p, &to_small, "llm large 5 hi").await;
+    assert!(out[0].starts_with("ok "), "{}", out[0]);
+    let sent = server.received();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body.contains("\"p-small\""), "{}", sent[0].body);
+    // Routed to a model outside the grant: refused like the guest's own ask.
+    let to_large = CallOptions { llm_model: Some("large".into()), ..CallOptions::default() };
+    let (out, _) = script(&rt, &p, &to_large, "llm small 5 hi").await;
+    assert_eq!(err_kind(&out[0]), "denied");
+    assert!(out[0].contains("\"large\" is not in this variant's grant"), "{}", out[0]);
+    assert_eq!(server.received().len(), 1, "nothing more was sent");
+}
+
+#[tokio::test]
 async fn llm_without_a_configured_provider_is_unavailable() {
     init();
     let rt = runtime();

@@ -23,7 +23,7 @@
 //! (`target/`, `node_modules/`, `__pycache__/`, `.git/`) and refuses
 //! (symbolic links, special files).
 //!
-//! # Schema (version 1)
+//! # Schema (version 3)
 //!
 //! ```text
 //! schema_version(version)                       one row: migrations applied
@@ -31,11 +31,14 @@
 //!     status ∈ running | finished | stopped | failed
 //! variants(seq INTEGER PK, id UNIQUE, run_id → runs, parent_id → variants,
 //!          generation ≥ 0, language, component_sha?, tree_sha, grant_digest,
-//!          visible_score?, held_out_score?, status, summary, created, updated)
+//!          visible_score?, held_out_score?, status, summary, created, updated,
+//!          island?, cell?, repeats?, score_lo?, score_hi?, model?, tokens?)
 //!     status ∈ pending | evaluated | failed | refused
+//!     (the last seven, added by migration 3: see [`SearchFields`])
 //!     UNIQUE (run_id, ifnull(component_sha, 'tree:' || tree_sha), ifnull(parent_id, ''))
 //! results(variant_id → variants, split, task_id, passed, score, note)
 //!     PK (variant_id, split, task_id); split ∈ visible | held-out
+//! steps(run_id → runs, step, variant_id?, outcome)      PK (run_id, step)
 //! ```
 //!
 //! Tables are `STRICT`; timestamps are RFC 3339 UTC with milliseconds
@@ -135,7 +138,7 @@ use serde::{Deserialize, Serialize};
 pub use blobs::{is_sha256, sha256_hex, BlobState, BlobStore};
 pub use integrity::{IntegrityReport, Problem};
 pub use schema::SCHEMA_VERSION;
-pub use select::{choose, probabilities, weights, Candidate, Selection, SplitMix64};
+pub use select::{choose, choose_hgm, probabilities, weights, Candidate, Clade, Selection, SplitMix64};
 pub use tree::TreeEntry;
 
 use crate::audit::now_rfc3339;
@@ -332,6 +335,52 @@ pub struct VariantRow {
     pub updated: String,
     /// How many variants name it as their parent (any status).
     pub children: u32,
+    /// Where the search placed it and how sure its score is (absent in
+    /// archives written before these columns, and for plain runs).
+    #[serde(flatten)]
+    pub search: SearchFields,
+}
+
+impl VariantRow {
+    /// The score parent selection and "best" use: the lower bound of the
+    /// 95 % interval when the variant was evaluated more than once, else
+    /// its visible score.
+    pub fn selection_score(&self) -> Option<f64> {
+        match (self.search.repeats, self.search.score_lo) {
+            (Some(n), Some(lo)) if n > 1 => Some(lo),
+            _ => self.visible_score,
+        }
+    }
+}
+
+/// A variant's place in the search: island, quality-diversity cell, the
+/// 95 % interval of its visible score over repeated evaluations, and the
+/// model its proposal was routed to. Every field is optional, so an archive
+/// written before them reads as "not recorded".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchFields {
+    /// The island it lives on (`null` when not recorded).
+    #[serde(default)]
+    pub island: Option<u32>,
+    /// Its MAP-Elites cell (bin indices joined by `,`; `null` without a
+    /// grid).
+    #[serde(default)]
+    pub cell: Option<String>,
+    /// Evaluations its visible score is the mean of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<u32>,
+    /// Lower end of the 95 % interval of its visible score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_lo: Option<f64>,
+    /// Upper end of the 95 % interval of its visible score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_hi: Option<f64>,
+    /// The model its proposal was routed to (`[[models]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// LLM tokens the proposal that made it spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
 }
 
 /// One task's result for a variant.
@@ -361,7 +410,8 @@ pub struct Archive {
 const VARIANT_COLUMNS: &str = "v.id, v.run_id, v.parent_id, v.generation, v.language, \
     v.component_sha, v.tree_sha, v.grant_digest, v.visible_score, v.held_out_score, v.status, \
     v.summary, v.created, v.updated, \
-    (SELECT count(*) FROM variants c WHERE c.parent_id = v.id)";
+    (SELECT count(*) FROM variants c WHERE c.parent_id = v.id), \
+    v.island, v.cell, v.repeats, v.score_lo, v.score_hi, v.model, v.tokens";
 
 fn variant_from_row(r: &Row<'_>) -> rusqlite::Result<VariantRow> {
     let status: String = r.get(10)?;
@@ -383,6 +433,15 @@ fn variant_from_row(r: &Row<'_>) -> rusqlite::Result<VariantRow> {
         created: r.get(12)?,
         updated: r.get(13)?,
         children: r.get(14)?,
+        search: SearchFields {
+            island: r.get(15)?,
+            cell: r.get(16)?,
+            repeats: r.get(17)?,
+            score_lo: r.get(18)?,
+            score_hi: r.get(19)?,
+            model: r.get(20)?,
+            tokens: r.get::<_, Option<i64>>(21)?.map(|t| t.max(0) as u64),
+        },
     })
 }
 
@@ -789,6 +848,46 @@ impl Archive {
         Ok(())
     }
 
+    /// Set variant `id`'s [`SearchFields`] (every field, as given). The
+    /// evolution loop calls it before [`record_results`](Self::record_results)
+    /// marks the variant evaluated, so an evaluated variant always has them.
+    ///
+    /// Errors: [`Error::Invalid`] for no such variant, a non-finite bound,
+    /// or a cell or model name that is not 1 to 256 bytes without control
+    /// characters.
+    pub fn set_search(&self, id: &VariantId, f: &SearchFields) -> Result<()> {
+        check_score("score interval", f.score_lo)?;
+        check_score("score interval", f.score_hi)?;
+        if let Some(c) = &f.cell {
+            check_name("cell", c)?;
+        }
+        if let Some(m) = &f.model {
+            check_name("model", m)?;
+        }
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE variants SET island = ?2, cell = ?3, repeats = ?4, score_lo = ?5, score_hi = ?6, \
+                 model = ?7, tokens = ?8, updated = ?9 WHERE id = ?1",
+                params![
+                    id.0,
+                    f.island,
+                    f.cell,
+                    f.repeats,
+                    f.score_lo,
+                    f.score_hi,
+                    f.model,
+                    f.tokens.map(|t| t.min(i64::MAX as u64) as i64),
+                    now_rfc3339()
+                ],
+            )
+            .map_err(db_err("cannot update the variant's search fields"))?;
+        if n == 0 {
+            return Err(Error::invalid(format!("no variant {id} in the archive")));
+        }
+        Ok(())
+    }
+
     /// Set variant `id`'s status, and its summary when one is given.
     pub fn set_status(&self, id: &VariantId, status: VariantStatus, summary: Option<&str>) -> Result<()> {
         let n = self
@@ -953,6 +1052,21 @@ impl Archive {
         Ok(())
     }
 
+    /// Every finished step of run `run`, in step order, with the variant
+    /// it produced (if any) and its outcome.
+    pub fn steps(&self, run: &str) -> Result<Vec<(u64, Option<VariantId>, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT step, variant_id, outcome FROM steps WHERE run_id = ?1 ORDER BY step")
+            .map_err(db_err("cannot read steps"))?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<String>>(1)?.map(VariantId), r.get::<_, String>(2)?))
+            })
+            .map_err(db_err("cannot read steps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
+    }
+
     /// The record of step `step` of run `run`: `None` when it has not
     /// finished; otherwise the variant it produced (if any) and its outcome.
     pub fn step(&self, run: &str, step: u64) -> Result<Option<(Option<VariantId>, String)>> {
@@ -993,18 +1107,21 @@ impl Archive {
     }
 
     /// The evaluated variant of run `run` with the highest visible score
-    /// (the earliest on ties), if any.
+    /// (the earliest on ties), if any. A variant evaluated more than once
+    /// is ranked by its interval's lower bound ([`SearchFields::score_lo`]),
+    /// so one lucky evaluation does not make a variant the best.
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {
-        let mut best: Option<VariantRow> = None;
+        let rank = VariantRow::selection_score;
+        let mut best: Option<(VariantRow, f64)> = None;
         for v in self.list(Some(run))? {
-            let Some(s) = v.visible_score.filter(|_| v.status == VariantStatus::Evaluated) else {
+            let Some(s) = rank(&v).filter(|_| v.status == VariantStatus::Evaluated) else {
                 continue;
             };
-            if best.as_ref().and_then(|b| b.visible_score).is_none_or(|b| s > b) {
-                best = Some(v);
+            if best.as_ref().is_none_or(|(_, b)| s > *b) {
+                best = Some((v, s));
             }
         }
-        Ok(best)
+        Ok(best.map(|(v, _)| v))
     }
 
     /// Check everything the index refers to. See [`IntegrityReport`].

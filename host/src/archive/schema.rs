@@ -72,6 +72,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, step)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 3: where the search placed a variant (island, quality-diversity cell),
+    // its score's interval over repeated evaluations, and the model its
+    // proposal went to. Nullable, so rows written before read as "not
+    // recorded".
+    r#"
+    ALTER TABLE variants ADD COLUMN island INTEGER CHECK (island >= 0);
+    ALTER TABLE variants ADD COLUMN cell TEXT;
+    ALTER TABLE variants ADD COLUMN repeats INTEGER CHECK (repeats >= 1);
+    ALTER TABLE variants ADD COLUMN score_lo REAL;
+    ALTER TABLE variants ADD COLUMN score_hi REAL;
+    ALTER TABLE variants ADD COLUMN model TEXT;
+    ALTER TABLE variants ADD COLUMN tokens INTEGER CHECK (tokens >= 0);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -115,4 +128,60 @@ pub(crate) fn version(conn: &Connection) -> Result<u32> {
         .optional()
         .map_err(db_err("cannot read schema_version"))?;
     Ok(v.unwrap_or(0) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive written by the build before migration 3 (schema 2, one run
+    /// and one evaluated variant) opens, gains the search columns as "not
+    /// recorded", and keeps everything it held.
+    #[test]
+    fn an_archive_of_schema_two_opens_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = super::super::Archive::open(dir.path()).unwrap();
+        archive.begin_run("old", &serde_json::json!({})).unwrap();
+        let tree_dir = dir.path().join("t");
+        std::fs::create_dir_all(&tree_dir).unwrap();
+        std::fs::write(tree_dir.join("variant.toml"), "[variant]\n").unwrap();
+        let tree = archive.put_tree(&tree_dir).unwrap();
+        let id = archive
+            .add_variant(&super::super::NewVariant {
+                run_id: "old".into(),
+                language: "wat".into(),
+                tree_sha: tree,
+                grant_digest: "g".into(),
+                summary: "initial".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        archive.record_results(&id, &[], Some(0.5), None, super::super::VariantStatus::Evaluated).unwrap();
+        let path = archive.index_path();
+        drop(archive);
+        // Take the database back to schema 2: drop the columns migration 3 added.
+        let conn = Connection::open(&path).unwrap();
+        for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
+            conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
+        }
+        conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
+        drop(conn);
+
+        let archive = super::super::Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.schema_version().unwrap(), SCHEMA_VERSION);
+        let rows = archive.list(Some("old")).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].visible_score, Some(0.5));
+        assert_eq!(rows[0].search, Default::default(), "not recorded");
+        assert!(archive.integrity_check().unwrap().is_ok());
+        let f = super::super::SearchFields { island: Some(1), cell: Some("0,2".into()), ..Default::default() };
+        archive.set_search(&rows[0].id, &f).unwrap();
+        assert_eq!(archive.get(&rows[0].id).unwrap().unwrap().search, f);
+        // `archive list --json` prints the rows: island and cell are always
+        // there (null when not recorded), the rest only when recorded.
+        let json = serde_json::to_value(archive.get(&rows[0].id).unwrap().unwrap()).unwrap();
+        assert_eq!((json["island"].clone(), json["cell"].clone()), (serde_json::json!(1), serde_json::json!("0,2")));
+        let old_row = serde_json::to_value(&rows[0]).unwrap();
+        assert!(old_row.get("island").is_some_and(|v| v.is_null()) && old_row.get("model").is_none(), "{old_row}");
+    }
 }

@@ -6,6 +6,20 @@
 //! | `dgm-h` | `sigmoid(10·(s − m)) × exp(−(c/8)³)`, `m` = mean of the top three scores (of all, when fewer than three) (DGM-H) |
 //! | `greedy` | 1 for the best score (ties → the earliest candidate), 0 for the rest (autoresearch's keep-if-better) |
 //! | `random` | 1 for every candidate |
+//! | `hgm` | no closed form: Thompson sampling on clade-metaproductivity (below) |
+//!
+//! # `hgm`: the Huxley-Gödel Machine's clade-metaproductivity
+//!
+//! HGM (Wang et al. 2025) values a parent not by its own score but by how
+//! its whole *clade* — itself and every descendant evaluated so far — has
+//! done: a lineage that keeps producing good children is worth expanding
+//! even when its root scores less. Each candidate's clade gives pseudo
+//! counts `successes = Σ s`, `failures = Σ (1 − s)` over the clade's
+//! scores `s ∈ [0, 1]`; [`choose_hgm`] draws `θ ~ Beta(1 + successes, 1 +
+//! failures)` per candidate and takes the largest draw (Thompson sampling),
+//! so a clade with few evaluations is still explored and one with many
+//! good ones is exploited. Scores outside `[0, 1]` are clamped. Without
+//! clade data ([`choose`] with `hgm`), each candidate is its own clade.
 //!
 //! The probability of a candidate is its weight over the sum. A candidate
 //! whose score is not finite gets weight 0; when every weight is 0 (or the
@@ -48,19 +62,24 @@ pub enum Selection {
     /// Uniform.
     #[serde(rename = "random")]
     Random,
+    /// Thompson sampling on clade-metaproductivity (Huxley-Gödel Machine).
+    #[serde(rename = "hgm")]
+    Hgm,
 }
 
 impl Selection {
     /// Every method, in documentation order.
-    pub const ALL: [Selection; 4] = [Selection::Dgm, Selection::DgmH, Selection::Greedy, Selection::Random];
+    pub const ALL: [Selection; 5] =
+        [Selection::Dgm, Selection::DgmH, Selection::Greedy, Selection::Random, Selection::Hgm];
 
-    /// The method's name in `run.toml` (`dgm`, `dgm-h`, `greedy`, `random`).
+    /// The method's name in `run.toml` (`dgm`, `dgm-h`, `greedy`, `random`, `hgm`).
     pub fn as_str(self) -> &'static str {
         match self {
             Selection::Dgm => "dgm",
             Selection::DgmH => "dgm-h",
             Selection::Greedy => "greedy",
             Selection::Random => "random",
+            Selection::Hgm => "hgm",
         }
     }
 }
@@ -75,7 +94,7 @@ impl FromStr for Selection {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Selection::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            Error::invalid(format!("unknown parent selection {s:?} (expected dgm, dgm-h, greedy or random)"))
+            Error::invalid(format!("unknown parent selection {s:?} (expected dgm, dgm-h, greedy, random or hgm)"))
         })
     }
 }
@@ -122,6 +141,11 @@ pub fn weights(method: Selection, candidates: &[Candidate]) -> Vec<f64> {
             let best = best_index(candidates);
             (0..candidates.len()).map(|i| if Some(i) == best { 1.0 } else { 0.0 }).collect()
         }
+        // Each candidate's chance is that its Beta draw is the largest: no
+        // closed form; its mean is the weight the report can show.
+        Selection::Hgm => {
+            candidates.iter().map(|c| finite_or_zero(c.score, (1.0 + c.score.clamp(0.0, 1.0)) / 3.0)).collect()
+        }
         Selection::Random => vec![1.0; candidates.len()],
     }
 }
@@ -143,6 +167,10 @@ pub fn probabilities(method: Selection, candidates: &[Candidate]) -> Vec<f64> {
 /// Draw one parent: the index into `candidates`, or `None` when there are
 /// none. Deterministic in `(method, candidates, seed, step)`.
 pub fn choose(method: Selection, candidates: &[Candidate], seed: u64, step: u64) -> Option<usize> {
+    if method == Selection::Hgm {
+        let own: Vec<Clade> = candidates.iter().map(|c| Clade::default().with(c.score)).collect();
+        return choose_hgm(candidates, &own, seed, step);
+    }
     let probs = probabilities(method, candidates);
     if probs.is_empty() {
         return None;
@@ -158,6 +186,91 @@ pub fn choose(method: Selection, candidates: &[Candidate], seed: u64, step: u64)
     // Rounding left `u` just above the last partial sum: take the last
     // candidate that can be drawn at all.
     probs.iter().rposition(|p| *p > 0.0)
+}
+
+/// What a candidate's clade (itself and its evaluated descendants) has
+/// scored, as `hgm`'s pseudo counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Clade {
+    /// Σ score over the clade.
+    pub successes: f64,
+    /// Σ (1 − score) over the clade.
+    pub failures: f64,
+    /// Variants in the clade.
+    pub size: u32,
+}
+
+impl Clade {
+    /// This clade with one more member scoring `score` (clamped to
+    /// `[0, 1]`; a non-finite score counts as 0).
+    pub fn with(mut self, score: f64) -> Self {
+        let s = if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 };
+        self.successes += s;
+        self.failures += 1.0 - s;
+        self.size += 1;
+        self
+    }
+
+    /// The clade-metaproductivity estimate: the mean of its Beta posterior.
+    pub fn mean(&self) -> f64 {
+        (1.0 + self.successes) / (2.0 + self.successes + self.failures)
+    }
+}
+
+/// `hgm`: per candidate a draw from `Beta(1 + successes, 1 + failures)` of
+/// its clade (`clades[i]` for `candidates[i]`), the index of the largest
+/// (the earliest on ties); `None` for no candidates. Deterministic in
+/// `(clades, seed, step)`.
+pub fn choose_hgm(candidates: &[Candidate], clades: &[Clade], seed: u64, step: u64) -> Option<usize> {
+    if candidates.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64::for_step(seed, step);
+    let mut best: Option<(usize, f64)> = None;
+    for (i, c) in clades.iter().enumerate().take(candidates.len()) {
+        let theta = beta(&mut rng, 1.0 + c.successes, 1.0 + c.failures);
+        if best.is_none_or(|(_, b)| theta > b) {
+            best = Some((i, theta));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// A `Beta(a, b)` draw (`a, b ≥ 1`) as `X / (X + Y)` of two Gamma draws.
+fn beta(rng: &mut SplitMix64, a: f64, b: f64) -> f64 {
+    let x = gamma(rng, a);
+    let y = gamma(rng, b);
+    if x + y > 0.0 {
+        x / (x + y)
+    } else {
+        0.5
+    }
+}
+
+/// A `Gamma(shape, 1)` draw for `shape ≥ 1` (Marsaglia & Tsang 2000).
+fn gamma(rng: &mut SplitMix64, shape: f64) -> f64 {
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let (x, v) = loop {
+            let x = normal(rng);
+            let v = 1.0 + c * x;
+            if v > 0.0 {
+                break (x, v * v * v);
+            }
+        };
+        let u = rng.next_f64();
+        if u < 1.0 - 0.0331 * x.powi(4) || u.max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+            return d * v;
+        }
+    }
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut SplitMix64) -> f64 {
+    let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+    let u2 = rng.next_f64();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 fn finite_or_zero(score: f64, weight: f64) -> f64 {

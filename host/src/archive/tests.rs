@@ -408,7 +408,7 @@ fn restore_tree_refuses_a_non_empty_destination_and_a_corrupt_file() {
 fn open_creates_the_schema_with_wal_and_foreign_keys() {
     let (tmp, archive) = fresh();
     assert_eq!(archive.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2, "runs, variants, results; then the step ledger");
+    assert_eq!(SCHEMA_VERSION, 3, "runs, variants, results; the step ledger; the search columns");
     {
         let conn = archive.lock();
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
@@ -1180,4 +1180,33 @@ fn the_step_ledger_records_each_step_once() {
     archive.record_step("r", 3, None, "refused").unwrap();
     archive.record_step("r", 3, None, "accepted").unwrap();
     assert_eq!(archive.step("r", 3).unwrap(), Some((None, "refused".to_string())), "the first record stands");
+}
+
+#[test]
+fn hgm_prefers_a_productive_clade_over_a_better_root_and_still_explores() {
+    // Candidate 0 scores 0.6 but its eight descendants all scored 0.9;
+    // candidate 1 scores 0.8 alone; candidate 2 is new (0.5, no children).
+    let c = cands(&[(0.6, 8), (0.8, 0), (0.5, 0)]);
+    let mut productive = Clade::default().with(0.6);
+    for _ in 0..8 {
+        productive = productive.with(0.9);
+    }
+    let clades = [productive, Clade::default().with(0.8), Clade::default().with(0.5)];
+    assert!(clades[0].mean() > clades[1].mean(), "{clades:?}");
+    const DRAWS: u64 = 4000;
+    let mut counts = [0u64; 3];
+    for step in 0..DRAWS {
+        let i = choose_hgm(&c, &clades, 77, step).unwrap();
+        assert_eq!(choose_hgm(&c, &clades, 77, step), Some(i), "same seed and step, same choice");
+        counts[i] += 1;
+    }
+    assert!(counts[0] > counts[1] && counts[1] > counts[2], "{counts:?}");
+    assert!(counts[2] > 0, "a one-member clade is still drawn sometimes: {counts:?}");
+    assert_eq!(choose_hgm(&[], &[], 1, 1), None);
+    // Without clade data each candidate is its own clade: the better root
+    // is drawn more often.
+    let own: u64 = (0..DRAWS).filter(|&s| choose(Selection::Hgm, &c, 5, s) == Some(1)).count() as u64;
+    assert!(own > DRAWS / 3, "{own}");
+    // Clamped and non-finite scores still count, as 1 and 0.
+    assert_eq!(Clade::default().with(7.0).with(f64::NAN), Clade { successes: 1.0, failures: 1.0, size: 2 });
 }

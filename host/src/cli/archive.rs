@@ -68,7 +68,7 @@ fn short(id: &str) -> &str {
 
 fn row_line(v: &VariantRow) -> String {
     format!(
-        "{:<12}  {:<12}  {:>3}  {:<9}  {:>8}  {:>8}  {:>3}  {}",
+        "{:<12}  {:<12}  {:>3}  {:<9}  {:>8}  {:>8}  {:>3}  {:>3}  {:<7}  {}",
         short(&v.id.0),
         v.parent.as_ref().map(|p| short(&p.0)).unwrap_or("-"),
         v.generation,
@@ -76,11 +76,13 @@ fn row_line(v: &VariantRow) -> String {
         fmt_score(v.visible_score),
         fmt_score(v.held_out_score),
         v.children,
+        v.search.island.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        v.search.cell.as_deref().unwrap_or("-"),
         first_line(&v.summary, 60)
     )
 }
 
-const HEADER: &str = "id            parent        gen  status      visible  held-out  ch  summary";
+const HEADER: &str = "id            parent        gen  status      visible  held-out   ch  isl  cell     summary";
 
 fn open() -> vivarium::Result<Archive> {
     open_existing(&Home::from_env().archive_dir())

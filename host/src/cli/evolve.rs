@@ -71,7 +71,10 @@ pub fn render(s: &Summary) -> String {
     if let Some(g) = s.held_out_gap {
         t.push_str(&format!("  held-out gap             {g:+.3}  (visible − held-out; large = reward hacking)\n"));
     }
-    t.push_str(&format!("  variants archived        {}  ({} proposals refused)\n", s.variants, s.refused));
+    t.push_str(&format!(
+        "  variants archived        {}  ({} proposals refused, {} near-duplicates not evaluated)\n",
+        s.variants, s.refused, s.near_duplicates
+    ));
     t.push_str(&format!("  fuel spent               {}\n", s.fuel));
     if s.llm_tokens > 0 {
         t.push_str(&format!("  llm tokens               {}\n", s.llm_tokens));

@@ -113,6 +113,117 @@ pub struct RunConfig {
     /// Budgets.
     #[serde(default)]
     pub budget: Budget,
+    /// The search's shape: islands, quality-diversity grid, novelty
+    /// rejection, repeated evaluation, crossover. Left out of the stored
+    /// configuration when it is the default, so a run begun before these
+    /// keys existed resumes under the same run file.
+    #[serde(default, skip_serializing_if = "Search::is_default")]
+    pub search: Search,
+    /// Models the meta-agent's `llm` calls are routed to, one per proposal
+    /// (empty: the variant's own choice; then left out of the stored
+    /// configuration, as `search` is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelEntry>,
+}
+
+/// The `[search]` table. Every key is optional; the defaults are one
+/// island, no grid, no novelty rejection, one evaluation, no crossover —
+/// the plain archive search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Islands: separate populations, each choosing parents among its own
+    /// variants (and the migrants it received).
+    #[serde(default = "one")]
+    pub islands: u32,
+    /// Generations between migrations (0: islands never exchange).
+    #[serde(default)]
+    pub migration_interval: u32,
+    /// Fraction of an island's variants (its best) that migrate to the next
+    /// island at each migration.
+    #[serde(default = "default_migration_rate")]
+    pub migration_rate: f64,
+    /// Named behaviour descriptors of the MAP-Elites grid (empty: no grid);
+    /// see [`super::qd::available`].
+    #[serde(default)]
+    pub descriptors: Vec<String>,
+    /// Cells per descriptor.
+    #[serde(default = "default_bins")]
+    pub bins: u32,
+    /// Fraction of parents drawn from the grid's elites instead of by
+    /// `run.selection` (with descriptors only).
+    #[serde(default = "default_grid_parents")]
+    pub grid_parents: f64,
+    /// A child whose source is at least this similar to an archived
+    /// variant's is not evaluated ([`super::novelty`]); `None`: off.
+    #[serde(default)]
+    pub novelty_threshold: Option<f64>,
+    /// Evaluations per variant (for stochastic suites).
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// Probability that a proposal also sees a second parent's sources.
+    #[serde(default)]
+    pub crossover: f64,
+    /// How a model is chosen per proposal when `[[models]]` lists several.
+    #[serde(default)]
+    pub model_selection: ModelSelection,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Self {
+            islands: 1,
+            migration_interval: 0,
+            migration_rate: default_migration_rate(),
+            descriptors: Vec::new(),
+            bins: default_bins(),
+            grid_parents: default_grid_parents(),
+            novelty_threshold: None,
+            repeats: 1,
+            crossover: 0.0,
+            model_selection: ModelSelection::default(),
+        }
+    }
+}
+
+impl Search {
+    /// Whether every key has its default (the plain search).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_migration_rate() -> f64 {
+    0.1
+}
+fn default_bins() -> u32 {
+    4
+}
+fn default_grid_parents() -> f64 {
+    0.5
+}
+
+/// How the model of a proposal is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSelection {
+    /// Drawn by the `[[models]]` weights, seeded by the step.
+    #[default]
+    Weights,
+    /// UCB1 on improvement per thousand tokens ([`super::models`]).
+    Ucb,
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The model's name as the `llm` service knows it.
+    pub name: String,
+    /// Its share of proposals under `model_selection = "weights"`; the
+    /// weights must sum to 1 (all omitted: equal shares).
+    #[serde(default)]
+    pub weight: Option<f64>,
 }
 
 impl RunConfig {
@@ -214,8 +325,100 @@ impl RunConfig {
                 );
             }
         }
+        check_search(&c, text, origin)?;
         Ok(c)
     }
+}
+
+/// The `[search]` and `[[models]]` checks: each names its key.
+fn check_search(c: &RunConfig, text: &str, origin: &str) -> Result<()> {
+    let bad = |key: &str, m: String| Err(error_at(text, origin, key, &m));
+    let s = &c.search;
+    if s.islands == 0 {
+        return bad("search.islands", "must be at least 1 (1 is one population, no islands)".into());
+    }
+    if !(0.0..=1.0).contains(&s.migration_rate) {
+        return bad(
+            "search.migration_rate",
+            "is the fraction of an island that migrates; give a number between 0 and 1".into(),
+        );
+    }
+    if s.islands > 1 && s.migration_interval > 0 && s.migration_rate == 0.0 {
+        return bad(
+            "search.migration_rate",
+            "is 0, so no variant would ever migrate; give e.g. 0.1, or set search.migration_interval = 0".into(),
+        );
+    }
+    let suite = crate::tasks::suite(&c.run.suite).expect("checked before");
+    let known = super::qd::available(&suite);
+    for (i, d) in s.descriptors.iter().enumerate() {
+        if !known.iter().any(|k| k == d) {
+            return bad(
+                &format!("search.descriptors[{i}]"),
+                format!("suite `{}` has no descriptor `{d}`; use one of: {}", c.run.suite, known.join(", ")),
+            );
+        }
+        if s.descriptors[..i].contains(d) {
+            return bad(&format!("search.descriptors[{i}]"), format!("`{d}` is listed twice; list it once"));
+        }
+    }
+    if s.descriptors.len() > 3 {
+        return bad("search.descriptors", "name at most three descriptors (the grid has bins^n cells)".into());
+    }
+    if !(1..=64).contains(&s.bins) {
+        return bad("search.bins", "give a number of cells per descriptor between 1 and 64".into());
+    }
+    if !(0.0..=1.0).contains(&s.grid_parents) {
+        return bad("search.grid_parents", "is a fraction of parents; give a number between 0 and 1".into());
+    }
+    if let Some(t) = s.novelty_threshold {
+        if !(t > 0.0 && t <= 1.0) {
+            return bad(
+                "search.novelty_threshold",
+                "is a similarity in (0, 1] (1 rejects only exact copies); give e.g. 0.95, or remove the key".into(),
+            );
+        }
+    }
+    if !(1..=100).contains(&s.repeats) {
+        return bad("search.repeats", "give a number of evaluations per variant between 1 and 100".into());
+    }
+    if !(0.0..=1.0).contains(&s.crossover) {
+        return bad("search.crossover", "is a probability; give a number between 0 and 1".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, m) in c.models.iter().enumerate() {
+        if m.name.is_empty() || m.name.chars().any(char::is_control) {
+            return bad(&format!("models[{i}].name"), "give the model's name as llm.toml lists it".into());
+        }
+        if !names.insert(m.name.as_str()) {
+            return bad(&format!("models[{i}].name"), format!("`{}` is listed twice; list each model once", m.name));
+        }
+        if let Some(w) = m.weight {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(&format!("models[{i}].weight"), "give a share between 0 and 1".into());
+            }
+            if s.model_selection == ModelSelection::Ucb {
+                return bad(
+                    &format!("models[{i}].weight"),
+                    "weights are for search.model_selection = \"weights\"; the UCB bandit sets its own shares — \
+                     remove the weight or the model_selection key"
+                        .into(),
+                );
+            }
+        }
+    }
+    let given = c.models.iter().filter(|m| m.weight.is_some()).count();
+    if given > 0 {
+        if given < c.models.len() {
+            let i = c.models.iter().position(|m| m.weight.is_none()).unwrap_or(0);
+            return bad(&format!("models[{i}].weight"), "give every model a weight, or none (equal shares)".into());
+        }
+        let sum: f64 = c.models.iter().filter_map(|m| m.weight).sum();
+        if (sum - 1.0).abs() > 1e-6 {
+            return bad("models", format!("the weights sum to {sum}, not 1; make them shares that sum to 1"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -289,5 +492,88 @@ mod tests {
                 && e.contains("does not exist"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn search_keys_parse_and_default_to_the_plain_search() {
+        let head = "[run]\nname = \"r\"\nsuite = \"reward-design\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
+        let c = RunConfig::parse(head, "r.toml").unwrap();
+        assert_eq!(c.search, Search::default());
+        assert!(c.models.is_empty());
+        // Stored as before these keys existed, so such a run still resumes.
+        let stored = serde_json::to_value(&c).unwrap();
+        assert!(stored.get("search").is_none() && stored.get("models").is_none(), "{stored}");
+        let text = format!(
+            "{head}[search]\nislands = 3\nmigration_interval = 2\nmigration_rate = 0.2\n\
+             descriptors = [\"source_size\", \"family:cartpole\"]\nnovelty_threshold = 0.95\nrepeats = 3\n\
+             crossover = 0.25\n[[models]]\nname = \"a\"\nweight = 0.75\n[[models]]\nname = \"b\"\nweight = 0.25\n"
+        );
+        let c = RunConfig::parse(&text, "r.toml").unwrap();
+        assert_eq!(c.search.islands, 3);
+        assert_eq!(c.search.descriptors, ["source_size", "family:cartpole"]);
+        assert_eq!(c.search.novelty_threshold, Some(0.95));
+        assert_eq!(c.models.len(), 2);
+        assert_eq!(c.models[1].weight, Some(0.25));
+    }
+
+    #[test]
+    fn a_bad_search_key_names_the_file_line_key_and_fix() {
+        let head = "[run]\nname = \"r\"\nsuite = \"reward-design\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
+        for (tail, line, key, says) in [
+            ("[search]\nislands = 0\n", 8, "search.islands", "at least 1"),
+            (
+                "[search]\ndescriptors = [\"score\", \"family:poetry\"]\n",
+                8,
+                "search.descriptors[1]",
+                "no descriptor `family:poetry`; use one of: source_size, score, family:",
+            ),
+            ("[search]\ndescriptors = [\"score\", \"score\"]\n", 8, "search.descriptors[1]", "listed twice"),
+            ("[search]\nnovelty_threshold = 0\n", 8, "search.novelty_threshold", "(0, 1]"),
+            ("[search]\nrepeats = 0\n", 8, "search.repeats", "between 1 and 100"),
+            ("[search]\nmigration_rate = 1.5\n", 8, "search.migration_rate", "between 0 and 1"),
+            ("[search]\ncrossover = -0.1\n", 8, "search.crossover", "probability"),
+            (
+                "[search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0\n",
+                10,
+                "search.migration_rate",
+                "would ever migrate",
+            ),
+            (
+                "[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\nweight = 0.4\n",
+                0,
+                "models",
+                "sum to 0.9",
+            ),
+            (
+                "[[models]]\nname = \"a\"\nweight = 0.5\n[[models]]\nname = \"b\"\n",
+                0,
+                "models[1].weight",
+                "every model a weight",
+            ),
+            ("[[models]]\nname = \"a\"\n[[models]]\nname = \"a\"\n", 10, "models[1].name", "listed twice"),
+            (
+                "[search]\nmodel_selection = \"ucb\"\n[[models]]\nname = \"a\"\nweight = 1.0\n",
+                11,
+                "models[0].weight",
+                "UCB",
+            ),
+        ] {
+            let e = RunConfig::parse(&format!("{head}{tail}"), "r.toml").unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::ExitCode::Invalid);
+            let e = e.to_string();
+            let at = if line > 0 { format!("r.toml:{line}:") } else { "r.toml".to_string() };
+            assert!(e.starts_with(&at) && e.contains(&format!("{key}: ")) && e.contains(says), "{tail}: {e}");
+        }
+        let e = RunConfig::parse(&format!("{head}[search]\nisland = 2\n"), "r.toml").unwrap_err().to_string();
+        assert!(e.contains("island") && e.contains("unknown field"), "an unknown key is named: {e}");
+    }
+
+    #[test]
+    fn the_islands_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/islands/run.toml");
+        let c = RunConfig::load(&path).unwrap();
+        assert_eq!(c.search.islands, 2);
+        assert_eq!(c.search.descriptors, ["family:cartpole", "family:mountain-car"]);
+        assert_eq!(c.run.selection, Selection::Hgm);
     }
 }

@@ -27,7 +27,13 @@
 //! scores and tasks never leave the host.
 
 pub mod config;
+pub mod islands;
 pub mod lock;
+pub mod models;
+pub mod noise;
+pub mod novelty;
+pub mod qd;
+mod search;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,7 +41,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-pub use config::{Budget, Keep, RunConfig, Staged};
+pub use config::{Budget, Keep, ModelEntry, ModelSelection, RunConfig, Search, Staged};
 
 use crate::archive::{self, Archive, NewVariant, RunStatus, Split, VariantId, VariantRow, VariantStatus};
 use crate::caps::Manifest;
@@ -92,6 +98,9 @@ pub struct Summary {
     pub variants: usize,
     /// Steps whose proposal was refused or whose child failed to build.
     pub refused: usize,
+    /// Children not evaluated because their source was a near-duplicate of
+    /// an archived variant's (`[search] novelty_threshold`).
+    pub near_duplicates: usize,
     /// Fuel spent by this invocation.
     pub fuel: u64,
     /// LLM tokens charged in the run (every invocation).
@@ -110,6 +119,13 @@ pub struct EvolveOptions {
     /// Continue a run that exists.
     pub resume: bool,
 }
+
+/// The step outcome of a child rejected as a near-duplicate (novelty).
+pub const NEAR_DUPLICATE: &str = "near-duplicate";
+
+/// The most bytes of a second parent's sources put in the feedback
+/// (crossover): enough for a small variant, bounded for a large one.
+const MAX_CROSSOVER_BYTES: usize = 32 * 1024;
 
 /// The longest refusal note kept for the meta-agent (compiler output is long).
 const MAX_ATTEMPT_NOTE: usize = 2000;
@@ -237,6 +253,16 @@ pub fn context_for(archive: &Archive, suite: &Suite, parent: &VariantId) -> Resu
     Ok((history, tasks::feedback(suite, &visible)))
 }
 
+/// What one evaluation of a variant measured.
+struct Measured {
+    /// Per-task results, both splits, by task id.
+    rows: Vec<archive::TaskResult>,
+    /// Mean visible score.
+    visible: f64,
+    /// Mean held-out score; `None` when the first stage stopped it.
+    held_out: Option<f64>,
+}
+
 struct Ctx<'a> {
     session: &'a Session,
     archive: Archive,
@@ -251,6 +277,8 @@ struct Ctx<'a> {
     gpu_seconds_before: f64,
     /// Simulator steps taken by earlier invocations of this run (resume).
     sim_steps_before: u64,
+    /// Novelty shingles of stored trees, by tree sha.
+    shingle_cache: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<novelty::Shingles>>>,
 }
 
 impl Ctx<'_> {
@@ -350,8 +378,10 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Staged evaluation of a prepared variant; records the results.
-    async fn evaluate(&self, id: &VariantId, p: &crate::runtime::Prepared) -> Result<()> {
+    /// One staged evaluation of a prepared variant, its spending counted;
+    /// records nothing in the archive ([`Ctx::evaluate_search`] repeats it
+    /// and records the results).
+    async fn measure(&self, id: &VariantId, p: &crate::runtime::Prepared) -> Result<Measured> {
         let staged = &self.config.staged;
         let visible = &self.suite.visible;
         let first = staged.first.min(visible.len());
@@ -385,7 +415,7 @@ impl Ctx<'_> {
             })
             .collect();
         rows.sort_by(|a, b| a.task_id.cmp(&b.task_id));
-        self.archive.record_results(id, &rows, Some(visible_score), held_score, VariantStatus::Evaluated)
+        Ok(Measured { rows, visible: visible_score, held_out: held_score })
     }
 
     /// Archive and evaluate an initial variant (step `step`).
@@ -429,7 +459,7 @@ impl Ctx<'_> {
         if self.archive.get(&id)?.is_some_and(|v| v.status != VariantStatus::Evaluated) {
             let p = self.session.prepare(&opened)?;
             phase(step, "evaluate");
-            self.evaluate(&id, &p).await?;
+            self.evaluate_search(&id, &p, self.initial_island(step), None).await?;
         }
         phase(step, "record");
         self.archive.record_step(&self.run_id, step, Some(&id), "initial")
@@ -471,24 +501,17 @@ impl Ctx<'_> {
         let first_of_generation = self.config.run.initial.len() as u64
             + u64::from(generation - 1) * u64::from(self.config.run.children_per_generation);
         let children = self.archive.recorded_children(&self.run_id, first_of_generation)?;
-        let candidates: Vec<archive::Candidate> = self
-            .archive
-            .list(Some(&self.run_id))?
-            .into_iter()
-            .filter(|v| v.generation < generation && v.status == VariantStatus::Evaluated)
-            .filter(|v| self.keeps(v))
-            .filter_map(|v| {
-                let children = children.get(&v.id.0).copied().unwrap_or(0);
-                v.visible_score.map(|score| archive::Candidate { id: v.id, score, children })
-            })
-            .collect();
-        let Some(i) = archive::choose(self.config.run.selection, &candidates, self.config.run.seed, step) else {
+        let Some(plan) = self.plan(step, generation, &children)? else {
             return self.archive.record_step(&self.run_id, step, None, "no-parent");
         };
-        let parent = candidates[i].id.clone();
+        let parent = plan.parent.clone();
+        let model = self.choose_model(step, first_of_generation)?;
         let parent_dir = self.ensure_tree(&parent)?;
         let (history, mut feedback) = context_for(&self.archive, &self.suite, &parent)?;
         feedback.push_str(&self.failed_attempts(&parent, generation)?);
+        if let Some(second) = &plan.second {
+            feedback.push_str(&self.crossover_note(second)?);
+        }
         let parent_row =
             self.archive.get(&parent)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("parent vanished")))?;
         let parent_component = match &parent_row.component_sha {
@@ -505,7 +528,7 @@ impl Ctx<'_> {
             feedback,
             iterations_left,
             parent_component,
-            call: self.call_options(&parent)?,
+            call: CallOptions { llm_model: model.clone(), ..self.call_options(&parent)? },
         };
         phase(step, "improve");
         let outcome = match improve(self.session, &req).await {
@@ -526,6 +549,25 @@ impl Ctx<'_> {
         let manifest = Manifest::load(staging.join(MANIFEST))?;
         phase(step, "archive-write");
         let tree = self.archive.put_tree(&staging)?;
+        // A child whose proposal raised an escalation is kept for the
+        // person who decides it, however similar.
+        let twin = match outcome.escalation {
+            None => self.near_duplicate(&tree, generation)?,
+            Some(_) => None,
+        };
+        if let Some((like, similarity)) = twin {
+            // Not evaluated: it would spend a whole evaluation to learn what
+            // its near-twin already showed. Its blobs stay (content-addressed,
+            // shared); no variant row points at them.
+            let _ = std::fs::remove_dir_all(&staging);
+            self.session.audit.append(
+                None,
+                crate::audit::EventKind::Other("evolve-step".into()),
+                json!({ "run": self.run_id, "parent": parent.0, "generation": generation,
+                        "near_duplicate_of": like.0, "similarity": similarity }),
+            )?;
+            return self.archive.record_step(&self.run_id, step, None, NEAR_DUPLICATE);
+        }
         let sha = self.archive.put(&outcome.component)?;
         let id = self.archive.add_variant(&NewVariant {
             run_id: self.run_id.clone(),
@@ -557,7 +599,7 @@ impl Ctx<'_> {
                 self.session.open_built(&outcome.component, &manifest, self.config.run.policy.as_deref()).await?;
             let p = self.session.prepare(&opened)?;
             phase(step, "evaluate");
-            self.evaluate(&id, &p).await?;
+            self.evaluate_search(&id, &p, plan.island, model.map(|m| (m, outcome.llm_tokens))).await?;
         }
         phase(step, "record");
         self.archive.record_step(&self.run_id, step, Some(&id), "accepted")
@@ -615,6 +657,35 @@ impl Ctx<'_> {
         for (step, path) in steps.iter().rev().take(3).rev() {
             let note = std::fs::read_to_string(path).map_err(|e| Error::io("reading a refused attempt", e))?;
             out.push_str(&format!("an earlier proposal (step {step}) was refused: {note}\n"));
+        }
+        Ok(out)
+    }
+
+    /// A second parent's sources, for the meta-agent to borrow from
+    /// (crossover): its visible score, then each text file of its tree,
+    /// at most [`MAX_CROSSOVER_BYTES`] in all.
+    fn crossover_note(&self, second: &VariantId) -> Result<String> {
+        let row = self.archive.get(second)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant vanished")))?;
+        let mut out = format!(
+            "\ncrossover: a second parent, {} (visible score {:.4}), is shown below; take from it what helps. \
+             Its files are not in your tree.\n",
+            second.0,
+            row.visible_score.unwrap_or(0.0)
+        );
+        let mut left = MAX_CROSSOVER_BYTES;
+        for (entry, bytes) in self.archive.tree_contents(&row.tree_sha)? {
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            let block = format!("--- {}/{} ---\n{text}\n", search::CROSSOVER_DIR, entry.path);
+            if block.len() > left {
+                out.push_str(&format!(
+                    "--- {}/{}: left out (over the size bound) ---\n",
+                    search::CROSSOVER_DIR,
+                    entry.path
+                ));
+                continue;
+            }
+            left -= block.len();
+            out.push_str(&block);
         }
         Ok(out)
     }
@@ -751,6 +822,7 @@ async fn evolve_locked(
         spent: Default::default(),
         gpu_seconds_before,
         sim_steps_before,
+        shingle_cache: Default::default(),
         config,
     };
     let n_init = ctx.config.run.initial.len() as u64;
@@ -796,10 +868,12 @@ async fn evolve_locked(
         .filter_map(|r| r.visible_score)
         .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))))
         .unwrap_or(0.0);
-    let mut refused = 0;
+    let (mut refused, mut near_duplicates) = (0, 0);
     for s in 0..total {
-        if let Some((None, _)) = ctx.archive.step(&run_id, s)? {
-            refused += 1;
+        match ctx.archive.step(&run_id, s)? {
+            Some((None, o)) if o == NEAR_DUPLICATE => near_duplicates += 1,
+            Some((None, _)) => refused += 1,
+            _ => {}
         }
     }
     let summary = Summary {
@@ -812,6 +886,7 @@ async fn evolve_locked(
         best,
         variants: rows.len(),
         refused,
+        near_duplicates,
         fuel: ctx.spent().fuel,
         llm_tokens: ctx.tokens_spent()?,
         gpu_seconds: ctx.gpu_seconds_before + ctx.spent().gpu_seconds,

@@ -38,6 +38,10 @@ pub struct CallOptions {
     /// At most this many `llm` tokens in this call, within the grant's
     /// budget (e.g. what is left of a run's budget).
     pub llm_tokens: Option<u64>,
+    /// Route every `llm` request of this call to this model instead of the
+    /// one the guest names (an evolution run's `[[models]]` choice for one
+    /// proposal); the grant must still allow it.
+    pub llm_model: Option<String>,
     /// At most this many `simulator` steps in this call, within the
     /// grant's per-call budget.
     pub sim_steps: Option<u64>,
@@ -175,6 +179,7 @@ impl Runtime {
                 run: opts.run.clone(),
                 memory_lineage: sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
                 llm_tokens: opts.llm_tokens,
+                llm_model: opts.llm_model.clone(),
                 sim_steps: opts.sim_steps,
                 deadline: Instant::now() + limits.wall.0,
             },

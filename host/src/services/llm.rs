@@ -1056,6 +1056,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct LlmState {
     inner: Arc<Inner>,
+    /// The model every request of this call goes to, whatever the guest
+    /// names ([`LlmState::routed_to`]).
+    route: Option<Arc<str>>,
 }
 
 impl fmt::Debug for LlmState {
@@ -1091,7 +1094,18 @@ impl LlmState {
         deadline: Option<Instant>,
     ) -> Self {
         let usage = LlmUsage { budget: budget.clone(), ..LlmUsage::default() };
-        Self { inner: Arc::new(Inner { grant, service, budget, call_cap, deadline, usage: Mutex::new(usage) }) }
+        Self {
+            inner: Arc::new(Inner { grant, service, budget, call_cap, deadline, usage: Mutex::new(usage) }),
+            route: None,
+        }
+    }
+
+    /// This state with every request routed to `model` (`None`: the model
+    /// the guest names). The grant and the host's model map are checked
+    /// against the routed model, as if the guest had named it.
+    pub fn routed_to(mut self, model: Option<String>) -> Self {
+        self.route = model.map(Arc::from);
+        self
     }
 
     /// The usage counters so far; `None` when the service is not granted.
@@ -1134,6 +1148,10 @@ impl LlmState {
     }
 
     async fn chat(&self, req: ChatRequest) -> std::result::Result<Reply, (Refusal, LlmRequestRecord)> {
+        let req = match &self.route {
+            Some(m) => ChatRequest { model: m.to_string(), ..req },
+            None => req,
+        };
         let started = Instant::now();
         let mut rec = LlmRequestRecord {
             digest: None,

@@ -134,6 +134,9 @@ pub(crate) struct CallScope {
     pub(crate) memory_lineage: String,
     /// At most this many `llm` tokens in this call.
     pub(crate) llm_tokens: Option<u64>,
+    /// The model every `llm` request of the call goes to, when the caller
+    /// routes them (a run choosing a model per proposal).
+    pub(crate) llm_model: Option<String>,
     /// At most this many `simulator` steps in this call.
     pub(crate) sim_steps: Option<u64>,
     /// When the call's wall-clock limit ends it.
@@ -154,7 +157,8 @@ impl HostServices {
                 budget.clone(),
                 scope.llm_tokens,
                 Some(scope.deadline),
-            ),
+            )
+            .routed_to(scope.llm_model),
             simulator: simulator::SimulatorState::new(grant.simulator.clone(), scope.sim_steps),
             trainer: trainer::TrainerState::new(
                 grant.trainer.clone(),

@@ -34,15 +34,22 @@ fn vivarium(home: &Path, log: &Path) -> Command {
     c
 }
 
-type Fingerprint = Vec<(String, Option<String>, u32, Option<f64>, Option<f64>)>;
+type Fingerprint = Vec<(String, Option<String>, u32, Option<f64>, Option<f64>, vivarium::archive::SearchFields)>;
 
 fn fingerprint(home: &Path) -> Fingerprint {
     let a = Archive::open(&home.join("archive")).unwrap();
     a.list(Some("crash"))
         .unwrap()
         .into_iter()
-        .map(|v| (v.id.0, v.parent.map(|p| p.0), v.generation, v.visible_score, v.held_out_score))
+        .map(|v| (v.id.0, v.parent.map(|p| p.0), v.generation, v.visible_score, v.held_out_score, v.search))
         .collect()
+}
+
+/// The step ledger: which steps finished, with which variant and outcome
+/// (a near-duplicate rejection included).
+fn ledger(home: &Path, steps: u64) -> Vec<Option<(Option<String>, String)>> {
+    let a = Archive::open(&home.join("archive")).unwrap();
+    (0..steps).map(|s| a.step("crash", s).unwrap().map(|(v, o)| (v.map(|v| v.0), o))).collect()
 }
 
 /// The archive and the audit log of `home` are whole and agree with `expected`.
@@ -104,11 +111,17 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     let run = base.join("run.toml");
     // arith-wat builds in process (no cargo), so a run is about a second and
     // still has every phase: build and evaluate the baseline, then per child
-    // improve, child build, archive write and evaluation.
+    // improve, child build, archive write and evaluation. The search is on:
+    // islands with migration, the MAP-Elites grid, repeated evaluation,
+    // crossover, novelty rejection (of exact copies) and the UCB bandit over
+    // two models — all of it must come out the same after any kill.
     std::fs::write(
         &run,
         format!(
-            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 3\nchildren_per_generation = 2\ninitial = [\"{}\"]\n\
+             [search]\nislands = 2\nmigration_interval = 1\nmigration_rate = 0.5\ndescriptors = [\"source_size\", \"score\"]\n\
+             repeats = 2\ncrossover = 0.5\nnovelty_threshold = 1.0\nmodel_selection = \"ucb\"\n\
+             [[models]]\nname = \"m1\"\n[[models]]\nname = \"m2\"\n",
             root().join("variants/arith-wat").display()
         ),
     )
@@ -121,6 +134,12 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
     let full = started.elapsed();
     assert!(out.success(), "the uninterrupted run failed: {}", last_phase(&base.join("clean.log")));
     let expected = fingerprint(&clean);
+    let expected_ledger = ledger(&clean, 7);
+    assert!(
+        expected.iter().all(|v| v.5.island.is_some() && v.5.cell.is_some() && v.5.repeats == Some(2)),
+        "{expected:?}"
+    );
+    assert!(expected[1..].iter().all(|v| v.5.model.is_some()), "every child has its bandit's model: {expected:?}");
     assert!(expected.len() >= 3, "the run archives the baseline and its children: {expected:?}");
     println!("uninterrupted run: {} ms, {} variants", full.as_millis(), expected.len());
 
@@ -182,9 +201,68 @@ fn twenty_kill_9s_then_resume_lose_and_duplicate_nothing() {
         let status = cmd.status().unwrap();
         assert!(status.success(), "round {round}: the final resume failed: {status}");
         check_home(&home, &expected, &format!("round {round} (seed {seed})"));
+        assert_eq!(ledger(&home, 7), expected_ledger, "round {round} (seed {seed}): the same steps and outcomes");
     }
     let mut phases: Vec<&str> = kills.iter().map(|k| k.2.as_str()).collect();
     phases.sort();
     phases.dedup();
     println!("{} kills over {round} rounds ({attempt} attempts); phases hit: {}", kills.len(), phases.join(", "));
+}
+
+/// An archive written before the search columns existed (schema 2), its
+/// run interrupted before its last generation, opens, verifies and resumes
+/// under the same run file: the resumed run ends with the variants of an
+/// uninterrupted one; the old rows read as "not recorded" and the new ones
+/// carry their island.
+#[test]
+fn a_run_archived_under_schema_two_resumes_under_this_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"crash\"\nsuite = \"arith\"\nseed = 5\ngenerations = 2\nchildren_per_generation = 2\ninitial = [\"{}\"]\n",
+            root().join("variants/arith-wat").display()
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("first.log");
+    assert!(vivarium(&home, &log).arg("evolve").arg(&run).status().unwrap().success());
+    let expected = fingerprint(&home);
+    assert!(expected.iter().any(|v| v.2 == 2), "{expected:?}");
+    // Take the index back to schema 2, as the build before these columns
+    // left it, and to the moment before generation 2 (steps 3 and 4), as a
+    // kill would have.
+    let conn = rusqlite::Connection::open(home.join("archive/index.sqlite")).unwrap();
+    conn.execute_batch(
+        "DELETE FROM results WHERE variant_id IN (SELECT id FROM variants WHERE generation = 2);
+         DELETE FROM steps WHERE step >= 3;
+         DELETE FROM variants WHERE generation = 2;
+         UPDATE runs SET status = 'running', finished = NULL;",
+    )
+    .unwrap();
+    for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
+        conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
+    }
+    conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
+    drop(conn);
+
+    let log = tmp.path().join("resume.log");
+    let status = vivarium(&home, &log).arg("evolve").arg(&run).arg("--resume").status().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let archive = Archive::open(&home.join("archive")).unwrap();
+    assert_eq!(archive.schema_version().unwrap(), vivarium::archive::SCHEMA_VERSION);
+    let after = fingerprint(&home);
+    let core = |f: &Fingerprint| f.iter().map(|v| (v.0.clone(), v.1.clone(), v.2, v.3, v.4)).collect::<Vec<_>>();
+    assert_eq!(core(&after), core(&expected), "the same variants as the uninterrupted run");
+    for v in &after {
+        if v.2 < 2 {
+            assert_eq!(v.5, Default::default(), "an old row reads as not recorded: {v:?}");
+        } else {
+            assert_eq!(v.5.island, Some(0), "{v:?}");
+        }
+    }
+    assert!(archive.integrity_check().unwrap().is_ok());
+    assert!(vivarium::audit::verify_dir(&home.join("audit")).unwrap().ok);
 }
