@@ -24,6 +24,7 @@ pub mod archive;
 pub mod audit;
 pub mod build;
 pub mod caps;
+pub mod cluster;
 pub mod componentize;
 pub mod demo;
 pub mod error;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Selection;
 use crate::caps::manifest::{error_at, parse_toml};
+use crate::cluster::{ClusterConfig, Engine};
 use crate::error::{Error, Result};
 use crate::units::HumanDuration;
 
@@ -113,6 +114,13 @@ pub struct RunConfig {
     /// Budgets.
     #[serde(default)]
     pub budget: Budget,
+    /// Where evaluations run ([`crate::cluster`]).
+    #[serde(default, skip_serializing_if = "is_local")]
+    pub cluster: ClusterConfig,
+}
+
+fn is_local(c: &ClusterConfig) -> bool {
+    *c == ClusterConfig::default()
 }
 
 impl RunConfig {
@@ -213,6 +221,15 @@ impl RunConfig {
                     "a zero budget ends the run before it starts; give a positive number or remove the key".into(),
                 );
             }
+        }
+        if c.cluster.slots == Some(0) {
+            return bad("cluster.slots", "must be at least 1, or left out for the cluster's CPUs".into());
+        }
+        if c.cluster.engine == Engine::Local && c.cluster.address.is_some() {
+            return bad(
+                "cluster.address",
+                "is only used with engine = \"ray\"; set engine = \"ray\" or remove the key".into(),
+            );
         }
         Ok(c)
     }

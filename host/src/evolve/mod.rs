@@ -251,6 +251,8 @@ struct Ctx<'a> {
     gpu_seconds_before: f64,
     /// Simulator steps taken by earlier invocations of this run (resume).
     sim_steps_before: u64,
+    /// The Ray cluster evaluations go to (`[cluster] engine = "ray"`).
+    cluster: Option<crate::cluster::RayCluster>,
 }
 
 impl Ctx<'_> {
@@ -356,13 +358,11 @@ impl Ctx<'_> {
         let visible = &self.suite.visible;
         let first = staged.first.min(visible.len());
         let opts = self.call_options(id)?;
-        let suite = &self.suite;
-        let (mut results, mut spent) =
-            tasks::run_tasks(self.session, p, suite, &visible[..first], false, &opts).await?;
+        let (mut results, mut spent) = self.grade(id, p, &visible[..first], false, &opts).await?;
         let full = first == 0 || first == visible.len() || tasks::mean_score(&results) >= staged.threshold;
         let held = if full {
-            let (rest, s1) = tasks::run_tasks(self.session, p, suite, &visible[first..], false, &opts).await?;
-            let (held, s2) = tasks::run_tasks(self.session, p, suite, &suite.held_out, true, &opts).await?;
+            let (rest, s1) = self.grade(id, p, &visible[first..], false, &opts).await?;
+            let (held, s2) = self.grade(id, p, &self.suite.held_out, true, &opts).await?;
             spent.add(&s1);
             spent.add(&s2);
             results.extend(rest);
@@ -386,6 +386,37 @@ impl Ctx<'_> {
             .collect();
         rows.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         self.archive.record_results(id, &rows, Some(visible_score), held_score, VariantStatus::Evaluated)
+    }
+
+    /// Grade `tasks` of the run's suite for variant `id` (prepared as `p`):
+    /// the one place where the engine is chosen. On a Ray cluster, unless
+    /// the grant names a service that stays with the coordinator
+    /// ([`crate::cluster::remote_capable`]), which the audit log records.
+    async fn grade(
+        &self,
+        id: &VariantId,
+        p: &crate::runtime::Prepared,
+        tasks: &[tasks::GradedTask],
+        held_out: bool,
+        opts: &CallOptions,
+    ) -> Result<(Vec<tasks::TaskResult>, tasks::Spent)> {
+        let Some(cluster) = &self.cluster else {
+            return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
+        };
+        if !crate::cluster::remote_capable(&p.grant) {
+            self.session.audit.append(
+                Some(&p.sha256),
+                crate::audit::EventKind::Other("cluster-local".into()),
+                json!({ "run": self.run_id, "variant": id.0, "reason": "its grant names a service that stays on the coordinator (llm, memory, archive or trainer)" }),
+            )?;
+            return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
+        }
+        let row = self.archive.get(id)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} vanished", id.0)))?;
+        let sha =
+            row.component_sha.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} has no component", id.0)))?;
+        let component = self.archive.get_blob(&sha)?;
+        let journal = self.run_dir.join("cluster");
+        cluster.run_tasks(&self.session.audit, &journal, &component, p, &self.suite, tasks, held_out, opts).await
     }
 
     /// Archive and evaluate an initial variant (step `step`).
@@ -672,6 +703,13 @@ pub async fn evolve(
     check_distinct_initial(config_path, &config.run.initial)?;
     let run_id = config.run.name.clone();
     check_run_id(&run_id)?;
+    // An unreachable cluster fails the run before anything is written.
+    let cluster = match config.cluster.engine {
+        crate::cluster::Engine::Local => None,
+        crate::cluster::Engine::Ray => {
+            Some(crate::cluster::RayCluster::connect(&config.cluster, &session.home.root().join("cluster")).await?)
+        }
+    };
     let run_dir = run_dir(session, &run_id);
     session.home.ensure(&run_dir)?;
     // One writer per run; held until this function returns (or the
@@ -694,7 +732,7 @@ pub async fn evolve(
             )));
         }
     }
-    let result = evolve_locked(session, archive, config, suite, run_dir, opts, progress).await;
+    let result = evolve_locked(session, archive, config, suite, run_dir, cluster, opts, progress).await;
     if result.is_err() {
         // Not `running` any more: nothing writes it. A resume sets it back.
         if let Ok(a) = Archive::open(&session.home.archive_dir()) {
@@ -716,12 +754,14 @@ fn check_run_id(run_id: &str) -> Result<()> {
 }
 
 /// The run, its lock held and its archive open.
+#[allow(clippy::too_many_arguments)]
 async fn evolve_locked(
     session: &Session,
     archive: Archive,
     config: RunConfig,
     suite: Suite,
     run_dir: PathBuf,
+    cluster: Option<crate::cluster::RayCluster>,
     opts: &EvolveOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary> {
@@ -751,6 +791,7 @@ async fn evolve_locked(
         spent: Default::default(),
         gpu_seconds_before,
         sim_steps_before,
+        cluster,
         config,
     };
     let n_init = ctx.config.run.initial.len() as u64;

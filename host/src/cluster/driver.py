@@ -1,0 +1,142 @@
+"""Vivarium's Ray driver: the coordinator's one link to a Ray cluster.
+
+Started by the coordinator (`vivarium evolve` with `[cluster] engine =
+"ray"`) as `python driver.py CONFIG_JSON`, with the Python of the Ray
+install. It connects to the cluster (`ray.init(address=...)`), answers one
+`{"ready": ...}` or `{"fatal": ...}` line, then reads one JSON request a
+line on stdin, `{"id": N, "request": {...}}`, runs each as a Ray task and
+writes `{"id": N, "ok": {...}}` or `{"id": N, "error": "..."}` as each one
+finishes (in any order). When stdin closes the coordinator is gone: the
+driver exits and Ray cancels what it had in flight.
+
+A Ray task hands its request to a `vivarium __cluster-worker` process it
+keeps for the life of its Ray worker process (so compiled components stay
+warm between tasks), started with a fresh VIVARIUM_HOME and an environment
+of PATH only: no operator key set on the node reaches it. A worker process
+that dies mid-evaluation raises `WorkerLost`, which Ray retries (Ray's own
+`max_retries` / `retry_exceptions`; a node that dies is Ray's system
+failure, retried the same way). Nothing here schedules: Ray does.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+
+def emit(obj, _lock=threading.Lock()):
+    line = json.dumps(obj, separators=(",", ":"))
+    with _lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class WorkerLost(Exception):
+    """The `vivarium` worker process died before answering."""
+
+
+def evaluate(command, request):
+    # The worker process lives in the `sys` module's namespace: the Ray
+    # worker process imports this function once and reuses it, but keeping
+    # the handle outside the function's pickled globals makes it outlive a
+    # re-import.
+    import ray
+
+    state = sys.__dict__.setdefault("_vivarium_worker", {})
+    w = state.get("proc")
+    if w is None or w.poll() is not None:
+        home = tempfile.mkdtemp(prefix="vivarium-worker-")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VIVARIUM_HOME": home}
+        log = open(os.path.join(home, "worker.log"), "ab")
+        w = subprocess.Popen(
+            [command, "__cluster-worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            cwd=home,
+        )
+        state["proc"] = w
+    try:
+        w.stdin.write((json.dumps(request) + "\n").encode())
+        w.stdin.flush()
+        line = w.stdout.readline()
+    except OSError:
+        line = b""
+    if not line:
+        try:
+            w.kill()
+            w.wait(timeout=5)
+        except Exception:
+            pass
+        state.pop("proc", None)
+        raise WorkerLost(f"the vivarium worker process (pid {w.pid}) died mid-evaluation")
+    reply = json.loads(line)
+    ctx = ray.get_runtime_context()
+    reply["node"] = {"id": ctx.get_node_id(), "host": socket.gethostname(), "worker_pid": w.pid}
+    return reply
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    try:
+        import ray
+    except Exception as e:  # the wrong Python
+        emit({"fatal": f"cannot import ray with {sys.executable}: {e}"})
+        return 3
+    try:
+        ray.init(
+            address=cfg["address"],
+            namespace="vivarium",
+            log_to_driver=False,
+            logging_level="ERROR",
+            configure_logging=False,
+        )
+    except Exception as e:
+        emit({"fatal": f"cannot connect to the Ray cluster at {cfg['address']}: {type(e).__name__}: {e}"})
+        return 3
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = ray.cluster_resources().get("CPU", 0)
+    emit({"ready": {"nodes": len(nodes), "cpus": cpus}})
+
+    remote = ray.remote(
+        num_cpus=cfg.get("cpus_per_task", 1),
+        max_retries=cfg.get("max_retries", 3),
+        retry_exceptions=[WorkerLost],
+    )(evaluate)
+    pending = {}
+    cv = threading.Condition()
+
+    def waiter():
+        while True:
+            with cv:
+                while not pending:
+                    cv.wait()
+                refs = list(pending)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.2)
+            for ref in ready:
+                with cv:
+                    rid = pending.pop(ref)
+                try:
+                    emit({"id": rid, "ok": ray.get(ref)})
+                except Exception as e:
+                    emit({"id": rid, "error": f"{type(e).__name__}: {str(e)[-2000:]}"})
+
+    threading.Thread(target=waiter, daemon=True).start()
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        msg = json.loads(line)
+        ref = remote.remote(cfg["worker_command"], msg["request"])
+        with cv:
+            pending[ref] = msg["id"]
+            cv.notify()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
