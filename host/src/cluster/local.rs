@@ -16,7 +16,6 @@ pub struct LocalCluster {
     /// The dashboard's URL (the job submission API).
     pub dashboard: String,
     child: Option<Child>,
-    _state: tempfile::TempDir,
 }
 
 impl LocalCluster {
@@ -28,14 +27,15 @@ impl LocalCluster {
     /// `scripts/setup.sh`).
     pub fn start(workers: u32) -> Result<Self> {
         let script = repo_root().join("scripts/ray-cluster.sh");
-        let state = tempfile::Builder::new()
-            .prefix("vivarium-ray-")
-            .tempdir()
-            .map_err(|e| Error::io("creating the cluster's state directory", e))?;
+        // The script removes it on `down`, which may run after this
+        // process is gone.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = std::env::temp_dir().join(format!("vivarium-ray-{}-{n}", std::process::id()));
         let mut child = Command::new("bash")
             .arg(&script)
             .args(["up", "--hold", "--workers", &workers.to_string()])
-            .env("VIVARIUM_RAY_STATE", state.path().join("s"))
+            .env("VIVARIUM_RAY_STATE", &state)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -59,7 +59,7 @@ impl LocalCluster {
                 "scripts/ray-cluster.sh up did not print an address ({status:?}); is Ray installed (scripts/setup.sh)?"
             )));
         }
-        Ok(Self { address, dashboard, child: Some(child), _state: state })
+        Ok(Self { address, dashboard, child: Some(child) })
     }
 }
 
