@@ -23,12 +23,15 @@
 # Environment: VIVARIUM_RAY_STATE (where `up` keeps the node pids, ports
 # and Ray's session files; default /tmp/vivarium-ray-$USER: one cluster per
 # state directory, so tests that each want a cluster give their own),
-# VIVARIUM_RAY_VENV (default tools/ray/venv).
+# VIVARIUM_RAY_VENV (default tools/ray/venv), VIVARIUM_RAY_START_TIMEOUT
+# (seconds the head, then the workers, may take to come up; default 240: a
+# head takes ~10 s on an idle 2-core machine, minutes under heavy load).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${VIVARIUM_RAY_VENV:-$root/tools/ray/venv}"
 state="${VIVARIUM_RAY_STATE:-/tmp/vivarium-ray-${USER:-$(id -u)}}"
 ray="$venv/bin/ray"
+start_timeout="${VIVARIUM_RAY_START_TIMEOUT:-240}"
 
 say() { echo "ray-cluster: $*" >&2; }
 die() { echo "ray-cluster: $*" >&2; exit 1; }
@@ -124,18 +127,18 @@ up() {
     --metrics-export-port="${p[5]}" --runtime-env-agent-port="${p[6]}" \
     >"$state/head.log" 2>&1 &
   echo $! >> "$state/pids"
-  wait_for() { # what, seconds, command...
-    local what="$1" secs="$2"; shift 2
+  wait_for() { # what, log, seconds, command...
+    local what="$1" log="$2" secs="$3"; shift 3
     for _ in $(seq $((secs * 5))); do
       if "$@" >/dev/null 2>&1; then return 0; fi
       sleep 0.2
     done
-    say "$what did not come up within ${secs}s; the end of its log:"
-    tail -20 "$state/head.log" >&2 || true
+    say "$what did not come up within ${secs}s (VIVARIUM_RAY_START_TIMEOUT); the end of $log:"
+    tail -20 "$log" >&2 || true
     down
     exit 1
   }
-  wait_for "the dashboard" 90 curl -sf "http://127.0.0.1:$dash/api/version"
+  wait_for "the head's dashboard" "$state/head.log" "$start_timeout" curl -sf "http://127.0.0.1:$dash/api/version"
   local i
   for ((i = 1; i <= workers; i++)); do
     mapfile -t w < <(free_ports 4)
@@ -152,7 +155,7 @@ up() {
       | "$venv/bin/python" -c 'import json,sys; d=json.load(sys.stdin)["data"]["result"]["result"]; print(sum(1 for x in d if x["state"]=="ALIVE"))')"
     [ "$n" -ge $((workers + 1)) ]
   }
-  wait_for "$workers worker node(s)" 90 nodes_alive
+  wait_for "$workers worker node(s)" "$state/worker-$workers.log" "$start_timeout" nodes_alive
   echo "127.0.0.1:$gcs" > "$state/address"
   echo "http://127.0.0.1:$dash" > "$state/dashboard"
   echo "dashboard: http://127.0.0.1:$dash"

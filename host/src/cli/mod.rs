@@ -137,12 +137,12 @@ pub fn main() -> ExitCode {
 
 /// `__cluster-worker`: serve requests on stdin until it closes.
 async fn cluster_worker(out: &Out) -> ExitCode {
-    let session = match vivarium::variant::Session::open_default().await {
+    let mut session = match vivarium::variant::Session::open_default().await {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
     let input = tokio::io::BufReader::new(tokio::io::stdin());
-    match vivarium::cluster::worker::serve(&session, input, tokio::io::stdout()).await {
+    match vivarium::cluster::worker::serve(&mut session, input, tokio::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => out.error(&e),
     }

@@ -18,8 +18,10 @@
 //!   audit log. A remote batch's audit events are appended there, each
 //!   naming the Ray node that ran it and the component's sha256
 //!   (`details.cluster`).
-//! * Budgets are charged centrally: a request carries what is left of the
-//!   run's token and simulator-step budgets; the coordinator adds what each
+//! * Budgets are charged centrally: a request carries its share of what is
+//!   left of the run's token and simulator-step budgets (batches graded at
+//!   once split it, so together they cannot overspend it); the coordinator
+//!   adds what each
 //!   reply spent, and checks every budget between steps as a local run
 //!   does. A reply is counted once: the coordinator keeps the first answer
 //!   to each request id, and a batch Ray retried answers once.
@@ -334,7 +336,7 @@ impl RayCluster {
     /// `component`) on the cluster, in up to [`RayCluster::slots`] batches;
     /// the remote calls' audit events go to `audit`, naming the node. A
     /// batch already answered (in `journal`, from an earlier invocation of
-    /// the run) is not sent again.
+    /// the run) is not sent again; `None` keeps no journal.
     ///
     /// Errors: the cluster's ([`RayCluster::call`]), a batch the worker
     /// could not grade, or the audit log's.
@@ -342,7 +344,7 @@ impl RayCluster {
     pub async fn run_tasks(
         &self,
         audit: &AuditLog,
-        journal: &Path,
+        journal: Option<&Path>,
         component: &[u8],
         p: &Prepared,
         suite: &Suite,
@@ -356,6 +358,7 @@ impl RayCluster {
         let sha = hex::encode(Sha256::digest(component));
         let per = tasks.len().div_ceil(self.slot_count.min(tasks.len()));
         let component_hex = hex::encode(component);
+        let call = RemoteCall::from_options(opts).share(tasks.len().div_ceil(per));
         let requests: Vec<EvalRequest> = tasks
             .chunks(per)
             .map(|chunk| EvalRequest {
@@ -365,7 +368,7 @@ impl RayCluster {
                 suite: suite.name.to_string(),
                 tasks: chunk.iter().map(|t| t.task.id.clone()).collect(),
                 held_out,
-                call: RemoteCall::from_options(opts),
+                call: call.clone(),
             })
             .collect();
         let replies = futures::future::join_all(requests.iter().map(|r| self.call_journaled(journal, r))).await;
@@ -392,7 +395,8 @@ impl RayCluster {
 
     /// [`RayCluster::call`], or the reply the run's journal kept (then
     /// `true`); a fresh reply is kept there before it is used.
-    async fn call_journaled(&self, journal: &Path, req: &EvalRequest) -> Result<(EvalReply, bool)> {
+    async fn call_journaled(&self, journal: Option<&Path>, req: &EvalRequest) -> Result<(EvalReply, bool)> {
+        let Some(journal) = journal else { return Ok((self.call(req).await?, false)) };
         let key = request_key(req);
         let path = journal.join(format!("{key}.json"));
         if let Some(reply) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<EvalReply>(&b).ok()) {

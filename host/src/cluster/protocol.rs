@@ -58,6 +58,17 @@ impl RemoteCall {
         Self { run: o.run.clone(), lineage: o.lineage.clone(), llm_tokens: o.llm_tokens, sim_steps: o.sim_steps }
     }
 
+    /// These options for one of `n` batches graded at once: each gets an
+    /// equal share of what is left of the token and simulator-step budgets,
+    /// so batches running side by side cannot together spend more than is
+    /// left.
+    pub fn share(mut self, n: usize) -> Self {
+        let n = n.max(1) as u64;
+        self.llm_tokens = self.llm_tokens.map(|t| t / n);
+        self.sim_steps = self.sim_steps.map(|s| s / n);
+        self
+    }
+
     /// Call options for the worker's calls.
     pub fn to_options(&self) -> CallOptions {
         CallOptions {

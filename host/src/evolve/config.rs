@@ -279,6 +279,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_table_is_read_and_checked() {
+        let head =
+            "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
+        let c = RunConfig::parse(head, "r.toml").unwrap();
+        assert_eq!(c.cluster.engine, Engine::Local, "local unless asked");
+        let c = RunConfig::parse(
+            &format!("{head}[cluster]\nengine = \"ray\"\naddress = \"h:6379\"\nslots = 4\n"),
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cluster.engine, c.cluster.address.as_deref(), c.cluster.slots),
+            (Engine::Ray, Some("h:6379"), Some(4))
+        );
+        for (table, key) in [
+            ("[cluster]\nengine = \"ray\"\nslots = 0\n", "cluster.slots: must be at least 1"),
+            ("[cluster]\naddress = \"h:6379\"\n", "cluster.address: is only used with engine = \"ray\""),
+            ("[cluster]\nengine = \"slurm\"\n", "slurm"),
+        ] {
+            let e = RunConfig::parse(&format!("{head}{table}"), "r.toml").unwrap_err().to_string();
+            assert!(e.starts_with("r.toml:") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn a_missing_initial_or_policy_names_the_key_and_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run.toml");

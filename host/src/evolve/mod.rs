@@ -416,7 +416,7 @@ impl Ctx<'_> {
             row.component_sha.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} has no component", id.0)))?;
         let component = self.archive.get_blob(&sha)?;
         let journal = self.run_dir.join("cluster");
-        cluster.run_tasks(&self.session.audit, &journal, &component, p, &self.suite, tasks, held_out, opts).await
+        cluster.run_tasks(&self.session.audit, Some(&journal), &component, p, &self.suite, tasks, held_out, opts).await
     }
 
     /// Archive and evaluate an initial variant (step `step`).
