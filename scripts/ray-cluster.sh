@@ -129,8 +129,12 @@ up() {
   echo $! >> "$state/pids"
   wait_for() { # what, log, seconds, command...
     local what="$1" log="$2" secs="$3"; shift 3
+    local rc
     for _ in $(seq $((secs * 5))); do
-      if "$@" >/dev/null 2>&1; then return 0; fi
+      rc=0
+      "$@" >/dev/null 2>&1 || rc=$?
+      [ "$rc" = 0 ] && return 0
+      [ "$rc" = 2 ] && break # its process is gone
       sleep 0.2
     done
     say "$what did not come up within ${secs}s (VIVARIUM_RAY_START_TIMEOUT); the end of $log:"
@@ -138,24 +142,48 @@ up() {
     down
     exit 1
   }
-  wait_for "the head's dashboard" "$state/head.log" "$start_timeout" curl -sf "http://127.0.0.1:$dash/api/version"
-  local i
-  for ((i = 1; i <= workers; i++)); do
-    mapfile -t w < <(free_ports 4)
-    "$ray" start --block "${common[@]}" --address="127.0.0.1:$gcs" --num-cpus="$cpus" \
-      --dashboard-agent-listen-port="${w[0]}" --dashboard-agent-grpc-port="${w[1]}" \
-      --metrics-export-port="${w[2]}" --runtime-env-agent-port="${w[3]}" \
-      >"$state/worker-$i.log" 2>&1 &
-    echo $! >> "$state/pids"
-  done
-  # Every worker node registered with the head.
+  local head_pid
+  head_pid="$(head -1 "$state/pids")"
+  head_up() { alive "$head_pid" || return 2; curl -sf "http://127.0.0.1:$dash/api/version"; }
+  wait_for "the head's dashboard" "$state/head.log" "$start_timeout" head_up
+  # Every node registered with the head: the head and `n` workers.
   nodes_alive() {
     local n
     n="$(curl -sf "http://127.0.0.1:$dash/api/v0/nodes" \
       | "$venv/bin/python" -c 'import json,sys; d=json.load(sys.stdin)["data"]["result"]["result"]; print(sum(1 for x in d if x["state"]=="ALIVE"))')"
-    [ "$n" -ge $((workers + 1)) ]
+    [ "$n" -ge $(($1 + 1)) ]
   }
-  wait_for "$workers worker node(s)" "$state/worker-$workers.log" "$start_timeout" nodes_alive
+  # Workers one at a time: a raylet that cannot register with the GCS
+  # within Ray's own 30 s (a heavily loaded machine) makes `ray start`
+  # exit; it is started again, up to three times.
+  local i attempt pid ok
+  for ((i = 1; i <= workers; i++)); do
+    ok=0
+    for attempt in 1 2 3; do
+      mapfile -t w < <(free_ports 4)
+      "$ray" start --block "${common[@]}" --address="127.0.0.1:$gcs" --num-cpus="$cpus" \
+        --dashboard-agent-listen-port="${w[0]}" --dashboard-agent-grpc-port="${w[1]}" \
+        --metrics-export-port="${w[2]}" --runtime-env-agent-port="${w[3]}" \
+        >>"$state/worker-$i.log" 2>&1 &
+      pid=$!
+      echo "$pid" >> "$state/pids"
+      for _ in $(seq $((start_timeout * 5))); do
+        if nodes_alive "$i" >/dev/null 2>&1; then ok=1; break; fi
+        alive "$pid" || break
+        sleep 0.2
+      done
+      [ "$ok" = 1 ] && break
+      say "worker node $i did not come up (attempt $attempt); the end of its log:"
+      tail -5 "$state/worker-$i.log" >&2 || true
+      kill -TERM "$pid" 2>/dev/null || true
+      sleep 2
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ "$ok" != 1 ]; then
+      down
+      exit 1
+    fi
+  done
   echo "127.0.0.1:$gcs" > "$state/address"
   echo "http://127.0.0.1:$dash" > "$state/dashboard"
   echo "dashboard: http://127.0.0.1:$dash"

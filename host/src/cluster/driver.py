@@ -107,34 +107,22 @@ def main():
         max_retries=cfg.get("max_retries", 3),
         retry_exceptions=[WorkerLost],
     )(evaluate)
-    pending = {}
-    cv = threading.Condition()
 
-    def waiter():
-        while True:
-            with cv:
-                while not pending:
-                    cv.wait()
-                refs = list(pending)
-            ready, _ = ray.wait(refs, num_returns=1, timeout=0.2)
-            for ref in ready:
-                with cv:
-                    rid = pending.pop(ref)
-                try:
-                    emit({"id": rid, "ok": ray.get(ref)})
-                except Exception as e:
-                    emit({"id": rid, "error": f"{type(e).__name__}: {str(e)[-2000:]}"})
+    # One thread per batch in flight (at most the coordinator's slots)
+    # waits for its answer, so each is passed on the moment it is ready.
+    def finish(rid, ref):
+        try:
+            emit({"id": rid, "ok": ray.get(ref)})
+        except Exception as e:
+            emit({"id": rid, "error": f"{type(e).__name__}: {str(e)[-2000:]}"})
 
-    threading.Thread(target=waiter, daemon=True).start()
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         msg = json.loads(line)
         ref = remote.remote(cfg["worker_command"], msg["request"])
-        with cv:
-            pending[ref] = msg["id"]
-            cv.notify()
+        threading.Thread(target=finish, args=(msg["id"], ref), daemon=True).start()
     os._exit(0)
 
 
