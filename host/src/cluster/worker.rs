@@ -124,30 +124,9 @@ mod tests {
     use crate::cluster::protocol::RemoteCall;
 
     /// A component whose `solve` answers "3" (right for `1+2` only), or
-    /// loops forever when `spin`.
+    /// counts to 2³² first when `spin` (far past any test's fuel).
     fn answers_three(spin: bool) -> Vec<u8> {
-        let body = if spin { "(loop $l (br $l))" } else { "" };
-        let wat = format!(
-            r#"(module
-  (memory (export "memory") 1)
-  (global $bump (mut i32) (i32.const 1024))
-  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.add (global.get $bump) (i32.add (local.get 3) (i32.const 8))))
-    (local.get $p))
-  (data (i32.const 64) "3")
-  (func (export "vivarium:agent/task-agent@0.1.0#solve")
-    (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-    {body}
-    (i32.store8 (i32.const 0) (i32.const 0))
-    (i32.store (i32.const 4) (i32.const 64))
-    (i32.store (i32.const 8) (i32.const 1))
-    (i32.store8 (i32.const 12) (i32.const 0))
-    (i32.const 0))
-  (func (export "vivarium:agent/meta-agent@0.1.0#improve")
-    (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32) unreachable))"#
-        );
+        let wat = include_str!("spinner.wat").replace("ANSWER", "3").replace("SPIN", if spin { "-1" } else { "1" });
         crate::componentize::from_core_module(wat.as_bytes(), true).unwrap()
     }
 
