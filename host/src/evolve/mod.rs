@@ -766,7 +766,12 @@ async fn evolve_locked(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary> {
     let run_id = config.run.name.clone();
-    let config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
+    let mut config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
+    // Where evaluations run is not what the run is: a run started on one
+    // machine resumes on a cluster (and back) with the same results.
+    if let Some(o) = config_json.as_object_mut() {
+        o.remove("cluster");
+    }
     archive.begin_run(&run_id, &config_json)?;
     crate::runtime::cache::write_atomic(
         &run_dir.join("run.json"),
