@@ -38,8 +38,8 @@
 //!   only, so it has no `llm.toml`, no key variable, no memory store and no
 //!   archive. A child whose grant names a service that needs the
 //!   coordinator's state or secrets (`llm`, `memory`, `archive`, `trainer`)
-//!   is therefore graded on the coordinator ([`remote_capable`]); the
-//!   audit log says so (`cluster-local`).
+//!   is therefore graded on the coordinator, as is an interpreted variant
+//!   ([`stays_local`]); the audit log says so (`cluster-local`).
 //!
 //! # Faults
 //!
@@ -70,7 +70,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::audit::AuditLog;
-use crate::caps::Grant;
 use crate::error::{Error, Result};
 use crate::runtime::{CallOptions, Prepared};
 use crate::tasks::{GradedTask, Spent, Suite, TaskResult};
@@ -159,10 +158,20 @@ impl ClusterConfig {
     }
 }
 
-/// Whether a variant with `grant` can be graded on a worker: not when it
-/// names a service that lives with the coordinator's state or secrets.
-pub fn remote_capable(grant: &Grant) -> bool {
-    grant.llm.is_none() && grant.memory.is_none() && grant.archive.is_none() && grant.trainer.is_none()
+/// Why the prepared variant `p` must be graded on the coordinator, or
+/// `None` when a worker can grade it: not when its grant names a service
+/// that lives with the coordinator's state or secrets, nor when it is an
+/// interpreted variant (the shared interpreter it runs on is built on the
+/// coordinator, not shipped to workers).
+pub fn stays_local(p: &Prepared) -> Option<&'static str> {
+    let g = &p.grant;
+    if g.llm.is_some() || g.memory.is_some() || g.archive.is_some() || g.trainer.is_some() {
+        Some("its grant names a service that stays on the coordinator (llm, memory, archive or trainer)")
+    } else if p.source.is_some() {
+        Some("it is an interpreted variant, whose interpreter is on the coordinator")
+    } else {
+        None
+    }
 }
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<std::result::Result<EvalReply, String>>>>>;

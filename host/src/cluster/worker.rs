@@ -192,6 +192,19 @@ mod tests {
         assert!(e.starts_with("a malformed cluster request"), "{e}");
     }
 
+    #[tokio::test]
+    async fn a_variant_granted_a_coordinator_service_stays_on_the_coordinator() {
+        let tmp = tempfile::tempdir().unwrap();
+        let session = Session::open(crate::home::Home::at(tmp.path())).unwrap();
+        let loaded = session.runtime.load(&answers_three(false)).await.unwrap();
+        let plain = session.runtime.prepare(&loaded, Grant::minimal(Limits::default())).unwrap();
+        assert_eq!(crate::cluster::stays_local(&plain), None, "graded on a worker");
+        let memory = crate::caps::MemoryGrant { bytes: crate::units::ByteSize(1 << 20) };
+        let granted = Grant { memory: Some(memory), ..Grant::minimal(Limits::default()) };
+        let p = session.runtime.prepare(&loaded, granted).unwrap();
+        assert!(crate::cluster::stays_local(&p).is_some_and(|why| why.contains("memory")));
+    }
+
     #[test]
     fn batches_sent_together_split_what_is_left_of_the_budgets() {
         let call = RemoteCall { llm_tokens: Some(1000), sim_steps: Some(9), ..RemoteCall::default() };

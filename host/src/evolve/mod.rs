@@ -390,8 +390,8 @@ impl Ctx<'_> {
 
     /// Grade `tasks` of the run's suite for variant `id` (prepared as `p`):
     /// the one place where the engine is chosen. On a Ray cluster, unless
-    /// the grant names a service that stays with the coordinator
-    /// ([`crate::cluster::remote_capable`]), which the audit log records.
+    /// the variant must stay on the coordinator
+    /// ([`crate::cluster::stays_local`]), which the audit log records.
     async fn grade(
         &self,
         id: &VariantId,
@@ -403,11 +403,11 @@ impl Ctx<'_> {
         let Some(cluster) = &self.cluster else {
             return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
         };
-        if !crate::cluster::remote_capable(&p.grant) {
+        if let Some(reason) = crate::cluster::stays_local(p) {
             self.session.audit.append(
                 Some(&p.sha256),
                 crate::audit::EventKind::Other("cluster-local".into()),
-                json!({ "run": self.run_id, "variant": id.0, "reason": "its grant names a service that stays on the coordinator (llm, memory, archive or trainer)" }),
+                json!({ "run": self.run_id, "variant": id.0, "reason": reason }),
             )?;
             return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
         }
