@@ -38,7 +38,7 @@ class WorkerLost(Exception):
     """The `vivarium` worker process died before answering."""
 
 
-def evaluate(command, request):
+def evaluate(command, request, component_hex):
     # The worker process lives in the `sys` module's namespace: the Ray
     # worker process imports this function once and reuses it, but keeping
     # the handle outside the function's pickled globals makes it outlive a
@@ -60,6 +60,7 @@ def evaluate(command, request):
             cwd=home,
         )
         state["proc"] = w
+    request["component_hex"] = component_hex
     try:
         w.stdin.write((json.dumps(request) + "\n").encode())
         w.stdin.flush()
@@ -116,12 +117,23 @@ def main():
         except Exception as e:
             emit({"id": rid, "error": f"{type(e).__name__}: {str(e)[-2000:]}"})
 
+    # A component goes into Ray's object store once (per driver), and each
+    # node fetches it once, however many batches it grades.
+    components = {}
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
         msg = json.loads(line)
-        ref = remote.remote(cfg["worker_command"], msg["request"])
+        request = msg["request"]
+        sha = request["component_sha256"]
+        component = components.get(sha)
+        if component is None:
+            if len(components) >= 64:
+                components.clear()
+            component = components[sha] = ray.put(request["component_hex"])
+        del request["component_hex"]
+        ref = remote.remote(cfg["worker_command"], request, component)
         threading.Thread(target=finish, args=(msg["id"], ref), daemon=True).start()
     os._exit(0)
 
