@@ -11,15 +11,18 @@ driver exits and Ray cancels what it had in flight.
 
 A Ray task hands its request to a `vivarium __cluster-worker` process it
 keeps for the life of its Ray worker process (so compiled components stay
-warm between tasks), started with a fresh VIVARIUM_HOME and an environment
+warm between tasks), started with a fresh VIVARIUM_HOME (under
+$TMPDIR/vivarium-workers; removed when its Ray worker process is gone) and an environment
 of PATH only: no operator key set on the node reaches it. A worker process
 that dies mid-evaluation raises `WorkerLost`, which Ray retries (Ray's own
 `max_retries` / `retry_exceptions`; a node that dies is Ray's system
 failure, retried the same way). Nothing here schedules: Ray does.
 """
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -38,6 +41,39 @@ class WorkerLost(Exception):
     """The `vivarium` worker process died before answering."""
 
 
+def _fresh_home(state):
+    """A new, empty VIVARIUM_HOME for a worker process, under one folder per
+    node; homes of Ray worker processes that are gone (killed, or ended
+    with their job) are removed first, and this one goes when this process
+    exits normally."""
+    root = os.path.join(tempfile.gettempdir(), "vivarium-workers")
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):
+        try:
+            owner = int(name.split("-")[0])
+            if owner != os.getpid():
+                os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except (ValueError, OSError):
+            pass
+    if state.get("home"):
+        shutil.rmtree(state.pop("home"), ignore_errors=True)
+    home = state["home"] = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+    if not state.get("atexit"):
+        state["atexit"] = True
+
+        def cleanup():
+            proc = state.get("proc")
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if state.get("home"):
+                shutil.rmtree(state["home"], ignore_errors=True)
+
+        atexit.register(cleanup)
+    return home
+
+
 def evaluate(command, request, component_hex):
     # The worker process lives in the `sys` module's namespace: the Ray
     # worker process imports this function once and reuses it, but keeping
@@ -48,7 +84,7 @@ def evaluate(command, request, component_hex):
     state = sys.__dict__.setdefault("_vivarium_worker", {})
     w = state.get("proc")
     if w is None or w.poll() is not None:
-        home = tempfile.mkdtemp(prefix="vivarium-worker-")
+        home = _fresh_home(state)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "VIVARIUM_HOME": home}
         log = open(os.path.join(home, "worker.log"), "ab")
         w = subprocess.Popen(
@@ -74,6 +110,8 @@ def evaluate(command, request, component_hex):
         except Exception:
             pass
         state.pop("proc", None)
+        if state.get("home"):
+            shutil.rmtree(state.pop("home"), ignore_errors=True)
         raise WorkerLost(f"the vivarium worker process (pid {w.pid}) died mid-evaluation")
     reply = json.loads(line)
     ctx = ray.get_runtime_context()
