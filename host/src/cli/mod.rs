@@ -67,6 +67,10 @@ enum Command {
     /// serialized artifact to stdout (the host's compiler process).
     #[command(name = "__compile", hide = true)]
     Compile(CompileArgs),
+    /// Internal: grade cluster batches read from stdin, one JSON request a
+    /// line, answering on stdout (what a Ray task runs; see `cluster`).
+    #[command(name = "__cluster-worker", hide = true)]
+    ClusterWorker,
 }
 
 /// Arguments of the hidden compiler subcommand.
@@ -127,6 +131,7 @@ pub fn main() -> ExitCode {
             Command::Improve(a) => improve::improve(a, &out).await,
             Command::Approve(a) => improve::approve(a, &out).await,
             Command::Serve(a) => serve::serve(a, &out).await,
+            Command::ClusterWorker => cluster_worker(&out).await,
             // Handled above, before the async runtime starts.
             Command::Compile(a) => vivarium::runtime::compile::child_main(
                 a.max_wasm_stack,
@@ -134,6 +139,19 @@ pub fn main() -> ExitCode {
             ),
         }
     })
+}
+
+/// `__cluster-worker`: serve requests on stdin until it closes.
+async fn cluster_worker(out: &Out) -> ExitCode {
+    let mut session = match vivarium::variant::Session::open_default().await {
+        Ok(s) => s,
+        Err(e) => return out.error(&e),
+    };
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    match vivarium::cluster::worker::serve(&mut session, input, tokio::io::stdout()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => out.error(&e),
+    }
 }
 
 /// An argument clap refused (or `--help`/`--version`, which are not

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::Selection;
 use crate::caps::manifest::{error_at, parse_toml};
+use crate::cluster::{ClusterConfig, Engine};
 use crate::error::{Error, Result};
 use crate::units::HumanDuration;
 
@@ -124,6 +125,9 @@ pub struct RunConfig {
     /// configuration, as `search` is).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<ModelEntry>,
+    /// Where evaluations run ([`crate::cluster`]).
+    #[serde(default, skip_serializing_if = "is_local")]
+    pub cluster: ClusterConfig,
 }
 
 /// The `[search]` table. Every key is optional; the defaults are one
@@ -226,6 +230,10 @@ pub struct ModelEntry {
     pub weight: Option<f64>,
 }
 
+fn is_local(c: &ClusterConfig) -> bool {
+    *c == ClusterConfig::default()
+}
+
 impl RunConfig {
     /// Read `path`; relative paths inside are resolved against its folder.
     ///
@@ -326,6 +334,15 @@ impl RunConfig {
             }
         }
         check_search(&c, text, origin)?;
+        if c.cluster.slots == Some(0) {
+            return bad("cluster.slots", "must be at least 1, or left out for the cluster's CPUs".into());
+        }
+        if c.cluster.engine == Engine::Local && c.cluster.address.is_some() {
+            return bad(
+                "cluster.address",
+                "is only used with engine = \"ray\"; set engine = \"ray\" or remove the key".into(),
+            );
+        }
         Ok(c)
     }
 }
@@ -461,6 +478,31 @@ mod tests {
         {
             let e = RunConfig::parse(&format!("{head}{line}\n"), "r.toml").unwrap_err().to_string();
             assert!(e.starts_with("r.toml:8:") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_table_is_read_and_checked() {
+        let head =
+            "[run]\nname = \"r\"\nsuite = \"arith\"\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"v\"]\n";
+        let c = RunConfig::parse(head, "r.toml").unwrap();
+        assert_eq!(c.cluster.engine, Engine::Local, "local unless asked");
+        let c = RunConfig::parse(
+            &format!("{head}[cluster]\nengine = \"ray\"\naddress = \"h:6379\"\nslots = 4\n"),
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.cluster.engine, c.cluster.address.as_deref(), c.cluster.slots),
+            (Engine::Ray, Some("h:6379"), Some(4))
+        );
+        for (table, key) in [
+            ("[cluster]\nengine = \"ray\"\nslots = 0\n", "cluster.slots: must be at least 1"),
+            ("[cluster]\naddress = \"h:6379\"\n", "cluster.address: is only used with engine = \"ray\""),
+            ("[cluster]\nengine = \"slurm\"\n", "slurm"),
+        ] {
+            let e = RunConfig::parse(&format!("{head}{table}"), "r.toml").unwrap_err().to_string();
+            assert!(e.starts_with("r.toml:") && e.contains(key), "{e}");
         }
     }
 

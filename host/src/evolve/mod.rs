@@ -279,6 +279,8 @@ struct Ctx<'a> {
     sim_steps_before: u64,
     /// Novelty shingles of stored trees, by tree sha.
     shingle_cache: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<novelty::Shingles>>>,
+    /// The Ray cluster evaluations go to (`[cluster] engine = "ray"`).
+    cluster: Option<crate::cluster::RayCluster>,
 }
 
 impl Ctx<'_> {
@@ -381,18 +383,16 @@ impl Ctx<'_> {
     /// One staged evaluation of a prepared variant, its spending counted;
     /// records nothing in the archive ([`Ctx::evaluate_search`] repeats it
     /// and records the results).
-    async fn measure(&self, id: &VariantId, p: &crate::runtime::Prepared) -> Result<Measured> {
+    async fn measure(&self, id: &VariantId, p: &crate::runtime::Prepared, repeat: u32) -> Result<Measured> {
         let staged = &self.config.staged;
         let visible = &self.suite.visible;
         let first = staged.first.min(visible.len());
         let opts = self.call_options(id)?;
-        let suite = &self.suite;
-        let (mut results, mut spent) =
-            tasks::run_tasks(self.session, p, suite, &visible[..first], false, &opts).await?;
+        let (mut results, mut spent) = self.grade(id, p, &visible[..first], false, &opts, repeat).await?;
         let full = first == 0 || first == visible.len() || tasks::mean_score(&results) >= staged.threshold;
         let held = if full {
-            let (rest, s1) = tasks::run_tasks(self.session, p, suite, &visible[first..], false, &opts).await?;
-            let (held, s2) = tasks::run_tasks(self.session, p, suite, &suite.held_out, true, &opts).await?;
+            let (rest, s1) = self.grade(id, p, &visible[first..], false, &opts, repeat).await?;
+            let (held, s2) = self.grade(id, p, &self.suite.held_out, true, &opts, repeat).await?;
             spent.add(&s1);
             spent.add(&s2);
             results.extend(rest);
@@ -416,6 +416,44 @@ impl Ctx<'_> {
             .collect();
         rows.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         Ok(Measured { rows, visible: visible_score, held_out: held_score })
+    }
+
+    /// Grade `tasks` of the run's suite for variant `id` (prepared as `p`):
+    /// the one place where the engine is chosen. On a Ray cluster, unless
+    /// the variant must stay on the coordinator
+    /// ([`crate::cluster::stays_local`]), which the audit log records.
+    /// `repeat` is which of the variant's `[search] repeats` evaluations
+    /// this is: each has a journal of its own, so a repeat is graded again,
+    /// never answered with the first one's kept reply.
+    async fn grade(
+        &self,
+        id: &VariantId,
+        p: &crate::runtime::Prepared,
+        tasks: &[tasks::GradedTask],
+        held_out: bool,
+        opts: &CallOptions,
+        repeat: u32,
+    ) -> Result<(Vec<tasks::TaskResult>, tasks::Spent)> {
+        let Some(cluster) = &self.cluster else {
+            return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
+        };
+        if let Some(reason) = crate::cluster::stays_local(p) {
+            self.session.audit.append(
+                Some(&p.sha256),
+                crate::audit::EventKind::Other("cluster-local".into()),
+                json!({ "run": self.run_id, "variant": id.0, "reason": reason }),
+            )?;
+            return tasks::run_tasks(self.session, p, &self.suite, tasks, held_out, opts).await;
+        }
+        let row = self.archive.get(id)?.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} vanished", id.0)))?;
+        let sha =
+            row.component_sha.ok_or_else(|| Error::Internal(anyhow::anyhow!("variant {} has no component", id.0)))?;
+        let component = self.archive.get_blob(&sha)?;
+        let journal = match repeat {
+            0 => self.run_dir.join("cluster"),
+            r => self.run_dir.join("cluster").join(format!("repeat-{r}")),
+        };
+        cluster.run_tasks(&self.session.audit, Some(&journal), &component, p, &self.suite, tasks, held_out, opts).await
     }
 
     /// Archive and evaluate an initial variant (step `step`).
@@ -743,6 +781,13 @@ pub async fn evolve(
     check_distinct_initial(config_path, &config.run.initial)?;
     let run_id = config.run.name.clone();
     check_run_id(&run_id)?;
+    // An unreachable cluster fails the run before anything is written.
+    let cluster = match config.cluster.engine {
+        crate::cluster::Engine::Local => None,
+        crate::cluster::Engine::Ray => {
+            Some(crate::cluster::RayCluster::connect(&config.cluster, &session.home.root().join("cluster")).await?)
+        }
+    };
     let run_dir = run_dir(session, &run_id);
     session.home.ensure(&run_dir)?;
     // One writer per run; held until this function returns (or the
@@ -765,7 +810,7 @@ pub async fn evolve(
             )));
         }
     }
-    let result = evolve_locked(session, archive, config, suite, run_dir, opts, progress).await;
+    let result = evolve_locked(session, archive, config, suite, run_dir, cluster, opts, progress).await;
     if result.is_err() {
         // Not `running` any more: nothing writes it. A resume sets it back.
         if let Ok(a) = Archive::open(&session.home.archive_dir()) {
@@ -787,17 +832,24 @@ fn check_run_id(run_id: &str) -> Result<()> {
 }
 
 /// The run, its lock held and its archive open.
+#[allow(clippy::too_many_arguments)]
 async fn evolve_locked(
     session: &Session,
     archive: Archive,
     config: RunConfig,
     suite: Suite,
     run_dir: PathBuf,
+    cluster: Option<crate::cluster::RayCluster>,
     opts: &EvolveOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary> {
     let run_id = config.run.name.clone();
-    let config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
+    let mut config_json = serde_json::to_value(&config).map_err(|e| Error::Internal(e.into()))?;
+    // Where evaluations run is not what the run is: a run started on one
+    // machine resumes on a cluster (and back) with the same results.
+    if let Some(o) = config_json.as_object_mut() {
+        o.remove("cluster");
+    }
     archive.begin_run(&run_id, &config_json)?;
     crate::fsio::write_atomic(
         &run_dir.join("run.json"),
@@ -823,6 +875,7 @@ async fn evolve_locked(
         gpu_seconds_before,
         sim_steps_before,
         shingle_cache: Default::default(),
+        cluster,
         config,
     };
     let n_init = ctx.config.run.initial.len() as u64;

@@ -236,8 +236,8 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let search = &self.config.search;
         let mut runs = Vec::new();
-        for _ in 0..search.repeats {
-            runs.push(self.measure(id, p).await?);
+        for repeat in 0..search.repeats {
+            runs.push(self.measure(id, p, repeat).await?);
         }
         let scores: Vec<f64> = runs.iter().map(|m| m.visible).collect();
         let (mean, ci) = noise::interval(&scores).expect("at least one evaluation");

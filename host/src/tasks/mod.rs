@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runtime::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome, Prepared};
@@ -36,7 +36,7 @@ pub struct GradedTask {
 }
 
 /// What grading one task spent, for the run's budgets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spent {
     /// Fuel of every guest call.
     pub fuel: u64,
@@ -120,7 +120,7 @@ pub struct Suite {
 }
 
 /// The result of one graded task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskResult {
     /// Task id.
     pub id: String,

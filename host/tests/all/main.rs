@@ -11,6 +11,9 @@
 
 /// The CLI contract: `--json` shapes, exit codes, `$VIVARIUM_HOME`.
 mod cli;
+/// `evolve` on a real local Ray cluster (`[cluster] engine = "ray"`),
+/// compared with the same run on `local`; workers and the coordinator killed.
+mod cluster;
 /// Out-of-process compilation in a `vivarium __compile` child.
 mod compile;
 /// `vivarium evolve` killed with SIGKILL and resumed, repeatedly.
