@@ -13,9 +13,12 @@
 // the call's fuel, memory and wall-clock limits.
 //
 // What a variant's modules may import: each other (`./util.js`, relative to
-// the importing file, `.js` added when missing) and the host's interfaces
-// by their WIT names (`vivarium:agent/log@0.1.0`, `…/llm@0.1.0`, …); a
-// service the grant does not include throws, naming it, when called.
+// the importing file, `.js` added when missing), the `vivarium` SDK
+// (`log`, `llm`, `memory`: typed wrappers; `NotGranted` and `ServiceError`
+// by name) and the host's interfaces by their WIT names
+// (`vivarium:agent/log@0.1.0`, `…/llm@0.1.0`, …); a service the grant
+// does not include throws, naming it, when called. `console` goes to the
+// host log.
 // A module's exports are getters, so `import * as m` sees a `let` that
 // changes later; a named import (`import { x }`) is the value at import
 // time, as in CommonJS. Not supported: top-level `await`, `import.meta`,
@@ -66,6 +69,84 @@ function notGranted(name, iface) {
   return Object.freeze(out);
 }
 
+/** A host service's refusal (`denied`, `budget-exhausted`, …). */
+class ServiceError extends Error {
+  constructor(service, kind, message) {
+    super(`${service} ${kind}: ${message}`);
+    this.name = "ServiceError";
+    this.service = service;
+    this.kind = kind;
+  }
+}
+
+/** `f()`, with a service's `err` (ComponentizeJS throws its payload) as a ServiceError. */
+function serviceCall(service, f) {
+  try {
+    return f();
+  } catch (e) {
+    const p = e && typeof e === "object" && "payload" in e ? e.payload : e;
+    if (p && typeof p === "object" && typeof p.tag === "string") throw new ServiceError(service, p.tag, String(p.val ?? ""));
+    throw e;
+  }
+}
+
+/**
+ * The `vivarium` SDK module (`import { log, llm, memory } from "vivarium"`):
+ * typed wrappers over the host's interfaces, as the Python SDK's.
+ */
+function sdk(allowed, host) {
+  const require = (name) => {
+    if (!allowed.has(name)) {
+      const e = new Error(`capability \`${name}\` is not granted to this variant; ask for it in variant.toml [capabilities]`);
+      e.name = "NotGranted";
+      throw e;
+    }
+    return host.get(`vivarium:agent/${name}@${AGENT_VERSION}`);
+  };
+  const text = new TextDecoder();
+  const bytes = new TextEncoder();
+  const at = (level) => (...parts) => logIface.log(level, parts.map(String).join(" "));
+  const log = { trace: at("trace"), debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+  const llm = {
+    /** One chat request: `messages` as `{role, content}`; the response (`content`, `usage`, …). */
+    chat(messages, { model = "*", maxTokens = 1024, temperature } = {}) {
+      const iface = require("llm");
+      const req = { model, messages: messages.map((m) => ({ role: m.role, content: String(m.content) })), maxTokens, temperature };
+      return serviceCall("llm", () => iface.chat(req));
+    },
+    /** The reply's text to one prompt (and an optional system prompt). */
+    complete(prompt, { system, ...options } = {}) {
+      const messages = system ? [{ role: "system", content: system }] : [];
+      messages.push({ role: "user", content: prompt });
+      return llm.chat(messages, options).content;
+    },
+    tokensLeft: () => require("llm").tokensLeft(),
+  };
+  const memory = {
+    /** The bytes under `key` (a Uint8Array), or undefined. */
+    get: (key) => require("memory").get(key) ?? undefined,
+    getText: (key) => {
+      const v = memory.get(key);
+      return v === undefined ? undefined : text.decode(v);
+    },
+    getJson: (key) => {
+      const v = memory.getText(key);
+      return v === undefined ? undefined : JSON.parse(v);
+    },
+    /** Store a string or bytes under `key`. */
+    set: (key, value) => {
+      const iface = require("memory");
+      const v = typeof value === "string" ? bytes.encode(value) : value;
+      serviceCall("memory", () => iface.set(key, v));
+    },
+    setJson: (key, value) => memory.set(key, JSON.stringify(value)),
+    delete: (key) => require("memory").delete(key),
+    keys: (prefix = "") => require("memory").listKeys(prefix),
+    bytesLeft: () => require("memory").bytesLeft(),
+  };
+  return Object.freeze({ log, llm, memory, ServiceError, granted: (name) => allowed.has(name) });
+}
+
 function hostModules() {
   const allowed = new Set(granted());
   const out = new Map();
@@ -73,8 +154,19 @@ function hostModules() {
   for (const [name, iface] of Object.entries(SERVICES)) {
     out.set(`vivarium:agent/${name}@${AGENT_VERSION}`, allowed.has(name) ? iface : notGranted(name, iface));
   }
+  out.set("vivarium", sdk(allowed, out));
   return out;
 }
+
+// `console` goes to the host log, as `print()` does for Python (the engine's
+// own stdio is off: the interpreter imports no WASI).
+globalThis.console = {
+  log: (...a) => logIface.log("info", a.map(String).join(" ")),
+  info: (...a) => logIface.log("info", a.map(String).join(" ")),
+  debug: (...a) => logIface.log("debug", a.map(String).join(" ")),
+  warn: (...a) => logIface.log("warn", a.map(String).join(" ")),
+  error: (...a) => logIface.log("error", a.map(String).join(" ")),
+};
 
 /** Every Identifier a declaration pattern binds. */
 function boundNames(pattern, out = []) {

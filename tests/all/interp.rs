@@ -947,3 +947,40 @@ async fn improve_of_a_javascript_variant_makes_a_child_that_loads() {
     let r = solve(&s, &tmp.path().join("child"), "8/2").await;
     assert_eq!(output(&r), "4");
 }
+
+/// The JavaScript SDK (`import { log, llm, memory } from "vivarium"`):
+/// memory round-trips text, JSON and bytes within the grant's quota, a
+/// write past it is a `ServiceError` of kind `quota-exceeded`, `llm`
+/// without its grant is `NotGranted` by name, and `console` reaches the
+/// host log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_javascript_sdk_wraps_log_llm_and_memory() {
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("h"));
+    let agent = r#"import { log, llm, memory, granted } from "vivarium";
+export const taskAgent = {
+  solve(task) {
+    console.log("console says", 42);
+    log.info("sdk says hi");
+    if (task.input === "memory") {
+      memory.set("k", "v1");
+      memory.setJson("j", { a: [1, 2] });
+      let quota = "";
+      try { memory.set("big", "x".repeat(100000)); } catch (e) { quota = `${e.name}/${e.kind}`; }
+      return { output: [memory.getText("k"), JSON.stringify(memory.getJson("j")), memory.keys("").join("+"), quota].join(" ") };
+    }
+    try { llm.complete("hi"); } catch (e) { return { output: `${e.name}: ${e.message}` }; }
+    return { output: "llm answered?" };
+  },
+};
+export const metaAgent = { improve() { throw "no"; } };
+"#;
+    let dir = js_variant(&tmp.path().join("v"), agent, &[], "memory = { bytes = \"64KiB\" }");
+    let r = solve(&s, &dir, "memory").await;
+    assert_eq!(output(&r), r#"v1 {"a":[1,2]} j+k ServiceError/quota-exceeded"#);
+    let said: Vec<&str> = r.logs.iter().map(|l| l.message.as_str()).collect();
+    assert!(said.contains(&"console says 42") && said.contains(&"sdk says hi"), "{said:?}");
+    let r = solve(&s, &dir, "llm").await;
+    assert!(output(&r).starts_with("NotGranted: capability `llm` is not granted to this variant"), "{:?}", r.outcome);
+}

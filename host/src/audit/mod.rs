@@ -408,6 +408,16 @@ impl AuditLog {
         ))
     }
 
+    /// Move the head to `r`, the record a crash left past it, before
+    /// anything else is appended: the recovery event that follows is itself
+    /// a record, and a crash after writing it with the head still behind
+    /// would leave the head two records back, which is damage, not a crash
+    /// state (the crash sweep found that window).
+    fn adopt(&self, r: &Record) -> Result<()> {
+        let head = Head { seq: r.seq, hash: r.hash.clone() };
+        write_head(&self.inner.dir, &self.inner.head, &self.inner.head_tmp, &head, self.fsync())
+    }
+
     /// Under the exclusive lock: find where the chain ends, cross-checking the
     /// head and the log's tail, and repair the crash states (see module docs).
     fn chain_end(&self, file: &File) -> Result<ChainEnd> {
@@ -438,6 +448,7 @@ impl AuditLog {
                     && tail.lines.len() == 2
                     && decode_line(&tail.lines[0]).is_ok_and(|p| names(&p, h)) =>
             {
+                self.adopt(r)?;
                 recoveries.push(json!({
                     "reason": "head-behind",
                     "explanation": "the log held one record past the head (the host stopped between \
@@ -449,6 +460,7 @@ impl AuditLog {
                 (r.seq, r.hash.clone())
             }
             (None, Some(r)) if no_fragment && r.seq == 0 && r.prev == ZERO_HASH && tail.lines.len() == 1 => {
+                self.adopt(r)?;
                 recoveries.push(json!({
                     "reason": "head-missing",
                     "explanation": "the log held only its first record and no head (the host stopped \

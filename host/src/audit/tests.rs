@@ -715,6 +715,37 @@ fn append_repairs_a_head_left_one_behind() {
     assert_good(&report(&log), 8);
 }
 
+/// A crash in the middle of that repair: the head is moved to the adopted
+/// record before the recovery event is written, so a host killed right
+/// after writing the event leaves the head one behind again (repaired the
+/// same way), never two (damage). The crash sweep once hit the old order.
+#[test]
+fn a_crash_during_the_repair_leaves_a_state_the_next_append_repairs() {
+    let (_tmp, log, _) = chain(5);
+    let head_at_4 = head_bytes(&log);
+    log.append(Some(V1), EventKind::Use, json!({"last": true})).unwrap();
+    fs::write(log.head_path(), &head_at_4).unwrap();
+    // The repair runs: the head moves to record 5 first, then the recovery
+    // event (6) and the new record (7) are written.
+    log.append(Some(V2), EventKind::Trap, json!({})).unwrap();
+    let recs = log.records().unwrap();
+    assert_eq!(recs[6].event, EventKind::Recovery);
+    // Killed right after the recovery event: the log ends at 6, the head
+    // names 5 — what `adopt` guarantees before the event is written.
+    let head_at_5 = {
+        let h = json!({"seq": 5, "hash": recs[5].hash});
+        serde_json::to_vec(&h).unwrap()
+    };
+    let text = fs::read_to_string(log.log_path()).unwrap();
+    let upto_6: String = text.lines().take(7).map(|l| format!("{l}\n")).collect();
+    fs::write(log.log_path(), upto_6).unwrap();
+    fs::write(log.head_path(), head_at_5).unwrap();
+    let next = log.append(None, EventKind::Grant, json!({})).unwrap();
+    assert_eq!(next.seq, 8, "record 6 adopted, a recovery event 7, then this one");
+    assert_eq!(log.records().unwrap()[7].details["adopted_seq"], json!(6));
+    assert_good(&report(&log), 9);
+}
+
 #[test]
 fn append_repairs_a_missing_first_head() {
     let (_tmp, log) = fresh();
