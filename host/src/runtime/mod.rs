@@ -104,6 +104,8 @@ pub struct HostState {
     pub(crate) charged: host_work::Charged,
     /// What an interpreter instance loads (`vivarium:interp/source`).
     pub(crate) source: Option<Arc<interpreted::InstanceSource>>,
+    /// This call's end of a link to another instance (`peer`), for a grader.
+    pub(crate) peer: Option<crate::interp::peer::PeerLink>,
 }
 
 impl WasiView for HostState {
@@ -481,6 +483,7 @@ impl HostState {
             host_work,
             charged: host_work::Charged::default(),
             source: None,
+            peer: None,
         }
     }
 }

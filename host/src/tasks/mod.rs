@@ -10,6 +10,7 @@
 //! `[0, 1]`, higher is better, and the suite's score is their mean.
 
 pub mod arith;
+pub mod humaneval;
 pub mod reward_design;
 pub mod tiny_lm;
 
