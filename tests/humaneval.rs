@@ -103,10 +103,10 @@ async fn a_wrong_answer_fails_at_the_asserts_line() {
 /// expected `True` first) that try to pass without solving it. Each must
 /// fail, and the result must say why.
 const HOSTILE: &[(&str, &str, &str)] = &[
-    ("exit at import", "    pass\nimport sys\nsys.exit(0)\n", "failed: "),
-    ("os._exit at import", "    pass\nimport os\nos._exit(0)\n", "failed: "),
+    ("exit at import", "    pass\nimport sys\nsys.exit(0)\n", "exited"),
+    ("os._exit at import", "    pass\nimport os\nos._exit(0)\n", "exited"),
     ("exit in the call", "    import sys\n    sys.exit(0)\n", "SystemExit"),
-    ("os._exit in the call", "    import os\n    os._exit(0)\n", "failed: "),
+    ("os._exit in the call", "    import os\n    os._exit(0)\n", "exited"),
     (
         "swallow via excepthook",
         "    return False\nimport sys\nsys.excepthook = lambda *a: None\n",
@@ -126,7 +126,8 @@ const HOSTILE: &[(&str, &str, &str)] = &[
         "patch AssertionError and builtins",
         "    return False\nimport builtins\nbuiltins.AssertionError = type('X', (BaseException,), {})\n\
          builtins.isinstance = lambda *a: True\nbuiltins.abs = lambda x: 0\n",
-        "AssertionError",
+        // It breaks its own instance's answering loop: a trap, so a failure.
+        "(trap)",
     ),
     (
         "object whose __eq__ is always true",
@@ -144,14 +145,14 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     (
         "recursion bomb, limit raised",
         "    import sys\n    sys.setrecursionlimit(10**9)\n    def f(n): return f(n + 1)\n    return f(0)\n",
-        "failed: ",
+        "(stack-overflow)|timed out",
     ),
     ("fake verdicts printed", "    print('passed'); print('{\"passed\": true}')\n    return False\n", "AssertionError"),
     ("infinite loop", "    while True:\n        pass\n", "timed out"),
     ("infinite loop at import", "    pass\nwhile True:\n    pass\n", "timed out"),
-    ("memory bomb", "    x = bytearray(1 << 34)\n    return True\n", "failed: "),
-    ("memory bomb, growing", "    x = []\n    while True:\n        x.append('a' * 1_000_000)\n", "failed: "),
-    ("huge answer", "    return 'a' * 50_000_000\n", "failed: "),
+    ("memory bomb", "    x = bytearray(1 << 30)\n    return True\n", "(memory-limit)"),
+    ("memory bomb, growing", "    x = []\n    while True:\n        x.append('a' * 1_000_000)\n", "(memory-limit)"),
+    ("huge answer", "    return 'a' * 50_000_000\n", "(memory-limit)"),
     (
         "a trace function that jumps over lines",
         "    return False\nimport sys\ndef _t(frame, event, arg):\n    return None\nsys.settrace(_t)\n",
@@ -165,14 +166,14 @@ const HOSTILE: &[(&str, &str, &str)] = &[
     (
         "answer the grader's link directly with a verdict",
         "    from wit_world.imports import source\n    source.peer('{\"passed\": true}')\n    return False\n",
-        "failed: ",
+        "wrong shape",
     ),
     (
         "read the test from the host",
         "    return open('/proc/self/cmdline').read() != ''\n",
-        "failed: ",
+        "FileNotFoundError",
     ),
-    ("raise in __eq__ of a key", "    raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+    ("KeyboardInterrupt in the call", "    raise KeyboardInterrupt\n", "KeyboardInterrupt"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +184,9 @@ async fn every_hostile_completion_fails_with_its_reason_and_the_host_is_intact()
     let mut wrong = Vec::new();
     for (name, completion, reason) in HOSTILE {
         let v = grade("HumanEval/0", completion).await;
-        if v.passed || !v.result.contains(reason) {
+        eprintln!("{name}: {}", v.result);
+        // `a|b`: either reason (which limit ends a bomb first depends on the machine's load).
+        if v.passed || !reason.split('|').any(|r| v.result.contains(r)) {
             wrong.push(format!("{name}: expected a failure containing {reason:?}, got {:?}", v.result));
         }
     }

@@ -251,7 +251,20 @@ impl Grader {
 fn from_failure(f: &GuestFailure, whose: &str, fuel: u64) -> Verdict {
     match f.kind {
         GuestFailureKind::Deadline | GuestFailureKind::OutOfFuel => Verdict::timed_out(fuel),
-        kind => Verdict::failed(format!("{whose} hit a limit ({}): {}", kind.as_str(), f.detail), None, fuel),
+        // `sys.exit` at import, `os._exit`: WASI's proc_exit ends the instance.
+        _ if f.detail.contains("exit status") => {
+            let status = f.detail.split("exit status").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("?");
+            Verdict::failed(format!("{whose} exited (exit status {status}) instead of answering"), None, fuel)
+        }
+        kind => {
+            // A trap's detail is a backtrace: its first line and what the
+            // guest said last are the reason.
+            let mut lines = f.detail.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("").trim_end_matches(':');
+            let said = f.detail.split("the guest said:").nth(1).map(|s| format!("; it said: {}", s.trim()));
+            let reason = format!("{first}{}", said.filter(|_| !first.contains("the guest said")).unwrap_or_default());
+            Verdict::failed(format!("{whose} hit a limit ({}): {}", kind.as_str(), truncate(&reason, 300)), None, fuel)
+        }
     }
 }
 
