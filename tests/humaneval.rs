@@ -70,7 +70,10 @@ async fn grade_all_canonical(f: &'static Fixture) -> Vec<(String, Verdict)> {
         set.spawn(async move {
             let mut v = Vec::new();
             for p in chunk {
-                v.push((p.task_id.clone(), f.grader.grade(&f.session.runtime, p, &p.canonical_solution).await.unwrap()));
+                v.push((
+                    p.task_id.clone(),
+                    f.grader.grade(&f.session.runtime, p, &p.canonical_solution).await.unwrap(),
+                ));
             }
             v
         });
@@ -88,7 +91,9 @@ async fn a_wrong_answer_fails_at_the_asserts_line() {
     assert!(!v.passed);
     assert_eq!(v.test_line, Some(10), "{v:?}");
     assert!(
-        v.result.starts_with("failed: AssertionError (test line 10: assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True)"),
+        v.result.starts_with(
+            "failed: AssertionError (test line 10: assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True)"
+        ),
         "{}",
         v.result
     );

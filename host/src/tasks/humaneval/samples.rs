@@ -203,11 +203,8 @@ mod tests {
     fn a_malformed_line_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.jsonl");
-        std::fs::write(
-            &p,
-            "{\"task_id\": \"HumanEval/0\", \"completion\": \"x\"}\n\n{\"task_id\": \"HumanEval/1\"}\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "{\"task_id\": \"HumanEval/0\", \"completion\": \"x\"}\n\n{\"task_id\": \"HumanEval/1\"}\n")
+            .unwrap();
         let e = check_file(&p).unwrap_err().to_string();
         assert!(e.contains("s.jsonl:3: no \"completion\""), "{e}");
         std::fs::write(&p, "{\"task_id\": 1, \"completion\": \"x\"}\n").unwrap();

@@ -51,10 +51,8 @@ pub fn suite() -> Result<Suite> {
 
 /// The suite over `problems`.
 pub fn from_problems(problems: Vec<Problem>) -> Suite {
-    let mut order: Vec<(String, &Problem)> = problems
-        .iter()
-        .map(|p| (hex::encode(Sha256::digest(format!("{SEED}\n{}", p.task_id))), p))
-        .collect();
+    let mut order: Vec<(String, &Problem)> =
+        problems.iter().map(|p| (hex::encode(Sha256::digest(format!("{SEED}\n{}", p.task_id))), p)).collect();
     order.sort_by(|a, b| a.0.cmp(&b.0));
     let task = |p: &Problem| GradedTask {
         task: Task {
