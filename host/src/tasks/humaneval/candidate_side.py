@@ -21,12 +21,7 @@ def _describe(e):
         text = f"{type(e).__name__}: {e}"
     except BaseException:  # noqa: BLE001 (an exception whose str() fails)
         text = type(e).__name__
-    line = 0
-    tb = e.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "src/candidate.py":
-            line = tb.tb_lineno or 0
-        tb = tb.tb_next
+    line = _plain.innermost_line(e, "src/candidate.py")
     return f"{text} (program line {line})" if line else text
 
 

@@ -12,6 +12,17 @@ effects crosses. Anything else is refused with its type named.
 MAX_DEPTH = 60
 
 
+def innermost_line(e, filename):
+    """The line of the innermost frame of `e`'s traceback in `filename`, or 0."""
+    line = 0
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno or 0
+        tb = tb.tb_next
+    return line
+
+
 def encode(v, depth=0):
     if depth > MAX_DEPTH:
         raise ValueError(f"a value nested deeper than {MAX_DEPTH} levels does not cross to the grader")

@@ -32,13 +32,7 @@ def _candidate(*args, **kwargs):
 
 
 def _test_line(e):
-    line = 0
-    tb = e.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "src/humaneval_test.py":
-            line = tb.tb_lineno or 0
-        tb = tb.tb_next
-    return line
+    return _plain.innermost_line(e, "src/humaneval_test.py")
 
 
 def run(entry):
