@@ -220,7 +220,9 @@ impl Grader {
         let (candidate_report, test_report) = tokio::join!(candidate_call, test_call);
         let (candidate_report, test_report) = (candidate_report?, test_report?);
         let fuel = candidate_report.usage.fuel + test_report.usage.fuel;
-        let prompt_lines = problem.prompt.lines().count() as u32 + 1;
+        // `humaneval_test.py` is the prompt, a newline, then the test: the
+        // test's first line follows the prompt's newlines plus that one.
+        let prompt_lines = problem.prompt.matches('\n').count() as u32 + 1;
         let test_line = |line: u32| (line > prompt_lines).then(|| line - prompt_lines);
         let answer = match test_report.outcome {
             CallOutcome::Ok(a) => a,
