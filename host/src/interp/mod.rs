@@ -44,6 +44,8 @@
 //! [`run_function`] is the same machinery for code no variant brought ("load
 //! this source and call this function under these limits"), for graders.
 
+pub mod peer;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -369,6 +371,17 @@ pub async fn run_function(
     input: &str,
     limits: Limits,
 ) -> Result<CallReport<crate::runtime::bindings::Answer>> {
+    let p = prepare_function(rt, code, limits).await?;
+    let task = Task { id: "run".into(), domain: "run".into(), instruction: String::new(), input: input.to_string() };
+    rt.solve(&p, &task, &CallOptions::default()).await
+}
+
+/// `code` loaded and linked as [`run_function`] runs it (`function(input)`
+/// on `solve`, nothing granted but `log`), for a caller that needs its own
+/// [`CallOptions`] (a grader linking two instances, [`peer`]).
+///
+/// Errors: as [`run_function`].
+pub async fn prepare_function(rt: &Runtime, code: &Code, limits: Limits) -> Result<crate::runtime::Prepared> {
     let mut files = code.files.clone();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let bundle = Interpreted {
@@ -385,10 +398,7 @@ pub async fn run_function(
     };
     bundle.validate()?;
     let loaded = rt.load(&bundle.to_bytes()).await?;
-    let grant = Grant::minimal(limits);
-    let p = rt.prepare(&loaded, grant)?;
-    let task = Task { id: "run".into(), domain: "run".into(), instruction: String::new(), input: input.to_string() };
-    rt.solve(&p, &task, &CallOptions::default()).await
+    rt.prepare(&loaded, Grant::minimal(limits))
 }
 
 /// Directories where interpreter components are kept by sha256

@@ -51,6 +51,10 @@ pub struct CallOptions {
     /// lineage, and the call gets a fresh scratch area that is removed
     /// afterwards (see [`crate::variant::Session::solve`]).
     pub sealed: bool,
+    /// This call's end of a link to another interpreter instance
+    /// ([`crate::interp::peer`]): how a grader runs a test and the code
+    /// under test in two instances. `None` for every variant.
+    pub peer: Option<crate::interp::peer::PeerLink>,
 }
 
 impl CallOptions {
@@ -204,6 +208,7 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.call_hook(super::host_work::hook);
         store.data_mut().source = p.source.clone();
+        store.data_mut().peer = opts.peer.clone();
         // Bound what wasmtime copies from the guest in one crossing (results,
         // log messages) near the output cap, so a huge result is refused
         // before the host allocates it.

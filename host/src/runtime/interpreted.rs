@@ -244,6 +244,16 @@ pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>) -> Result<()>
         Ok(())
     })
     .map_err(internal)?;
+    inst.func_wrap_async("peer", |store: StoreContextMut<'_, HostState>, (message,): (String,)| {
+        let link = store.data().peer.clone();
+        Box::new(async move {
+            Ok((match link {
+                Some(link) => link.exchange(message).await,
+                None => Err("this instance has no peer".to_string()),
+            },))
+        })
+    })
+    .map_err(internal)?;
     inst.func_wrap("granted", |store: StoreContextMut<'_, HostState>, (): ()| {
         Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
     })

@@ -108,6 +108,8 @@ pub struct HostState {
     pub(crate) charged: host_work::Charged,
     /// What an interpreter instance loads (`vivarium:interp/source`).
     pub(crate) source: Option<Arc<interpreted::InstanceSource>>,
+    /// This call's end of a link to another instance (`peer`), for a grader.
+    pub(crate) peer: Option<crate::interp::peer::PeerLink>,
 }
 
 impl WasiView for HostState {
@@ -447,6 +449,7 @@ impl HostState {
             host_work,
             charged: host_work::Charged::default(),
             source: None,
+            peer: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! `[0, 1]`, higher is better, and the suite's score is their mean.
 
 pub mod arith;
+pub mod humaneval;
 pub mod reward_design;
 pub mod tiny_lm;
 
@@ -140,7 +141,8 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 }
 
 /// The names of the suites this host has.
-pub const SUITES: &[&str] = &["arith", reward_design::NAME, reward_design::LOCOMOTION, "tiny-lm"];
+pub const SUITES: &[&str] =
+    &["arith", reward_design::NAME, reward_design::LOCOMOTION, "tiny-lm", humaneval::suite::NAME];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
@@ -149,6 +151,9 @@ pub fn suite(name: &str) -> Option<Suite> {
         reward_design::NAME => Some(reward_design::suite()),
         reward_design::LOCOMOTION => Some(reward_design::locomotion()),
         "tiny-lm" => Some(tiny_lm::suite()),
+        // `None` also when the problems are missing; `evolve`'s config check
+        // asks `humaneval::problems` for the reason.
+        humaneval::suite::NAME => humaneval::suite::suite().ok(),
         _ => None,
     }
 }

