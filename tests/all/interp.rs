@@ -826,7 +826,12 @@ async fn arith_javascript_runs_on_the_interpreter_and_reuses_its_parse() {
     let r = s.solve(&p, &task("8/2"), &CallOptions::default()).await.unwrap();
     assert!(guest_error(&r).contains("needs DIVISION"), "{:?}", r.outcome);
     eprintln!("fuel: first call {}, second {}", first.usage.fuel, second.usage.fuel);
-    assert!(second.usage.fuel * 2 < first.usage.fuel, "the parse is reused: {} then {}", first.usage.fuel, second.usage.fuel);
+    assert!(
+        second.usage.fuel * 2 < first.usage.fuel,
+        "the parse is reused: {} then {}",
+        first.usage.fuel,
+        second.usage.fuel
+    );
 }
 
 /// ES module forms across files: named, default, list and re-exports,
@@ -872,10 +877,18 @@ async fn javascript_load_errors_name_the_file_and_line() {
     let s = session(&tmp.path().join("h"));
     let cases: [(&str, &[(&str, &str)], &str); 5] = [
         ("// one\nexport const taskAgent = {\n  solve( { return 1; }\n};\n", &[], "src/agent.js:3: SyntaxError"),
-        ("import { x } from \"./util.js\";\n", &[("src/util.js", "\n\nthrow new TypeError(\"boom\");\n")], "src/util.js:3: TypeError: boom"),
+        (
+            "import { x } from \"./util.js\";\n",
+            &[("src/util.js", "\n\nthrow new TypeError(\"boom\");\n")],
+            "src/util.js:3: TypeError: boom",
+        ),
         ("import \"./nowhere.js\";\n", &[], "(missing-module)"),
         ("const m = await 1;\n", &[], "src/agent.js:1: top-level await is not supported"),
-        ("export const taskAgent = { solve() { return { output: \"\" }; } };\n", &[], "src/agent.js:0: the module does not export metaAgent"),
+        (
+            "export const taskAgent = { solve() { return { output: \"\" }; } };\n",
+            &[],
+            "src/agent.js:0: the module does not export metaAgent",
+        ),
     ];
     for (i, (agent, extra, want)) in cases.iter().enumerate() {
         let dir = js_variant(&tmp.path().join(format!("v{i}")), agent, extra, "");
@@ -898,7 +911,10 @@ async fn javascript_load_errors_name_the_file_and_line() {
     let dir = js_variant(&tmp.path().join("ok"), JS_ECHO, &[], "");
     let (_, p) = open(&s, &dir).await;
     let bundle = p.interpreted().unwrap().bundle.with_mode(interp::Mode::Check);
-    assert!(matches!(interp::check_load(&s.runtime, &p.with_bundle(bundle), &CallOptions::default()).await.unwrap(), Checked::Loaded));
+    assert!(matches!(
+        interp::check_load(&s.runtime, &p.with_bundle(bundle), &CallOptions::default()).await.unwrap(),
+        Checked::Loaded
+    ));
 }
 
 /// Hostile code at load time meets the call's limits with typed reasons.

@@ -117,7 +117,10 @@ pub fn python_interpreter(target_dir: &Path, timeout: Duration) -> Result<Interp
     static FOUND: Mutex<Vec<(PathBuf, Interpreter)>> = Mutex::new(Vec::new());
     find_or_build(&FOUND, target_dir, "python-interpreter", |target_dir| {
         let tc = super::python::toolchain(target_dir)?;
-        Ok((python_key(&tc.version), Box::new(move |t: &Path, key: &str, record: &Path| build(t, tc, key, record, timeout))))
+        Ok((
+            python_key(&tc.version),
+            Box::new(move |t: &Path, key: &str, record: &Path| build(t, tc, key, record, timeout)),
+        ))
     })
 }
 
@@ -202,7 +205,16 @@ fn build(
     let deadline = started + timeout;
     let log =
         support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
-    keep(target_dir, InterpLanguage::Python, &out, log, started, key, record, "componentize-py (the Python interpreter)")
+    keep(
+        target_dir,
+        InterpLanguage::Python,
+        &out,
+        log,
+        started,
+        key,
+        record,
+        "componentize-py (the Python interpreter)",
+    )
 }
 
 /// Keep a built interpreter: by its sha256 in the store, and its record
@@ -321,8 +333,12 @@ fn build_javascript_interpreter(
         .arg(JS_WORLD)
         .arg(&out)
         .current_dir(staging.path());
-    let sandbox =
-        support::toolchain_sandbox(&app, staging.path(), &super::javascript::sandbox_paths(tc), super::javascript::MEMORY);
+    let sandbox = support::toolchain_sandbox(
+        &app,
+        staging.path(),
+        &super::javascript::sandbox_paths(tc),
+        super::javascript::MEMORY,
+    );
     let log = support::run_in_sandbox(
         cmd,
         &sandbox,
@@ -331,7 +347,16 @@ fn build_javascript_interpreter(
         "ComponentizeJS (the JavaScript interpreter)",
         &app,
     )?;
-    keep(target_dir, InterpLanguage::Javascript, &out, log, started, key, record, "ComponentizeJS (the JavaScript interpreter)")
+    keep(
+        target_dir,
+        InterpLanguage::Javascript,
+        &out,
+        log,
+        started,
+        key,
+        record,
+        "ComponentizeJS (the JavaScript interpreter)",
+    )
 }
 
 /// The bundle of the Python variant in `dir` for the interpreter of

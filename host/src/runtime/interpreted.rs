@@ -162,7 +162,7 @@ impl Runtime {
     ) -> Result<Option<Arc<InstanceSource>>> {
         let Some(source) = &loaded.source else { return Ok(None) };
         let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the interpreter failed: {e:#}"));
-        add_source_to_linker(linker)?;
+        add_source_to_linker(linker, false)?;
         // The services the grant does not link: a call traps, naming the
         // capability (the SDK refuses before that, by name). Only these:
         // WASI is linked from the grant as for any component.
@@ -200,8 +200,10 @@ impl Runtime {
 
 /// Add `vivarium:interp/source` to `linker`: each instance reads the
 /// [`InstanceSource`] its store holds (`HostState::source`), and nothing
-/// else. Also used by the reward-model instance of an interpreted variant.
-pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
+/// else. Also used by the reward-model instance of an interpreted variant,
+/// whose store is synchronous (`sync`): there `peer` answers that the
+/// instance has none instead of waiting.
+pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>, sync: bool) -> Result<()> {
     let internal = |e: wasmtime::Error| Error::Internal(anyhow::anyhow!("linking the interpreter failed: {e:#}"));
     let mut inst = linker.root();
     let mut inst = inst.instance(SOURCE_INTERFACE).map_err(internal)?;
@@ -244,16 +246,24 @@ pub(crate) fn add_source_to_linker(linker: &mut Linker<HostState>) -> Result<()>
         Ok(())
     })
     .map_err(internal)?;
-    inst.func_wrap_async("peer", |store: StoreContextMut<'_, HostState>, (message,): (String,)| {
-        let link = store.data().peer.clone();
-        Box::new(async move {
-            Ok((match link {
-                Some(link) => link.exchange(message).await,
-                None => Err("this instance has no peer".to_string()),
-            },))
+    if sync {
+        // A synchronous store (the reward instance) cannot wait on a peer.
+        inst.func_wrap("peer", |_: StoreContextMut<'_, HostState>, (_message,): (String,)| {
+            Ok((Err::<String, String>("this instance has no peer".to_string()),))
         })
-    })
-    .map_err(internal)?;
+        .map_err(internal)?;
+    } else {
+        inst.func_wrap_async("peer", |store: StoreContextMut<'_, HostState>, (message,): (String,)| {
+            let link = store.data().peer.clone();
+            Box::new(async move {
+                Ok((match link {
+                    Some(link) => link.exchange(message).await,
+                    None => Err("this instance has no peer".to_string()),
+                },))
+            })
+        })
+        .map_err(internal)?;
+    }
     inst.func_wrap("granted", |store: StoreContextMut<'_, HostState>, (): ()| {
         Ok((store.data().source.as_ref().map(|s| s.granted.clone()).unwrap_or_default(),))
     })

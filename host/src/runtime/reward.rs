@@ -219,7 +219,7 @@ impl RewardInstance {
 
         let mut linker = reward_linker(engine, component)?;
         if interpreted {
-            crate::runtime::interpreted::add_source_to_linker(&mut linker)?;
+            crate::runtime::interpreted::add_source_to_linker(&mut linker, true)?;
         }
         let instance = match linker.instantiate(&mut store, component) {
             Ok(i) => i,
