@@ -86,25 +86,21 @@ pub fn store_dir(target_dir: &Path) -> PathBuf {
     target_dir.join("interpreters")
 }
 
+/// The build key of an interpreter: the builder's name, its toolchain's
+/// parts, the WIT (the interpreter's and the host's), and the app.
+fn interpreter_key(builder: &str, toolchain: &[(&str, &[u8])], app: &[(&str, &[u8])]) -> Result<String> {
+    let mut parts: Vec<(&str, &[u8])> = vec![("builder", builder.as_bytes())];
+    parts.extend_from_slice(toolchain);
+    parts.push(("interp.wit", INTERP_WIT.as_bytes()));
+    parts.extend(crate::wit::FILES.iter().map(|(name, text)| (*name, text.as_bytes())));
+    parts.extend_from_slice(app);
+    support::cache_key(&parts, &[])
+}
+
 /// The build key of the Python interpreter with componentize-py `version`.
-fn python_key(version: &str) -> String {
-    let mut h = Sha256::new();
-    let mut put = |label: &str, value: &[u8]| {
-        h.update((label.len() as u64).to_le_bytes());
-        h.update(label.as_bytes());
-        h.update((value.len() as u64).to_le_bytes());
-        h.update(value);
-    };
-    put("builder", b"python-interpreter-2");
-    put("componentize-py", version.as_bytes());
-    put("interp.wit", INTERP_WIT.as_bytes());
-    for (name, text) in crate::wit::FILES {
-        put(name, text.as_bytes());
-    }
-    for (name, text) in PYTHON_APP {
-        put(name, text.as_bytes());
-    }
-    hex::encode(h.finalize())
+fn python_key(version: &str) -> Result<String> {
+    let app: Vec<(&str, &[u8])> = PYTHON_APP.iter().map(|(name, text)| (*name, text.as_bytes())).collect();
+    interpreter_key("python-interpreter-2", &[("componentize-py", version.as_bytes())], &app)
 }
 
 /// The Python interpreter for `target_dir`, built when this machine has
@@ -118,7 +114,7 @@ pub fn python_interpreter(target_dir: &Path, timeout: Duration) -> Result<Interp
     find_or_build(&FOUND, target_dir, "python-interpreter", |target_dir| {
         let tc = super::python::toolchain(target_dir)?;
         Ok((
-            python_key(&tc.version),
+            python_key(&tc.version)?,
             Box::new(move |t: &Path, key: &str, record: &Path| build(t, tc, key, record, timeout)),
         ))
     })
@@ -275,23 +271,11 @@ pub fn javascript_interpreter(target_dir: &Path, timeout: Duration) -> Result<In
         let read = |p: PathBuf| std::fs::read(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e));
         let acorn = read(tc.tools.join(ACORN))?;
         let script = read(tc.tools.join("componentize.mjs"))?;
-        let mut h = Sha256::new();
-        let mut put = |label: &str, value: &[u8]| {
-            h.update((label.len() as u64).to_le_bytes());
-            h.update(label.as_bytes());
-            h.update((value.len() as u64).to_le_bytes());
-            h.update(value);
-        };
-        put("builder", b"javascript-interpreter-1");
-        put("toolchain", tc.version.as_bytes());
-        put("script", &script);
-        put("interp.wit", INTERP_WIT.as_bytes());
-        for (name, text) in crate::wit::FILES {
-            put(name, text.as_bytes());
-        }
-        put("loader.js", JS_LOADER.as_bytes());
-        put("acorn.mjs", &acorn);
-        let key = hex::encode(h.finalize());
+        let key = interpreter_key(
+            "javascript-interpreter-1",
+            &[("toolchain", tc.version.as_bytes()), ("script", &script)],
+            &[("loader.js", JS_LOADER.as_bytes()), ("acorn.mjs", &acorn)],
+        )?;
         Ok((
             key,
             Box::new(move |target_dir: &Path, key: &str, record: &Path| {
