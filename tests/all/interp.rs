@@ -1000,3 +1000,40 @@ export const metaAgent = { improve() { throw "no"; } };
     let r = solve(&s, &dir, "llm").await;
     assert!(output(&r).starts_with("NotGranted: capability `llm` is not granted to this variant"), "{:?}", r.outcome);
 }
+
+/// A JavaScript variant serves `reward-model` from its `rewardModel`
+/// export, on one instance per training run (its module state carries
+/// over between chunks); a non-number ends the training run as a trap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_javascript_reward_model_answers_each_chunk() {
+    use vivarium::runtime::reward::RewardInstance;
+    use vivarium::sim::{EnvKind, Step};
+    warm_js().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(session(&tmp.path().join("h")));
+    let agent = r#"let calls = 0;
+export const taskAgent = { solve() { return { output: "" }; } };
+export const metaAgent = { improve() { throw "no"; } };
+export const rewardModel = {
+  rewards(env, transitions) {
+    calls += 1;
+    if (env === "pendulum") return transitions.map(() => "x");
+    return transitions.map((t) => t.nextObs.o0 * 10 + calls + (t.terminated ? 100 : 0));
+  },
+};
+"#;
+    let (_, p) = open(&s, &js_variant(&tmp.path().join("v"), agent, &[], "")).await;
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut steps = vec![Step::default(); 3];
+        steps[1].next_obs[0] = 0.5;
+        steps[2].terminated = true;
+        let mut inst = RewardInstance::for_prepared(&s2.runtime, &p, None).unwrap().unwrap();
+        assert_eq!(inst.rewards(EnvKind::Cartpole, &steps).unwrap(), vec![1.0, 6.0, 101.0]);
+        assert_eq!(inst.rewards(EnvKind::Cartpole, &steps[..1]).unwrap(), vec![2.0], "the same instance");
+        let f = inst.rewards(EnvKind::Pendulum, &steps).unwrap_err();
+        assert_eq!(f.kind, GuestFailureKind::Trap, "{}", f.detail);
+    })
+    .await
+    .unwrap();
+}
