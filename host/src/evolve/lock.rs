@@ -43,8 +43,22 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(format!("opening the run lock {}", path.display()), e))?;
-        if !try_lock(&file).map_err(|e| Error::io(format!("locking {}", path.display()), e))? {
-            let holder = read_pid(&mut file).map_or("another process".to_string(), |pid| format!("process {pid}"));
+        // The lock belongs to an open file, not a process: a writer killed
+        // a moment ago can leave it with a process it was starting (between
+        // fork and exec, which closes the file), for a moment. So when the
+        // recorded writer is gone, wait a little for the lock to be let go.
+        let started = std::time::Instant::now();
+        while !try_lock(&file).map_err(|e| Error::io(format!("locking {}", path.display()), e))? {
+            let pid = read_pid(&mut file);
+            if pid.is_some_and(|p| !alive(p)) && started.elapsed() < STALE_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            let holder = match pid {
+                Some(p) if !alive(p) => format!("a process that process {p} (now gone) started"),
+                Some(p) => format!("process {p}"),
+                None => "another process".to_string(),
+            };
             return Err(Error::invalid(format!(
                 "run `{run_id}` is being written by {holder} (it holds {}); wait for it to end, \
                  or stop it and continue the run with `vivarium evolve <run.toml> --resume`",
@@ -74,6 +88,25 @@ pub fn holder(run_dir: &Path) -> Option<u32> {
         Ok(true) => None,
         Ok(false) => Some(read_pid(&mut file).unwrap_or(0)),
         Err(_) => None,
+    }
+}
+
+/// How long a lock whose recorded writer is gone may still be held (by a
+/// process that writer was starting) before the run is refused.
+const STALE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether process `pid` exists.
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
     }
 }
 
@@ -112,5 +145,34 @@ mod tests {
         drop(first);
         assert_eq!(holder(dir.path()), None);
         RunLock::acquire(dir.path(), "r1").unwrap();
+    }
+
+    /// A lock still held after its recorded writer died (by a process the
+    /// writer was starting) is waited for, briefly; held for longer, the
+    /// refusal says whose it was.
+    #[test]
+    fn a_lock_left_by_a_dead_writer_is_waited_for_briefly() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = {
+            let mut c = std::process::Command::new("/bin/true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let held = RunLock::acquire(dir.path(), "r").unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), dead.to_string()).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        RunLock::acquire(dir.path(), "r").expect("taken once the leftover holder let go");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        release.join().unwrap();
+
+        let _held = RunLock::acquire(dir.path(), "s").unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), dead.to_string()).unwrap();
+        let e = RunLock::acquire(dir.path(), "s").unwrap_err().to_string();
+        assert!(e.contains(&format!("a process that process {dead} (now gone) started")), "{e}");
     }
 }
