@@ -69,6 +69,9 @@ function notGranted(name, iface) {
   return Object.freeze(out);
 }
 
+/** `log(level, …parts)` as a function of the parts. */
+const logAt = (level) => (...parts) => logIface.log(level, parts.map(String).join(" "));
+
 /** A host service's refusal (`denied`, `budget-exhausted`, …). */
 class ServiceError extends Error {
   constructor(service, kind, message) {
@@ -105,8 +108,7 @@ function sdk(allowed, host) {
   };
   const text = new TextDecoder();
   const bytes = new TextEncoder();
-  const at = (level) => (...parts) => logIface.log(level, parts.map(String).join(" "));
-  const log = { trace: at("trace"), debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+  const log = { trace: logAt("trace"), debug: logAt("debug"), info: logAt("info"), warn: logAt("warn"), error: logAt("error") };
   const llm = {
     /** One chat request: `messages` as `{role, content}`; the response (`content`, `usage`, …). */
     chat(messages, { model = "*", maxTokens = 1024, temperature } = {}) {
@@ -160,13 +162,7 @@ function hostModules() {
 
 // `console` goes to the host log, as `print()` does for Python (the engine's
 // own stdio is off: the interpreter imports no WASI).
-globalThis.console = {
-  log: (...a) => logIface.log("info", a.map(String).join(" ")),
-  info: (...a) => logIface.log("info", a.map(String).join(" ")),
-  debug: (...a) => logIface.log("debug", a.map(String).join(" ")),
-  warn: (...a) => logIface.log("warn", a.map(String).join(" ")),
-  error: (...a) => logIface.log("error", a.map(String).join(" ")),
-};
+globalThis.console = { log: logAt("info"), info: logAt("info"), debug: logAt("debug"), warn: logAt("warn"), error: logAt("error") };
 
 /** Every Identifier a declaration pattern binds. */
 function boundNames(pattern, out = []) {

@@ -58,13 +58,20 @@ const LIMITS: &str = "[limits]\nfuel = 2_000_000_000\nmemory = \"128MiB\"\nwall 
 /// A Python variant in `dir` with `agent` as src/agent.py (and `extra`
 /// files), manifest `capabilities`.
 fn variant(dir: &Path, agent: &str, extra: &[(&str, &str)], capabilities: &str) -> PathBuf {
+    variant_in("python", dir, agent, extra, capabilities)
+}
+
+/// A variant of `language` in `dir`: `agent` as its entry module
+/// (`src/agent.py` or `src/agent.js`), `extra` files, manifest `capabilities`.
+fn variant_in(language: &str, dir: &Path, agent: &str, extra: &[(&str, &str)], capabilities: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(
         dir.join(MANIFEST),
-        format!("[variant]\nname = \"t\"\nlanguage = \"python\"\n\n{LIMITS}\n[capabilities]\n{capabilities}\n"),
+        format!("[variant]\nname = \"t\"\nlanguage = \"{language}\"\n\n{LIMITS}\n[capabilities]\n{capabilities}\n"),
     )
     .unwrap();
-    std::fs::write(dir.join("src/agent.py"), agent).unwrap();
+    let entry = if language == "javascript" { "src/agent.js" } else { "src/agent.py" };
+    std::fs::write(dir.join(entry), agent).unwrap();
     for (path, text) in extra {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -786,19 +793,7 @@ async fn warm_js() {
 
 /// A JavaScript variant in `dir`: `agent` as src/agent.js, `extra` files.
 fn js_variant(dir: &Path, agent: &str, extra: &[(&str, &str)], capabilities: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join(MANIFEST),
-        format!("[variant]\nname = \"t\"\nlanguage = \"javascript\"\n\n{LIMITS}\n[capabilities]\n{capabilities}\n"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("src/agent.js"), agent).unwrap();
-    for (path, text) in extra {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    dir.to_path_buf()
+    variant_in("javascript", dir, agent, extra, capabilities)
 }
 
 const JS_ECHO: &str = r#"
