@@ -393,6 +393,12 @@ async fn an_escalation_raised_inside_evolve_is_approved_and_the_child_runs_with_
     let s = Serve::start(&home);
     let c = client();
     let u = |p: &str| format!("{}{p}", s.url);
+    // Progress counts the loop's steps: the initial variant and one child.
+    let run = get_json(&c, &u("/api/runs/esc")).await;
+    assert_eq!(run["steps"]["done"], 2, "{run}");
+    assert_eq!(run["steps"]["total"], 2, "{run}");
+    assert_eq!(run["steps"]["accepted"], 1, "{run}");
+    assert_eq!(run["generation"]["done"], 1, "{run}");
     let lineage = get_json(&c, &u("/api/runs/esc/lineage")).await;
     let child =
         lineage["variants"].as_array().unwrap().iter().find(|v| !v["parent"].is_null()).expect("a child").clone();
