@@ -214,3 +214,33 @@ async fn limits_can_only_be_tightened_per_call() {
     assert_eq!(r.limits.fuel, small_limits().fuel, "the grant's fuel stays the ceiling");
     assert!(matches!(r.outcome, CallOutcome::Failed(ref f) if f.kind == K::OutOfFuel));
 }
+
+/// Fuel is the deterministic measure of a call: the same loop costs the
+/// same fuel on a runtime whose epoch ticks every 50 ms as on one ticking
+/// every 20 µs (thousands more ticks, each a libcall through the host's
+/// call hook). Charging the ticks made fuel vary with the machine's load.
+#[tokio::test]
+async fn fuel_does_not_depend_on_how_often_the_epoch_ticks() {
+    let body = r#"
+      (local.set 0 (i32.const 15000000))
+      (loop $l
+        (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+        (br_if $l (local.get 0)))
+      (call $answer (local.get 6) (local.get 7))"#;
+    let bytes = wat_component(&agent_wat(false, "", body));
+    let mut fuel = Vec::new();
+    for tick in [std::time::Duration::from_millis(50), std::time::Duration::from_micros(20)] {
+        let rt = vivarium::runtime::Runtime::new(vivarium::runtime::RuntimeConfig {
+            epoch_tick: tick,
+            ..Default::default()
+        })
+        .unwrap();
+        let p = prepare(&rt, &bytes, Grant::minimal(small_limits())).await.unwrap();
+        let r = solve(&rt, &p, &task("count", "done")).await;
+        assert_eq!(ok_output(&r).output, "done");
+        assert!(r.usage.wall_ms >= 1, "the loop runs across several ticks: {:?}", r.usage);
+        fuel.push(r.usage.fuel);
+    }
+    assert_eq!(fuel[0], fuel[1], "the same call, the same fuel, however often the epoch ticked");
+    assert!(fuel[0] > 45_000_000, "the loop's instructions are counted: {fuel:?}");
+}

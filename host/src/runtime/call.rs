@@ -222,7 +222,8 @@ impl Runtime {
         // call runs on the long lane (see `lanes`).
         let demote = Arc::new(AtomicBool::new(false));
         let computed_a_tick = demote.clone();
-        store.epoch_deadline_callback(move |store| {
+        store.epoch_deadline_callback(move |mut store| {
+            super::host_work::mark_epoch_tick(&mut store);
             if Instant::now() >= deadline || over_quota.load(Ordering::Relaxed) {
                 return Ok(UpdateDeadline::Interrupt);
             }

@@ -15,7 +15,12 @@
 //!
 //! * [`FUEL_PER_HOST_CALL`] for every return from the host to the guest:
 //!   every import (WASI and Vivarium's services alike) and every runtime
-//!   libcall (`memory.grow`, …);
+//!   libcall (`memory.grow`, …) except the epoch tick. The tick is a
+//!   libcall too (wasmtime wraps it in the same call hooks), but how many
+//!   ticks a call sees depends on the wall clock and the machine's load,
+//!   not on the guest: charging them made the same call cost a different
+//!   fuel from one run to the next (by 1,000 per tick). The epoch callback
+//!   marks its tick ([`mark_epoch_tick`]) and the hook lets it pass free;
 //! * [`FUEL_PER_BYTE`] for every byte of randomness generated
 //!   (`wasi:random`, secure and insecure) and every byte handed to the
 //!   `log` service or written to stdout/stderr, kept or dropped.
@@ -60,6 +65,15 @@ pub(crate) struct Charged {
     log_bytes: u64,
     /// Fuel charged for host work in this call so far.
     pub(crate) total: u64,
+    /// The host call now returning is an epoch tick (set by the epoch
+    /// callback, taken by the next [`hook`]).
+    epoch_tick: bool,
+}
+
+/// Mark the libcall in progress as an epoch tick, which [`hook`] does not
+/// charge. Called first thing in every store's epoch-deadline callback.
+pub(crate) fn mark_epoch_tick(store: &mut StoreContextMut<'_, HostState>) {
+    store.data_mut().charged.epoch_tick = true;
 }
 
 /// The store's call hook: on every return from the host, add what the
@@ -78,7 +92,8 @@ pub(crate) fn hook(mut store: StoreContextMut<'_, HostState>, hook: CallHook) ->
     }
     let state = store.data_mut();
     let log_bytes = state.log.bytes_in();
-    let owed = FUEL_PER_HOST_CALL
+    let per_call = if std::mem::take(&mut state.charged.epoch_tick) { 0 } else { FUEL_PER_HOST_CALL };
+    let owed = per_call
         .saturating_add(state.host_work.take())
         .saturating_add(log_bytes.saturating_sub(state.charged.log_bytes).saturating_mul(FUEL_PER_BYTE));
     state.charged.log_bytes = log_bytes;

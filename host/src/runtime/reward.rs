@@ -209,7 +209,8 @@ impl RewardInstance {
         store.set_fuel(limits.fuel).map_err(|e| Error::Internal(anyhow::anyhow!("cannot set fuel: {e:#}")))?;
         let started = Instant::now();
         let deadline = started + limits.wall.0;
-        store.epoch_deadline_callback(move |store| {
+        store.epoch_deadline_callback(move |mut store| {
+            crate::runtime::host_work::mark_epoch_tick(&mut store);
             if crate::runtime::host_work::over_budget(&store) {
                 return Err(wasmtime::Trap::OutOfFuel.into());
             }
