@@ -374,10 +374,15 @@ fn check_search(c: &RunConfig, text: &str, origin: &str) -> Result<()> {
     let suite = crate::tasks::suite(&c.run.suite).expect("checked before");
     let known = super::qd::available(&suite);
     for (i, d) in s.descriptors.iter().enumerate() {
-        if !known.iter().any(|k| k == d) {
+        if !known.iter().any(|k| k == d) && !super::qd::is_reported(d) {
             return bad(
                 &format!("search.descriptors[{i}]"),
-                format!("suite `{}` has no descriptor `{d}`; use one of: {}", c.run.suite, known.join(", ")),
+                format!(
+                    "suite `{}` has no descriptor `{d}`; use one of: {}, or reported:<name> (a-z 0-9 - _) \
+                     for one the variant reports",
+                    c.run.suite,
+                    known.join(", ")
+                ),
             );
         }
         if s.descriptors[..i].contains(d) {
@@ -620,7 +625,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/islands/run.toml");
         let c = RunConfig::load(&path).unwrap();
         assert_eq!(c.search.islands, 2);
-        assert_eq!(c.search.descriptors, ["family:cartpole", "family:mountain-car"]);
-        assert_eq!(c.run.selection, Selection::Hgm);
+        assert_eq!(c.search.descriptors, ["reported:ones-0", "reported:ones-1"]);
+        assert_eq!((c.run.suite.as_str(), c.run.selection), ("trap", Selection::Dgm));
     }
 }

@@ -245,6 +245,7 @@ fn a_run_archived_under_schema_two_resumes_under_this_build() {
     for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
         conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
     }
+    conn.execute_batch("ALTER TABLE steps DROP COLUMN parent_id").unwrap();
     conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
     drop(conn);
 
