@@ -563,6 +563,9 @@ mod tests {
         let c = RunConfig::parse(&text, "r.toml").unwrap();
         assert_eq!(c.search.islands, 3);
         assert_eq!(c.search.descriptors, ["source_size", "family:cartpole"]);
+        // A variant-reported descriptor is accepted on any suite.
+        let text = text.replace("\"family:cartpole\"", "\"reported:ones-0\"");
+        assert_eq!(RunConfig::parse(&text, "r.toml").unwrap().search.descriptors, ["source_size", "reported:ones-0"]);
         assert_eq!(c.search.novelty_threshold, Some(0.95));
         assert_eq!(c.models.len(), 2);
         assert_eq!(c.models[1].weight, Some(0.25));
@@ -580,6 +583,18 @@ mod tests {
                 "no descriptor `family:poetry`; use one of: source_size, score, family:",
             ),
             ("[search]\ndescriptors = [\"score\", \"score\"]\n", 8, "search.descriptors[1]", "listed twice"),
+            (
+                "[search]\ndescriptors = [\"reported:Ones\"]\n",
+                8,
+                "search.descriptors[0]",
+                "or reported:<name> (a-z 0-9 - _)",
+            ),
+            (
+                "[search]\ndescriptors = [\"reported:ones\", \"reported:ones\"]\n",
+                8,
+                "search.descriptors[1]",
+                "listed twice",
+            ),
             ("[search]\nnovelty_threshold = 0\n", 8, "search.novelty_threshold", "(0, 1]"),
             ("[search]\nrepeats = 0\n", 8, "search.repeats", "between 1 and 100"),
             ("[search]\nmigration_rate = 1.5\n", 8, "search.migration_rate", "between 0 and 1"),

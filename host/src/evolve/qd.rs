@@ -71,10 +71,7 @@ pub const REPORTED: &str = "reported:";
 /// Whether `name` is a well-formed variant-reported descriptor
 /// (`reported:` and 1–32 of `a-z 0-9 - _`); every suite has these.
 pub fn is_reported(name: &str) -> bool {
-    name.strip_prefix(REPORTED).is_some_and(|n| {
-        (1..=32).contains(&n.len())
-            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    })
+    name.strip_prefix(REPORTED).is_some_and(crate::tasks::is_descriptor_name)
 }
 
 /// Every descriptor suite `suite` supports, in a stable order, besides

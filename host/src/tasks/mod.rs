@@ -216,10 +216,11 @@ pub fn reported(notes: Option<&str>) -> String {
         let Some(rest) = line.trim().strip_prefix("descriptor:") else { continue };
         let Some((name, value)) = rest.split_once('=') else { continue };
         let name = name.trim();
-        let ok_name = (1..=32).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         let Ok(v) = value.trim().parse::<f64>() else { continue };
-        if !ok_name || !v.is_finite() || out.iter().any(|l| l.starts_with(&format!("{REPORTED}{name}="))) {
+        if !is_descriptor_name(name)
+            || !v.is_finite()
+            || out.iter().any(|l| l.starts_with(&format!("{REPORTED}{name}=")))
+        {
             continue;
         }
         out.push(format!("{REPORTED}{name}={:.6}", v.clamp(0.0, 1.0)));
@@ -228,6 +229,12 @@ pub fn reported(notes: Option<&str>) -> String {
         }
     }
     out.join("\n")
+}
+
+/// Whether `name` may name a reported descriptor: 1–32 of `a-z 0-9 - _`.
+pub fn is_descriptor_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// `note`, then `more` on a line of its own when there is any.
