@@ -516,3 +516,53 @@ async fn a_parent_whose_proposals_keep_being_refused_loses_hgm_draws() {
     // The same seed, the same draws, refusals included.
     assert_eq!(runs[0], runs[1]);
 }
+
+#[tokio::test]
+async fn a_variant_reported_descriptor_places_it_in_the_grid_and_never_changes_its_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `honest` reports its blocks' fractions of ones; `liar` has the same
+    // genome but reports every block full.
+    trap_variant(tmp.path(), "honest", "100 100", false);
+    let liar = trap_variant(tmp.path(), "liar", "100 100", false);
+    let agent = std::fs::read_to_string(liar.join("src/agent.py")).unwrap();
+    let lying = agent.replace("f\"descriptor: ones-{i}={b.count('1') / len(b):.4f}\"", "f\"descriptor: ones-{i}=1.0\"");
+    assert_ne!(agent, lying);
+    std::fs::write(liar.join("src/agent.py"), lying).unwrap();
+    let run = tmp.path().join("grid.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"grid\"\nsuite = \"trap\"\nseed = 2\ngenerations = 4\nchildren_per_generation = 1\n\
+         selection = \"dgm\"\ninitial = [\"honest\", \"liar\"]\n\
+         [search]\ndescriptors = [\"reported:ones-0\", \"reported:ones-1\"]\nbins = 4\ngrid_parents = 0.5\n",
+    )
+    .unwrap();
+    let home = tmp.path().join("h");
+    let s = evolve_in(&home, &run).await;
+    let archive = Archive::open(&s.archive_dir).unwrap();
+    let rows = archive.list(Some("grid")).unwrap();
+    let (h, l) = (&rows[0], &rows[1]);
+    assert_eq!((h.summary.as_str(), l.summary.as_str()), ("initial: honest", "initial: liar"));
+    assert_eq!(h.visible_score, Some(0.3));
+    assert_eq!(l.visible_score, h.visible_score, "the report is never scored");
+    assert_eq!(l.held_out_score, h.held_out_score);
+    assert_eq!((h.search.cell.as_deref(), l.search.cell.as_deref()), (Some("1,1"), Some("3,3")));
+    // Every honest variant's cell is its genome's: a block with u of 3
+    // ones has the fraction u/3, in bin ⌊4u/3⌋ (u = 3 → the last, 3).
+    let mut honest = 0;
+    for v in &rows {
+        let files = archive.tree_contents(&v.tree_sha).unwrap();
+        let agent = files.iter().find(|(e, _)| e.path == "src/agent.py").unwrap();
+        let text = std::str::from_utf8(&agent.1).unwrap();
+        if text.contains("ones-{i}=1.0") {
+            assert_eq!(v.search.cell.as_deref(), Some("3,3"), "{}", v.summary);
+            continue;
+        }
+        honest += 1;
+        let genome = text.lines().find_map(|l| l.strip_prefix("GENOME = ")).unwrap().trim_matches('"');
+        let cell: Vec<String> =
+            genome.split(' ').map(|b| ((4 * b.matches('1').count()) / 3).min(3).to_string()).collect();
+        assert_eq!(v.search.cell.as_deref(), Some(cell.join(",").as_str()), "{genome}");
+    }
+    assert!(honest >= 2, "{rows:?}");
+    intact(&home, &archive);
+}
