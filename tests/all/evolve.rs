@@ -282,39 +282,46 @@ fn a_misconfigured_search_is_refused_before_the_run_is_created() {
     }
 }
 
-/// The selection comparison reported in docs/evolve.md: on `arith` with
-/// `variants/arith-wat`, 4 generations × 2 children, the best visible
-/// score each configuration reaches over seeds 1–5, with the mean and its
-/// 95 % interval. An experiment, not a check (run it with
-/// `cargo test -p vivarium-tests --test evolve -- --ignored --nocapture selection_comparison`);
-/// it writes the table to `target/search-comparison.md`.
-#[tokio::test]
-#[ignore = "an experiment (about two minutes): run it by name"]
-async fn selection_comparison() {
+/// One configuration of a selection comparison: its label and the lines
+/// it adds to `[run]` and `[search]`.
+struct Compared {
+    label: &'static str,
+    run: &'static str,
+    search: &'static str,
+}
+
+/// Run `variant` on `suite` for `generations` × `children` under each of
+/// `configs` and each of `seeds`, and return the table of the best visible
+/// score each reached: per seed, the mean with its Student-t 95 % interval,
+/// how many runs reached a perfect 1.0, and the mean number of variants
+/// archived.
+async fn compare(
+    tag: &str,
+    suite: &str,
+    variant: &str,
+    generations: u32,
+    children: u32,
+    configs: &[Compared],
+    seeds: &[u64],
+) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let configs: [(&str, &str); 5] = [
-        ("greedy", "selection = \"greedy\"\n"),
-        ("dgm", "selection = \"dgm\"\n"),
-        ("dgm-h", "selection = \"dgm-h\"\n"),
-        ("hgm", "selection = \"hgm\"\n"),
-        ("islands + QD (dgm)", "selection = \"dgm\"\n[search]\nislands = 2\nmigration_interval = 2\nmigration_rate = 0.5\ndescriptors = [\"source_size\", \"score\"]\ngrid_parents = 0.5\n"),
-    ];
-    let seeds = [1u64, 2, 3, 4, 5];
-    let mut table = String::from(
-        "| selection | best visible score per seed (1–5) | mean | 95 % interval | distinct variants (mean) |\n|---|---|---|---|---|\n",
+    let mut table = format!(
+        "| selection | best visible score per seed ({}–{}) | mean | 95 % interval | runs reaching 1.0 | variants (mean) |\n\
+         |---|---|---|---|---|---|\n",
+        seeds[0],
+        seeds[seeds.len() - 1]
     );
-    for (i, (label, extra)) in configs.iter().enumerate() {
+    for (i, c) in configs.iter().enumerate() {
         let mut bests = Vec::new();
         let mut variants = 0usize;
-        for &seed in &seeds {
-            let name = format!("cmp{i}s{seed}");
-            let (run_extra, search) = match extra.split_once("[search]") {
-                Some((a, b)) => (a.to_string(), format!("[search]{b}")),
-                None => (extra.to_string(), String::new()),
-            };
+        for &seed in seeds {
+            let name = format!("{tag}{i}s{seed}");
+            let search = if c.search.is_empty() { String::new() } else { format!("[search]\n{}", c.search) };
             let text = format!(
-                "[run]\nname = \"{name}\"\nsuite = \"arith\"\nseed = {seed}\ngenerations = 4\nchildren_per_generation = 2\ninitial = [\"{}\"]\n{run_extra}{search}",
-                workspace_root().join("variants/arith-wat").display()
+                "[run]\nname = \"{name}\"\nsuite = \"{suite}\"\nseed = {seed}\ngenerations = {generations}\n\
+                 children_per_generation = {children}\ninitial = [\"{}\"]\n{}{search}",
+                workspace_root().join(variant).display(),
+                c.run
             );
             let run = tmp.path().join(format!("{name}.toml"));
             std::fs::write(&run, text).unwrap();
@@ -325,13 +332,85 @@ async fn selection_comparison() {
         let (mean, ci) = evolve::noise::interval(&bests).unwrap();
         let (lo, hi) = ci.unwrap();
         table.push_str(&format!(
-            "| {label} | {} | {mean:.3} | [{lo:.3}, {hi:.3}] | {:.1} |\n",
+            "| {} | {} | {mean:.3} | [{lo:.3}, {hi:.3}] | {} of {} | {:.1} |\n",
+            c.label,
             bests.iter().map(|b| format!("{b:.3}")).collect::<Vec<_>>().join(", "),
+            bests.iter().filter(|&&b| b >= 1.0 - 1e-9).count(),
+            seeds.len(),
             variants as f64 / seeds.len() as f64
         ));
     }
     println!("{table}");
-    std::fs::write(workspace_root().join("target/search-comparison.md"), &table).unwrap();
+    table
+}
+
+/// The first selection comparison in docs/evolve.md: on `arith` with
+/// `variants/arith-wat`, 4 generations × 2 children, seeds 1–5. A single
+/// hill: greedy is expected to win. An experiment, not a check (run it
+/// with `cargo test -p vivarium-tests --test all -- --ignored --nocapture
+/// selection_comparison_on_arith`); it writes `target/search-comparison-arith.md`.
+#[tokio::test]
+#[ignore = "an experiment (about two minutes): run it by name"]
+async fn selection_comparison_on_arith() {
+    let configs = [
+        Compared { label: "greedy", run: "selection = \"greedy\"\n", search: "" },
+        Compared { label: "dgm", run: "selection = \"dgm\"\n", search: "" },
+        Compared { label: "dgm-h", run: "selection = \"dgm-h\"\n", search: "" },
+        Compared { label: "hgm", run: "selection = \"hgm\"\n", search: "" },
+        Compared {
+            label: "islands + QD (dgm)",
+            run: "selection = \"dgm\"\n",
+            search: "islands = 2\nmigration_interval = 2\nmigration_rate = 0.5\n\
+                     descriptors = [\"source_size\", \"score\"]\ngrid_parents = 0.5\n",
+        },
+    ];
+    let table = compare("ar", "arith", "variants/arith-wat", 4, 2, &configs, &[1, 2, 3, 4, 5]).await;
+    std::fs::write(workspace_root().join("target/search-comparison-arith.md"), &table).unwrap();
+}
+
+/// The comparison on a suite with deceptive local optima, reported in
+/// docs/evolve.md: `trap` (host/src/tasks/trap.rs) with
+/// `variants/trap-python`, whose meta-agent flips one bit by a seeded rule
+/// and never reads a score, 30 generations × 1 child (one child per
+/// generation, so no two proposals of one generation share a parent and
+/// an identical context), seeds 1–10. Starting at 0.3, climbing leads to
+/// the local optimum 0.6; a block's optimum (1.0) needs two steps down
+/// first; 1.0 overall needs both. An experiment, not a check (run it with
+/// `cargo test -p vivarium-tests --test all -- --ignored --nocapture
+/// selection_comparison_on_trap`); it writes `target/search-comparison-trap.md`.
+#[tokio::test]
+#[ignore = "an experiment (about ten minutes): run it by name"]
+async fn selection_comparison_on_trap() {
+    const GRID: &str = "descriptors = [\"reported:ones-0\", \"reported:ones-1\"]\nbins = 4\ngrid_parents = 0.5\n";
+    const ISLANDS: &str = "islands = 2\nmigration_interval = 5\nmigration_rate = 0.25\n";
+    let configs = [
+        Compared { label: "greedy", run: "selection = \"greedy\"\n", search: "" },
+        Compared { label: "random", run: "selection = \"random\"\n", search: "" },
+        Compared { label: "dgm", run: "selection = \"dgm\"\n", search: "" },
+        Compared { label: "dgm-h", run: "selection = \"dgm-h\"\n", search: "" },
+        Compared { label: "hgm", run: "selection = \"hgm\"\n", search: "" },
+        Compared { label: "islands (dgm)", run: "selection = \"dgm\"\n", search: ISLANDS },
+        Compared { label: "QD on reported ones (dgm)", run: "selection = \"dgm\"\n", search: GRID },
+        Compared {
+            label: "islands + QD (dgm)",
+            run: "selection = \"dgm\"\n",
+            search: concat!(
+                "islands = 2\nmigration_interval = 5\nmigration_rate = 0.25\n",
+                "descriptors = [\"reported:ones-0\", \"reported:ones-1\"]\nbins = 4\ngrid_parents = 0.5\n"
+            ),
+        },
+        Compared {
+            label: "islands + QD (greedy)",
+            run: "selection = \"greedy\"\n",
+            search: concat!(
+                "islands = 2\nmigration_interval = 5\nmigration_rate = 0.25\n",
+                "descriptors = [\"reported:ones-0\", \"reported:ones-1\"]\nbins = 4\ngrid_parents = 0.5\n"
+            ),
+        },
+    ];
+    let seeds: Vec<u64> = (1..=10).collect();
+    let table = compare("tr", "trap", "variants/trap-python", 30, 1, &configs, &seeds).await;
+    std::fs::write(workspace_root().join("target/search-comparison-trap.md"), &table).unwrap();
 }
 
 #[tokio::test]
@@ -368,4 +447,122 @@ async fn each_child_records_the_model_its_proposal_went_to_and_the_draws_reprodu
     let u = evolve_in(&tmp.path().join("u"), &run).await;
     let used: std::collections::BTreeSet<_> = rows(&u).into_iter().filter_map(|r| r.1).collect();
     assert_eq!(used.into_iter().collect::<Vec<_>>(), vec!["big".to_string(), "small".to_string()]);
+}
+
+/// A copy of `variants/trap-python` under `dir/name` starting at `genome`;
+/// with `refused`, its meta-agent proposes a write outside its tree, which
+/// the guard refuses, every time.
+fn trap_variant(dir: &Path, name: &str, genome: &str, refused: bool) -> PathBuf {
+    let src = workspace_root().join("variants/trap-python");
+    let dst = dir.join(name);
+    std::fs::create_dir_all(dst.join("src")).unwrap();
+    let manifest = std::fs::read_to_string(src.join("variant.toml")).unwrap();
+    std::fs::write(dst.join("variant.toml"), manifest.replace("name = \"trap-python\"", &format!("name = \"{name}\"")))
+        .unwrap();
+    let mut agent = std::fs::read_to_string(src.join("src/agent.py"))
+        .unwrap()
+        .replace("GENOME = \"100 100\"", &format!("GENOME = \"{genome}\""));
+    if refused {
+        agent = agent.replace("[source.write(SELF_PATH, text)]", "[source.write(\"../outside.py\", text)]");
+        assert!(agent.contains("../outside.py"));
+    }
+    std::fs::write(dst.join("src/agent.py"), agent).unwrap();
+    dst
+}
+
+#[tokio::test]
+async fn a_parent_whose_proposals_keep_being_refused_loses_hgm_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `stuck` scores best (0.6) but every proposal of it is refused by the
+    // guard; `open` scores 0.3 and its children are archived. Counted only
+    // by what was archived, `stuck`'s clade would stay one member at 0.6
+    // (Beta(1.6, 1.4), mean 0.53) and win most draws against `open`'s
+    // (0.3 and children around it); counted with its refusals as zeros, its
+    // mean falls to 1.6/(3 + k) after k of them and it is left alone.
+    trap_variant(tmp.path(), "stuck", "000 000", true);
+    trap_variant(tmp.path(), "open", "100 100", false);
+    let home = tmp.path().join("h");
+    let mut runs = Vec::new();
+    for name in ["hgm-a", "hgm-b"] {
+        let run = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &run,
+            format!(
+                "[run]\nname = \"{name}\"\nsuite = \"trap\"\nseed = 5\ngenerations = 12\n\
+                 children_per_generation = 1\nselection = \"hgm\"\ninitial = [\"stuck\", \"open\"]\n"
+            ),
+        )
+        .unwrap();
+        let s = evolve_in(&home, &run).await;
+        assert_eq!(s.stop, StopReason::Finished);
+        let archive = Archive::open(&s.archive_dir).unwrap();
+        let rows = archive.list(Some(&s.run_id)).unwrap();
+        let stuck = rows.iter().find(|v| v.summary == "initial: stuck").unwrap().id.clone();
+        // Every refused step names its parent in the step ledger.
+        let refused = archive.refused_children(&s.run_id, i64::MAX as u64).unwrap();
+        assert_eq!(refused.keys().collect::<Vec<_>>(), vec![&stuck.0], "{refused:?}");
+        let n = refused[&stuck.0] as usize;
+        assert_eq!(n, s.refused, "every refusal is a step on `stuck`");
+        assert!(rows.iter().all(|v| v.parent.as_ref() != Some(&stuck)), "nothing of `stuck` was archived");
+        // 12 steps: `stuck` is tried, and then mostly left alone.
+        assert!((1..=4).contains(&n), "`stuck` drew {n} of 12 parents");
+        // A child the same as an earlier child of its parent is the same variant.
+        assert!(rows.len() <= 2 + 12 - n, "{} variants", rows.len());
+        intact(&home, &archive);
+        let outcomes: Vec<String> = archive.steps(&s.run_id).unwrap().into_iter().map(|(_, _, o)| o).collect();
+        let summaries: Vec<String> = rows.into_iter().map(|v| v.summary).collect();
+        runs.push((outcomes, summaries));
+    }
+    // The same seed, the same draws, refusals included.
+    assert_eq!(runs[0], runs[1]);
+}
+
+#[tokio::test]
+async fn a_variant_reported_descriptor_places_it_in_the_grid_and_never_changes_its_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `honest` reports its blocks' fractions of ones; `liar` has the same
+    // genome but reports every block full.
+    trap_variant(tmp.path(), "honest", "100 100", false);
+    let liar = trap_variant(tmp.path(), "liar", "100 100", false);
+    let agent = std::fs::read_to_string(liar.join("src/agent.py")).unwrap();
+    let lying = agent.replace("f\"descriptor: ones-{i}={b.count('1') / len(b):.4f}\"", "f\"descriptor: ones-{i}=1.0\"");
+    assert_ne!(agent, lying);
+    std::fs::write(liar.join("src/agent.py"), lying).unwrap();
+    let run = tmp.path().join("grid.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"grid\"\nsuite = \"trap\"\nseed = 2\ngenerations = 4\nchildren_per_generation = 1\n\
+         selection = \"dgm\"\ninitial = [\"honest\", \"liar\"]\n\
+         [search]\ndescriptors = [\"reported:ones-0\", \"reported:ones-1\"]\nbins = 4\ngrid_parents = 0.5\n",
+    )
+    .unwrap();
+    let home = tmp.path().join("h");
+    let s = evolve_in(&home, &run).await;
+    let archive = Archive::open(&s.archive_dir).unwrap();
+    let rows = archive.list(Some("grid")).unwrap();
+    let (h, l) = (&rows[0], &rows[1]);
+    assert_eq!((h.summary.as_str(), l.summary.as_str()), ("initial: honest", "initial: liar"));
+    assert_eq!(h.visible_score, Some(0.3));
+    assert_eq!(l.visible_score, h.visible_score, "the report is never scored");
+    assert_eq!(l.held_out_score, h.held_out_score);
+    assert_eq!((h.search.cell.as_deref(), l.search.cell.as_deref()), (Some("1,1"), Some("3,3")));
+    // Every honest variant's cell is its genome's: a block with u of 3
+    // ones has the fraction u/3, in bin ⌊4u/3⌋ (u = 3 → the last, 3).
+    let mut honest = 0;
+    for v in &rows {
+        let files = archive.tree_contents(&v.tree_sha).unwrap();
+        let agent = files.iter().find(|(e, _)| e.path == "src/agent.py").unwrap();
+        let text = std::str::from_utf8(&agent.1).unwrap();
+        if text.contains("ones-{i}=1.0") {
+            assert_eq!(v.search.cell.as_deref(), Some("3,3"), "{}", v.summary);
+            continue;
+        }
+        honest += 1;
+        let genome = text.lines().find_map(|l| l.strip_prefix("GENOME = ")).unwrap().trim_matches('"');
+        let cell: Vec<String> =
+            genome.split(' ').map(|b| ((4 * b.matches('1').count()) / 3).min(3).to_string()).collect();
+        assert_eq!(v.search.cell.as_deref(), Some(cell.join(",").as_str()), "{genome}");
+    }
+    assert!(honest >= 2, "{rows:?}");
+    intact(&home, &archive);
 }

@@ -23,7 +23,7 @@
 //! (`target/`, `node_modules/`, `__pycache__/`, `.git/`) and refuses
 //! (symbolic links, special files).
 //!
-//! # Schema (version 3)
+//! # Schema (version 4)
 //!
 //! ```text
 //! schema_version(version)                       one row: migrations applied
@@ -38,7 +38,9 @@
 //!     UNIQUE (run_id, ifnull(component_sha, 'tree:' || tree_sha), ifnull(parent_id, ''))
 //! results(variant_id → variants, split, task_id, passed, score, note)
 //!     PK (variant_id, split, task_id); split ∈ visible | held-out
-//! steps(run_id → runs, step, variant_id?, outcome)      PK (run_id, step)
+//! steps(run_id → runs, step, variant_id?, outcome, parent_id?)  PK (run_id, step)
+//!     (parent_id, added by migration 4: the parent a step worked on, kept
+//!     for a step that left no variant, e.g. a refused proposal)
 //! ```
 //!
 //! Tables are `STRICT`; timestamps are RFC 3339 UTC with milliseconds
@@ -1020,6 +1022,24 @@ impl Archive {
         rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
     }
 
+    /// Per parent, how many of the finished steps of run `run` numbered
+    /// below `before` worked on it and left no variant (a refused proposal,
+    /// or one whose meta-agent failed): the failures selection counts
+    /// besides [`recorded_children`](Self::recorded_children).
+    pub fn refused_children(&self, run: &str, before: u64) -> Result<std::collections::HashMap<String, u32>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT parent_id, count(*) FROM steps WHERE run_id = ?1 AND step < ?2 \
+                 AND variant_id IS NULL AND parent_id IS NOT NULL GROUP BY parent_id",
+            )
+            .map_err(db_err("cannot read steps"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![run, before as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(db_err("cannot read steps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_err("cannot read steps"))
+    }
+
     /// How many variants name `id` as their parent.
     pub fn children_count(&self, id: &VariantId) -> Result<u32> {
         self.lock()
@@ -1043,10 +1063,24 @@ impl Archive {
     /// produced (if any) and a one-word outcome (`accepted`, `refused`, …).
     /// Recording a finished step again is a no-op.
     pub fn record_step(&self, run: &str, step: u64, variant: Option<&VariantId>, outcome: &str) -> Result<()> {
+        self.record_step_of(run, step, None, variant, outcome)
+    }
+
+    /// [`record_step`](Self::record_step) for a step that worked on
+    /// `parent`: a step that ends without a variant (a refused proposal)
+    /// still counts against its parent ([`refused_children`](Self::refused_children)).
+    pub fn record_step_of(
+        &self,
+        run: &str,
+        step: u64,
+        parent: Option<&VariantId>,
+        variant: Option<&VariantId>,
+        outcome: &str,
+    ) -> Result<()> {
         let conn = self.lock();
         conn.execute(
-            "INSERT OR IGNORE INTO steps (run_id, step, variant_id, outcome) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![run, step as i64, variant.map(|v| v.0.clone()), outcome],
+            "INSERT OR IGNORE INTO steps (run_id, step, variant_id, outcome, parent_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![run, step as i64, variant.map(|v| v.0.clone()), outcome, parent.map(|v| v.0.clone())],
         )
         .map_err(|e| Error::Internal(anyhow::anyhow!("recording step {step} of run {run}: {e}")))?;
         Ok(())

@@ -85,6 +85,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE variants ADD COLUMN model TEXT;
     ALTER TABLE variants ADD COLUMN tokens INTEGER CHECK (tokens >= 0);
     "#,
+    // 4: the parent a step worked on, so a refused proposal (a step with no
+    // variant) still counts against its parent in selection. Nullable: steps
+    // written before read as "not recorded".
+    r#"
+    ALTER TABLE steps ADD COLUMN parent_id TEXT REFERENCES variants(id);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -164,6 +170,7 @@ mod tests {
         for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
             conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
         }
+        conn.execute_batch("ALTER TABLE steps DROP COLUMN parent_id").unwrap();
         conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
         drop(conn);
 

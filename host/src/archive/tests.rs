@@ -408,7 +408,7 @@ fn restore_tree_refuses_a_non_empty_destination_and_a_corrupt_file() {
 fn open_creates_the_schema_with_wal_and_foreign_keys() {
     let (tmp, archive) = fresh();
     assert_eq!(archive.schema_version().unwrap(), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3, "runs, variants, results; the step ledger; the search columns");
+    assert_eq!(SCHEMA_VERSION, 4, "runs, variants, results; the step ledger; the search columns; a step's parent");
     {
         let conn = archive.lock();
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();

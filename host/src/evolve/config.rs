@@ -374,10 +374,15 @@ fn check_search(c: &RunConfig, text: &str, origin: &str) -> Result<()> {
     let suite = crate::tasks::suite(&c.run.suite).expect("checked before");
     let known = super::qd::available(&suite);
     for (i, d) in s.descriptors.iter().enumerate() {
-        if !known.iter().any(|k| k == d) {
+        if !known.iter().any(|k| k == d) && !super::qd::is_reported(d) {
             return bad(
                 &format!("search.descriptors[{i}]"),
-                format!("suite `{}` has no descriptor `{d}`; use one of: {}", c.run.suite, known.join(", ")),
+                format!(
+                    "suite `{}` has no descriptor `{d}`; use one of: {}, or reported:<name> (a-z 0-9 - _) \
+                     for one the variant reports",
+                    c.run.suite,
+                    known.join(", ")
+                ),
             );
         }
         if s.descriptors[..i].contains(d) {
@@ -558,6 +563,9 @@ mod tests {
         let c = RunConfig::parse(&text, "r.toml").unwrap();
         assert_eq!(c.search.islands, 3);
         assert_eq!(c.search.descriptors, ["source_size", "family:cartpole"]);
+        // A variant-reported descriptor is accepted on any suite.
+        let text = text.replace("\"family:cartpole\"", "\"reported:ones-0\"");
+        assert_eq!(RunConfig::parse(&text, "r.toml").unwrap().search.descriptors, ["source_size", "reported:ones-0"]);
         assert_eq!(c.search.novelty_threshold, Some(0.95));
         assert_eq!(c.models.len(), 2);
         assert_eq!(c.models[1].weight, Some(0.25));
@@ -575,6 +583,18 @@ mod tests {
                 "no descriptor `family:poetry`; use one of: source_size, score, family:",
             ),
             ("[search]\ndescriptors = [\"score\", \"score\"]\n", 8, "search.descriptors[1]", "listed twice"),
+            (
+                "[search]\ndescriptors = [\"reported:Ones\"]\n",
+                8,
+                "search.descriptors[0]",
+                "or reported:<name> (a-z 0-9 - _)",
+            ),
+            (
+                "[search]\ndescriptors = [\"reported:ones\", \"reported:ones\"]\n",
+                8,
+                "search.descriptors[1]",
+                "listed twice",
+            ),
             ("[search]\nnovelty_threshold = 0\n", 8, "search.novelty_threshold", "(0, 1]"),
             ("[search]\nrepeats = 0\n", 8, "search.repeats", "between 1 and 100"),
             ("[search]\nmigration_rate = 1.5\n", 8, "search.migration_rate", "between 0 and 1"),
@@ -620,7 +640,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/islands/run.toml");
         let c = RunConfig::load(&path).unwrap();
         assert_eq!(c.search.islands, 2);
-        assert_eq!(c.search.descriptors, ["family:cartpole", "family:mountain-car"]);
-        assert_eq!(c.run.selection, Selection::Hgm);
+        assert_eq!(c.search.descriptors, ["reported:ones-0", "reported:ones-1"]);
+        assert_eq!((c.run.suite.as_str(), c.run.selection), ("trap", Selection::Dgm));
     }
 }

@@ -538,8 +538,14 @@ impl Ctx<'_> {
         // uninterrupted one (host/tests/all/evolve_resume.rs).
         let first_of_generation = self.config.run.initial.len() as u64
             + u64::from(generation - 1) * u64::from(self.config.run.children_per_generation);
-        let children = self.archive.recorded_children(&self.run_id, first_of_generation)?;
-        let Some(plan) = self.plan(step, generation, &children)? else {
+        let mut children = self.archive.recorded_children(&self.run_id, first_of_generation)?;
+        // A refused proposal is a child that failed: it counts against its
+        // parent (and, for `hgm`, its parent's clade; see `plan`).
+        let refused = self.archive.refused_children(&self.run_id, first_of_generation)?;
+        for (parent, n) in &refused {
+            *children.entry(parent.clone()).or_default() += n;
+        }
+        let Some(plan) = self.plan(step, generation, &children, &refused)? else {
             return self.archive.record_step(&self.run_id, step, None, "no-parent");
         };
         let parent = plan.parent.clone();
@@ -575,12 +581,12 @@ impl Ctx<'_> {
                 let _ = std::fs::remove_dir_all(&staging);
                 self.refused_child(&parent, generation, &detail)?;
                 self.record_attempt(&parent, step, &detail)?;
-                return self.archive.record_step(&self.run_id, step, None, "refused");
+                return self.archive.record_step_of(&self.run_id, step, Some(&parent), None, "refused");
             }
             Err(Error::Guest(f)) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 self.refused_child(&parent, generation, &f.to_string())?;
-                return self.archive.record_step(&self.run_id, step, None, "guest-failed");
+                return self.archive.record_step_of(&self.run_id, step, Some(&parent), None, "guest-failed");
             }
             Err(e) => return Err(e),
         };

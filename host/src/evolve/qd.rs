@@ -16,6 +16,23 @@
 //! | `source_size` | bytes of the variant's source tree | `log2` in [8, 24] (256 B … 16 MiB) |
 //! | `score` | the visible score | [0, 1] |
 //! | `family:<f>` | mean visible score on task family `f` | [0, 1] |
+//! | `reported:<name>` | what the variant itself reports (below) | [0, 1] |
+//!
+//! # A variant-reported descriptor
+//!
+//! A variant may describe itself: a line `descriptor: <name>=<value>` in
+//! the notes of its `solve` answers (`answer.notes`, which no grader
+//! scores) is kept in that task's stored note as `reported <name>=<value>`
+//! ([`crate::tasks::reported`]: names of `a-z 0-9 - _`, values clamped to
+//! [0, 1], at most eight per answer). `reported:<name>` is the mean of the
+//! values over the visible tasks whose answer reported it; 0 (the edge
+//! cell) when none did. Held-out answers never count.
+//!
+//! The value only places the variant in a cell. It cannot raise its score
+//! (graders read the output, never the notes), and it cannot make the
+//! variant an elite over a better one in the same cell; the most a lying
+//! variant gains is a cell of its own, which `grid_parents` draws from as
+//! often as any other — one of at most `bins^n`.
 //!
 //! A task's family is the part of its id after the split (`-v-`) without a
 //! trailing number (`rd-v-cartpole-3` → `cartpole`), or the suite's name
@@ -48,7 +65,17 @@ pub fn family(suite: &str, id: &str) -> String {
     }
 }
 
-/// Every descriptor suite `suite` supports, in a stable order.
+/// The prefix of a variant-reported descriptor's name in `run.toml`.
+pub const REPORTED: &str = "reported:";
+
+/// Whether `name` is a well-formed variant-reported descriptor
+/// (`reported:` and 1–32 of `a-z 0-9 - _`); every suite has these.
+pub fn is_reported(name: &str) -> bool {
+    name.strip_prefix(REPORTED).is_some_and(crate::tasks::is_descriptor_name)
+}
+
+/// Every descriptor suite `suite` supports, in a stable order, besides
+/// the variant-reported ones ([`is_reported`]).
 pub fn available(suite: &Suite) -> Vec<String> {
     let mut out: Vec<String> = COMMON.iter().map(|s| s.to_string()).collect();
     for t in &suite.visible {
@@ -68,6 +95,19 @@ pub fn value(suite: &str, name: &str, source_bytes: u64, score: f64, results: &[
     let v = match name {
         "source_size" => ((source_bytes.max(1) as f64).log2() - 8.0) / 16.0,
         "score" => score,
+        _ if name.starts_with(REPORTED) => {
+            let key = format!("{}{}=", crate::tasks::REPORTED, &name[REPORTED.len()..]);
+            let values: Vec<f64> = results
+                .iter()
+                .filter(|r| r.split == Split::Visible)
+                .filter_map(|r| r.note.lines().find_map(|l| l.strip_prefix(key.as_str())?.parse::<f64>().ok()))
+                .collect();
+            if values.is_empty() {
+                0.0
+            } else {
+                values.iter().sum::<f64>() / values.len() as f64
+            }
+        }
         _ => {
             let f = name.strip_prefix("family:")?;
             let scores: Vec<f64> = results
@@ -146,6 +186,32 @@ mod tests {
         assert_eq!(value("rd", "bogus", 0, 0.0, &rs), None);
         assert_eq!(cell(&[0.0, 0.5, 1.0], 4), "0,2,3");
         assert_eq!(cell(&[0.999], 4), "3");
+    }
+
+    #[test]
+    fn a_reported_descriptor_is_read_from_visible_notes_only_and_never_scored() {
+        let notes = "arith generation 3\ndescriptor: ones=0.25\ndescriptor: Bad Name=1\ndescriptor: big=7\n\
+                     descriptor: ones=0.9\ndescriptor: nan=NaN";
+        let kept = crate::tasks::reported(Some(notes));
+        // The first `ones` stands, values are clamped, bad names and
+        // non-finite values are dropped, the free text is not kept.
+        assert_eq!(kept, "reported ones=0.250000\nreported big=1.000000");
+        assert_eq!(crate::tasks::reported(None), "");
+        let many: String = (0..20).map(|i| format!("descriptor: d{i}=0.5\n")).collect();
+        assert_eq!(crate::tasks::reported(Some(&many)).lines().count(), crate::tasks::MAX_REPORTED);
+        let mut rs = vec![
+            TaskResult { note: kept.clone(), ..r("trap-v-block0", 0.3) },
+            TaskResult { note: "reported ones=0.750000".into(), ..r("trap-v-block1", 0.6) },
+            TaskResult { note: String::new(), ..r("trap-v-block2", 1.0) },
+        ];
+        assert_eq!(value("trap", "reported:ones", 0, 0.0, &rs), Some(0.5));
+        assert_eq!(value("trap", "reported:big", 0, 0.0, &rs), Some(1.0));
+        assert_eq!(value("trap", "reported:absent", 0, 0.0, &rs), Some(0.0), "not reported: the edge cell");
+        // A held-out answer's report does not count.
+        rs.push(TaskResult { note: "reported ones=1.0".into(), split: Split::HeldOut, ..r("trap-h-all", 1.0) });
+        assert_eq!(value("trap", "reported:ones", 0, 0.0, &rs), Some(0.5));
+        assert!(is_reported("reported:ones-0") && !is_reported("reported:") && !is_reported("reported:A"));
+        assert!(!is_reported("ones") && !is_reported(&format!("reported:{}", "x".repeat(33))));
     }
 
     #[test]

@@ -36,19 +36,27 @@ pub(super) struct Plan {
 
 /// Per variant of `rows`, its HGM clade: itself and every descendant in
 /// `rows` with a score (rows of earlier generations only, so the clade is
-/// what an uninterrupted run saw too).
-pub fn clades(rows: &[&VariantRow]) -> HashMap<String, Clade> {
+/// what an uninterrupted run saw too), plus, per refused proposal in
+/// `refused` (parent id → how many), a member scoring 0 under that parent:
+/// a lineage whose proposals keep being refused is not productive,
+/// however well its root scores.
+pub fn clades(rows: &[&VariantRow], refused: &HashMap<String, u32>) -> HashMap<String, Clade> {
     let parent: HashMap<&str, &str> =
         rows.iter().filter_map(|v| v.parent.as_ref().map(|p| (v.id.0.as_str(), p.0.as_str()))).collect();
     let mut out: HashMap<String, Clade> = HashMap::new();
-    for v in rows {
-        let Some(s) = v.selection_score() else { continue };
-        let mut at = Some(v.id.0.as_str());
+    let members = rows
+        .iter()
+        .filter_map(|v| v.selection_score().map(|s| (v.id.0.as_str(), s, 1)))
+        .chain(refused.iter().map(|(p, n)| (p.as_str(), 0.0, *n)));
+    for (start, s, times) in members {
+        let mut at = Some(start);
         // A lineage is a chain of ids: bounded by the number of rows.
         let mut hops = 0;
         while let Some(id) = at {
             let c = out.entry(id.to_string()).or_default();
-            *c = c.with(s);
+            for _ in 0..times {
+                *c = c.with(s);
+            }
             at = parent.get(id).copied();
             hops += 1;
             if hops > rows.len() {
@@ -68,8 +76,15 @@ impl Ctx<'_> {
     /// Choose the parent of child step `step` of generation `generation`
     /// (and a second parent for crossover); `None` when there is no
     /// candidate. `children` counts each variant's children from finished
-    /// steps of earlier generations.
-    pub(super) fn plan(&self, step: u64, generation: u32, children: &HashMap<String, u32>) -> Result<Option<Plan>> {
+    /// steps of earlier generations, refused proposals included; `refused`
+    /// counts the refused ones alone (they join `hgm`'s clades as zeros).
+    pub(super) fn plan(
+        &self,
+        step: u64,
+        generation: u32,
+        children: &HashMap<String, u32>,
+        refused: &HashMap<String, u32>,
+    ) -> Result<Option<Plan>> {
         let search = &self.config.search;
         let run = &self.config.run;
         let island = islands::child_island(step - run.initial.len() as u64, search.islands);
@@ -135,7 +150,7 @@ impl Ctx<'_> {
         let index = if !elites.is_empty() {
             elites[grid_rng.below(elites.len() as u64) as usize]
         } else if run.selection == archive::Selection::Hgm {
-            let cl = clades(&earlier);
+            let cl = clades(&earlier, refused);
             let per: Vec<Clade> = candidates.iter().map(|c| cl.get(&c.id.0).copied().unwrap_or_default()).collect();
             match archive::choose_hgm(&candidates, &per, run.seed, step) {
                 Some(i) => i,
@@ -328,15 +343,26 @@ mod tests {
             row("e", None, 0.5),
         ];
         let refs: Vec<&VariantRow> = rows.iter().collect();
-        let cl = clades(&refs);
+        let cl = clades(&refs, &HashMap::new());
         assert_eq!(cl["a"].size, 4);
         assert!((cl["a"].successes - 1.8).abs() < 1e-12 && (cl["a"].failures - 2.2).abs() < 1e-12, "{:?}", cl["a"]);
         assert_eq!(cl["b"].size, 2);
         assert!((cl["b"].successes - 1.6).abs() < 1e-12);
         assert_eq!((cl["c"].size, cl["d"].size, cl["e"].size), (1, 1, 1));
+        // Two refused proposals of `b` are two members scoring 0 in the
+        // clades of `b` and of `a`, and leave `c`, `d` and `e` alone.
+        let refused: HashMap<String, u32> = [("b".to_string(), 2)].into();
+        let with = clades(&refs, &refused);
+        assert_eq!((with["a"].size, with["b"].size, with["c"].size), (6, 4, 1));
+        assert!((with["b"].successes - 1.6).abs() < 1e-12 && (with["b"].failures - 2.4).abs() < 1e-12);
+        assert!(with["b"].mean() < cl["b"].mean(), "refusals lower the clade's estimate");
+        // A refused proposal of a variant with no evaluated member yet still
+        // starts its clade.
+        let only: HashMap<String, u32> = [("e".to_string(), 1)].into();
+        assert_eq!(clades(&refs, &only)["e"].size, 2);
         // A lower bound from repeats is what counts.
         let mut noisy = row("n", None, 0.9);
         noisy.search = SearchFields { repeats: Some(3), score_lo: Some(0.4), ..SearchFields::default() };
-        assert!((clades(&[&noisy])["n"].successes - 0.4).abs() < 1e-12);
+        assert!((clades(&[&noisy], &HashMap::new())["n"].successes - 0.4).abs() < 1e-12);
     }
 }

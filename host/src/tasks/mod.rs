@@ -13,6 +13,7 @@ pub mod arith;
 pub mod humaneval;
 pub mod reward_design;
 pub mod tiny_lm;
+pub mod trap;
 
 use std::fmt;
 use std::future::Future;
@@ -142,7 +143,7 @@ pub fn grade(t: &GradedTask, output: &str) -> bool {
 
 /// The names of the suites this host has.
 pub const SUITES: &[&str] =
-    &["arith", reward_design::NAME, reward_design::LOCOMOTION, "tiny-lm", humaneval::suite::NAME];
+    &["arith", reward_design::NAME, reward_design::LOCOMOTION, "tiny-lm", humaneval::suite::NAME, trap::NAME];
 
 /// Look a suite up by name.
 pub fn suite(name: &str) -> Option<Suite> {
@@ -151,6 +152,7 @@ pub fn suite(name: &str) -> Option<Suite> {
         reward_design::NAME => Some(reward_design::suite()),
         reward_design::LOCOMOTION => Some(reward_design::locomotion()),
         "tiny-lm" => Some(tiny_lm::suite()),
+        trap::NAME => Some(trap::suite()),
         // `None` also when the problems are missing; `evolve`'s config check
         // asks `humaneval::problems` for the reason.
         humaneval::suite::NAME => humaneval::suite::suite().ok(),
@@ -183,12 +185,15 @@ async fn grade_exact(session: &Session, p: &Prepared, t: &GradedTask, opts: &Cal
         ..Spent::default()
     };
     let (passed, note) = match &r.outcome {
-        CallOutcome::Ok(a) if grade(t, &a.output) => (true, String::new()),
+        CallOutcome::Ok(a) if grade(t, &a.output) => (true, reported(a.notes.as_deref())),
         CallOutcome::Ok(a) => (
             false,
-            format!(
-                "answered {:?}, which is wrong",
-                crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)])
+            join_note(
+                format!(
+                    "answered {:?}, which is wrong",
+                    crate::services::log::sanitize(&a.output.as_bytes()[..a.output.len().min(200)])
+                ),
+                reported(a.notes.as_deref()),
             ),
         ),
         CallOutcome::GuestError(m) => (false, format!("failed: {m}")),
@@ -196,6 +201,56 @@ async fn grade_exact(session: &Session, p: &Prepared, t: &GradedTask, opts: &Cal
     };
     Ok(Graded { score: if passed { 1.0 } else { 0.0 }, passed, note, spent })
 }
+
+/// What a task's note keeps of the descriptors an answer's notes report:
+/// one line `reported <name>=<value>` per `descriptor: <name>=<value>`
+/// line of `notes` whose name is 1–32 of `a-z 0-9 - _` and whose value is
+/// a finite number (clamped to `[0, 1]`), at most [`MAX_REPORTED`] of
+/// them; anything else in the notes is dropped. Graders call this on every
+/// answer `solve` returned and never score the notes, so a variant can place
+/// itself in the search's grid (`reported:<name>`, `evolve::qd`) but not
+/// raise its score with it.
+pub fn reported(notes: Option<&str>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for line in notes.unwrap_or("").lines() {
+        let Some(rest) = line.trim().strip_prefix("descriptor:") else { continue };
+        let Some((name, value)) = rest.split_once('=') else { continue };
+        let name = name.trim();
+        let Ok(v) = value.trim().parse::<f64>() else { continue };
+        if !is_descriptor_name(name)
+            || !v.is_finite()
+            || out.iter().any(|l| l.starts_with(&format!("{REPORTED}{name}=")))
+        {
+            continue;
+        }
+        out.push(format!("{REPORTED}{name}={:.6}", v.clamp(0.0, 1.0)));
+        if out.len() == MAX_REPORTED {
+            break;
+        }
+    }
+    out.join("\n")
+}
+
+/// Whether `name` may name a reported descriptor: 1–32 of `a-z 0-9 - _`.
+pub fn is_descriptor_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `note`, then `more` on a line of its own when there is any.
+pub fn join_note(note: String, more: String) -> String {
+    match (note.is_empty(), more.is_empty()) {
+        (_, true) => note,
+        (true, false) => more,
+        (false, false) => format!("{note}\n{more}"),
+    }
+}
+
+/// The prefix of a reported descriptor's line in a task's note.
+pub const REPORTED: &str = "reported ";
+
+/// The most descriptors one answer may report.
+pub const MAX_REPORTED: usize = 8;
 
 /// Run `tasks` of `suite` and grade each; a trap or limit hit fails that
 /// task only. `opts` are the call options of every call.

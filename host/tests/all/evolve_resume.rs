@@ -245,6 +245,7 @@ fn a_run_archived_under_schema_two_resumes_under_this_build() {
     for col in ["island", "cell", "repeats", "score_lo", "score_hi", "model", "tokens"] {
         conn.execute_batch(&format!("ALTER TABLE variants DROP COLUMN {col}")).unwrap();
     }
+    conn.execute_batch("ALTER TABLE steps DROP COLUMN parent_id").unwrap();
     conn.execute("UPDATE schema_version SET version = 2", []).unwrap();
     drop(conn);
 
@@ -263,6 +264,68 @@ fn a_run_archived_under_schema_two_resumes_under_this_build() {
             assert_eq!(v.5.island, Some(0), "{v:?}");
         }
     }
+    assert!(archive.integrity_check().unwrap().is_ok());
+    assert!(vivarium::audit::verify_dir(&home.join("audit")).unwrap().ok);
+}
+
+/// A run whose proposals are refused, cut back to the middle (its last
+/// generations' steps and variants removed, as a kill between generations
+/// leaves it) and resumed, makes exactly the choices of the uninterrupted
+/// run: the refusals counted in `hgm`'s clades come from the step ledger,
+/// which keeps each refused step's parent.
+#[test]
+fn a_run_with_refused_proposals_resumes_to_the_same_parents() {
+    let tmp = tempfile::tempdir().unwrap();
+    // `stuck` (0.6, every proposal refused: it writes outside its tree) and
+    // `open` (0.3), copies of variants/trap-python.
+    for (name, genome, refused) in [("stuck", "000 000", true), ("open", "100 100", false)] {
+        let src = root().join("variants/trap-python");
+        let dst = tmp.path().join(name);
+        std::fs::create_dir_all(dst.join("src")).unwrap();
+        let manifest = std::fs::read_to_string(src.join("variant.toml")).unwrap();
+        std::fs::write(dst.join("variant.toml"), manifest.replace("\"trap-python\"", &format!("\"{name}\""))).unwrap();
+        let mut agent = std::fs::read_to_string(src.join("src/agent.py"))
+            .unwrap()
+            .replace("GENOME = \"100 100\"", &format!("GENOME = \"{genome}\""));
+        if refused {
+            agent = agent.replace("[source.write(SELF_PATH, text)]", "[source.write(\"../outside.py\", text)]");
+        }
+        std::fs::write(dst.join("src/agent.py"), agent).unwrap();
+    }
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        "[run]\nname = \"crash\"\nsuite = \"trap\"\nseed = 5\ngenerations = 10\nchildren_per_generation = 1\n\
+         selection = \"hgm\"\ninitial = [\"stuck\", \"open\"]\n",
+    )
+    .unwrap();
+    let home = tmp.path().join("home");
+    assert!(vivarium(&home, &tmp.path().join("first.log")).arg("evolve").arg(&run).status().unwrap().success());
+    let expected = fingerprint(&home);
+    let steps = 2 + 10;
+    let expected_ledger = ledger(&home, steps);
+    let refusals =
+        |home: &Path| Archive::open(&home.join("archive")).unwrap().refused_children("crash", steps).unwrap();
+    let expected_refused = refusals(&home);
+    assert!(!expected_refused.is_empty(), "the run has refusals: {expected_ledger:?}");
+    // Back to the end of generation 1 (steps 0–2).
+    let conn = rusqlite::Connection::open(home.join("archive/index.sqlite")).unwrap();
+    conn.execute_batch(
+        "DELETE FROM results WHERE variant_id IN (SELECT id FROM variants WHERE generation > 1);
+         DELETE FROM steps WHERE step >= 3;
+         DELETE FROM variants WHERE generation > 1;
+         UPDATE runs SET status = 'running', finished = NULL;",
+    )
+    .unwrap();
+    drop(conn);
+    assert_ne!(refusals(&home), expected_refused, "the cut removed refusals to redo");
+    let log = tmp.path().join("resume.log");
+    let status = vivarium(&home, &log).arg("evolve").arg(&run).arg("--resume").status().unwrap();
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert_eq!(ledger(&home, steps), expected_ledger, "the same steps and outcomes");
+    assert_eq!(refusals(&home), expected_refused, "the same refused parents");
+    assert_eq!(fingerprint(&home), expected, "the same variants");
+    let archive = Archive::open(&home.join("archive")).unwrap();
     assert!(archive.integrity_check().unwrap().is_ok());
     assert!(vivarium::audit::verify_dir(&home.join("audit")).unwrap().ok);
 }
