@@ -77,6 +77,11 @@ class MetaAgent(vivarium.MetaAgent):
                 out = report(workbench.try_candidate(better, task_ids=["arith-v-0", "arith-h-0"]))
             elif MODE == "grader":
                 out = report(workbench.try_candidate(flip("GRADER", False, True), limit=1))
+            elif MODE == "evolve":
+                # Try one candidate, propose another: only the proposed one
+                # may reach the archive.
+                out = report(workbench.try_candidate(flip("GRADER", False, True), limit=2))
+                out = {"tried": out["built"]}
             elif MODE == "refused":
                 out = report(workbench.try_candidate([source.search_replace("variant.toml", "tries = 3", "tries = 300")]))
         except vivarium.ServiceError as e:
@@ -235,5 +240,45 @@ async fn outside_evolve_the_workbench_is_unavailable() {
     assert_eq!(got["kind"], "unavailable", "{got}");
     assert!(got["message"].as_str().unwrap().contains("needs a suite"), "{got}");
     assert!(tries(&s).is_empty());
+    intact(&s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_evolve_a_tried_candidate_enters_the_archive_only_if_proposed() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join(MANIFEST), MANIFEST_TEXT).unwrap();
+    let agent = AGENT.replace("MODE = \"propose\"", "MODE = \"evolve\"").replace("@GRADER@", &grader_path());
+    std::fs::write(dir.join("src/agent.py"), agent).unwrap();
+    let run = tmp.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[run]\nname = \"wb\"\nsuite = \"arith\"\nseed = 3\ngenerations = 1\nchildren_per_generation = 1\ninitial = [\"{}\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let s = session(&tmp.path().join("home"));
+    let summary = vivarium::evolve::evolve(&s, &run, &vivarium::evolve::EvolveOptions::default(), &|_| {})
+        .await
+        .unwrap_or_else(|e| panic!("evolve: {e}"));
+    let archive = vivarium::archive::Archive::open(&summary.archive_dir).unwrap();
+    let variants = archive.list(Some("wb")).unwrap();
+    assert_eq!(variants.len(), 2, "the initial variant and its one proposed child");
+    let child = variants.iter().find(|v| v.parent.is_some()).expect("a child");
+    assert!(child.visible_score.unwrap() > summary.baseline, "the proposed candidate scores better");
+    for v in &variants {
+        for (entry, bytes) in archive.tree_contents(&v.tree_sha).unwrap() {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains("\nGRADER = True\n"), "the tried, unproposed candidate is archived: {}", entry.path);
+        }
+    }
+    let recs = tries(&s);
+    assert_eq!(recs.len(), 1, "one try, one audit record");
+    assert_eq!(recs[0]["tasks"], serde_json::json!(["arith-v-0", "arith-v-1"]));
+    assert!(archive.integrity_check().unwrap().is_ok());
     intact(&s);
 }
