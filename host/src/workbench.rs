@@ -98,11 +98,8 @@ impl Bench<'_> {
                 return Err(Refusal::Unavailable(format!("the host could not run the try: {e}")));
             }
         };
-        let outcomes: Vec<_> = trial
-            .outcomes
-            .iter()
-            .map(|o| json!({"task": o.task_id, "passed": o.passed, "score": o.score}))
-            .collect();
+        let outcomes: Vec<_> =
+            trial.outcomes.iter().map(|o| json!({"task": o.task_id, "passed": o.passed, "score": o.score})).collect();
         let audited = self.session.audit.append(
             Some(&self.parent_sha),
             EventKind::Other("workbench-try".into()),
@@ -143,7 +140,8 @@ impl Bench<'_> {
     }
 
     async fn build_and_run(&self, req: &TryRequest, chosen: &[tasks::GradedTask]) -> Result<wit::Trial> {
-        let not_built = |error: String| wit::Trial { built: false, error: Some(error), outcomes: vec![], score: 0.0, fuel: 0 };
+        let not_built =
+            |error: String| wit::Trial { built: false, error: Some(error), outcomes: vec![], score: 0.0, fuel: 0 };
         let proposal = v0_2::Proposal { summary: "workbench try".into(), edits: req.edits.clone() };
         let checked = match guard::resolve_edits(&self.parent, &proposal, &self.rules)
             .and_then(|p| guard::check_proposal(&self.parent, &p, &self.rules))

@@ -1100,7 +1100,9 @@ class MetaAgent(vivarium.MetaAgent):
 
 /// improve of a [`PATCH_AGENT`] in `mode`: the outcome, and the parent's
 /// home for the audit checks.
-async fn improve_patch(mode: &str) -> (tempfile::TempDir, Session, vivarium::Result<vivarium::improve::ImproveOutcome>) {
+async fn improve_patch(
+    mode: &str,
+) -> (tempfile::TempDir, Session, vivarium::Result<vivarium::improve::ImproveOutcome>) {
     warm().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = session(&tmp.path().join("home"));
@@ -1153,7 +1155,8 @@ async fn a_patch_that_does_not_apply_is_refused_with_its_hunk_and_nothing_is_mad
         assert_eq!(what, [rule], "{mode}: {message}");
         assert!(message.contains(detail), "{mode}: {message}");
         assert!(!tmp.path().join("child").exists(), "{mode}: nothing of the refused child is left");
-        let verdicts = s.audit.query(&vivarium::audit::Filter::new().event(vivarium::audit::EventKind::Proposal)).unwrap();
+        let verdicts =
+            s.audit.query(&vivarium::audit::Filter::new().event(vivarium::audit::EventKind::Proposal)).unwrap();
         assert_eq!(verdicts.last().unwrap().details["verdict"], "refused", "{mode}");
         assert!(s.audit.verify().unwrap().ok, "{mode}: the audit chain is intact");
     }

@@ -990,6 +990,14 @@ async fn llm_replay_reproduces_a_recorded_run_with_the_server_stopped() {
 // llm@0.2.0: tools, tool calls, multi-turn (the guest `tests/guests/tools`,
 // which imports `vivarium:agent/llm@0.2.0`)
 
+/// A home under `dir` whose `llm.toml` points at `server`.
+fn llm_home(dir: &Path, server: &FakeServer) -> Home {
+    let home = Home::at(dir.join("home"));
+    std::fs::create_dir_all(home.root()).unwrap();
+    std::fs::write(home.root().join("llm.toml"), format!("base_url = \"{}\"\n", server.base_url())).unwrap();
+    home
+}
+
 fn tools_guest() -> Vec<u8> {
     rust_guest("tests/guests/tools")
 }
@@ -1032,9 +1040,7 @@ async fn a_multi_turn_tool_conversation_round_trips_exactly_and_is_audited() {
     init();
     let server = FakeServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::at(dir.path().join("home"));
-    std::fs::create_dir_all(home.root()).unwrap();
-    std::fs::write(home.root().join("llm.toml"), format!("base_url = \"{}\"\n", server.base_url())).unwrap();
+    let home = llm_home(dir.path(), &server);
     let session = Session::open(home.clone()).unwrap();
     let loaded = session.runtime.load(&tools_guest()).await.unwrap();
     assert!(loaded.imports.iter().any(|i| i == "vivarium:agent/llm@0.2.0"), "{:?}", loaded.imports);
@@ -1230,9 +1236,7 @@ async fn a_python_variant_calls_tools_through_the_sdk_and_the_messages_round_tri
     init();
     let server = FakeServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::at(dir.path().join("home"));
-    std::fs::create_dir_all(home.root()).unwrap();
-    std::fs::write(home.root().join("llm.toml"), format!("base_url = \"{}\"\n", server.base_url())).unwrap();
+    let home = llm_home(dir.path(), &server);
     let mut session = sandboxed_session(home.root());
     session.runtime = Runtime::new(vivarium::runtime::RuntimeConfig {
         cache_dir: Some(workspace_root().join("target/conformance-cache")),

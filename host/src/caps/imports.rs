@@ -150,6 +150,15 @@ mod tests {
         );
         assert_eq!(refused[0].reason, "capability `llm` is not granted to this variant");
         assert_eq!(refused[3].reason, "capability `sockets` is not granted to this variant");
+        // 0.2.0: `workbench` needs its grant; `edits` is types only.
+        let refused = check(["vivarium:agent/workbench@0.2.0", "vivarium:agent/edits@0.2.0"], &g);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].reason, "capability `workbench` is not granted to this variant");
+        let wb = Grant {
+            workbench: Some(crate::caps::grant::WorkbenchGrant { tries: 1, tasks: 1, build_seconds: 1, fuel: 1 }),
+            ..Grant::default()
+        };
+        assert!(check(["vivarium:agent/workbench@0.2.0"], &wb).is_empty());
         // A granted service is linked.
         let g = Grant {
             trainer: Some(crate::caps::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),

@@ -21,6 +21,7 @@
 //! simulator = { envs = ["cartpole"], steps = 2_000_000 }
 //! memory    = { bytes = "1MiB" }
 //! archive   = {}
+//! workbench = { tries = 4, tasks = 5, build_seconds = 30, fuel = 5_000_000_000 }  # 0.2.0, during evolve
 //! files     = [{ path = "scratch", access = "read-write", quota = "16MiB" }]
 //!                                  # access defaults to read-only; quota (read-write
 //!                                  # only) to the policy's files_quota.default

@@ -25,6 +25,7 @@
 //! simulator = { envs = ["*"], steps = 10_000_000 }
 //! memory    = { bytes = "16MiB" }
 //! archive   = true
+//! workbench = { tries = 8, tasks = 20, build_seconds = 60, fuel = 20_000_000_000 }
 //! files     = 4                      # true (any number), false, or the most directories
 //! files_quota = { default = "16MiB", max = "256MiB" }  # bytes per read-write directory
 //! env_allow = ["LANG", "HF_TOKEN"]   # "*" = any name that does not look like a secret

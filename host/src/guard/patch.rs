@@ -61,7 +61,9 @@ pub fn resolve_edits(
     }
     let base: BTreeMap<String, Vec<u8>> = match super::editable_sources(parent_tree, rules) {
         Ok(files) => files.into_iter().map(|f| (f.path, f.contents)).collect(),
-        Err(e) => return Err(vec![Violation::new(Rule::ParentTree, "", format!("the parent tree cannot be read: {e}"))]),
+        Err(e) => {
+            return Err(vec![Violation::new(Rule::ParentTree, "", format!("the parent tree cannot be read: {e}"))])
+        }
     };
     let mut tree = Tree { base: &base, state: BTreeMap::new(), order: Vec::new(), made: Default::default() };
     let mut violations = Vec::new();
@@ -269,7 +271,10 @@ fn parse_diff(diff: &str) -> Result<Vec<FilePatch>, (String, String)> {
             let (mut seen_old, mut seen_new) = (0, 0);
             while seen_old < old_len || seen_new < new_len {
                 let Some(&line) = lines.get(i) else {
-                    return Err((path, format!("the hunk {} ends before its {old_len} old and {new_len} new lines", hunk.header)));
+                    return Err((
+                        path,
+                        format!("the hunk {} ends before its {old_len} old and {new_len} new lines", hunk.header),
+                    ));
                 };
                 // An empty line is a context line whose space was stripped.
                 let (kind, text) = match line.chars().next() {
@@ -326,7 +331,8 @@ fn parse_diff(diff: &str) -> Result<Vec<FilePatch>, (String, String)> {
 }
 
 fn apply_diff(tree: &mut Tree<'_>, diff: &str, rules: &GuardRules) -> Result<(), Violation> {
-    let files = parse_diff(diff).map_err(|(path, detail)| failed(&path, format!("the diff does not parse: {detail}")))?;
+    let files =
+        parse_diff(diff).map_err(|(path, detail)| failed(&path, format!("the diff does not parse: {detail}")))?;
     for file in files {
         let path = match (&file.old, &file.new) {
             (Some(o), Some(n)) if o != n => {
@@ -417,18 +423,16 @@ fn apply_hunks(path: &str, old: &[String], old_eol: bool, hunks: &[Hunk]) -> Res
                                 ),
                             ))
                         }
-                        None => {
-                            return Err(failed(
-                                path,
-                                format!(
-                                    "the hunk {} does not apply: it expects {} at line {}, past the file's end ({} lines)",
-                                    hunk.header,
-                                    shown_line(text),
-                                    at + 1,
-                                    old.len()
-                                ),
-                            ))
-                        }
+                        None => return Err(failed(
+                            path,
+                            format!(
+                                "the hunk {} does not apply: it expects {} at line {}, past the file's end ({} lines)",
+                                hunk.header,
+                                shown_line(text),
+                                at + 1,
+                                old.len()
+                            ),
+                        )),
                     }
                     if *kind == ' ' {
                         out.push(text.clone());
@@ -469,7 +473,11 @@ mod tests {
     }
 
     fn sr(path: &str, search: &str, replace: &str) -> v0_2::Edit {
-        v0_2::Edit::SearchReplace(v0_2::SearchReplace { path: path.into(), search: search.into(), replace: replace.into() })
+        v0_2::Edit::SearchReplace(v0_2::SearchReplace {
+            path: path.into(),
+            search: search.into(),
+            replace: replace.into(),
+        })
     }
 
     fn written(p: &Proposal) -> Vec<(String, String)> {
@@ -488,8 +496,8 @@ mod tests {
     fn a_unified_diff_applies_exactly_to_several_files() {
         let dir = parent(&[("src/agent.py", AGENT), ("src/util.py", "x = 1\n")]);
         let diff = "diff --git a/src/agent.py b/src/agent.py\n--- a/src/agent.py\n+++ b/src/agent.py\n@@ -2,2 +2,3 @@\n B = 2\n-C = 3\n+C = 30\n+E = 5\n--- /dev/null\n+++ b/src/new.py\n@@ -0,0 +1,1 @@\n+y = 2\n--- a/src/util.py\n+++ /dev/null\n@@ -1 +0,0 @@\n-x = 1\n";
-        let p = resolve_edits(dir.path(), &proposal(vec![v0_2::Edit::Patch(diff.into())]), &GuardRules::default())
-            .unwrap();
+        let p =
+            resolve_edits(dir.path(), &proposal(vec![v0_2::Edit::Patch(diff.into())]), &GuardRules::default()).unwrap();
         assert_eq!(
             written(&p),
             [
@@ -517,7 +525,10 @@ mod tests {
         let shifted = "--- a/src/agent.py\n+++ b/src/agent.py\n@@ -1,2 +1,2 @@\n B = 2\n-C = 3\n+C = 30\n";
         let v = resolve_edits(dir.path(), &proposal(vec![v0_2::Edit::Patch(shifted.into())]), &GuardRules::default())
             .unwrap_err();
-        assert_eq!(v[0].detail, "the hunk @@ -1,2 +1,2 @@ does not apply: line 1 is `A = 1` where the hunk expects `B = 2`");
+        assert_eq!(
+            v[0].detail,
+            "the hunk @@ -1,2 +1,2 @@ does not apply: line 1 is `A = 1` where the hunk expects `B = 2`"
+        );
     }
 
     #[test]
@@ -527,10 +538,7 @@ mod tests {
         let v = resolve_edits(dir.path(), &proposal(vec![sr("src/agent.py", "Z = 9", "")]), &rules).unwrap_err();
         assert_eq!((v[0].rule, v[0].detail.as_str()), (Rule::PatchFailed, "the search text was not found: `Z = 9`"));
         let v = resolve_edits(dir.path(), &proposal(vec![sr("src/agent.py", " = ", "=")]), &rules).unwrap_err();
-        assert_eq!(
-            v[0].detail,
-            "the search text was found 4 times; it must occur exactly once (add context to it)"
-        );
+        assert_eq!(v[0].detail, "the search text was found 4 times; it must occur exactly once (add context to it)");
         let v = resolve_edits(dir.path(), &proposal(vec![sr("src/missing.py", "a", "b")]), &rules).unwrap_err();
         assert_eq!(v[0].detail, "not found: the tree has no such file (create it with a write)");
         // In order: the second edit sees the first's result; one write comes out.
@@ -558,8 +566,8 @@ mod tests {
     fn no_newline_markers_are_honoured() {
         let dir = parent(&[("src/a.py", "x = 1")]);
         let diff = "--- a/src/a.py\n+++ b/src/a.py\n@@ -1 +1 @@\n-x = 1\n\\ No newline at end of file\n+x = 2\n";
-        let p = resolve_edits(dir.path(), &proposal(vec![v0_2::Edit::Patch(diff.into())]), &GuardRules::default())
-            .unwrap();
+        let p =
+            resolve_edits(dir.path(), &proposal(vec![v0_2::Edit::Patch(diff.into())]), &GuardRules::default()).unwrap();
         assert_eq!(written(&p), [("src/a.py".to_string(), "x = 2\n".to_string())]);
     }
 

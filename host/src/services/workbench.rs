@@ -192,7 +192,12 @@ impl WorkbenchState {
         r
     }
 
-    async fn try_inner(&self, edits: Vec<v0_2::Edit>, task_ids: Vec<String>, limit: u32) -> Result<wit::Trial, Refusal> {
+    async fn try_inner(
+        &self,
+        edits: Vec<v0_2::Edit>,
+        task_ids: Vec<String>,
+        limit: u32,
+    ) -> Result<wit::Trial, Refusal> {
         let Some(grant) = self.grant.clone() else {
             return Err(Refusal::Denied("the workbench is not granted to this variant".into()));
         };
