@@ -163,10 +163,11 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     };
     // Patch edits (0.2.0) become the writes they amount to, then every
     // rule checks those as it checks any write.
+    let edit_kinds = guard::edit_kinds(&proposal);
     let proposal = match guard::resolve_edits(&req.parent, &proposal, &rules) {
         Ok(p) => p,
         Err(violations) => {
-            audit("refused", json!({ "violations": violations }))?;
+            audit("refused", json!({ "violations": violations, "edit_kinds": edit_kinds }))?;
             return Err(guard::refusal(&violations));
         }
     };
@@ -220,7 +221,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 "accepted",
                 json!({
                     "proposal_digest": digest, "summary": checked.summary(), "child": child_sha,
-                    "edits": checked.audit_details(), "escalation": escalation,
+                    "edits": checked.audit_details(), "escalation": escalation, "edit_kinds": edit_kinds,
                 }),
             )?;
             Ok(ImproveOutcome {

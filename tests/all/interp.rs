@@ -1131,6 +1131,11 @@ async fn a_python_meta_agent_proposes_a_diff_and_a_search_replace_applied_exactl
     // The second edit saw the file the first one created.
     assert_eq!(std::fs::read_to_string(child.join("src/notes.md")).unwrap(), "tried a diff, then a search\n");
     assert_eq!(outcome.edits, 2, "one write per touched file");
+    // The audit record says how the proposal was made.
+    let verdicts = s.audit.query(&vivarium::audit::Filter::new().event(vivarium::audit::EventKind::Proposal)).unwrap();
+    let accepted = &verdicts.last().unwrap().details;
+    assert_eq!(accepted["verdict"], "accepted");
+    assert_eq!(accepted["edit_kinds"], serde_json::json!({"patch": 1, "search-replace": 1}));
     assert_eq!(output(&solve(&s, &child, "").await), "2");
     assert!(s.audit.verify().unwrap().ok);
 }

@@ -111,7 +111,7 @@ pub use escalation::{
     check_escalation, Escalation, EscalationStore, NewRequest, Request, Status, ESCALATION_FILE, MAX_ESCALATION_BYTES,
     MAX_REASON_BYTES,
 };
-pub use patch::resolve_edits;
+pub use patch::{edit_kinds, resolve_edits};
 pub use rules::{GuardRules, Protected, MANIFEST_FILE};
 
 /// A guard rule, by its kebab-case name (see the [module docs](self)).

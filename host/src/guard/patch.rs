@@ -100,6 +100,24 @@ pub fn resolve_edits(
     Ok(Proposal { summary: proposal.summary.clone(), edits })
 }
 
+/// How many edits of each kind a proposal holds, by the WIT case's name
+/// (`write`, `delete`, `search-replace`, `patch`): what the audit record
+/// of a proposal says of how it was made (the `edits` it also records are
+/// the writes and deletes the patches amount to).
+pub fn edit_kinds(proposal: &v0_2::Proposal) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for e in &proposal.edits {
+        let kind = match e {
+            v0_2::Edit::Write(_) => "write",
+            v0_2::Edit::Delete(_) => "delete",
+            v0_2::Edit::SearchReplace(_) => "search-replace",
+            v0_2::Edit::Patch(_) => "patch",
+        };
+        *out.entry(kind).or_insert(0) += 1;
+    }
+    out
+}
+
 /// The tree as the edits so far made it.
 struct Tree<'a> {
     base: &'a BTreeMap<String, Vec<u8>>,
@@ -423,16 +441,18 @@ fn apply_hunks(path: &str, old: &[String], old_eol: bool, hunks: &[Hunk]) -> Res
                                 ),
                             ))
                         }
-                        None => return Err(failed(
-                            path,
-                            format!(
+                        None => {
+                            return Err(failed(
+                                path,
+                                format!(
                                 "the hunk {} does not apply: it expects {} at line {}, past the file's end ({} lines)",
                                 hunk.header,
                                 shown_line(text),
                                 at + 1,
                                 old.len()
                             ),
-                        )),
+                            ))
+                        }
                     }
                     if *kind == ' ' {
                         out.push(text.clone());
