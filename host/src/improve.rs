@@ -80,6 +80,9 @@ pub struct ImproveOutcome {
     /// LLM tokens (prompt + completion, pending included) the meta-agent's
     /// call spent on this proposal.
     pub llm_tokens: u64,
+    /// Fuel the meta-agent's `workbench` tries spent running candidates
+    /// (what a run counts against its `budget.fuel` besides evaluations).
+    pub workbench_fuel: u64,
     /// The child's component bytes.
     #[serde(skip)]
     pub component: Vec<u8>,
@@ -140,6 +143,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     };
     let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let llm_tokens = report.services.llm.as_ref().map_or(0, |u| u.tokens());
+    let workbench_fuel = report.services.workbench.as_ref().map_or(0, |u| u.fuel);
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {
@@ -235,6 +239,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 build_ms,
                 meta_agent_ms,
                 llm_tokens,
+                workbench_fuel,
                 component,
                 grant_digest,
             })

@@ -155,6 +155,7 @@ async fn a_meta_agent_tries_a_candidate_on_visible_tasks_then_proposes_it() {
     }
     assert_eq!(got["left"], 2);
     assert!(got["fuel"].as_u64().unwrap() > 0);
+    assert_eq!(Some(outcome.workbench_fuel), got["fuel"].as_u64(), "the tries' fuel is reported to the run");
     // One audit record for the try, naming its paths and tasks.
     let recs = tries(&s);
     assert_eq!(recs.len(), 1);
