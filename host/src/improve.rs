@@ -48,6 +48,10 @@ pub struct ImproveRequest {
     /// Options of the meta-agent's call (an evolution run passes its run id
     /// and what is left of its token budget).
     pub call: CallOptions,
+    /// The suite a run evolves on, when there is one (`evolve`): the
+    /// meta-agent's `workbench` tries run on its visible split
+    /// ([`crate::workbench`]). `None`: a try answers `unavailable`.
+    pub bench: Option<std::sync::Arc<crate::tasks::Suite>>,
 }
 
 /// The result of a successful `improve`.
@@ -76,6 +80,9 @@ pub struct ImproveOutcome {
     /// LLM tokens (prompt + completion, pending included) the meta-agent's
     /// call spent on this proposal.
     pub llm_tokens: u64,
+    /// Fuel the meta-agent's `workbench` tries spent running candidates
+    /// (what a run counts against its `budget.fuel` besides evaluations).
+    pub workbench_fuel: u64,
     /// The child's component bytes.
     #[serde(skip)]
     pub component: Vec<u8>,
@@ -114,9 +121,29 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         iterations_left: req.iterations_left,
     };
     let meta_started = std::time::Instant::now();
-    let report = session.improve(&prepared, &ctx, &req.call).await?;
+    // The workbench, when granted and there is a suite to try on: its tries
+    // are served beside the call.
+    let report = match (&req.bench, &parent_grant.workbench) {
+        (Some(suite), Some(_)) => {
+            let (link, tries) = crate::services::workbench::BenchLink::new();
+            let call = CallOptions { workbench: Some(link), ..req.call.clone() };
+            let bench = crate::workbench::Bench {
+                session,
+                suite: suite.clone(),
+                parent: req.parent.clone(),
+                parent_sha: parent_sha.clone(),
+                rules: rules.clone(),
+                policy: req.policy.clone(),
+                parent_grant: parent_grant.clone(),
+                call: req.call.clone(),
+            };
+            bench.serve(session.improve(&prepared, &ctx, &call), tries).await?
+        }
+        _ => session.improve(&prepared, &ctx, &req.call).await?,
+    };
     let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let llm_tokens = report.services.llm.as_ref().map_or(0, |u| u.tokens());
+    let workbench_fuel = report.services.workbench.as_ref().map_or(0, |u| u.fuel);
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {
@@ -136,6 +163,16 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         CallOutcome::Failed(f) => {
             audit("guest-failed", json!({ "reason": f.kind, "detail": f.detail }))?;
             return Err(Error::Guest(f));
+        }
+    };
+    // Patch edits (0.2.0) become the writes they amount to, then every
+    // rule checks those as it checks any write.
+    let edit_kinds = guard::edit_kinds(&proposal);
+    let proposal = match guard::resolve_edits(&req.parent, &proposal, &rules) {
+        Ok(p) => p,
+        Err(violations) => {
+            audit("refused", json!({ "violations": violations, "edit_kinds": edit_kinds }))?;
+            return Err(guard::refusal(&violations));
         }
     };
     let digest = guard::proposal_digest(&proposal);
@@ -181,14 +218,14 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 
     guard::apply(&req.parent, &checked, &req.out)?;
     let result =
-        finish_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
+        build_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
     match result {
         Ok(ChildBuild { sha: child_sha, build_ms, component, grant_digest }) => {
             audit(
                 "accepted",
                 json!({
                     "proposal_digest": digest, "summary": checked.summary(), "child": child_sha,
-                    "edits": checked.audit_details(), "escalation": escalation,
+                    "edits": checked.audit_details(), "escalation": escalation, "edit_kinds": edit_kinds,
                 }),
             )?;
             Ok(ImproveOutcome {
@@ -202,6 +239,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 build_ms,
                 meta_agent_ms,
                 llm_tokens,
+                workbench_fuel,
                 component,
                 grant_digest,
             })
@@ -216,8 +254,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 }
 
 /// Rebase path dependencies, apply an in-grant manifest change, build the
-/// child and check the built component.
-async fn finish_child(
+/// child and check the built component (also how the workbench builds a
+/// candidate).
+pub(crate) async fn build_child(
     session: &Session,
     req: &ImproveRequest,
     policy: &Policy,
@@ -310,11 +349,11 @@ async fn finish_child(
     })
 }
 
-struct ChildBuild {
-    sha: String,
-    build_ms: u64,
-    component: Vec<u8>,
-    grant_digest: String,
+pub(crate) struct ChildBuild {
+    pub(crate) sha: String,
+    pub(crate) build_ms: u64,
+    pub(crate) component: Vec<u8>,
+    pub(crate) grant_digest: String,
 }
 
 /// Rewrite relative `path = "…"` dependencies of a Rust child's Cargo.toml

@@ -54,9 +54,13 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
         return Some("not an interface import; variants may import only vivarium:agent and WASI 0.2 interfaces".into());
     };
     match package {
-        // 0.2.0 so far versions only `llm` (tool calls): a component
-        // imports it next to the 0.1.0 interfaces.
-        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && iface == "llm" => {
+        // 0.2.0 versions `llm` (tool calls) and adds `workbench` and the
+        // patch edits' types (`edits`): a component imports them next to
+        // the 0.1.0 interfaces.
+        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && matches!(iface, "llm" | "workbench" | "edits") => {
+            if iface == "edits" {
+                return None;
+            }
             if !grant.service_granted(iface) {
                 Some(format!("capability `{iface}` is not granted to this variant"))
             } else {
@@ -146,6 +150,15 @@ mod tests {
         );
         assert_eq!(refused[0].reason, "capability `llm` is not granted to this variant");
         assert_eq!(refused[3].reason, "capability `sockets` is not granted to this variant");
+        // 0.2.0: `workbench` needs its grant; `edits` is types only.
+        let refused = check(["vivarium:agent/workbench@0.2.0", "vivarium:agent/edits@0.2.0"], &g);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].reason, "capability `workbench` is not granted to this variant");
+        let wb = Grant {
+            workbench: Some(crate::caps::grant::WorkbenchGrant { tries: 1, tasks: 1, build_seconds: 1, fuel: 1 }),
+            ..Grant::default()
+        };
+        assert!(check(["vivarium:agent/workbench@0.2.0"], &wb).is_empty());
         // A granted service is linked.
         let g = Grant {
             trainer: Some(crate::caps::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),

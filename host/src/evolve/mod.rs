@@ -573,10 +573,18 @@ impl Ctx<'_> {
             iterations_left,
             parent_component,
             call: CallOptions { llm_model: model.clone(), ..self.call_options(&parent)? },
+            // The meta-agent's workbench tries run on the visible split.
+            bench: Some(std::sync::Arc::new(self.suite.clone())),
         };
         phase(step, "improve");
         let outcome = match improve(self.session, &req).await {
-            Ok(o) => o,
+            Ok(o) => {
+                // The meta-agent's tries ran candidates: their fuel is the run's.
+                if o.workbench_fuel > 0 {
+                    self.add_spent(&tasks::Spent { fuel: o.workbench_fuel, ..tasks::Spent::default() })?;
+                }
+                o
+            }
             Err(Error::Refused { detail, .. }) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 self.refused_child(&parent, generation, &detail)?;
