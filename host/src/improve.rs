@@ -52,6 +52,11 @@ pub struct ImproveRequest {
     /// meta-agent's `workbench` tries run on its visible split
     /// ([`crate::workbench`]). `None`: a try answers `unavailable`.
     pub bench: Option<std::sync::Arc<crate::tasks::Suite>>,
+    /// Set to the fuel the meta-agent's `workbench` tries spent as soon as
+    /// its call ends, whatever comes of the proposal: a run counts it against
+    /// `budget.fuel` for refused proposals too, or a meta-agent could try
+    /// candidates without end by proposing nothing acceptable.
+    pub workbench_spent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The result of a successful `improve`.
@@ -144,6 +149,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let llm_tokens = report.services.llm.as_ref().map_or(0, |u| u.tokens());
     let workbench_fuel = report.services.workbench.as_ref().map_or(0, |u| u.fuel);
+    req.workbench_spent.store(workbench_fuel, std::sync::atomic::Ordering::Relaxed);
     let audit = |verdict: &str, details: serde_json::Value| {
         let mut d = json!({ "verdict": verdict, "parent": parent_sha, "child_dir": req.out });
         if let (Some(d), Some(extra)) = (d.as_object_mut(), details.as_object()) {

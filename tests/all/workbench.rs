@@ -82,6 +82,10 @@ class MetaAgent(vivarium.MetaAgent):
                 # may reach the archive.
                 out = report(workbench.try_candidate(flip("GRADER", False, True), limit=2))
                 out = {"tried": out["built"]}
+            elif MODE == "tried-then-refused":
+                # Try a candidate, then propose a patch that does not apply.
+                workbench.try_candidate(better, limit=2)
+                return source.proposal("stale", [source.search_replace("src/agent.py", "NOT IN " + "THE FILE", "x")])
             elif MODE == "refused":
                 out = report(workbench.try_candidate([source.search_replace("variant.toml", "tries = 3", "tries = 300")]))
         except vivarium.ServiceError as e:
@@ -281,5 +285,33 @@ async fn in_evolve_a_tried_candidate_enters_the_archive_only_if_proposed() {
     assert_eq!(recs.len(), 1, "one try, one audit record");
     assert_eq!(recs[0]["tasks"], serde_json::json!(["arith-v-0", "arith-v-1"]));
     assert!(archive.integrity_check().unwrap().is_ok());
+    intact(&s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fuel_of_tries_is_reported_even_when_the_proposal_is_refused() {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let dir = tmp.path().join("v");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join(MANIFEST), MANIFEST_TEXT).unwrap();
+    let agent = AGENT.replace("MODE = \"propose\"", "MODE = \"tried-then-refused\"").replace("@GRADER@", &grader_path());
+    std::fs::write(dir.join("src/agent.py"), agent).unwrap();
+    let req = ImproveRequest {
+        parent: dir,
+        out: tmp.path().join("child"),
+        bench: Some(Arc::new(vivarium::tasks::suite("arith").unwrap())),
+        ..Default::default()
+    };
+    let e = improve(&s, &req).await.unwrap_err();
+    assert!(e.to_string().contains("not found"), "the stale patch is refused: {e}");
+    let recs = tries(&s);
+    assert_eq!(recs.len(), 1);
+    let tried = recs[0]["fuel"].as_u64().unwrap();
+    assert!(tried > 0);
+    // What `evolve` adds to the run's fuel: a meta-agent cannot run
+    // candidates for free by proposing nothing acceptable.
+    assert_eq!(req.workbench_spent.load(std::sync::atomic::Ordering::Relaxed), tried);
     intact(&s);
 }

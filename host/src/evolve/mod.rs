@@ -575,16 +575,18 @@ impl Ctx<'_> {
             call: CallOptions { llm_model: model.clone(), ..self.call_options(&parent)? },
             // The meta-agent's workbench tries run on the visible split.
             bench: Some(std::sync::Arc::new(self.suite.clone())),
+            workbench_spent: Default::default(),
         };
         phase(step, "improve");
-        let outcome = match improve(self.session, &req).await {
-            Ok(o) => {
-                // The meta-agent's tries ran candidates: their fuel is the run's.
-                if o.workbench_fuel > 0 {
-                    self.add_spent(&tasks::Spent { fuel: o.workbench_fuel, ..tasks::Spent::default() })?;
-                }
-                o
-            }
+        let result = improve(self.session, &req).await;
+        // The meta-agent's tries ran candidates: their fuel is the run's,
+        // whether or not the proposal is accepted.
+        let tried = req.workbench_spent.load(std::sync::atomic::Ordering::Relaxed);
+        if tried > 0 {
+            self.add_spent(&tasks::Spent { fuel: tried, ..tasks::Spent::default() })?;
+        }
+        let outcome = match result {
+            Ok(o) => o,
             Err(Error::Refused { detail, .. }) => {
                 let _ = std::fs::remove_dir_all(&staging);
                 self.refused_child(&parent, generation, &detail)?;
