@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(refused[3].reason, "capability `sockets` is not granted to this variant");
         // A granted service is linked.
         let g = Grant {
-            trainer: Some(crate::caps::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
+            trainer: Some(crate::services::trainer::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
             ..Grant::default()
         };
         assert!(check(["vivarium:agent/trainer@0.1.0"], &g).is_empty());

@@ -40,6 +40,9 @@ use std::{fmt, net::IpAddr, ops::Range, path::Path};
 
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
+use crate::services::{
+    archive_view::ArchiveRequest, memory::MemoryRequest, simulator::SimulatorRequest, trainer::TrainerRequest,
+};
 use crate::{
     caps::grant::{Access, FileGrant},
     error::{Error, Result},
@@ -211,41 +214,6 @@ pub struct LlmRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
 }
-
-/// `trainer = { backends = [...], gpu_seconds = N }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerRequest {
-    /// Backends (`cpu`, `cuda`, …); `["*"]` (any the policy allows) when absent.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub backends: Vec<String>,
-    /// GPU-seconds budget.
-    pub gpu_seconds: u64,
-}
-
-/// `simulator = { envs = [...], steps = N }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorRequest {
-    /// Environment names, or `["*"]` (the default) for any the policy allows.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub envs: Vec<String>,
-    /// Step budget.
-    pub steps: u64,
-}
-
-/// `memory = { bytes = SIZE }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryRequest {
-    /// Quota.
-    pub bytes: ByteSize,
-}
-
-/// `archive = {}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveRequest {}
 
 /// `deterministic = { seed = N }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,7 @@ use std::{fmt, net::IpAddr, path::Path, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::services::{memory::MemoryPolicy, simulator::SimulatorPolicy, trainer::TrainerPolicy};
 use crate::{
     caps::{
         grant::{Limits, LogGrant},
@@ -154,36 +155,6 @@ fn default_max_request_bytes() -> ByteSize {
 
 fn default_requests_per_minute() -> u32 {
     60
-}
-
-/// The most of the `trainer` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerPolicy {
-    /// Backends that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub backends: Vec<String>,
-    /// The largest GPU-seconds budget.
-    pub gpu_seconds: u64,
-}
-
-/// The most of the `simulator` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorPolicy {
-    /// Environments that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub envs: Vec<String>,
-    /// The largest step budget.
-    pub steps: u64,
-}
-
-/// The most of the `memory` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryPolicy {
-    /// The largest quota.
-    pub bytes: ByteSize,
 }
 
 /// The byte quota of each read-write file grant: `default` where the

@@ -18,13 +18,15 @@
 //! * **Audit.** [`SimulatorUsage`] rides in the call's `use` record under
 //!   `services.simulator`.
 
+mod grant;
+pub use grant::{SimulatorGrant, SimulatorPolicy, SimulatorRequest};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
 use crate::bindings::vivarium::agent::simulator as wit;
-use crate::caps::SimulatorGrant;
 use crate::sim::{self, EnvKind, Episode, LinearPolicy};
 
 /// Most environments open at once in one call.

@@ -20,6 +20,9 @@
 //!   it gets `none`, an empty list or an `err`, and the use record counts
 //!   the failure under `errors`.
 
+mod grant;
+pub use grant::{ArchiveGrant, ArchiveRequest};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 

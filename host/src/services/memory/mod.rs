@@ -35,6 +35,9 @@
 //!   failures never trap the guest: `set` answers `denied`, the others an
 //!   empty answer, and the use record counts them under `errors`.
 
+mod grant;
+pub use grant::{MemoryGrant, MemoryPolicy, MemoryRequest};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -43,7 +46,6 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::bindings::vivarium::agent::memory as wit;
-use crate::caps::MemoryGrant;
 use crate::error::{Error, Result};
 
 /// Longest key, in bytes.
