@@ -24,3 +24,14 @@ pub mod v0_2 {
         imports: { default: async | trappable },
     });
 }
+
+/// `vivarium:agent/clock@0.2.0`, generated from `wit-0.2.0/clock.wit`: the
+/// call's own elapsed and remaining time. Its own module, so each 0.2.0
+/// interface is generated from its own world.
+pub mod clock {
+    wasmtime::component::bindgen!({
+        path: "../wit-0.2.0",
+        world: "clock-reader",
+        imports: { default: async | trappable },
+    });
+}

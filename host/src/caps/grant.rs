@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::caps::service::{self, Section, ServiceCaps};
 use crate::services::{
-    archive_view::ArchiveGrant, memory::MemoryGrant, simulator::SimulatorGrant, trainer::TrainerGrant,
+    archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
+    trainer::TrainerGrant,
 };
 use crate::units::{ByteSize, HumanDuration};
 
@@ -275,10 +276,13 @@ pub struct Grant {
     /// The `archive` service, when granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveGrant>,
+    /// The `clock` service, when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockGrant>,
 }
 
 /// The host services a grant can name, `log` first (it is always granted).
-pub const SERVICES: [&str; 6] = ["log", "llm", "trainer", "simulator", "memory", "archive"];
+pub const SERVICES: [&str; 7] = ["log", "llm", "trainer", "simulator", "memory", "archive", "clock"];
 
 impl Grant {
     /// This grant written as a manifest's `[capabilities]` and `[limits]`:
@@ -294,6 +298,7 @@ impl Grant {
             simulator: self.simulator.as_ref().map(ServiceCaps::as_request),
             memory: self.memory.as_ref().map(ServiceCaps::as_request),
             archive: self.archive.as_ref().map(ServiceCaps::as_request),
+            clock: self.clock.as_ref().map(ServiceCaps::as_request),
             files: self.files.clone(),
             env: self.env.clone(),
             sockets: self.sockets.clone(),
@@ -379,6 +384,7 @@ impl Grant {
         section(&mut g.simulator);
         section(&mut g.memory);
         section(&mut g.archive);
+        section(&mut g.clock);
         g
     }
 
@@ -432,11 +438,11 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
 
 /// The service sections of a grant in grant field order: each service's
 /// name and, when granted, its section.
-fn sections(g: &Grant) -> [(&'static str, Option<&dyn Section>); 5] {
+fn sections(g: &Grant) -> [(&'static str, Option<&dyn Section>); 6] {
     fn one<S: ServiceCaps>(s: &Option<S>) -> (&'static str, Option<&dyn Section>) {
         (S::NAME, s.as_ref().map(|s| s as &dyn Section))
     }
-    [one(&g.llm), one(&g.trainer), one(&g.simulator), one(&g.memory), one(&g.archive)]
+    [one(&g.llm), one(&g.trainer), one(&g.simulator), one(&g.memory), one(&g.archive), one(&g.clock)]
 }
 
 /// One-line summary of a service grant, for human lines.
@@ -680,6 +686,7 @@ mod tests {
             simulator: Some(SimulatorGrant { envs: s(&["*"]), steps: 100 }),
             memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
             archive: Some(ArchiveGrant {}),
+            clock: Some(ClockGrant {}),
         }
     }
 
@@ -797,6 +804,7 @@ mod tests {
                 "+ simulator: envs [*], steps 100",
                 "+ memory: bytes 1MiB",
                 "+ archive: read-only view",
+                "+ clock: the call's elapsed and remaining time",
             ])
         );
         let mut c = a.clone();
@@ -890,6 +898,7 @@ mod tests {
                 "simulator: not granted to the parent",
                 "memory: not granted to the parent",
                 "archive: not granted to the parent",
+                "clock: not granted to the parent",
             ]))
         );
     }

@@ -41,7 +41,8 @@ use std::{fmt, net::IpAddr, ops::Range, path::Path};
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 use crate::services::{
-    archive_view::ArchiveRequest, memory::MemoryRequest, simulator::SimulatorRequest, trainer::TrainerRequest,
+    archive_view::ArchiveRequest, clock::ClockRequest, memory::MemoryRequest, simulator::SimulatorRequest,
+    trainer::TrainerRequest,
 };
 use crate::{
     caps::grant::{Access, FileGrant},
@@ -196,6 +197,9 @@ pub struct Capabilities {
     /// Deterministic mode: seeded randomness and a virtual clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deterministic: Option<DeterministicRequest>,
+    /// The `clock` service (`clock = {}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockRequest>,
 }
 
 /// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N }`.
@@ -967,7 +971,7 @@ deterministic = { seed = 7 }
         assert_eq!(
             err(text),
             "variants/x/variant.toml:7:1: capabilities.gpu: unknown field `gpu`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `files`, `env`, `sockets`, `deterministic`; fix the key or remove it"
+             `simulator`, `memory`, `archive`, `files`, `env`, `sockets`, `deterministic`, `clock`; fix the key or remove it"
         );
     }
 

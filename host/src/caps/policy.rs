@@ -129,6 +129,10 @@ pub struct CapabilityPolicy {
     /// Deterministic mode.
     #[serde(default)]
     pub deterministic: DeterministicPolicy,
+    /// Whether the `clock` service (the call's elapsed and remaining time)
+    /// may be granted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
 }
 
 /// The most of the `llm` service a grant may have.
@@ -290,8 +294,8 @@ impl Default for Policy {
     /// ceilings. Capabilities: what stays on this machine and is bounded by a
     /// budget the host meters is allowed with modest budgets — `simulator`
     /// (any embedded env, 10M steps), `trainer` (the `embedded` backend, 600
-    /// s), `memory` (16MiB), `archive`, up to 4 scratch directories,
-    /// deterministic mode. What leaves the machine, costs money or reveals
+    /// s), `memory` (16MiB), `archive`, `clock`, up to 4 scratch
+    /// directories, deterministic mode. What leaves the machine, costs money or reveals
     /// the host is not: no `llm`, no sockets, no environment variables.
     fn default() -> Self {
         Policy {
@@ -310,6 +314,7 @@ impl Default for Policy {
                 env_allow: Vec::new(),
                 sockets_allow: Vec::new(),
                 deterministic: DeterministicPolicy::default(),
+                clock: true,
             },
         }
     }
@@ -352,6 +357,7 @@ fn nothing_allowed() -> CapabilityPolicy {
         env_allow: Vec::new(),
         sockets_allow: Vec::new(),
         deterministic: DeterministicPolicy::default(),
+        clock: false,
     }
 }
 
@@ -704,6 +710,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                 env_allow: s(&["LANG", "HF_TOKEN"]),
                 sockets_allow: s(&["api.example.com:443", "*.example.org:443"]),
                 deterministic: DeterministicPolicy::default(),
+                clock: false,
             }
         );
     }
@@ -768,7 +775,8 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(
             err("[capabilities]\nnetwork = true\n"),
             "policy.toml:2:1: capabilities.network: unknown field `network`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`; \
+             `simulator`, `memory`, `archive`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`, \
+             `clock`; \
              fix the key or remove it"
         );
         assert_eq!(

@@ -475,6 +475,7 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
     grant.simulator = service::resolve(caps.simulator.as_ref(), pc.simulator.as_ref(), &mut b);
     grant.memory = service::resolve(caps.memory.as_ref(), pc.memory.as_ref(), &mut b);
     grant.archive = service::resolve(caps.archive.as_ref(), pc.archive.then_some(&()), &mut b);
+    grant.clock = service::resolve(caps.clock.as_ref(), pc.clock.then_some(&()), &mut b);
 
     Resolution { grant: grant.normalized(), provenance: b.provenance, denials: b.denials }
 }
@@ -633,6 +634,7 @@ deterministic = { seed = 7 }
                 simulator: Some(SimulatorGrant { envs: s(&["acrobot", "cartpole"]), steps: 500_000 }),
                 memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
                 archive: Some(ArchiveGrant {}),
+                clock: None,
             }
         );
         assert_eq!(

@@ -186,6 +186,7 @@ impl Runtime {
                 llm_model: opts.llm_model.clone(),
                 sim_steps: opts.sim_steps,
                 deadline: Instant::now() + limits.wall.0,
+                wall: limits.wall.0,
             },
         );
         // Disk quotas of read-write file grants (see `quota`): a tree already

@@ -1,8 +1,11 @@
 //! Host services a variant may import.
 //!
-//! Every service has the same shape (after Spin's per-capability factors):
+//! Every service has the same shape (after Spin's per-capability factors),
+//! and lives in one folder, `services/<name>/`:
 //!
-//! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
+//! 1. `grant.rs`: its `variant.toml` request, its `policy.toml` ceiling and
+//!    its grant, with [`ServiceCaps`](crate::caps::service::ServiceCaps)
+//!    for the grant (request ∩ policy → grant, with provenance and denials),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
 //!    store, the archive, the LLM client and ledger, the trainer), set on
 //!    the [`Runtime`](crate::runtime::Runtime) once,
@@ -24,6 +27,31 @@
 //! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
 //! | `simulator` | [`simulator`] | [`simulator::SimulatorState`] | [`simulator::SimulatorUsage`] |
 //! | `trainer` | [`trainer`] | [`trainer::TrainerState`] | [`trainer::TrainerUsage`] |
+//! | `clock` (`@0.2.0`) | [`clock`] | [`clock::ClockState`] | [`clock::ClockUsage`] |
+//!
+//! # Adding a service
+//!
+//! Copy a sibling folder (`clock/` is the smallest: on/off, no host state),
+//! then:
+//!
+//! 1. write its interface as a new file in `wit-0.2.0/` (never change an
+//!    existing interface) with a world importing it, and one `bindgen!`
+//!    module for that world in [`crate::bindings`];
+//! 2. in `<name>/grant.rs`, its request, policy and grant types and
+//!    `impl ServiceCaps`; in `<name>/mod.rs`, its per-call state and usage,
+//!    the WIT `Host` impl and the [`Service`] impl;
+//! 3. here: `pub mod <name>`, its line in [`REGISTRY`], its name in
+//!    [`IMPLEMENTED`], and its field in [`CallServices`] (built in
+//!    [`HostServices::for_call`], ended in `CallServices::finish`) and in
+//!    [`ServiceUsage`];
+//! 4. in `caps/`: its field in [`Grant`] (last, so existing grants keep
+//!    their digest), `manifest::Capabilities` and `policy::CapabilityPolicy`,
+//!    its name in `grant::SERVICES` and `grant::sections`, one line in
+//!    `resolve`, and its version in `caps::imports`;
+//! 5. unit tests through `testing::TestEnvironment` next to it, one guest
+//!    test in `tests/all/<name>.rs`, and its section in `docs/services.md`.
+//!
+//! docs/architecture.md lists the files adding `clock` touched.
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
@@ -33,6 +61,7 @@
 //! operators and variant authors.
 
 pub mod archive_view;
+pub mod clock;
 pub mod llm;
 pub mod log;
 pub mod memory;
@@ -42,7 +71,7 @@ pub(crate) mod testing;
 pub mod trainer;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -52,7 +81,7 @@ use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name:
 /// `log` and every service of the [`REGISTRY`].
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer", "clock"];
 
 /// One host service as the runtime links it, after Spin's factors: its
 /// name (its `vivarium:agent` interface and its grant's field, see
@@ -81,6 +110,7 @@ pub(crate) static REGISTRY: &[&dyn Service] = &[
     &simulator::SimulatorFactor,
     &llm::LlmFactor,
     &trainer::TrainerFactor,
+    &clock::ClockFactor,
 ];
 
 /// The host-side state of the services, shared by every call of a
@@ -141,6 +171,9 @@ pub(crate) struct CallScope {
     pub(crate) sim_steps: Option<u64>,
     /// When the call's wall-clock limit ends it.
     pub(crate) deadline: Instant,
+    /// The call's wall-clock limit itself (`deadline` less the call's
+    /// start), exact where a virtual clock counts down from it.
+    pub(crate) wall: Duration,
 }
 
 impl HostServices {
@@ -166,6 +199,12 @@ impl HostServices {
                 budget,
                 Some(scope.deadline),
             ),
+            clock: clock::ClockState::new(
+                grant.clock.is_some(),
+                grant.deterministic.is_some(),
+                scope.deadline,
+                scope.wall,
+            ),
         }
     }
 }
@@ -189,6 +228,9 @@ pub struct ServiceUsage {
     /// The `trainer` service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trainer: Option<trainer::TrainerUsage>,
+    /// The `clock` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock: Option<clock::ClockUsage>,
 }
 
 impl ServiceUsage {
@@ -199,6 +241,7 @@ impl ServiceUsage {
             && self.archive.is_none()
             && self.simulator.is_none()
             && self.trainer.is_none()
+            && self.clock.is_none()
     }
 }
 
@@ -210,6 +253,7 @@ pub(crate) struct CallServices {
     pub(crate) llm: llm::LlmState,
     pub(crate) simulator: simulator::SimulatorState,
     pub(crate) trainer: trainer::TrainerState,
+    pub(crate) clock: clock::ClockState,
 }
 
 impl CallServices {
@@ -223,6 +267,7 @@ impl CallServices {
             archive: self.archive.usage(),
             simulator: self.simulator.usage(),
             trainer: self.trainer.finish().await,
+            clock: self.clock.usage(),
         }
     }
 
@@ -234,6 +279,7 @@ impl CallServices {
             llm: llm::LlmState::new(None, None, String::new(), None, None),
             simulator: simulator::SimulatorState::new(None, None),
             trainer: trainer::TrainerState::new(None, None, String::new(), None),
+            clock: clock::ClockState::new(false, false, Instant::now(), Duration::ZERO),
         }
     }
 }
