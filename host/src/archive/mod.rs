@@ -118,6 +118,7 @@
 //! evaluated variants in that shape.
 
 mod blobs;
+pub mod format;
 mod integrity;
 pub mod schema;
 pub mod select;
