@@ -39,7 +39,8 @@
 //!    module for that world in [`crate::bindings`];
 //! 2. in `<name>/grant.rs`, its request, policy and grant types and
 //!    `impl ServiceCaps`; in `<name>/mod.rs`, its per-call state and usage,
-//!    the WIT `Host` impl and the [`Service`] impl;
+//!    the WIT `Host` impl and its [`Service`] (`linked_service!` for a
+//!    service with one interface);
 //! 3. here: `pub mod <name>`, its line in [`REGISTRY`], its name in
 //!    [`IMPLEMENTED`], and its field in [`CallServices`] (built in
 //!    [`HostServices::for_call`], ended in `CallServices::finish`) and in
@@ -100,6 +101,31 @@ pub(crate) trait Service: Sync {
         linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
     ) -> wasmtime::Result<()>;
 }
+
+/// A [`Service`] whose host functions are those generated for one WIT
+/// interface (`$wit`, a `bindgen!` interface module), reaching the per-call
+/// state `$state` in the [`CallServices`] field `$field`: the one shape every
+/// service with one interface links in.
+macro_rules! linked_service {
+    ($(#[$doc:meta])* $factor:ident, $name:literal, $wit:ident, $state:ty, $field:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $factor;
+
+        impl $crate::services::Service for $factor {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn add_to_linker(
+                &self,
+                linker: &mut wasmtime::component::Linker<$crate::runtime::HostState>,
+            ) -> wasmtime::Result<()> {
+                $wit::add_to_linker::<_, wasmtime::component::HasSelf<$state>>(linker, |s| &mut s.services.$field)
+            }
+        }
+    };
+}
+pub(crate) use linked_service;
 
 /// Every service but `log` (always linked: it carries the call's own
 /// limits), in the order they are linked. Adding a service is a module

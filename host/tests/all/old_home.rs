@@ -14,6 +14,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::cli::copy_dir;
+
 /// The old run's name, its variants (in the order `archive list` gives),
 /// and the digest of the grant every one of them was run under.
 const RUN: &str = "old";
@@ -25,18 +27,6 @@ const HEAD_HASH: &str = "b340831c32924cbd7705ab859eea9d8a0a49d7da3ed928cb0fb2bae
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/home-before-slices")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// `vivarium` run in `dir` (where the run file and its `agent` are) on the

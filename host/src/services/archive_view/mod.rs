@@ -254,20 +254,9 @@ impl wit::Host for ArchiveViewState {
     }
 }
 
-/// The `archive` service in the [registry](super::REGISTRY).
-pub(crate) struct ArchiveFactor;
-
-impl super::Service for ArchiveFactor {
-    fn name(&self) -> &'static str {
-        "archive"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<ArchiveViewState>>(linker, |s| &mut s.services.archive)
-    }
+super::linked_service! {
+    /// The `archive` service in the [registry](super::REGISTRY).
+    ArchiveFactor, "archive", wit, ArchiveViewState, archive
 }
 
 #[cfg(test)]

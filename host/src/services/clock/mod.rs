@@ -128,20 +128,9 @@ impl wit::Host for ClockState {
     }
 }
 
-/// The `clock` service in the [registry](super::REGISTRY).
-pub(crate) struct ClockFactor;
-
-impl super::Service for ClockFactor {
-    fn name(&self) -> &'static str {
-        "clock"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<ClockState>>(linker, |s| &mut s.services.clock)
-    }
+super::linked_service! {
+    /// The `clock` service in the [registry](super::REGISTRY).
+    ClockFactor, "clock", wit, ClockState, clock
 }
 
 #[cfg(test)]

@@ -509,20 +509,9 @@ impl wit::Host for MemoryState {
     }
 }
 
-/// The `memory` service in the [registry](super::REGISTRY).
-pub(crate) struct MemoryFactor;
-
-impl super::Service for MemoryFactor {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<MemoryState>>(linker, |s| &mut s.services.memory)
-    }
+super::linked_service! {
+    /// The `memory` service in the [registry](super::REGISTRY).
+    MemoryFactor, "memory", wit, MemoryState, memory
 }
 
 #[cfg(test)]

@@ -241,20 +241,9 @@ impl wit::Host for SimulatorState {
     }
 }
 
-/// The `simulator` service in the [registry](super::REGISTRY).
-pub(crate) struct SimulatorFactor;
-
-impl super::Service for SimulatorFactor {
-    fn name(&self) -> &'static str {
-        "simulator"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<SimulatorState>>(linker, |s| &mut s.services.simulator)
-    }
+super::linked_service! {
+    /// The `simulator` service in the [registry](super::REGISTRY).
+    SimulatorFactor, "simulator", wit, SimulatorState, simulator
 }
 
 #[cfg(test)]

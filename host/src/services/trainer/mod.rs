@@ -317,20 +317,9 @@ impl wit::Host for TrainerState {
     }
 }
 
-/// The `trainer` service in the [registry](super::REGISTRY).
-pub(crate) struct TrainerFactor;
-
-impl super::Service for TrainerFactor {
-    fn name(&self) -> &'static str {
-        "trainer"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<TrainerState>>(linker, |s| &mut s.services.trainer)
-    }
+super::linked_service! {
+    /// The `trainer` service in the [registry](super::REGISTRY).
+    TrainerFactor, "trainer", wit, TrainerState, trainer
 }
 
 #[cfg(test)]
