@@ -13,7 +13,7 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::caps::service::{self, Section, ServiceCaps};
+use crate::caps::service::{self, show_list, Section, ServiceCaps};
 use crate::services::{
     archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
     trainer::TrainerGrant,
@@ -153,8 +153,6 @@ pub const ANY: &str = "*";
 pub fn list_allows(list: &[String], name: &str) -> bool {
     list.iter().any(|m| m == ANY || m == name)
 }
-
-use service::show_list;
 
 /// The `llm` service: chat completions through the host (keys stay in the host).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
