@@ -29,3 +29,14 @@ pub mod v0_2 {
 
     pub use self::vivarium::agent::edits::{Edit, ImproveContext, Proposal, SearchReplace, SourceFile};
 }
+
+/// `vivarium:agent/clock@0.2.0`, generated from `wit-0.2.0/clock.wit`: the
+/// call's own elapsed and remaining time. Its own module, so each 0.2.0
+/// interface is generated from its own world.
+pub mod clock {
+    wasmtime::component::bindgen!({
+        path: "../wit-0.2.0",
+        world: "clock-reader",
+        imports: { default: async | trappable },
+    });
+}

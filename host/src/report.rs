@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::archive::format::{self, first_line, gap};
 use crate::archive::{Archive, VariantId, VariantRow, VariantStatus, INDEX_FILE};
 use crate::error::{Error, Result};
 use crate::home::Home;
@@ -152,22 +153,14 @@ fn clip(s: &str, max: usize) -> String {
     }
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
-}
-
+/// A score in the report (`–` when there is none).
 fn fmt_score(s: Option<f64>) -> String {
-    s.map(|x| format!("{x:.4}")).unwrap_or_else(|| "–".to_string())
+    format::score(s, "–")
 }
 
 /// Short form of a variant id for labels.
 fn short(id: &VariantId) -> &str {
-    &id.0[..id.0.len().min(8)]
-}
-
-/// Visible − held-out, when both are known.
-fn gap(v: &VariantRow) -> Option<f64> {
-    Some(v.visible_score? - v.held_out_score?)
+    format::short_id(&id.0, format::ID_LABEL)
 }
 
 /// A colour for `t` in `[0, 1]` on a viridis-like ramp.

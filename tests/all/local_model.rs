@@ -121,8 +121,8 @@ fn coder_grant() -> Grant {
             max_request_bytes: ByteSize(64 << 10),
             requests_per_minute: 60,
         }),
-        memory: Some(vivarium::caps::MemoryGrant { bytes: ByteSize(1 << 10) }),
-        archive: Some(vivarium::caps::ArchiveGrant {}),
+        memory: Some(vivarium::services::memory::MemoryGrant { bytes: ByteSize(1 << 10) }),
+        archive: Some(vivarium::services::archive_view::ArchiveGrant {}),
         ..Grant::minimal(slow_limits())
     }
 }

@@ -18,6 +18,8 @@
 
 /// WASI containment under real grants: files, environment, clocks, sockets.
 mod caps;
+/// The `clock` service (`@0.2.0`) through a core-WAT guest.
+mod clock;
 /// Every language's example and template meets the same contract.
 mod conformance;
 /// The evolution loop in process: determinism, budgets, resume.

@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vivarium::archive::{Archive, NewVariant, Split, TaskResult, VariantId, VariantStatus};
-use vivarium::caps::{ArchiveGrant, Grant, LlmGrant, MemoryGrant};
+use vivarium::caps::{Grant, LlmGrant};
 use vivarium::home::Home;
 use vivarium::runtime::{CallOptions, CallReport, Prepared, Runtime};
 use vivarium::services::archive_view::ArchiveSource;
 use vivarium::services::llm::{CacheMode, LlmConfig, LlmService};
 use vivarium::services::memory::MemoryStore;
 use vivarium::services::HostServices;
+use vivarium::services::{archive_view::ArchiveGrant, memory::MemoryGrant};
 use vivarium::units::{ByteSize, HumanDuration};
 use vivarium::variant::Session;
 use vivarium::{Error, GuestFailureKind};

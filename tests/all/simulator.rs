@@ -7,10 +7,11 @@
 //! environments (an endless loop, a panic, a memory bomb).
 
 use vivarium::audit::EventKind;
-use vivarium::caps::{Grant, SimulatorGrant};
+use vivarium::caps::Grant;
 use vivarium::home::Home;
 use vivarium::runtime::reward::RewardInstance;
 use vivarium::runtime::{CallOptions, Prepared, Runtime};
+use vivarium::services::simulator::SimulatorGrant;
 use vivarium::services::simulator::SimulatorUsage;
 use vivarium::sim::{cem, EnvKind, Episode, LinearPolicy, Step, Transition};
 use vivarium::tasks::{self, reward_design};

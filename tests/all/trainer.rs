@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vivarium::caps::{Grant, TrainerGrant};
+use vivarium::caps::Grant;
 use vivarium::runtime::{CallOptions, CallReport, Prepared, Runtime};
+use vivarium::services::trainer::TrainerGrant;
 use vivarium::services::HostServices;
 use vivarium::trainer::command::CommandConfig;
 use vivarium::trainer::ray::RayConfig;

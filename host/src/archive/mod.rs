@@ -120,6 +120,7 @@
 //! evaluated variants in that shape.
 
 mod blobs;
+pub mod format;
 mod integrity;
 pub mod schema;
 pub mod select;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod c;
+pub mod dispatch;
 pub mod interpreter;
 pub mod javascript;
 pub mod python;

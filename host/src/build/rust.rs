@@ -422,7 +422,7 @@ fn link(to: &Path, at: &Path) -> Result<()> {
 pub fn cache_key(dir: &Path, target: RustTarget) -> Result<String> {
     let tc = RustToolchain::find()?;
     let mut files = super::support::tree_files(dir)?;
-    for (i, dep) in crate::variant::path_dependencies(dir)?.into_iter().enumerate() {
+    for (i, dep) in path_dependencies(dir)?.into_iter().enumerate() {
         for (rel, path) in super::support::tree_files(&dep)? {
             files.push((format!("dep{i}/{rel}"), path));
         }
@@ -971,6 +971,120 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::fsio::write_atomic(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
+/// Build a Rust variant inside the build sandbox: dependencies pinned by its
+/// `Cargo.lock` are fetched first (cargo fetch runs no build code), then
+/// cargo runs `--offline --locked` under Landlock with no network, seeing
+/// only the tree, the toolchain, the fetched sources and its path
+/// dependencies. Every variant build goes through here, so the shared target
+/// directory only ever holds sandboxed output.
+///
+/// A tree whose inputs were built before is not built again: the output is
+/// kept by content ([`cache_key`]: every file the sandbox lets
+/// the build read), as the other languages' builders do, so running or
+/// evolving an unchanged variant costs no cargo run.
+pub(crate) fn build_in_sandbox(
+    dir: &Path,
+    target_dir: &Path,
+    target: RustTarget,
+    timeout: Duration,
+) -> Result<BuildOutput> {
+    let started = std::time::Instant::now();
+    let key = cache_key(dir, target)?;
+    let (out_path, _held) = match super::support::lookup(target_dir, "rust-cache", &key, started)? {
+        Ok(hit) => return Ok(hit),
+        Err(miss) => miss,
+    };
+    let built = build_uncached(dir, target_dir, target, timeout)?;
+    super::support::store(&out_path, built.component, built.log, started, "the Rust build")
+}
+
+fn build_uncached(dir: &Path, target_dir: &Path, target: RustTarget, timeout: Duration) -> Result<BuildOutput> {
+    fetch_locked(dir)?;
+    touch_sources(dir)?;
+    let mut sandbox = Sandbox::for_build(dir, target_dir);
+    for dep in path_dependencies(dir)? {
+        // The SDK's own manifest inherits from its workspace and reads the WIT.
+        for p in [dep.clone(), dep.join("..").join("wit"), dep.join("..").join("Cargo.toml")] {
+            if let Ok(p) = p.canonicalize() {
+                sandbox = sandbox.with_read_only(p);
+            }
+        }
+    }
+    build_rust_sandboxed(dir, target_dir, target, timeout, &sandbox)
+}
+
+/// Set the mtime of every file in the tree to now.
+///
+/// Cargo identifies a root crate by name and version, not by directory, and
+/// decides freshness from the mtimes its dep-info lists: after building a
+/// parent, a child with the same crate name in another directory would be
+/// taken as fresh and the parent's artifact returned. Touching the tree
+/// (every file the cache key covers, so whatever the code includes) forces
+/// the variant's own crate (only) to rebuild; builds are serialized, so the
+/// artifact read afterwards is this tree's.
+fn touch_sources(dir: &Path) -> Result<()> {
+    let now = std::time::SystemTime::now();
+    for (_, path) in super::support::tree_files(dir)? {
+        // Never through a link: what it points at may lie outside the tree.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            if let Ok(f) = std::fs::File::open(&path) {
+                let _ = f.set_modified(now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cargo fetch --locked`: download what the lock file pins. A dependency
+/// missing from the lock file is refused as a new dependency.
+fn fetch_locked(dir: &Path) -> Result<()> {
+    // The caller's own configuration (mirrors, proxies, tokens) applies
+    // here: this fetch runs no build code, outside the sandbox.
+    let cargo = &RustToolchain::find()?.cargo;
+    let out = std::process::Command::new(cargo)
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("running cargo fetch", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tail: String = err.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    if err.contains("--locked") || err.contains("lock file") {
+        return Err(Error::Refused {
+            what: vec![REFUSED_NEW_DEPENDENCY.into()],
+            detail: format!(
+                "{} adds a dependency that is not in its Cargo.lock; new dependencies are refused: {tail}",
+                dir.display()
+            ),
+        });
+    }
+    Err(Error::invalid(format!("cargo fetch failed for {}: {tail}", dir.display())))
+}
+
+/// Absolute paths of the `path = …` dependencies in `dir/Cargo.toml`.
+pub fn path_dependencies(dir: &Path) -> Result<Vec<PathBuf>> {
+    let cargo = dir.join("Cargo.toml");
+    let text =
+        std::fs::read_to_string(&cargo).map_err(|e| Error::invalid(format!("cannot read {}: {e}", cargo.display())))?;
+    let doc: toml::Table = text.parse().map_err(|e| Error::invalid(format!("{}: {e}", cargo.display())))?;
+    let mut out = Vec::new();
+    for section in ["dependencies", "build-dependencies"] {
+        let Some(deps) = doc.get(section).and_then(|d| d.as_table()) else { continue };
+        for dep in deps.values() {
+            if let Some(p) = dep.get("path").and_then(|p| p.as_str()) {
+                let p = dir.join(p);
+                out.push(
+                    p.canonicalize().map_err(|e| Error::io(format!("resolving dependency path {}", p.display()), e))?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1059,7 +1173,7 @@ mod tests {
         let manifest = crate::caps::Manifest::load(tree.join("variant.toml")).unwrap();
         let target = crate::build::default_guest_target_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
         assert_every_kind_changes(&tree, str::to_string, |t| {
-            let out = crate::variant::build_variant(t, &manifest, &target).unwrap_or_else(|e| panic!("{e}"));
+            let out = crate::build::dispatch::build_variant(t, &manifest, &target).unwrap_or_else(|e| panic!("{e}"));
             let now = std::fs::read_to_string(t.join(KINDS[2])).unwrap();
             assert!(out.component.windows(now.len()).any(|w| w == now.as_bytes()), "{now:?} is not in it");
             use sha2::Digest as _;

@@ -13,6 +13,11 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::caps::service::{self, show_list, Section, ServiceCaps};
+use crate::services::{
+    archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
+    trainer::TrainerGrant, workbench::WorkbenchGrant,
+};
 use crate::units::{ByteSize, HumanDuration};
 
 /// Per-call resource limits.
@@ -149,10 +154,6 @@ pub fn list_allows(list: &[String], name: &str) -> bool {
     list.iter().any(|m| m == ANY || m == name)
 }
 
-fn show_list(list: &[String]) -> String {
-    format!("[{}]", list.join(", "))
-}
-
 /// The `llm` service: chat completions through the host (keys stay in the host).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,106 +188,54 @@ impl fmt::Display for LlmGrant {
     }
 }
 
-/// The `trainer` service: training jobs run by the host on a backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerGrant {
-    /// Backends (`embedded`, `command`, `ray`) jobs may run on, or `["*"]`;
-    /// the host's configured backend must be among them.
-    pub backends: Vec<String>,
-    /// Total trainer seconds (GPU-seconds on a GPU, else CPU-seconds) the
-    /// variant may spend in one run.
-    pub gpu_seconds: u64,
-}
+// The `llm` section stays here until `services/llm/` takes it, as the
+// other services' sections live in their folders.
+impl ServiceCaps for LlmGrant {
+    const NAME: &'static str = "llm";
+    type Request = crate::caps::manifest::LlmRequest;
+    type Policy = crate::caps::policy::LlmPolicy;
 
-impl TrainerGrant {
-    /// Whether jobs may run on `backend`.
-    pub fn allows_backend(&self, backend: &str) -> bool {
-        list_allows(&self.backends, backend)
+    fn summary(r: &Self::Request) -> String {
+        format!("models {}, tokens {}", show_list(&r.models), r.tokens)
     }
-}
 
-impl fmt::Display for TrainerGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "backends {}, gpu_seconds {}", show_list(&self.backends), self.gpu_seconds)
+    fn grant(r: &Self::Request, p: &Self::Policy, b: &mut crate::caps::resolve::Builder) -> Option<Self> {
+        let models = service::allowed_names::<Self>(r, "llm.models", &r.models, &p.models, "models", b)?;
+        Some(LlmGrant {
+            models,
+            tokens: b.budget("llm.tokens", r.tokens, p.tokens),
+            max_request_bytes: b.optional_budget("llm.max_request_bytes", r.max_request_bytes, p.max_request_bytes),
+            requests_per_minute: b.optional_budget(
+                "llm.requests_per_minute",
+                r.requests_per_minute,
+                p.requests_per_minute,
+            ),
+        })
     }
-}
 
-/// The `workbench` service (`vivarium:agent/workbench@0.2.0`): trying a
-/// candidate child on visible tasks during `improve` inside `evolve`. The
-/// same shape is the manifest's request and the policy's ceiling
-/// (`workbench = { tries = N, tasks = N, build_seconds = N, fuel = N }`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkbenchGrant {
-    /// Tries per `improve` call.
-    pub tries: u32,
-    /// Visible tasks one try may run.
-    pub tasks: u32,
-    /// Seconds one try's build may take; a slower build is reported as the
-    /// try's error and its tasks are not run.
-    pub build_seconds: u64,
-    /// Fuel one try's task calls may use in all (each call also stays
-    /// within the candidate's own `limits.fuel`).
-    pub fuel: u64,
-}
-
-impl fmt::Display for WorkbenchGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "tries {}, tasks {}, build_seconds {}, fuel {}",
-            self.tries, self.tasks, self.build_seconds, self.fuel
-        )
+    fn as_request(&self) -> Self::Request {
+        crate::caps::manifest::LlmRequest {
+            models: self.models.clone(),
+            tokens: self.tokens,
+            max_request_bytes: Some(self.max_request_bytes),
+            requests_per_minute: Some(self.requests_per_minute),
+        }
     }
-}
 
-/// The `simulator` service: environments stepped by the host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorGrant {
-    /// Environment names the variant may create, or `["*"]`.
-    pub envs: Vec<String>,
-    /// The most environment steps one call may take (the `simulator`
-    /// service counts per call).
-    pub steps: u64,
-}
-
-impl SimulatorGrant {
-    /// Whether environment `env` may be created.
-    pub fn allows_env(&self, env: &str) -> bool {
-        list_allows(&self.envs, env)
+    fn name_lists(&self) -> Vec<(&'static str, &[String])> {
+        vec![("llm.models", &self.models)]
     }
-}
 
-impl fmt::Display for SimulatorGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "envs {}, steps {}", show_list(&self.envs), self.steps)
+    fn name_lists_mut(&mut self) -> Vec<&mut Vec<String>> {
+        vec![&mut self.models]
     }
-}
 
-/// The `memory` service: a persistent key-value store per lineage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryGrant {
-    /// The quota: keys plus values, in bytes.
-    pub bytes: ByteSize,
-}
-
-impl fmt::Display for MemoryGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bytes {}", self.bytes)
-    }
-}
-
-/// The `archive` service: a read-only view of variants, visible scores and lineage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveGrant {}
-
-impl fmt::Display for ArchiveGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("read-only view")
+    fn budgets(&self) -> Vec<service::Budget> {
+        vec![
+            ("llm.tokens", self.tokens as u128, self.tokens.to_string()),
+            ("llm.max_request_bytes", self.max_request_bytes.0 as u128, self.max_request_bytes.to_string()),
+            ("llm.requests_per_minute", self.requests_per_minute as u128, self.requests_per_minute.to_string()),
+        ]
     }
 }
 
@@ -328,10 +277,13 @@ pub struct Grant {
     /// The `workbench` service (0.2.0), when granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workbench: Option<WorkbenchGrant>,
+    /// The `clock` service, when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockGrant>,
 }
 
 /// The host services a grant can name, `log` first (it is always granted).
-pub const SERVICES: [&str; 7] = ["log", "llm", "trainer", "simulator", "memory", "archive", "workbench"];
+pub const SERVICES: [&str; 8] = ["log", "llm", "trainer", "simulator", "memory", "archive", "workbench", "clock"];
 
 impl Grant {
     /// This grant written as a manifest's `[capabilities]` and `[limits]`:
@@ -342,20 +294,13 @@ impl Grant {
     pub fn as_request(&self) -> (crate::caps::manifest::Capabilities, crate::caps::manifest::LimitsSpec) {
         use crate::caps::manifest::*;
         let caps = Capabilities {
-            llm: self.llm.as_ref().map(|g| LlmRequest {
-                models: g.models.clone(),
-                tokens: g.tokens,
-                max_request_bytes: Some(g.max_request_bytes),
-                requests_per_minute: Some(g.requests_per_minute),
-            }),
-            trainer: self
-                .trainer
-                .as_ref()
-                .map(|g| TrainerRequest { backends: g.backends.clone(), gpu_seconds: g.gpu_seconds }),
-            simulator: self.simulator.as_ref().map(|g| SimulatorRequest { envs: g.envs.clone(), steps: g.steps }),
-            memory: self.memory.as_ref().map(|g| MemoryRequest { bytes: g.bytes }),
-            archive: self.archive.as_ref().map(|_| ArchiveRequest {}),
-            workbench: self.workbench.clone(),
+            llm: self.llm.as_ref().map(ServiceCaps::as_request),
+            trainer: self.trainer.as_ref().map(ServiceCaps::as_request),
+            simulator: self.simulator.as_ref().map(ServiceCaps::as_request),
+            memory: self.memory.as_ref().map(ServiceCaps::as_request),
+            archive: self.archive.as_ref().map(ServiceCaps::as_request),
+            workbench: self.workbench.as_ref().map(ServiceCaps::as_request),
+            clock: self.clock.as_ref().map(ServiceCaps::as_request),
             files: self.files.clone(),
             env: self.env.clone(),
             sockets: self.sockets.clone(),
@@ -402,16 +347,7 @@ impl Grant {
     /// `simulator`, `memory`, `archive`) is granted. `log` always is.
     /// Unknown names are never granted.
     pub fn service_granted(&self, name: &str) -> bool {
-        match name {
-            "log" => true,
-            "llm" => self.llm.is_some(),
-            "trainer" => self.trainer.is_some(),
-            "simulator" => self.simulator.is_some(),
-            "memory" => self.memory.is_some(),
-            "archive" => self.archive.is_some(),
-            "workbench" => self.workbench.is_some(),
-            _ => false,
-        }
+        name == "log" || sections(self).iter().any(|(n, s)| *n == name && s.is_some())
     }
 
     /// The names of the granted services, in [`SERVICES`] order (`log` first).
@@ -433,6 +369,11 @@ impl Grant {
             v.dedup();
             v
         }
+        fn section<S: ServiceCaps>(s: &mut Option<S>) {
+            for list in s.iter_mut().flat_map(ServiceCaps::name_lists_mut) {
+                *list = names(list);
+            }
+        }
         let mut g = self.clone();
         g.files.sort_by(|a, b| a.path.cmp(&b.path).then((a.access as u8).cmp(&(b.access as u8))));
         g.files.dedup();
@@ -440,15 +381,13 @@ impl Grant {
         g.env.dedup();
         g.sockets.sort();
         g.sockets.dedup();
-        if let Some(l) = &mut g.llm {
-            l.models = names(&l.models);
-        }
-        if let Some(t) = &mut g.trainer {
-            t.backends = names(&t.backends);
-        }
-        if let Some(s) = &mut g.simulator {
-            s.envs = names(&s.envs);
-        }
+        section(&mut g.llm);
+        section(&mut g.trainer);
+        section(&mut g.simulator);
+        section(&mut g.memory);
+        section(&mut g.archive);
+        section(&mut g.workbench);
+        section(&mut g.clock);
         g
     }
 
@@ -500,16 +439,18 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// The service sections of a grant in grant field order: each service's
+/// name and, when granted, its section.
+fn sections(g: &Grant) -> [(&'static str, Option<&dyn Section>); 7] {
+    fn one<S: ServiceCaps>(s: &Option<S>) -> (&'static str, Option<&dyn Section>) {
+        (S::NAME, s.as_ref().map(|s| s as &dyn Section))
+    }
+    [one(&g.llm), one(&g.trainer), one(&g.simulator), one(&g.memory), one(&g.archive), one(&g.workbench), one(&g.clock)]
+}
+
 /// One-line summary of a service grant, for human lines.
 fn service_lines(g: &Grant) -> Vec<(&'static str, Option<String>)> {
-    vec![
-        ("llm", g.llm.as_ref().map(ToString::to_string)),
-        ("trainer", g.trainer.as_ref().map(ToString::to_string)),
-        ("simulator", g.simulator.as_ref().map(ToString::to_string)),
-        ("memory", g.memory.as_ref().map(ToString::to_string)),
-        ("archive", g.archive.as_ref().map(ToString::to_string)),
-        ("workbench", g.workbench.as_ref().map(ToString::to_string)),
-    ]
+    sections(g).into_iter().map(|(name, s)| (name, s.map(ToString::to_string))).collect()
 }
 
 /// The scalar limits of a grant (per-call limits, then log caps) as
@@ -535,48 +476,11 @@ fn scalar_limits(g: &Grant) -> Vec<(&'static str, u128, String)> {
 /// `(field, value a, value b, display a, display b)`.
 fn service_budgets(a: &Grant, b: &Grant) -> Vec<(&'static str, u128, u128, String, String)> {
     let mut v = Vec::new();
-    if let (Some(x), Some(y)) = (&a.llm, &b.llm) {
-        v.push(("llm.tokens", x.tokens as u128, y.tokens as u128, x.tokens.to_string(), y.tokens.to_string()));
-        v.push((
-            "llm.max_request_bytes",
-            x.max_request_bytes.0 as u128,
-            y.max_request_bytes.0 as u128,
-            x.max_request_bytes.to_string(),
-            y.max_request_bytes.to_string(),
-        ));
-        v.push((
-            "llm.requests_per_minute",
-            x.requests_per_minute as u128,
-            y.requests_per_minute as u128,
-            x.requests_per_minute.to_string(),
-            y.requests_per_minute.to_string(),
-        ));
-    }
-    if let (Some(x), Some(y)) = (&a.trainer, &b.trainer) {
-        v.push((
-            "trainer.gpu_seconds",
-            x.gpu_seconds as u128,
-            y.gpu_seconds as u128,
-            x.gpu_seconds.to_string(),
-            y.gpu_seconds.to_string(),
-        ));
-    }
-    if let (Some(x), Some(y)) = (&a.simulator, &b.simulator) {
-        v.push(("simulator.steps", x.steps as u128, y.steps as u128, x.steps.to_string(), y.steps.to_string()));
-    }
-    if let (Some(x), Some(y)) = (&a.memory, &b.memory) {
-        v.push(("memory.bytes", x.bytes.0 as u128, y.bytes.0 as u128, x.bytes.to_string(), y.bytes.to_string()));
-    }
-    if let (Some(x), Some(y)) = (&a.workbench, &b.workbench) {
-        let n = |v: u64| (v as u128, v.to_string());
-        for (field, p, q) in [
-            ("workbench.tries", u64::from(x.tries), u64::from(y.tries)),
-            ("workbench.tasks", u64::from(x.tasks), u64::from(y.tasks)),
-            ("workbench.build_seconds", x.build_seconds, y.build_seconds),
-            ("workbench.fuel", x.fuel, y.fuel),
-        ] {
-            let ((pv, ps), (qv, qs)) = (n(p), n(q));
-            v.push((field, pv, qv, ps, qs));
+    for ((_, x), (_, y)) in sections(a).into_iter().zip(sections(b)) {
+        if let (Some(x), Some(y)) = (x, y) {
+            for ((field, va, da), (_, vb, db)) in x.budgets().into_iter().zip(y.budgets()) {
+                v.push((field, va, vb, da, db));
+            }
         }
     }
     v
@@ -585,14 +489,12 @@ fn service_budgets(a: &Grant, b: &Grant) -> Vec<(&'static str, u128, u128, Strin
 /// The name lists inside the services both grants hold.
 fn service_name_lists<'a>(a: &'a Grant, b: &'a Grant) -> Vec<(&'static str, &'a [String], &'a [String])> {
     let mut v = Vec::new();
-    if let (Some(x), Some(y)) = (&a.llm, &b.llm) {
-        v.push(("llm.models", &x.models[..], &y.models[..]));
-    }
-    if let (Some(x), Some(y)) = (&a.trainer, &b.trainer) {
-        v.push(("trainer.backends", &x.backends[..], &y.backends[..]));
-    }
-    if let (Some(x), Some(y)) = (&a.simulator, &b.simulator) {
-        v.push(("simulator.envs", &x.envs[..], &y.envs[..]));
+    for ((_, x), (_, y)) in sections(a).into_iter().zip(sections(b)) {
+        if let (Some(x), Some(y)) = (x, y) {
+            for ((field, xs), (_, ys)) in x.name_lists().into_iter().zip(y.name_lists()) {
+                v.push((field, xs, ys));
+            }
+        }
     }
     v
 }
@@ -788,6 +690,7 @@ mod tests {
             memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
             archive: Some(ArchiveGrant {}),
             workbench: Some(WorkbenchGrant { tries: 3, tasks: 5, build_seconds: 30, fuel: 1_000_000 }),
+            clock: Some(ClockGrant {}),
         }
     }
 
@@ -906,6 +809,7 @@ mod tests {
                 "+ memory: bytes 1MiB",
                 "+ archive: read-only view",
                 "+ workbench: tries 3, tasks 5, build_seconds 30, fuel 1000000",
+                "+ clock: the call's elapsed and remaining time",
             ])
         );
         let mut c = a.clone();
@@ -1000,6 +904,7 @@ mod tests {
                 "memory: not granted to the parent",
                 "archive: not granted to the parent",
                 "workbench: not granted to the parent",
+                "clock: not granted to the parent",
             ]))
         );
     }

@@ -54,10 +54,12 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
         return Some("not an interface import; variants may import only vivarium:agent and WASI 0.2 interfaces".into());
     };
     match package {
-        // 0.2.0 versions `llm` (tool calls) and adds `workbench` and the
-        // patch edits' types (`edits`): a component imports them next to
-        // the 0.1.0 interfaces.
-        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && matches!(iface, "llm" | "workbench" | "edits") => {
+        // 0.2.0 versions `llm` (tool calls) and adds `workbench`, `clock`
+        // and the patch edits' types (`edits`): a component imports them
+        // next to the 0.1.0 interfaces.
+        "vivarium:agent"
+            if version == Some(AGENT_VERSION_0_2) && matches!(iface, "llm" | "workbench" | "clock" | "edits") =>
+        {
             if iface == "edits" {
                 return None;
             }
@@ -155,13 +157,13 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].reason, "capability `workbench` is not granted to this variant");
         let wb = Grant {
-            workbench: Some(crate::caps::grant::WorkbenchGrant { tries: 1, tasks: 1, build_seconds: 1, fuel: 1 }),
+            workbench: Some(crate::services::workbench::WorkbenchGrant { tries: 1, tasks: 1, build_seconds: 1, fuel: 1 }),
             ..Grant::default()
         };
         assert!(check(["vivarium:agent/workbench@0.2.0"], &wb).is_empty());
         // A granted service is linked.
         let g = Grant {
-            trainer: Some(crate::caps::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
+            trainer: Some(crate::services::trainer::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
             ..Grant::default()
         };
         assert!(check(["vivarium:agent/trainer@0.1.0"], &g).is_empty());

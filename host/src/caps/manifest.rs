@@ -21,7 +21,6 @@
 //! simulator = { envs = ["cartpole"], steps = 2_000_000 }
 //! memory    = { bytes = "1MiB" }
 //! archive   = {}
-//! workbench = { tries = 4, tasks = 5, build_seconds = 30, fuel = 5_000_000_000 }  # 0.2.0, during evolve
 //! files     = [{ path = "scratch", access = "read-write", quota = "16MiB" }]
 //!                                  # access defaults to read-only; quota (read-write
 //!                                  # only) to the policy's files_quota.default
@@ -41,6 +40,10 @@ use std::{fmt, net::IpAddr, ops::Range, path::Path};
 
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
+use crate::services::{
+    archive_view::ArchiveRequest, clock::ClockRequest, memory::MemoryRequest, simulator::SimulatorRequest,
+    trainer::TrainerRequest, workbench::WorkbenchRequest,
+};
 use crate::{
     caps::grant::{Access, FileGrant},
     error::{Error, Result},
@@ -182,10 +185,6 @@ pub struct Capabilities {
     /// The `archive` service (`archive = {}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveRequest>,
-    /// The `workbench` service (`workbench = { tries = N, tasks = N,
-    /// build_seconds = N, fuel = N }`; `vivarium:agent/workbench@0.2.0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<WorkbenchRequest>,
     /// Scratch directories; paths relative, unique and not nested in each other.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_files")]
     pub files: Vec<FileGrant>,
@@ -198,6 +197,13 @@ pub struct Capabilities {
     /// Deterministic mode: seeded randomness and a virtual clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deterministic: Option<DeterministicRequest>,
+    /// The `workbench` service (`workbench = { tries = N, tasks = N,
+    /// build_seconds = N, fuel = N }`; `vivarium:agent/workbench@0.2.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<WorkbenchRequest>,
+    /// The `clock` service (`clock = {}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockRequest>,
 }
 
 /// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N }`.
@@ -216,45 +222,6 @@ pub struct LlmRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
 }
-
-/// `workbench = { tries = N, tasks = N, build_seconds = N, fuel = N }`:
-/// the same fields as the grant.
-pub type WorkbenchRequest = crate::caps::grant::WorkbenchGrant;
-
-/// `trainer = { backends = [...], gpu_seconds = N }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerRequest {
-    /// Backends (`cpu`, `cuda`, …); `["*"]` (any the policy allows) when absent.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub backends: Vec<String>,
-    /// GPU-seconds budget.
-    pub gpu_seconds: u64,
-}
-
-/// `simulator = { envs = [...], steps = N }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorRequest {
-    /// Environment names, or `["*"]` (the default) for any the policy allows.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub envs: Vec<String>,
-    /// Step budget.
-    pub steps: u64,
-}
-
-/// `memory = { bytes = SIZE }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryRequest {
-    /// Quota.
-    pub bytes: ByteSize,
-}
-
-/// `archive = {}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveRequest {}
 
 /// `deterministic = { seed = N }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1008,7 +975,7 @@ deterministic = { seed = 7 }
         assert_eq!(
             err(text),
             "variants/x/variant.toml:7:1: capabilities.gpu: unknown field `gpu`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `workbench`, `files`, `env`, `sockets`, `deterministic`; fix the key or remove it"
+             `simulator`, `memory`, `archive`, `files`, `env`, `sockets`, `deterministic`, `workbench`, `clock`; fix the key or remove it"
         );
     }
 

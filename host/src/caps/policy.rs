@@ -25,7 +25,6 @@
 //! simulator = { envs = ["*"], steps = 10_000_000 }
 //! memory    = { bytes = "16MiB" }
 //! archive   = true
-//! workbench = { tries = 8, tasks = 20, build_seconds = 60, fuel = 20_000_000_000 }
 //! files     = 4                      # true (any number), false, or the most directories
 //! files_quota = { default = "16MiB", max = "256MiB" }  # bytes per read-write directory
 //! env_allow = ["LANG", "HF_TOKEN"]   # "*" = any name that does not look like a secret
@@ -45,6 +44,9 @@ use std::{fmt, net::IpAddr, path::Path, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::services::{
+    memory::MemoryPolicy, simulator::SimulatorPolicy, trainer::TrainerPolicy, workbench::WorkbenchPolicy,
+};
 use crate::{
     caps::{
         grant::{Limits, LogGrant},
@@ -109,9 +111,6 @@ pub struct CapabilityPolicy {
     /// Whether the read-only `archive` view may be granted.
     #[serde(default)]
     pub archive: bool,
-    /// The `workbench` service (0.2.0); `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<WorkbenchPolicy>,
     /// File grants (scratch directories).
     #[serde(default)]
     pub files: FilesPolicy,
@@ -132,6 +131,13 @@ pub struct CapabilityPolicy {
     /// Deterministic mode.
     #[serde(default)]
     pub deterministic: DeterministicPolicy,
+    /// The `workbench` service (0.2.0); `None`: never granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<WorkbenchPolicy>,
+    /// Whether the `clock` service (the call's elapsed and remaining time)
+    /// may be granted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock: bool,
 }
 
 /// The most of the `llm` service a grant may have.
@@ -158,46 +164,6 @@ fn default_max_request_bytes() -> ByteSize {
 
 fn default_requests_per_minute() -> u32 {
     60
-}
-
-/// The most of the `workbench` service a grant may have: the same fields
-/// as the grant, each a ceiling.
-pub type WorkbenchPolicy = crate::caps::grant::WorkbenchGrant;
-
-/// The built-in policy's `workbench` ceiling: a few tries of a few tasks,
-/// a minute of build, 20 G fuel a try.
-pub fn builtin_workbench() -> WorkbenchPolicy {
-    WorkbenchPolicy { tries: 8, tasks: 20, build_seconds: 60, fuel: 20_000_000_000 }
-}
-
-/// The most of the `trainer` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainerPolicy {
-    /// Backends that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub backends: Vec<String>,
-    /// The largest GPU-seconds budget.
-    pub gpu_seconds: u64,
-}
-
-/// The most of the `simulator` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimulatorPolicy {
-    /// Environments that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub envs: Vec<String>,
-    /// The largest step budget.
-    pub steps: u64,
-}
-
-/// The most of the `memory` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MemoryPolicy {
-    /// The largest quota.
-    pub bytes: ByteSize,
 }
 
 /// The byte quota of each read-write file grant: `default` where the
@@ -333,8 +299,8 @@ impl Default for Policy {
     /// ceilings. Capabilities: what stays on this machine and is bounded by a
     /// budget the host meters is allowed with modest budgets — `simulator`
     /// (any embedded env, 10M steps), `trainer` (the `embedded` backend, 600
-    /// s), `memory` (16MiB), `archive`, up to 4 scratch directories,
-    /// deterministic mode. What leaves the machine, costs money or reveals
+    /// s), `memory` (16MiB), `archive`, `clock`, up to 4 scratch
+    /// directories, deterministic mode. What leaves the machine, costs money or reveals
     /// the host is not: no `llm`, no sockets, no environment variables.
     fn default() -> Self {
         Policy {
@@ -348,12 +314,13 @@ impl Default for Policy {
                 simulator: Some(SimulatorPolicy { envs: manifest::any(), steps: 10_000_000 }),
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
-                workbench: Some(builtin_workbench()),
                 files: FilesPolicy::AtMost(4),
                 files_quota: FilesQuotaPolicy::default(),
                 env_allow: Vec::new(),
                 sockets_allow: Vec::new(),
                 deterministic: DeterministicPolicy::default(),
+                workbench: Some(crate::services::workbench::builtin_workbench()),
+                clock: true,
             },
         }
     }
@@ -391,12 +358,13 @@ fn nothing_allowed() -> CapabilityPolicy {
         simulator: None,
         memory: None,
         archive: false,
-        workbench: None,
         files: FilesPolicy::Denied,
         files_quota: FilesQuotaPolicy::default(),
         env_allow: Vec::new(),
         sockets_allow: Vec::new(),
         deterministic: DeterministicPolicy::default(),
+        workbench: None,
+        clock: false,
     }
 }
 
@@ -744,12 +712,13 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                 simulator: Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }),
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
-                workbench: None,
                 files: FilesPolicy::AtMost(4),
                 files_quota: FilesQuotaPolicy::default(),
                 env_allow: s(&["LANG", "HF_TOKEN"]),
                 sockets_allow: s(&["api.example.com:443", "*.example.org:443"]),
                 deterministic: DeterministicPolicy::default(),
+                workbench: None,
+                clock: false,
             }
         );
     }
@@ -814,7 +783,8 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(
             err("[capabilities]\nnetwork = true\n"),
             "policy.toml:2:1: capabilities.network: unknown field `network`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `workbench`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`; \
+             `simulator`, `memory`, `archive`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`, \
+             `workbench`, `clock`; \
              fix the key or remove it"
         );
         assert_eq!(

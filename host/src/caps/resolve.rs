@@ -36,11 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     caps::{
-        grant::{
-            Access, ArchiveGrant, FileGrant, Grant, Limits, LlmGrant, MemoryGrant, SimulatorGrant, TrainerGrant, ANY,
-        },
+        grant::{Access, FileGrant, Grant, Limits, ANY},
         manifest::{parse_socket, validate_env_name, validate_rel_path, Capabilities, LimitsSpec, Manifest},
         policy::{is_internal_host, secret_marker, FilesQuotaPolicy, Policy, SocketPattern},
+        service,
     },
     error::Error,
     units::{ByteSize, HumanDuration},
@@ -189,17 +188,20 @@ pub fn resolve_bare(policy: &Policy, overrides: &Overrides) -> Resolution {
     resolve_request(&LimitsSpec::default(), &Capabilities::default(), policy, overrides)
 }
 
-struct Builder {
+/// The grant being built: every value's provenance line and every
+/// denial, in the order they are decided. Services write their sections
+/// through it ([`crate::caps::service::ServiceCaps::grant`]).
+pub struct Builder {
     provenance: Vec<ProvenanceLine>,
     denials: Vec<Denial>,
 }
 
 impl Builder {
-    fn line(&mut self, field: &str, value: impl fmt::Display, source: Source, note: Option<String>) {
+    pub(crate) fn line(&mut self, field: &str, value: impl fmt::Display, source: Source, note: Option<String>) {
         self.provenance.push(ProvenanceLine { field: field.to_string(), value: value.to_string(), source, note });
     }
 
-    fn deny(&mut self, capability: &str, requested: impl fmt::Display, reason: impl Into<String>) {
+    pub(crate) fn deny(&mut self, capability: &str, requested: impl fmt::Display, reason: impl Into<String>) {
         self.denials.push(Denial {
             capability: capability.to_string(),
             requested: requested.to_string(),
@@ -270,7 +272,7 @@ impl Builder {
     }
 
     /// A budget: the request cut to the policy's maximum.
-    fn budget<T: Ord + Copy + fmt::Display>(&mut self, field: &str, requested: T, max: T) -> T {
+    pub(crate) fn budget<T: Ord + Copy + fmt::Display>(&mut self, field: &str, requested: T, max: T) -> T {
         if requested > max {
             self.line(field, max, Source::PolicyCeiling, Some(format!("manifest asked {requested}; ceiling {max}")));
             max
@@ -281,7 +283,12 @@ impl Builder {
     }
 
     /// An optional budget: the request cut to the policy's value, or the policy's value.
-    fn optional_budget<T: Ord + Copy + fmt::Display>(&mut self, field: &str, requested: Option<T>, policy: T) -> T {
+    pub(crate) fn optional_budget<T: Ord + Copy + fmt::Display>(
+        &mut self,
+        field: &str,
+        requested: Option<T>,
+        policy: T,
+    ) -> T {
         match requested {
             Some(r) => self.budget(field, r, policy),
             None => {
@@ -293,7 +300,7 @@ impl Builder {
 
     /// Names (`models`, `backends`, `envs`) within the policy's list; the
     /// names the policy lacks are denied one by one.
-    fn names(&mut self, field: &str, requested: &[String], allowed: &[String]) -> Vec<String> {
+    pub(crate) fn names(&mut self, field: &str, requested: &[String], allowed: &[String]) -> Vec<String> {
         let policy_any = allowed.iter().any(|a| a == ANY);
         let mut allowed_sorted = allowed.to_vec();
         allowed_sorted.sort();
@@ -327,10 +334,6 @@ impl Builder {
         }
         granted
     }
-}
-
-fn list(xs: &[String]) -> String {
-    format!("[{}]", xs.join(", "))
 }
 
 fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, overrides: &Overrides) -> Resolution {
@@ -466,103 +469,14 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
         None => {}
     }
 
-    // llm.
-    if let Some(r) = &caps.llm {
-        let summary = format!("models {}, tokens {}", list(&r.models), r.tokens);
-        match &pc.llm {
-            None => b.deny("llm", summary, "the policy does not allow the llm service"),
-            Some(p) => {
-                let models = b.names("llm.models", &r.models, &p.models);
-                if models.is_empty() {
-                    b.deny("llm", summary, "none of the requested models is allowed");
-                } else {
-                    grant.llm = Some(LlmGrant {
-                        models,
-                        tokens: b.budget("llm.tokens", r.tokens, p.tokens),
-                        max_request_bytes: b.optional_budget(
-                            "llm.max_request_bytes",
-                            r.max_request_bytes,
-                            p.max_request_bytes,
-                        ),
-                        requests_per_minute: b.optional_budget(
-                            "llm.requests_per_minute",
-                            r.requests_per_minute,
-                            p.requests_per_minute,
-                        ),
-                    });
-                }
-            }
-        }
-    }
-
-    // trainer.
-    if let Some(r) = &caps.trainer {
-        let summary = format!("backends {}, gpu_seconds {}", list(&r.backends), r.gpu_seconds);
-        match &pc.trainer {
-            None => b.deny("trainer", summary, "the policy does not allow the trainer service"),
-            Some(p) => {
-                let backends = b.names("trainer.backends", &r.backends, &p.backends);
-                if backends.is_empty() {
-                    b.deny("trainer", summary, "none of the requested backends is allowed");
-                } else {
-                    grant.trainer = Some(TrainerGrant {
-                        backends,
-                        gpu_seconds: b.budget("trainer.gpu_seconds", r.gpu_seconds, p.gpu_seconds),
-                    });
-                }
-            }
-        }
-    }
-
-    // simulator.
-    if let Some(r) = &caps.simulator {
-        let summary = format!("envs {}, steps {}", list(&r.envs), r.steps);
-        match &pc.simulator {
-            None => b.deny("simulator", summary, "the policy does not allow the simulator service"),
-            Some(p) => {
-                let envs = b.names("simulator.envs", &r.envs, &p.envs);
-                if envs.is_empty() {
-                    b.deny("simulator", summary, "none of the requested environments is allowed");
-                } else {
-                    grant.simulator =
-                        Some(SimulatorGrant { envs, steps: b.budget("simulator.steps", r.steps, p.steps) });
-                }
-            }
-        }
-    }
-
-    // memory.
-    if let Some(r) = &caps.memory {
-        match &pc.memory {
-            None => b.deny("memory", format!("bytes {}", r.bytes), "the policy does not allow the memory service"),
-            Some(p) => grant.memory = Some(MemoryGrant { bytes: b.budget("memory.bytes", r.bytes, p.bytes) }),
-        }
-    }
-
-    // archive.
-    if caps.archive.is_some() {
-        if pc.archive {
-            grant.archive = Some(ArchiveGrant {});
-            b.line("archive", "read-only view", Source::Manifest, None);
-        } else {
-            b.deny("archive", "read-only view", "the policy does not allow the archive service");
-        }
-    }
-
-    // workbench (0.2.0).
-    if let Some(r) = &caps.workbench {
-        match &pc.workbench {
-            None => b.deny("workbench", r.to_string(), "the policy does not allow the workbench service"),
-            Some(p) => {
-                grant.workbench = Some(crate::caps::grant::WorkbenchGrant {
-                    tries: b.budget("workbench.tries", r.tries, p.tries),
-                    tasks: b.budget("workbench.tasks", r.tasks, p.tasks),
-                    build_seconds: b.budget("workbench.build_seconds", r.build_seconds, p.build_seconds),
-                    fuel: b.budget("workbench.fuel", r.fuel, p.fuel),
-                })
-            }
-        }
-    }
+    // The services, in grant field order (the provenance lines follow it).
+    grant.llm = service::resolve(caps.llm.as_ref(), pc.llm.as_ref(), &mut b);
+    grant.trainer = service::resolve(caps.trainer.as_ref(), pc.trainer.as_ref(), &mut b);
+    grant.simulator = service::resolve(caps.simulator.as_ref(), pc.simulator.as_ref(), &mut b);
+    grant.memory = service::resolve(caps.memory.as_ref(), pc.memory.as_ref(), &mut b);
+    grant.archive = service::resolve(caps.archive.as_ref(), pc.archive.then_some(&()), &mut b);
+    grant.workbench = service::resolve(caps.workbench.as_ref(), pc.workbench.as_ref(), &mut b);
+    grant.clock = service::resolve(caps.clock.as_ref(), pc.clock.then_some(&()), &mut b);
 
     Resolution { grant: grant.normalized(), provenance: b.provenance, denials: b.denials }
 }
@@ -572,9 +486,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::caps::grant::LlmGrant;
     use crate::caps::{
         grant::{Access, FileGrant, LogGrant},
         policy::builtin_ceilings,
+    };
+    use crate::services::{
+        archive_view::ArchiveGrant, memory::MemoryGrant, simulator::SimulatorGrant, trainer::TrainerGrant,
     };
 
     const POLICY: &str = r#"
@@ -718,6 +636,7 @@ deterministic = { seed = 7 }
                 memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
                 archive: Some(ArchiveGrant {}),
                 workbench: None,
+                clock: None,
             }
         );
         assert_eq!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use vivarium::archive::{Archive, Split, VariantId, VariantRow};
+use vivarium::archive::{format, Archive, Split, VariantId, VariantRow};
 use vivarium::home::Home;
 use vivarium::ids::Matched;
 use vivarium::report::open_existing;
@@ -49,21 +49,13 @@ pub enum ArchiveCommand {
     },
 }
 
+/// A score in a terminal column (`-` when there is none).
 fn fmt_score(s: Option<f64>) -> String {
-    s.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
-}
-
-fn first_line(s: &str, max: usize) -> String {
-    let l = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    let mut t: String = l.chars().take(max).collect();
-    if t.chars().count() < l.chars().count() || s.trim() != l {
-        t.push('…');
-    }
-    t
+    format::score(s, "-")
 }
 
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    format::short_id(id, format::ID_COLUMN)
 }
 
 fn row_line(v: &VariantRow) -> String {
@@ -78,7 +70,7 @@ fn row_line(v: &VariantRow) -> String {
         v.children,
         v.search.island.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
         v.search.cell.as_deref().unwrap_or("-"),
-        first_line(&v.summary, 60)
+        format::summary_line(&v.summary, 60)
     )
 }
 
@@ -212,8 +204,8 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
                     "  {:<24} {:<4} {:>8}  {}\n",
                     r.task_id,
                     if r.passed { "pass" } else { "FAIL" },
-                    format!("{:.4}", r.score),
-                    first_line(&r.note, 80)
+                    fmt_score(Some(r.score)),
+                    format::summary_line(&r.note, 80)
                 ));
             }
         }
@@ -224,7 +216,7 @@ fn show(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
                 short(&a.id.0),
                 a.generation,
                 fmt_score(a.visible_score),
-                first_line(&a.summary, 60)
+                format::summary_line(&a.summary, 60)
             ));
         }
         s.trim_end().to_string()
@@ -253,7 +245,7 @@ fn lineage(archive: &Archive, id: &str, out: &Out) -> vivarium::Result<()> {
                 fmt_score(a.visible_score),
                 fmt_score(a.held_out_score),
                 "  ".repeat(depth),
-                first_line(&a.summary, 72)
+                format::summary_line(&a.summary, 72)
             ));
             if a.visible_score.is_some() {
                 prev = a.visible_score;
@@ -292,7 +284,7 @@ fn runs(archive: &Archive, out: &Out) -> vivarium::Result<()> {
                         _ => r["status"].as_str().unwrap_or("").to_string(),
                     },
                     r["variants"],
-                    r["best"]["visible_score"].as_f64().map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into()),
+                    fmt_score(r["best"]["visible_score"].as_f64()),
                     r["started"].as_str().unwrap_or("")
                 )
             })

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
+use vivarium::archive::format;
 use vivarium::audit::{self, AuditLog, EventKind, Filter};
 use vivarium::home::Home;
 
@@ -95,7 +96,7 @@ pub fn audit(a: AuditArgs, out: &Out) -> ExitCode {
                                     r.seq,
                                     r.time,
                                     r.event.as_str(),
-                                    r.variant.as_deref().map(|v| &v[..v.len().min(12)]).unwrap_or("-"),
+                                    r.variant.as_deref().map(|v| format::short_id(v, format::ID_COLUMN)).unwrap_or("-"),
                                     r.details
                                 )
                             })
@@ -153,7 +154,7 @@ latest grant at seq {} ({}), digest {}{}
                             "  seq {:<6} {}  digest {}  {:<9} {}\n",
                             h.seq,
                             h.time,
-                            &h.digest[..h.digest.len().min(12)],
+                            format::short_id(&h.digest, format::ID_COLUMN),
                             if h.narrowed_by_flags { "flags" } else { "manifest" },
                             h.command.as_deref().unwrap_or("(command not recorded)")
                         ));

@@ -426,7 +426,8 @@ fn unknown(id: &str, dir: &Path) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::grant::{LlmGrant, MemoryGrant};
+    use crate::caps::grant::LlmGrant;
+    use crate::services::memory::MemoryGrant;
     use crate::units::ByteSize;
 
     const REQUEST: &str = r#"

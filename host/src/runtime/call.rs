@@ -259,6 +259,7 @@ impl Runtime {
                 sim_steps: opts.sim_steps,
                 deadline: Instant::now() + limits.wall.0,
                 workbench: opts.workbench.clone(),
+                wall: limits.wall.0,
             },
         );
         // Disk quotas of read-write file grants (see `quota`): a tree already

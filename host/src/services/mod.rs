@@ -1,8 +1,11 @@
 //! Host services a variant may import.
 //!
-//! Every service has the same shape (after Spin's per-capability factors):
+//! Every service has the same shape (after Spin's per-capability factors),
+//! and lives in one folder, `services/<name>/`:
 //!
-//! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
+//! 1. `grant.rs`: its `variant.toml` request, its `policy.toml` ceiling and
+//!    its grant, with [`ServiceCaps`](crate::caps::service::ServiceCaps)
+//!    for the grant (request ∩ policy → grant, with provenance and denials),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
 //!    store, the archive, the LLM client and ledger, the trainer), set on
 //!    the [`Runtime`](crate::runtime::Runtime) once,
@@ -25,6 +28,32 @@
 //! | `simulator` | [`simulator`] | [`simulator::SimulatorState`] | [`simulator::SimulatorUsage`] |
 //! | `trainer` | [`trainer`] | [`trainer::TrainerState`] | [`trainer::TrainerUsage`] |
 //! | `workbench` (0.2.0) | [`workbench`] | [`workbench::WorkbenchState`] | [`workbench::WorkbenchUsage`] |
+//! | `clock` (`@0.2.0`) | [`clock`] | [`clock::ClockState`] | [`clock::ClockUsage`] |
+//!
+//! # Adding a service
+//!
+//! Copy a sibling folder (`clock/` is the smallest: on/off, no host state),
+//! then:
+//!
+//! 1. write its interface as a new file in `wit-0.2.0/` (never change an
+//!    existing interface) with a world importing it, and one `bindgen!`
+//!    module for that world in [`crate::bindings`];
+//! 2. in `<name>/grant.rs`, its request, policy and grant types and
+//!    `impl ServiceCaps`; in `<name>/mod.rs`, its per-call state and usage,
+//!    the WIT `Host` impl and its [`Service`] (`linked_service!` for a
+//!    service with one interface);
+//! 3. here: `pub mod <name>`, its line in [`REGISTRY`], its name in
+//!    [`IMPLEMENTED`], and its field in [`CallServices`] (built in
+//!    [`HostServices::for_call`], ended in `CallServices::finish`) and in
+//!    [`ServiceUsage`];
+//! 4. in `caps/`: its field in [`Grant`] (last, so existing grants keep
+//!    their digest), `manifest::Capabilities` and `policy::CapabilityPolicy`,
+//!    its name in `grant::SERVICES` and `grant::sections`, one line in
+//!    `resolve`, and its version in `caps::imports`;
+//! 5. unit tests through `testing::TestEnvironment` next to it, one guest
+//!    test in `tests/all/<name>.rs`, and its section in `docs/services.md`.
+//!
+//! docs/architecture.md lists the files adding `clock` touched.
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
@@ -34,6 +63,7 @@
 //! operators and variant authors.
 
 pub mod archive_view;
+pub mod clock;
 pub mod llm;
 pub mod log;
 pub mod memory;
@@ -44,7 +74,7 @@ pub mod trainer;
 pub mod workbench;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -54,7 +84,7 @@ use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name:
 /// `log` and every service of the [`REGISTRY`].
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer", "workbench"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer", "workbench", "clock"];
 
 /// One host service as the runtime links it, after Spin's factors: its
 /// name (its `vivarium:agent` interface and its grant's field, see
@@ -74,6 +104,31 @@ pub(crate) trait Service: Sync {
     ) -> wasmtime::Result<()>;
 }
 
+/// A [`Service`] whose host functions are those generated for one WIT
+/// interface (`$wit`, a `bindgen!` interface module), reaching the per-call
+/// state `$state` in the [`CallServices`] field `$field`: the one shape every
+/// service with one interface links in.
+macro_rules! linked_service {
+    ($(#[$doc:meta])* $factor:ident, $name:literal, $wit:ident, $state:ty, $field:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $factor;
+
+        impl $crate::services::Service for $factor {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn add_to_linker(
+                &self,
+                linker: &mut wasmtime::component::Linker<$crate::runtime::HostState>,
+            ) -> wasmtime::Result<()> {
+                $wit::add_to_linker::<_, wasmtime::component::HasSelf<$state>>(linker, |s| &mut s.services.$field)
+            }
+        }
+    };
+}
+pub(crate) use linked_service;
+
 /// Every service but `log` (always linked: it carries the call's own
 /// limits), in the order they are linked. Adding a service is a module
 /// here and a line in this list.
@@ -84,6 +139,7 @@ pub(crate) static REGISTRY: &[&dyn Service] = &[
     &llm::LlmFactor,
     &trainer::TrainerFactor,
     &workbench::WorkbenchFactor,
+    &clock::ClockFactor,
 ];
 
 /// The host-side state of the services, shared by every call of a
@@ -146,6 +202,9 @@ pub(crate) struct CallScope {
     pub(crate) deadline: Instant,
     /// Who serves the call's workbench tries (`evolve`'s bench), if anyone.
     pub(crate) workbench: Option<workbench::BenchLink>,
+    /// The call's wall-clock limit itself (`deadline` less the call's
+    /// start), exact where a virtual clock counts down from it.
+    pub(crate) wall: Duration,
 }
 
 impl HostServices {
@@ -172,6 +231,12 @@ impl HostServices {
                 Some(scope.deadline),
             ),
             workbench: workbench::WorkbenchState::new(grant.workbench.clone(), scope.workbench),
+            clock: clock::ClockState::new(
+                grant.clock.is_some(),
+                grant.deterministic.is_some(),
+                scope.deadline,
+                scope.wall,
+            ),
         }
     }
 }
@@ -198,6 +263,9 @@ pub struct ServiceUsage {
     /// The `workbench` service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workbench: Option<workbench::WorkbenchUsage>,
+    /// The `clock` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock: Option<clock::ClockUsage>,
 }
 
 impl ServiceUsage {
@@ -209,6 +277,7 @@ impl ServiceUsage {
             && self.simulator.is_none()
             && self.trainer.is_none()
             && self.workbench.is_none()
+            && self.clock.is_none()
     }
 }
 
@@ -221,6 +290,7 @@ pub(crate) struct CallServices {
     pub(crate) simulator: simulator::SimulatorState,
     pub(crate) trainer: trainer::TrainerState,
     pub(crate) workbench: workbench::WorkbenchState,
+    pub(crate) clock: clock::ClockState,
 }
 
 impl CallServices {
@@ -235,6 +305,7 @@ impl CallServices {
             simulator: self.simulator.usage(),
             trainer: self.trainer.finish().await,
             workbench: self.workbench.usage(),
+            clock: self.clock.usage(),
         }
     }
 
@@ -247,6 +318,7 @@ impl CallServices {
             simulator: simulator::SimulatorState::new(None, None),
             trainer: trainer::TrainerState::new(None, None, String::new(), None),
             workbench: workbench::WorkbenchState::new(None, None),
+            clock: clock::ClockState::new(false, false, Instant::now(), Duration::ZERO),
         }
     }
 }

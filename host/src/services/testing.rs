@@ -115,6 +115,7 @@ impl TestEnvironment {
                 sim_steps: self.sim_steps,
                 deadline: Instant::now() + self.wall,
                 workbench: None,
+                wall: self.wall,
             },
         );
         TestCall { grant, services }

@@ -20,6 +20,9 @@ mod compile;
 mod evolve_resume;
 /// `vivarium evolve` with a variant that asks the `llm` service for rewrites.
 mod llm_evolve;
+/// A home written by an earlier `vivarium` (`host/tests/fixtures/`):
+/// verified, listed, reported and resumed by today's.
+mod old_home;
 /// `vivarium report`, the archive commands and `export-git`.
 mod report;
 /// `vivarium serve` over HTTP and in headless Chromium.

@@ -19,6 +19,9 @@
 //! outcome. Every try is one audit record of its own (written by the
 //! bench) and a line of the call's `use` record ([`WorkbenchUsage`]).
 
+mod grant;
+pub use grant::{builtin_workbench, WorkbenchGrant, WorkbenchPolicy, WorkbenchRequest};
+
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -26,7 +29,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::bindings::v0_2;
 use crate::bindings::v0_2::vivarium::agent::workbench as wit;
-use crate::caps::grant::WorkbenchGrant;
 
 /// Why a try was refused (the WIT `error`).
 #[derive(Debug, Clone, PartialEq, Eq)]

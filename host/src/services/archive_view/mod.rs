@@ -20,6 +20,9 @@
 //!   it gets `none`, an empty list or an `err`, and the use record counts
 //!   the failure under `errors`.
 
+mod grant;
+pub use grant::{ArchiveGrant, ArchiveRequest};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -251,20 +254,9 @@ impl wit::Host for ArchiveViewState {
     }
 }
 
-/// The `archive` service in the [registry](super::REGISTRY).
-pub(crate) struct ArchiveFactor;
-
-impl super::Service for ArchiveFactor {
-    fn name(&self) -> &'static str {
-        "archive"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<ArchiveViewState>>(linker, |s| &mut s.services.archive)
-    }
+super::linked_service! {
+    /// The `archive` service in the [registry](super::REGISTRY).
+    ArchiveFactor, "archive", wit, ArchiveViewState, archive
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@
 //!   failures never trap the guest: `set` answers `denied`, the others an
 //!   empty answer, and the use record counts them under `errors`.
 
+mod grant;
+pub use grant::{MemoryGrant, MemoryPolicy, MemoryRequest};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -43,7 +46,6 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::bindings::vivarium::agent::memory as wit;
-use crate::caps::MemoryGrant;
 use crate::error::{Error, Result};
 
 /// Longest key, in bytes.
@@ -507,20 +509,9 @@ impl wit::Host for MemoryState {
     }
 }
 
-/// The `memory` service in the [registry](super::REGISTRY).
-pub(crate) struct MemoryFactor;
-
-impl super::Service for MemoryFactor {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<MemoryState>>(linker, |s| &mut s.services.memory)
-    }
+super::linked_service! {
+    /// The `memory` service in the [registry](super::REGISTRY).
+    MemoryFactor, "memory", wit, MemoryState, memory
 }
 
 #[cfg(test)]

@@ -18,13 +18,15 @@
 //! * **Audit.** [`SimulatorUsage`] rides in the call's `use` record under
 //!   `services.simulator`.
 
+mod grant;
+pub use grant::{SimulatorGrant, SimulatorPolicy, SimulatorRequest};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
 use crate::bindings::vivarium::agent::simulator as wit;
-use crate::caps::SimulatorGrant;
 use crate::sim::{self, EnvKind, Episode, LinearPolicy};
 
 /// Most environments open at once in one call.
@@ -239,20 +241,9 @@ impl wit::Host for SimulatorState {
     }
 }
 
-/// The `simulator` service in the [registry](super::REGISTRY).
-pub(crate) struct SimulatorFactor;
-
-impl super::Service for SimulatorFactor {
-    fn name(&self) -> &'static str {
-        "simulator"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<SimulatorState>>(linker, |s| &mut s.services.simulator)
-    }
+super::linked_service! {
+    /// The `simulator` service in the [registry](super::REGISTRY).
+    SimulatorFactor, "simulator", wit, SimulatorState, simulator
 }
 
 #[cfg(test)]

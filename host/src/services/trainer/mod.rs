@@ -23,6 +23,9 @@
 //!   per job: its id, recipe, backend, budget, seconds spent, end phase and
 //!   metrics ([`TrainerUsage`]).
 
+mod grant;
+pub use grant::{TrainerGrant, TrainerPolicy, TrainerRequest};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,7 +34,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::bindings::vivarium::agent::trainer as wit;
-use crate::caps::TrainerGrant;
 use crate::trainer::{EvalSplit, JobSpec, JobStatus, Phase, SubmitError, Trainer};
 
 /// Job records kept in one call's use record.
@@ -315,20 +317,9 @@ impl wit::Host for TrainerState {
     }
 }
 
-/// The `trainer` service in the [registry](super::REGISTRY).
-pub(crate) struct TrainerFactor;
-
-impl super::Service for TrainerFactor {
-    fn name(&self) -> &'static str {
-        "trainer"
-    }
-
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<TrainerState>>(linker, |s| &mut s.services.trainer)
-    }
+super::linked_service! {
+    /// The `trainer` service in the [registry](super::REGISTRY).
+    TrainerFactor, "trainer", wit, TrainerState, trainer
 }
 
 #[cfg(test)]
