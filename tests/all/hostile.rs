@@ -360,6 +360,7 @@ fn corpus() -> Vec<Case> {
                     tokens: 1000,
                     max_request_bytes: ByteSize(1 << 20),
                     requests_per_minute: 1_000_000,
+                    usd: None,
                 })
             })
             .with(|s| {

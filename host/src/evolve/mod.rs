@@ -47,9 +47,11 @@ use crate::archive::{self, Archive, NewVariant, RunStatus, Split, VariantId, Var
 use crate::caps::Manifest;
 use crate::error::{Error, Result};
 use crate::improve::{improve, ImproveRequest};
+use crate::ledger::Resource;
 use crate::runtime::bindings::Evaluation;
 use crate::runtime::CallOptions;
 use crate::tasks::{self, Suite};
+use crate::units::Usd;
 use crate::variant::{Session, MANIFEST};
 
 /// Progress of a run, for progress bars.
@@ -105,12 +107,27 @@ pub struct Summary {
     pub fuel: u64,
     /// LLM tokens charged in the run (every invocation).
     pub llm_tokens: u64,
+    /// LLM dollars charged in the run (every invocation), at the host's prices.
+    pub usd: crate::units::Usd,
+    /// Dollars charged per variant of the run (calls of that variant: its
+    /// evaluations and the proposals of its meta-agent), those with any.
+    pub usd_by_variant: Vec<VariantDollars>,
     /// Trainer seconds spent in the run (every invocation).
     pub gpu_seconds: f64,
     /// Simulator steps taken in the run (every invocation).
     pub sim_steps: u64,
     /// Wall time of this invocation, in seconds.
     pub seconds: f64,
+}
+
+/// What one variant's calls cost in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantDollars {
+    /// The variant's archive id (its component's sha256 when no archived
+    /// variant of the run has it).
+    pub variant: String,
+    /// Dollars charged.
+    pub usd: crate::units::Usd,
 }
 
 /// Options of one invocation.
@@ -303,6 +320,19 @@ impl Ctx<'_> {
                 return Ok(Some(format!("llm tokens {used} of {t}")));
             }
         }
+        if let Some(u) = b.usd {
+            let used = self.usd_spent()?;
+            if used >= u {
+                return Ok(Some(format!("llm dollars {used} of {u}")));
+            }
+            if let Some(x) = self.ledger().and_then(|l| l.exhausted(&self.run_id, Resource::Usd, u.0).transpose()) {
+                let x = x?;
+                return Ok(Some(format!(
+                    "llm dollars {used} of {u}: a request's worst case of {} did not fit in what was left",
+                    Usd(x.asked)
+                )));
+            }
+        }
         if let Some(g) = b.gpu_seconds {
             let used = self.gpu_seconds_before + spent.gpu_seconds;
             if used >= g as f64 {
@@ -351,6 +381,35 @@ impl Ctx<'_> {
         }
     }
 
+    /// The ledger the run's `llm` budgets are charged in (the llm
+    /// service's); `None` when no LLM is configured.
+    fn ledger(&self) -> Option<&crate::ledger::Ledger> {
+        self.session.runtime.services().llm.as_ref().map(|l| &**l.ledger())
+    }
+
+    /// LLM dollars charged in this run so far, by every invocation.
+    fn usd_spent(&self) -> Result<Usd> {
+        Ok(Usd(match self.ledger() {
+            Some(l) => l.spent_in_run(&self.run_id, Resource::Usd)?,
+            None => 0,
+        }))
+    }
+
+    /// Dollars per variant of the run, by archive id.
+    fn usd_by_variant(&self, rows: &[VariantRow]) -> Result<Vec<VariantDollars>> {
+        let Some(l) = self.ledger() else { return Ok(Vec::new()) };
+        let mut out: Vec<VariantDollars> = l
+            .by_variant(&self.run_id, Resource::Usd)?
+            .into_iter()
+            .map(|(sha, n)| {
+                let id = rows.iter().find(|r| r.component_sha.as_deref() == Some(sha.as_str()));
+                VariantDollars { variant: id.map_or(sha, |r| r.id.0.clone()), usd: Usd(n) }
+            })
+            .collect();
+        out.sort_by(|a, b| b.usd.cmp(&a.usd).then_with(|| a.variant.cmp(&b.variant)));
+        Ok(out)
+    }
+
     /// The options of a guest call of variant `id` in the run: the archive
     /// view and the token ledger of this run, at most what is left of its
     /// token and simulator-step budgets, and the variant's own `memory`
@@ -365,6 +424,7 @@ impl Ctx<'_> {
         Ok(CallOptions {
             run: Some(self.run_id.clone()),
             llm_tokens,
+            run_usd: self.config.budget.usd,
             sim_steps,
             lineage: Some(id.0.clone()),
             ..CallOptions::default()
@@ -942,6 +1002,8 @@ async fn evolve_locked(
         near_duplicates,
         fuel: ctx.spent().fuel,
         llm_tokens: ctx.tokens_spent()?,
+        usd: ctx.usd_spent()?,
+        usd_by_variant: ctx.usd_by_variant(&rows)?,
         gpu_seconds: ctx.gpu_seconds_before + ctx.spent().gpu_seconds,
         sim_steps: ctx.sim_steps_before + ctx.spent().sim_steps,
         seconds: ctx.started.elapsed().as_secs_f64(),
