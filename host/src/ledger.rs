@@ -189,6 +189,13 @@ pub enum Legacy {
     TrainerSeconds,
 }
 
+impl Default for Ledger {
+    /// [`Ledger::in_memory`].
+    fn default() -> Self {
+        Self::in_memory()
+    }
+}
+
 impl fmt::Debug for Ledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ledger").field("path", &self.path).finish_non_exhaustive()
@@ -371,6 +378,25 @@ impl Ledger {
         })
     }
 
+    /// Forget everything charged in `run` (its account, its variants'
+    /// accounts, its exhaustion): the run was removed, and a new run of the
+    /// same name starts with its budgets whole. Returns the rows removed.
+    pub fn forget_run(&self, run: &str) -> Result<usize> {
+        let prefix = budget_key(Some(run), "");
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for table in ["spend", "exhausted"] {
+                n += tx.execute(
+                    &format!("DELETE FROM {table} WHERE account = ?1 OR substr(account, 1, length(?2)) = ?2"),
+                    params![run_account(run), prefix],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     /// Whether `run` was refused a reservation of `resource` for its limit
     /// of `limit` or less: it has reached that budget.
     pub fn exhausted(&self, run: &str, resource: Resource, limit: u64) -> Result<Option<Exhaustion>> {
@@ -509,6 +535,12 @@ mod tests {
         l.reserve("r2/a", &[usd(999, Some(("r2", 1000)))]).unwrap().unwrap();
         assert_eq!(l.spent_in_run("r", Resource::Usd).unwrap(), 700);
         assert_eq!(l.by_variant("r", Resource::Usd).unwrap(), vec![("a".to_string(), 700)]);
+        // A removed run is forgotten whole; the other run is not.
+        l.record("r", Resource::SimSteps, 5).unwrap();
+        assert_eq!(l.forget_run("r").unwrap(), 4);
+        assert_eq!((l.spent_in_run("r", Resource::Usd).unwrap(), l.spent("r", Resource::SimSteps).unwrap()), (0, 0));
+        assert!(l.exhausted("r", Resource::Usd, 1000).unwrap().is_none());
+        assert_eq!(l.spent_in_run("r2", Resource::Usd).unwrap(), 999);
     }
 
     #[test]

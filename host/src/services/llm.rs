@@ -28,8 +28,22 @@
 //!   ledger. A request the provider refused or that never reached it is
 //!   refunded; one cut off by the call's deadline keeps its reservation
 //!   (the provider may have billed it) and shows as `pending_tokens`.
-//!   The ledger is SQLite (`$VIVARIUM_HOME/llm-ledger.sqlite`), keyed by
-//!   run and variant, so a resumed run does not get a fresh budget.
+//!   The ledger is the host's one budget ledger ([`crate::ledger`],
+//!   `$VIVARIUM_HOME/ledger.sqlite`), keyed by run and variant, so a resumed
+//!   run does not get a fresh budget.
+//! * **Dollars.** `[prices."<provider model>"]` in `llm.toml` gives a
+//!   model's price in USD per million prompt and completion tokens. Before
+//!   a request is sent, its worst case — the estimated prompt tokens at the
+//!   prompt price plus every `max-tokens` at the completion price — is
+//!   reserved against the grant's `usd` and the run's `budget.usd`
+//!   ([`CallOptions::run_usd`](crate::runtime::CallOptions::run_usd)); one
+//!   that does not fit is `budget-exhausted`, naming the dollars, and
+//!   nothing is sent. The answer's usage settles it. A model with no price
+//!   costs nothing, and is `denied` under a dollar budget, which could not
+//!   bound it. A settled cost can pass the reservation only where the
+//!   prompt had more tokens than estimated (a quarter token per byte): by
+//!   at most (prompt bytes − estimate) × the prompt price, per request in
+//!   flight.
 //! * **Retries**: 429, 5xx, connection failures and timeouts are retried up
 //!   to `retries` times with exponential backoff (`backoff`, doubling, at
 //!   most `max_backoff`; a `Retry-After` in seconds is honoured within that

@@ -95,12 +95,16 @@ pub struct HostServices {
     pub archive: Option<Arc<archive_view::ArchiveSource>>,
     /// The LLM client, key, ledger and cache.
     pub llm: Option<Arc<llm::LlmService>>,
-    /// The trainer: its backend, job table and seconds ledger.
+    /// The trainer: its backend and job table.
     pub trainer: Option<Arc<crate::trainer::Trainer>>,
+    /// The budget ledger the services of a home share (in memory by
+    /// default); `vivarium evolve` keeps a run's own counts in it.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 impl HostServices {
-    /// The services of a home: the memory store at `memory.sqlite` and the
+    /// The services of a home, sharing its budget ledger
+    /// ([`Home::ledger_file`]): the memory store at `memory.sqlite` and the
     /// archive under `archive/` (each opened on first use), and the LLM
     /// when one is configured ([`llm::LlmConfig::discover`]), and the
     /// trainer ([`crate::trainer::Trainer::for_home`]; the embedded backend
@@ -112,7 +116,8 @@ impl HostServices {
             memory: Some(Arc::new(memory::MemoryStore::lazy(home.root().join(memory::STORE_FILE)))),
             archive: Some(Arc::new(archive_view::ArchiveSource::lazy(home.archive_dir()))),
             llm: llm::LlmService::for_home(home, ledger.clone())?.map(Arc::new),
-            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
+            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home, ledger.clone())?)),
+            ledger,
         })
     }
 }
