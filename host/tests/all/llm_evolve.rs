@@ -281,6 +281,18 @@ fn a_run_stops_cleanly_at_its_dollar_budget_and_a_resume_says_so() {
     assert!(text.contains(&format!("    {:<22} $0.10\n", baseline.0)), "{text}");
     assert_eq!(server.requests().len(), 1);
     assert_eq!(fingerprint_of(&home, "dollars"), rows);
+
+    // The report shows the run's dollars and each variant's.
+    let html = tmp.path().join("report.html");
+    let out =
+        vivarium(&home, &config).arg("report").arg(home.join("runs/dollars")).arg("-o").arg(&html).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.contains("<dt>LLM dollars</dt><dd>$0.10</dd>"), "the run's dollars");
+    let row = html.split(&format!("<tr id=\"row-{}\"", rows[0].0)).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("<td class=\"num\">$0.10</td>"), "the baseline's dollars: {row}");
+    let row = html.split(&format!("<tr id=\"row-{}\"", rows[1].0)).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("<td class=\"num\">$0.00</td>"), "the child spent nothing: {row}");
 }
 
 #[test]
