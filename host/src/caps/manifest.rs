@@ -16,7 +16,7 @@
 //! output = "1MiB"                  # the largest result the guest may hand back
 //!
 //! [capabilities]                   # every key optional; absent = not requested
-//! llm       = { models = ["*"], tokens = 200_000 }   # + max_request_bytes, requests_per_minute
+//! llm       = { models = ["*"], tokens = 200_000 }   # + max_request_bytes, requests_per_minute, usd
 //! trainer   = { backends = ["embedded"], gpu_seconds = 600 }
 //! simulator = { envs = ["cartpole"], steps = 2_000_000 }
 //! memory    = { bytes = "1MiB" }

@@ -20,7 +20,7 @@
 //! max_component = "64MiB"
 //!
 //! [capabilities]        # what may be granted at most; absent = never granted
-//! llm       = { models = ["small", "large"], tokens = 1_000_000, max_request_bytes = "256KiB", requests_per_minute = 60 }
+//! llm       = { models = ["small", "large"], tokens = 1_000_000, max_request_bytes = "256KiB", requests_per_minute = 60, usd = 5.0 }   # usd: dollars at the host's prices
 //! trainer   = { backends = ["embedded"], gpu_seconds = 3600 }
 //! simulator = { envs = ["*"], steps = 10_000_000 }
 //! memory    = { bytes = "16MiB" }
