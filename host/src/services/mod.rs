@@ -4,8 +4,9 @@
 //!
 //! 1. a grant type in [`crate::caps::grant`] (operator config → per-variant grant),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
-//!    store, the archive, the LLM client and ledger, the trainer), set on
-//!    the [`Runtime`](crate::runtime::Runtime) once,
+//!    store, the archive, the LLM client, the trainer, and the one budget
+//!    ledger they charge, [`crate::ledger`]), set on the
+//!    [`Runtime`](crate::runtime::Runtime) once,
 //! 3. per-call state holding the grant's caps and a usage counter, built
 //!    for every call by [`HostServices::for_call`],
 //! 4. a [`Service`] in the [`REGISTRY`], whose `add_to_linker` the runtime
