@@ -38,6 +38,7 @@ use crate::archive::format::{self, first_line, gap};
 use crate::archive::{Archive, VariantId, VariantRow, VariantStatus, INDEX_FILE};
 use crate::error::{Error, Result};
 use crate::home::Home;
+use crate::units::Usd;
 
 /// A variant whose held-out gap (visible − held-out) exceeds its root's gap
 /// by more than this is flagged in the table.
@@ -188,6 +189,9 @@ struct Model<'a> {
     range: Option<(f64, f64)>,
     /// Each variant's root.
     root_of: Vec<usize>,
+    /// `llm` dollars charged per variant (by row), from the home's budget
+    /// ledger; empty when nothing was priced.
+    usd: Vec<Usd>,
 }
 
 impl<'a> Model<'a> {
@@ -232,7 +236,24 @@ impl<'a> Model<'a> {
             None => Some((s, s)),
             Some((lo, hi)) => Some((lo.min(s), hi.max(s))),
         });
-        Model { rows, index, children, roots, best, best_path, range, root_of }
+        Model { rows, index, children, roots, best, best_path, range, root_of, usd: Vec::new() }
+    }
+
+    /// The run's dollars per variant from `by_sha` (component sha256 →
+    /// nano-dollars, as [`Ledger::by_variant`](crate::ledger::Ledger::by_variant)
+    /// lists them).
+    fn with_dollars(mut self, by_sha: &[(String, u64)]) -> Self {
+        if by_sha.iter().any(|(_, n)| *n > 0) {
+            self.usd = self
+                .rows
+                .iter()
+                .map(|r| {
+                    let sha = r.component_sha.as_deref();
+                    Usd(by_sha.iter().filter(|(s, _)| Some(s.as_str()) == sha).map(|(_, n)| n).sum())
+                })
+                .collect();
+        }
+        self
     }
 
     fn colour(&self, r: &VariantRow) -> String {
@@ -261,7 +282,7 @@ pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
         .ok_or_else(|| Error::invalid(format!("no run {run_id:?} in the archive at {}", archive.dir().display())))?;
     let rows = archive.list(Some(run_id))?;
     let best = archive.best(run_id)?;
-    let model = Model::new(&rows, best.as_ref().map(|b| &b.id));
+    let model = Model::new(&rows, best.as_ref().map(|b| &b.id)).with_dollars(&run_dollars(archive, run_id));
 
     let mut h = String::with_capacity(16_384 + rows.len() * 1_500);
     let title = format!("Vivarium run {}", run.id);
@@ -306,6 +327,22 @@ pub fn render(archive: &Archive, run_id: &str) -> Result<String> {
     );
     let _ = write!(h, "<script>{SCRIPT}</script>\n</body>\n</html>\n");
     Ok(h)
+}
+
+/// The `llm` dollars charged per variant of `run_id`, from the budget
+/// ledger of the home the archive is in (`<home>/archive` beside
+/// `<home>/ledger.sqlite`); nothing when the home has no ledger. Read-only
+/// in effect: a report never charges anything.
+fn run_dollars(archive: &Archive, run_id: &str) -> Vec<(String, u64)> {
+    let Some(home) = archive.dir().parent() else { return Vec::new() };
+    let path = crate::home::Home::at(home).ledger_file();
+    if !path.is_file() {
+        return Vec::new();
+    }
+    crate::ledger::Ledger::at(path).by_variant(run_id, crate::ledger::Resource::Usd).unwrap_or_else(|e| {
+        tracing::warn!("report: {e}");
+        Vec::new()
+    })
 }
 
 /// `out` can be the report's file: it is not a directory. Errors:
@@ -402,6 +439,10 @@ fn summary_cards(h: &mut String, run: &crate::archive::RunRow, m: &Model<'_>) {
         escape(&run.started),
         run.finished.as_deref().map(|f| format!(" → {}", escape(f))).unwrap_or_default()
     );
+    if !m.usd.is_empty() {
+        let total = Usd(m.usd.iter().map(|u| u.0).sum());
+        let _ = write!(h, "<div class=\"card\"><dt>LLM dollars</dt><dd>{total}</dd></div>\n");
+    }
     h.push_str("</dl>\n");
 }
 
@@ -865,8 +906,11 @@ fn variant_table(h: &mut String, m: &Model<'_>) {
         h.push_str("<p class=\"empty\">No variants.</p>\n");
         return;
     }
-    h.push_str(
-        "<table>\n<thead><tr><th>id</th><th>parent</th><th>gen</th><th>status</th><th>visible</th><th>held-out</th><th>gap</th><th>children</th><th>summary</th></tr></thead>\n<tbody>\n",
+    let dollars = !m.usd.is_empty();
+    let _ = write!(
+        h,
+        "<table>\n<thead><tr><th>id</th><th>parent</th><th>gen</th><th>status</th><th>visible</th><th>held-out</th><th>gap</th><th>children</th>{}<th>summary</th></tr></thead>\n<tbody>\n",
+        if dollars { "<th title=\"llm dollars charged to this variant's calls: its evaluations and its proposals\">dollars</th>" } else { "" }
     );
     for (i, r) in m.rows.iter().enumerate() {
         let mut classes = vec![format!("status-{}", r.status)];
@@ -895,7 +939,7 @@ fn variant_table(h: &mut String, m: &Model<'_>) {
         };
         let _ = write!(
             h,
-            "<tr id=\"row-{id}\" class=\"{}\"><td class=\"id\" title=\"{id}\"><a href=\"#node-{id}\">{}</a>{}</td><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"summary\">{summary_html}</td></tr>\n",
+            "<tr id=\"row-{id}\" class=\"{}\"><td class=\"id\" title=\"{id}\"><a href=\"#node-{id}\">{}</a>{}</td><td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td>{}<td class=\"summary\">{summary_html}</td></tr>\n",
             classes.join(" "),
             escape(short(&r.id)),
             if m.best == Some(i) { " ★" } else { "" },
@@ -907,6 +951,7 @@ fn variant_table(h: &mut String, m: &Model<'_>) {
             if flag { " warn" } else { "" },
             fmt_score(gap(r)),
             r.children,
+            if dollars { format!("<td class=\"num\">{}</td>", m.usd[i]) } else { String::new() },
             id = escape(&r.id.0),
         );
     }

@@ -380,4 +380,15 @@ async fn a_run_stops_cleanly_at_its_simulator_step_budget_and_resumes_counting()
     assert_eq!(again.sim_steps, s.sim_steps);
     assert!(matches!(again.stop, StopReason::Budget(_)), "{:?}", again.stop);
     assert_eq!(again.variants, 1);
+
+    // A run from before the one budget ledger kept its steps only in
+    // runs/<name>/spent.json: a resume reads them once, and counts them once.
+    let ledger = vivarium::ledger::Ledger::for_home(&Home::at(tmp.path().join("home")));
+    ledger.forget_run("steps").unwrap();
+    assert_eq!(ledger.spent("steps", vivarium::ledger::Resource::SimSteps).unwrap(), 0);
+    for _ in 0..2 {
+        let old = evolve::evolve(&session, &run, &EvolveOptions { resume: true }, &|_| {}).await.unwrap();
+        assert_eq!((old.sim_steps, old.variants), (s.sim_steps, 1));
+        assert!(matches!(old.stop, StopReason::Budget(_)), "{:?}", old.stop);
+    }
 }

@@ -18,7 +18,7 @@ use crate::services::{
     archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
     trainer::TrainerGrant, workbench::WorkbenchGrant,
 };
-use crate::units::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration, Usd};
 
 /// Per-call resource limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +166,11 @@ pub struct LlmGrant {
     pub max_request_bytes: ByteSize,
     /// Requests per rolling minute.
     pub requests_per_minute: u32,
+    /// Dollars (at the host's prices) over the variant's life in this run;
+    /// `None`: no dollar cap of the grant's own. Left out when absent, so
+    /// grants from before dollar budgets keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<Usd>,
 }
 
 impl LlmGrant {
@@ -184,7 +189,11 @@ impl fmt::Display for LlmGrant {
             self.tokens,
             self.max_request_bytes,
             self.requests_per_minute
-        )
+        )?;
+        match self.usd {
+            Some(u) => write!(f, ", usd {u}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -210,6 +219,21 @@ impl ServiceCaps for LlmGrant {
                 r.requests_per_minute,
                 p.requests_per_minute,
             ),
+            // The policy's `usd` is a ceiling and, when the manifest names
+            // none, what the variant gets: a dollar budget the operator set
+            // is never dropped by leaving it out.
+            usd: match (r.usd, p.usd) {
+                (Some(r), Some(p)) => Some(b.budget("llm.usd", r, p)),
+                (Some(r), None) => {
+                    b.line("llm.usd", r, crate::caps::resolve::Source::Manifest, None);
+                    Some(r)
+                }
+                (None, Some(p)) => {
+                    b.line("llm.usd", p, crate::caps::resolve::Source::PolicyDefault, None);
+                    Some(p)
+                }
+                (None, None) => None,
+            },
         })
     }
 
@@ -219,6 +243,7 @@ impl ServiceCaps for LlmGrant {
             tokens: self.tokens,
             max_request_bytes: Some(self.max_request_bytes),
             requests_per_minute: Some(self.requests_per_minute),
+            usd: self.usd,
         }
     }
 
@@ -235,6 +260,8 @@ impl ServiceCaps for LlmGrant {
             ("llm.tokens", self.tokens as u128, self.tokens.to_string()),
             ("llm.max_request_bytes", self.max_request_bytes.0 as u128, self.max_request_bytes.to_string()),
             ("llm.requests_per_minute", self.requests_per_minute as u128, self.requests_per_minute.to_string()),
+            // No dollar cap is more than any.
+            ("llm.usd", self.usd.map_or(u128::MAX, |u| u.0 as u128), self.usd.map_or("none".into(), |u| u.to_string())),
         ]
     }
 }
@@ -684,6 +711,7 @@ mod tests {
                 tokens: 1000,
                 max_request_bytes: ByteSize(1024),
                 requests_per_minute: 10,
+                usd: None,
             }),
             trainer: Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 60 }),
             simulator: Some(SimulatorGrant { envs: s(&["*"]), steps: 100 }),
@@ -845,6 +873,7 @@ mod tests {
     fn every_escalation_is_named() {
         let mut parent = rich();
         parent.deterministic = Some(9);
+        parent.llm.as_mut().unwrap().usd = Some(Usd::from_dollars(1.0).unwrap());
         let mut child = rich();
         child.limits.wall = HumanDuration(Duration::from_secs(31));
         child.limits.instances = 65;
@@ -864,6 +893,8 @@ mod tests {
             tokens: 1001,
             max_request_bytes: ByteSize(2048),
             requests_per_minute: 10,
+            // No dollar cap is more than the parent's $1.00.
+            usd: None,
         });
         child.trainer = Some(TrainerGrant { backends: s(&["cpu", "cuda"]), gpu_seconds: 61 });
         child.simulator = Some(SimulatorGrant { envs: s(&["*"]), steps: 101 });
@@ -884,6 +915,7 @@ mod tests {
                 "llm.models: `*` (any) exceeds the parent's [large, small]",
                 "llm.tokens: 1001 exceeds the parent's 1000",
                 "llm.max_request_bytes: 2KiB exceeds the parent's 1KiB",
+                "llm.usd: none exceeds the parent's $1.00",
                 "trainer.backends: `cuda` is not granted to the parent",
                 "trainer.gpu_seconds: 61 exceeds the parent's 60",
                 "simulator.steps: 101 exceeds the parent's 100",
