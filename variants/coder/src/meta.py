@@ -107,6 +107,11 @@ class Work:
         if text is None:
             return f"no file {path}"
         n = text.count(old) if old else 0
+        if n == 0 and old:
+            # Small models copy view_file's line numbers into `old`.
+            unnumbered = "\n".join(re.sub(r"^\s*\d+ ", "", l, count=1) for l in old.split("\n"))
+            if text.count(unnumbered) == 1:
+                old, n = unnumbered, 1
         if n != 1:
             return f"old must occur exactly once in {path}; it occurs {n} times"
         self.files[path] = text.replace(old, new, 1)
@@ -174,10 +179,14 @@ def brief(ctx, work):
     score = f"{mine[-1].score:.2f}" if mine else "unknown"
     files = ", ".join(f"{p} ({t.count(chr(10))} lines)" for p, t in sorted(work.files.items()) if p.endswith(".py"))
     feedback = ctx.feedback.strip()[:FEEDBACK_CHARS] or "none"
+    knobs = "\n".join(
+        l for l in work.files.get(SOLVER, "").split("\n") if re.match(r"(MAX_TOKENS|ATTEMPTS|TEMPERATURE|SYSTEM) = ", l)
+    )
     return (
         f"Visible pass rate: {score}.\nFiles: {files}.\n"
         f"Failures seen:\n{feedback}\n"
-        "Make one change that should solve more problems."
+        f"Settings in {SOLVER}:\n{knobs}\n"
+        "Make one change that should solve more problems. In replace_text, copy `old` exactly."
     )
 
 
@@ -225,14 +234,16 @@ def improve(ctx, generation):
             how = "offline (no tool calls)"
     else:
         how = "offline (no llm grant)"
+    if how == "model" and not work.edits:
+        # A small model often cannot quote the text it means to replace;
+        # the loop's time is not wasted on nothing, and the summary says so.
+        how = "the model made no usable edit"
     if how != "model":
         edit = offline.rule_edit(work.files.get(SOLVER, ""))
         if edit is None:
-            raise Err("offline rule: nothing left to change, and no model to ask")
+            raise Err(f"{how}, and the offline rule has nothing left to change")
         work.replace_text(SOLVER, edit[0], edit[1])
-        work.summary = edit[2]
-    if not work.edits:
-        raise Err("the model made no edit in its tool loop")
+        work.summary = f"{how}; {edit[2]}"
     if work.tried_edits != len(work.edits):
         result = work.try_candidate()
         vivarium.log.info(f"coder meta: final try -> {result.splitlines()[0][:160]}")

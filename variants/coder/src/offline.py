@@ -56,4 +56,4 @@ def rule_edit(text):
     if not m or int(m.group(1)) >= 4:
         return None
     n = int(m.group(1))
-    return m.group(0), f"ATTEMPTS = {n + 1}", f"offline rule (no model): attempts per task {n} -> {n + 1}"
+    return m.group(0), f"ATTEMPTS = {n + 1}", f"offline rule: attempts per task {n} -> {n + 1}"

@@ -13,9 +13,9 @@ import offline
 
 # The model name the grant allows (llm.toml maps it to a provider model).
 MODEL = "coder"
-# Completion tokens per answer: a HumanEval body is rarely over 200 tokens,
-# and the local model writes ~30 tokens/s on one thread.
-MAX_TOKENS = 320
+# Completion tokens per answer: a whole function with its docstring (which
+# small models repeat) can pass 320 tokens; cut answers do not compile.
+MAX_TOKENS = 512
 # Attempts per task; the second one hears why the first was refused.
 ATTEMPTS = 2
 TEMPERATURE = 0.0
@@ -23,8 +23,8 @@ TEMPERATURE = 0.0
 SYSTEM = "You are an expert Python programmer. Reply with code only."
 
 PROMPT = (
-    "Complete this Python function. Reply with the whole function, "
-    "imports included, in one ```python block.\n\n```python\n{prompt}```"
+    "Complete this Python function. Reply with the whole function, imports "
+    "included, in one ```python block; do not repeat the docstring.\n\n```python\n{prompt}```"
 )
 
 
