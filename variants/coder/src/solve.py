@@ -52,12 +52,26 @@ def extract(text, entry):
     if re.search(rf"^def {entry}\s*\(", code, re.M):
         # A top-level definition after the prompt's docstring-only function
         # replaces it.
-        return "\n" + code
+        return "\n" + definitions(code)
     lines = code.split("\n")
     first = next((l for l in lines if l.strip()), "")
     if first and not first.startswith((" ", "\t")):
         lines = [("    " + l) if l.strip() else l for l in lines]
     return "\n".join(lines)
+
+
+def definitions(code):
+    """`code` up to its first top-level statement that is not an import, a
+    definition, a decorator or a comment: models append example calls
+    (`print(f(...))`), which may fail, and an answer cut at `MAX_TOKENS`
+    is usually cut inside them."""
+    kept = []
+    for line in code.split("\n"):
+        top = line and not line[0].isspace()
+        if top and not re.match(r"(def |async def |class |import |from |@|#|[A-Z_][A-Z0-9_]* = )", line):
+            break
+        kept.append(line)
+    return "\n".join(kept).rstrip() + "\n"
 
 
 def check(prompt, completion):
