@@ -14,13 +14,18 @@ pub use self::vivarium::agent::types::{Answer, Edit, Evaluation, ImproveContext,
 pub use exports::vivarium::agent::meta_agent;
 pub use exports::vivarium::agent::task_agent;
 
-/// `vivarium:agent@0.2.0`, generated from `wit-0.2.0/`: so far its `llm`
-/// (tool calls, multi-turn). A component may import it next to the 0.1.0
-/// interfaces; the host links both versions.
+/// `vivarium:agent@0.2.0`, generated from `wit-0.2.0/`: its `llm` (tool
+/// calls, multi-turn), its `workbench`, and its `meta-agent`, whose
+/// proposals carry patch edits (`edits`). A component may import and export
+/// them next to the 0.1.0 interfaces; the host links both versions and
+/// calls the 0.2.0 `improve` when a component exports it.
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit-0.2.0",
-        world: "llm-tools",
+        world: "meta-tools",
         imports: { default: async | trappable },
+        exports: { default: async },
     });
+
+    pub use self::vivarium::agent::edits::{Edit, ImproveContext, Proposal, SearchReplace, SourceFile};
 }

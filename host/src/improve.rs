@@ -138,6 +138,15 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
             return Err(Error::Guest(f));
         }
     };
+    // Patch edits (0.2.0) become the writes they amount to, then every
+    // rule checks those as it checks any write.
+    let proposal = match guard::resolve_edits(&req.parent, &proposal, &rules) {
+        Ok(p) => p,
+        Err(violations) => {
+            audit("refused", json!({ "violations": violations }))?;
+            return Err(guard::refusal(&violations));
+        }
+    };
     let digest = guard::proposal_digest(&proposal);
     let checked = match guard::check_proposal(&req.parent, &proposal, &rules) {
         Ok(c) => c,

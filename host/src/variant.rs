@@ -10,7 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, EventKind};
-use crate::bindings::{Answer, ImproveContext, Proposal, Task};
+use crate::bindings::{Answer, ImproveContext, Task};
 use crate::build::{self, RustTarget};
 use crate::caps::{resolve, resolve_bare, Language, Manifest, Overrides, Policy, Resolution};
 use crate::error::{Error, Result};
@@ -189,7 +189,7 @@ impl Session {
         p: &Prepared,
         ctx: &ImproveContext,
         opts: &CallOptions,
-    ) -> Result<CallReport<Proposal>> {
+    ) -> Result<CallReport<crate::bindings::v0_2::Proposal>> {
         let (opts, fresh) = self.with_scratch(p, opts)?;
         let report = self.runtime.improve(p, ctx, &opts).await?;
         self.finish_call(p, "improve", fresh, &opts, report)

@@ -10,6 +10,12 @@ pub const FILES: &[(&str, &str)] = &[
     ("reward.wit", include_str!("../../wit/reward.wit")),
 ];
 
+/// The WIT files of `vivarium:agent@0.2.0`, as shipped in `wit-0.2.0/`.
+pub const FILES_0_2: &[(&str, &str)] = &[
+    ("llm.wit", include_str!("../../wit-0.2.0/llm.wit")),
+    ("meta.wit", include_str!("../../wit-0.2.0/meta.wit")),
+];
+
 /// Parse the embedded package and select the `agent` world.
 pub fn resolve() -> anyhow::Result<(Resolve, WorldId)> {
     let mut map = SourceMap::new();

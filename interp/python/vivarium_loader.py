@@ -64,6 +64,17 @@ from wit_world import exports  # noqa: E402
 import json  # noqa: E402
 import marshal  # noqa: E402
 from wit_world.imports import source as _source  # noqa: E402
+from wit_world.imports import edits as _edits  # noqa: E402
+import wit_world.imports as _imports  # noqa: E402
+from wit_world.imports import vivarium_agent_llm_0_1_0 as _llm_0_1  # noqa: E402
+
+# The interpreter imports two versions of `llm` and exports two of
+# `meta-agent`, so componentize-py names them by version. Code written
+# before that (`from wit_world.imports import llm`, `exports.MetaAgent`)
+# keeps its names: 0.1.0's `llm`, and the 0.2.0 meta-agent protocol.
+_imports.llm = _llm_0_1
+sys.modules["wit_world.imports.llm"] = _llm_0_1
+exports.MetaAgent = exports.VivariumAgentMetaAgent020
 
 import vivarium  # noqa: E402  (the SDK; preloaded so variants can import it)
 import vivarium._host as _host  # noqa: E402
@@ -363,9 +374,40 @@ class TaskAgent(exports.TaskAgent):
         return _agent("TaskAgent").solve(task)
 
 
-class MetaAgent(exports.MetaAgent):
+def _proposal_as(module, proposal):
+    """The variant's proposal in `module`'s types (0.1.0's `types` or
+    0.2.0's `edits`), whichever version's types the variant built it
+    with. 0.1.0 has no patch edits: a proposal carrying one is an `err`
+    there (only a host without the 0.2.0 `improve` calls that one)."""
+    out = []
+    for e in getattr(proposal, "edits", None) or []:
+        kind = type(e).__name__
+        if kind == "Edit_Write":
+            f = e.value
+            out.append(module.Edit_Write(module.SourceFile(path=f.path, contents=bytes(f.contents))))
+        elif kind == "Edit_Delete":
+            out.append(module.Edit_Delete(e.value))
+        elif hasattr(module, kind):
+            v = e.value
+            if kind == "Edit_SearchReplace":
+                v = module.SearchReplace(path=v.path, search=v.search, replace=v.replace)
+            out.append(getattr(module, kind)(v))
+        else:
+            raise Err(f"a {kind} edit needs vivarium:agent@0.2.0's improve, which this host does not call")
+    return module.Proposal(summary=str(getattr(proposal, "summary", "")), edits=out)
+
+
+class VivariumAgentMetaAgent010(exports.VivariumAgentMetaAgent010):
     def improve(self, ctx):
-        return _agent("MetaAgent").improve(ctx)
+        return _proposal_as(vivarium.types, _agent("MetaAgent").improve(ctx))
+
+
+class VivariumAgentMetaAgent020(exports.VivariumAgentMetaAgent020):
+    """What the host calls (the interpreter exports 0.2.0's `improve`):
+    the variant's `MetaAgent` may return 0.1.0 or 0.2.0 edits."""
+
+    def improve(self, ctx):
+        return _proposal_as(_edits, _agent("MetaAgent").improve(ctx))
 
 
 class RewardModel(exports.RewardModel):

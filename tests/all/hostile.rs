@@ -511,8 +511,8 @@ impl From<vivarium::runtime::bindings::Answer> for TextOf {
     }
 }
 
-impl From<vivarium::runtime::bindings::Proposal> for TextOf {
-    fn from(p: vivarium::runtime::bindings::Proposal) -> Self {
+impl From<vivarium::runtime::bindings::v0_2::Proposal> for TextOf {
+    fn from(p: vivarium::runtime::bindings::v0_2::Proposal) -> Self {
         TextOf(p.summary)
     }
 }

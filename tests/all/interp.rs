@@ -1032,3 +1032,144 @@ export const rewardModel = {
     .await
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Patch edits (`vivarium:agent@0.2.0`): a Python meta-agent proposes
+// search/replace and unified-diff edits; the guard applies them exactly and
+// checks the result as it checks a write.
+
+/// A meta-agent whose `MODE` picks the edits it proposes. Line 5 is
+/// `LIMIT = 1`, which the diffs below edit by line number.
+const PATCH_AGENT: &str = r#"import vivarium
+from vivarium import types, source
+
+MODE = "diff"
+LIMIT = 1
+
+
+class TaskAgent(vivarium.TaskAgent):
+    def solve(self, task):
+        return types.Answer(output=str(LIMIT), notes=None)
+
+
+DIFF = """--- a/src/agent.py
++++ b/src/agent.py
+@@ -5,1 +5,1 @@
+-LIMIT = 1
++LIMIT = 2
+--- /dev/null
++++ b/src/notes.md
+@@ -0,0 +1,1 @@
++tried a diff
+"""
+
+STALE = """--- a/src/agent.py
++++ b/src/agent.py
+@@ -4,2 +4,2 @@
+ MODE = "stale"
+-LIMIT = 7
++LIMIT = 8
+"""
+
+HIDDEN = """--- /dev/null
++++ b/src/a\u200b.py
+@@ -0,0 +1,1 @@
++x = 1
+"""
+
+PROTECTED = """--- /dev/null
++++ b/requirements.txt
+@@ -0,0 +1,1 @@
++evil-package
+"""
+
+
+class MetaAgent(vivarium.MetaAgent):
+    def improve(self, ctx):
+        edits = {
+            "diff": [source.patch(DIFF), source.search_replace("src/notes.md", "a diff", "a diff, then a search")],
+            "stale": [source.patch(STALE)],
+            "missing": [source.search_replace("src/twice.py", "y = 2", "y = 3")],
+            "twice": [source.search_replace("src/twice.py", "x = 1", "x = 2")],
+            "hidden": [source.patch(HIDDEN)],
+            "protected": [source.patch(PROTECTED)],
+            "manifest": [source.search_replace("variant.toml", "[capabilities]", "[capabilities]\nmemory = { bytes = \"1MiB\" }")],
+        }[MODE]
+        return source.proposal(f"patch: {MODE}", edits)
+"#;
+
+/// improve of a [`PATCH_AGENT`] in `mode`: the outcome, and the parent's
+/// home for the audit checks.
+async fn improve_patch(mode: &str) -> (tempfile::TempDir, Session, vivarium::Result<vivarium::improve::ImproveOutcome>) {
+    warm().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = session(&tmp.path().join("home"));
+    let agent = PATCH_AGENT.replace("MODE = \"diff\"\nLIMIT", &format!("MODE = {mode:?}\nLIMIT"));
+    let dir = variant(&tmp.path().join("v"), &agent, &[("src/twice.py", "x = 1\nx = 1\n")], "");
+    let out = tmp.path().join("child");
+    let r = improve(&s, &ImproveRequest { parent: dir, out, ..Default::default() }).await;
+    (tmp, s, r)
+}
+
+fn refusal(r: vivarium::Result<vivarium::improve::ImproveOutcome>) -> (Vec<String>, String) {
+    match r {
+        Err(Error::Refused { what, detail }) => (what, detail),
+        Err(other) => panic!("expected a guard refusal, got {other}"),
+        Ok(o) => panic!("expected a guard refusal, got a child {}", o.child),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_meta_agent_proposes_a_diff_and_a_search_replace_applied_exactly() {
+    let (tmp, s, r) = improve_patch("diff").await;
+    let outcome = r.unwrap_or_else(|e| panic!("improve: {e}"));
+    let child = tmp.path().join("child");
+    let agent = std::fs::read_to_string(child.join("src/agent.py")).unwrap();
+    assert_eq!(agent.lines().nth(4), Some("LIMIT = 2"), "{agent}");
+    // The second edit saw the file the first one created.
+    assert_eq!(std::fs::read_to_string(child.join("src/notes.md")).unwrap(), "tried a diff, then a search\n");
+    assert_eq!(outcome.edits, 2, "one write per touched file");
+    assert_eq!(output(&solve(&s, &child, "").await), "2");
+    assert!(s.audit.verify().unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_that_does_not_apply_is_refused_with_its_hunk_and_nothing_is_made() {
+    for (mode, rule, detail) in [
+        (
+            "stale",
+            "patch-failed: src/agent.py",
+            "the hunk @@ -4,2 +4,2 @@ does not apply: line 5 is `LIMIT = 1` where the hunk expects `LIMIT = 7`",
+        ),
+        ("missing", "patch-failed: src/twice.py", "the search text was not found: `y = 2`"),
+        (
+            "twice",
+            "patch-failed: src/twice.py",
+            "the search text was found 2 times; it must occur exactly once (add context to it)",
+        ),
+    ] {
+        let (tmp, s, r) = improve_patch(mode).await;
+        let (what, message) = refusal(r);
+        assert_eq!(what, [rule], "{mode}: {message}");
+        assert!(message.contains(detail), "{mode}: {message}");
+        assert!(!tmp.path().join("child").exists(), "{mode}: nothing of the refused child is left");
+        let verdicts = s.audit.query(&vivarium::audit::Filter::new().event(vivarium::audit::EventKind::Proposal)).unwrap();
+        assert_eq!(verdicts.last().unwrap().details["verdict"], "refused", "{mode}");
+        assert!(s.audit.verify().unwrap().ok, "{mode}: the audit chain is intact");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patched_file_goes_through_every_write_check() {
+    for (mode, rule) in [
+        ("hidden", "path-control-char: src/a\\u{200b}.py"),
+        ("protected", "protected-file: requirements.txt"),
+        ("manifest", "protected-manifest-section: variant.toml"),
+    ] {
+        let (tmp, s, r) = improve_patch(mode).await;
+        let (what, message) = refusal(r);
+        assert_eq!(what, [rule], "{mode}: {message}");
+        assert!(!tmp.path().join("child").exists(), "{mode}");
+        assert!(s.audit.verify().unwrap().ok, "{mode}: the audit chain is intact");
+    }
+}

@@ -1185,3 +1185,98 @@ async fn a_0_1_0_component_still_links_and_its_requests_are_unchanged_by_tools()
     assert!(body.get("tools").is_none() && body.get("tool_choice").is_none(), "{body}");
     assert_eq!(body["messages"][1], serde_json::json!({"role": "user", "content": "hello"}));
 }
+
+// ---------------------------------------------------------------------------
+// llm@0.2.0 from Python: the SDK's `chat(..., tools=..., tool_choice=...)`
+// on the shared interpreter, against the same scripted server.
+
+const PY_TOOLS_AGENT: &str = r#"
+import json
+import vivarium
+from vivarium import llm, types
+
+WEATHER = {"name": "get_weather", "description": "Weather of a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+class TaskAgent(vivarium.TaskAgent):
+    def solve(self, task):
+        out = []
+        messages = [("user", "Weather in Paris?")]
+        r = llm.chat(messages, model="small", max_tokens=40, tools=[WEATHER])
+        out.append(r.finish_reason)
+        out += [f"{c.id} {c.name} {c.arguments}" for c in r.tool_calls]
+        messages.append({"role": "assistant", "content": r.content, "tool_calls": r.tool_calls})
+        for c in r.tool_calls:
+            messages.append({"role": "tool", "content": json.dumps({"temp_c": 21}), "tool_call_id": c.id})
+        r = llm.chat(messages, model="small", max_tokens=40, tools=[dict(WEATHER, parameters=json.dumps(WEATHER["parameters"]))],
+                     tool_choice="get_weather")
+        out.append(r.content)
+        out.append(llm.complete("hello", model="small", max_tokens=20))
+        try:
+            llm.chat([("user", "x")], model="gpt-9", max_tokens=5)
+        except vivarium.ServiceError as e:
+            out.append(f"{e.service} {e.kind}")
+        return types.Answer(output="\n".join(out), notes=None)
+
+
+class MetaAgent(vivarium.MetaAgent):
+    def improve(self, ctx):
+        raise vivarium.Err("no")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_variant_calls_tools_through_the_sdk_and_the_messages_round_trip() {
+    init();
+    let server = FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::at(dir.path().join("home"));
+    std::fs::create_dir_all(home.root()).unwrap();
+    std::fs::write(home.root().join("llm.toml"), format!("base_url = \"{}\"\n", server.base_url())).unwrap();
+    let mut session = sandboxed_session(home.root());
+    session.runtime = Runtime::new(vivarium::runtime::RuntimeConfig {
+        cache_dir: Some(workspace_root().join("target/conformance-cache")),
+        ..vivarium::runtime::RuntimeConfig::default()
+    })
+    .unwrap()
+    .with_services(HostServices::for_home(&home).unwrap());
+    let v = dir.path().join("v");
+    std::fs::create_dir_all(v.join("src")).unwrap();
+    std::fs::write(
+        v.join("variant.toml"),
+        "[variant]\nname = \"py-tools\"\nlanguage = \"python\"\n\n[capabilities]\nllm = { models = [\"small\"], tokens = 10000 }\n",
+    )
+    .unwrap();
+    std::fs::write(v.join("src/agent.py"), PY_TOOLS_AGENT).unwrap();
+    let opened = session.open_target(&v, None, &vivarium::caps::Overrides::default()).await.unwrap();
+    let p = session.runtime.prepare(&opened.loaded, tools_grant()).unwrap();
+
+    server.push(tool_calls_reply(serde_json::json!([
+        {"id": "call_a1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+    ])));
+    let r = session.solve(&p, &task("", ""), &CallOptions::default()).await.unwrap();
+    let out: Vec<&str> = ok_output(&r).output.lines().collect();
+    assert_eq!(out[0], "tool_calls");
+    assert_eq!(out[1], "call_a1 get_weather {\"city\": \"Paris\"}", "the id and arguments reach Python byte for byte");
+    assert!(out[2].starts_with("echo: "), "{}", out[2]);
+    assert_eq!(out[3], "echo: hello", "the old `complete` keeps working");
+    assert_eq!(out[4], "llm denied", "a refusal is a ServiceError with its kind");
+
+    let got = server.received();
+    let b2: serde_json::Value = serde_json::from_str(&got[1].body).unwrap();
+    assert_eq!(
+        b2["messages"],
+        serde_json::json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+            ]},
+            {"role": "tool", "content": "{\"temp_c\": 21}", "tool_call_id": "call_a1"}
+        ])
+    );
+    assert_eq!(b2["tool_choice"], serde_json::json!({"type": "function", "function": {"name": "get_weather"}}));
+    assert_eq!(b2["tools"][0]["function"]["parameters"]["required"], serde_json::json!(["city"]));
+    let b3: serde_json::Value = serde_json::from_str(&got[2].body).unwrap();
+    assert!(b3.get("tools").is_none(), "a plain request offers no tools: {b3}");
+    assert_eq!(got.len(), 3, "the denied model was never sent");
+}

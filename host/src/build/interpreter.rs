@@ -37,11 +37,15 @@ use super::BuildOutput;
 use crate::error::{Error, Result};
 use crate::interp::{InterpLanguage, Interpreted, Mode, TreeFile};
 
-/// The world the interpreter is built against.
-pub const WORLD: &str = "python-interpreter";
+/// The world the Python interpreter is built against (`interp/wit/python.wit`).
+pub const WORLD: &str = "python-interpreter-v2";
 
 /// The interpreter's WIT package.
 pub const INTERP_WIT: &str = include_str!("../../../interp/wit/interp.wit");
+
+/// The Python interpreter's world with the `vivarium:agent@0.2.0` parts,
+/// in the same package (a file only the Python build reads).
+pub const PYTHON_WIT: &str = include_str!("../../../interp/wit/python.wit");
 
 /// The loader app's module.
 const LOADER_MODULE: &str = "vivarium_loader";
@@ -59,6 +63,7 @@ pub const PYTHON_APP: &[(&str, &str)] = &[
     ("vivarium/simulator.py", include_str!("../../../interp/python/vivarium/simulator.py")),
     ("vivarium/trainer.py", include_str!("../../../interp/python/vivarium/trainer.py")),
     ("vivarium/source.py", include_str!("../../../interp/python/vivarium/source.py")),
+    ("vivarium/workbench.py", include_str!("../../../interp/python/vivarium/workbench.py")),
 ];
 
 /// `RLIMIT_AS` of componentize-py (it runs wasmtime, which reserves large
@@ -99,7 +104,9 @@ fn interpreter_key(builder: &str, toolchain: &[(&str, &[u8])], app: &[(&str, &[u
 
 /// The build key of the Python interpreter with componentize-py `version`.
 fn python_key(version: &str) -> Result<String> {
-    let app: Vec<(&str, &[u8])> = PYTHON_APP.iter().map(|(name, text)| (*name, text.as_bytes())).collect();
+    let mut app: Vec<(&str, &[u8])> = vec![("python.wit", PYTHON_WIT.as_bytes())];
+    app.extend(crate::wit::FILES_0_2.iter().map(|(name, text)| (*name, text.as_bytes())));
+    app.extend(PYTHON_APP.iter().map(|(name, text)| (*name, text.as_bytes())));
     interpreter_key("python-interpreter-2", &[("componentize-py", version.as_bytes())], &app)
 }
 
@@ -188,8 +195,12 @@ fn build(
         std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
     };
     write(wit.join("interp.wit"), INTERP_WIT)?;
+    write(wit.join("python.wit"), PYTHON_WIT)?;
     for (name, text) in crate::wit::FILES {
         write(deps.join(name), text)?;
+    }
+    for (name, text) in crate::wit::FILES_0_2 {
+        write(wit.join("deps").join("agent-0.2.0").join(name), text)?;
     }
     for (name, text) in PYTHON_APP {
         write(app.join(name), text)?;

@@ -43,6 +43,7 @@
 //! | `too-many-bytes` | writes totalling over [`GuardRules::max_total_bytes`] (4 MiB) |
 //! | `invalid-escalation` | an `escalation.toml` that does not parse, is too large, or is deleted |
 //! | `parent-tree` | the parent tree is missing or not a directory |
+//! | `patch-failed` | a 0.2.0 patch edit that does not apply exactly: a search text found zero or several times, a diff hunk whose lines differ from the file's at its line number (the hunk's header and the first mismatching line are named), a diff that does not parse, a patched file that is missing or not UTF-8 ([`resolve_edits`]) |
 //!
 //! Protected names match ASCII-case-insensitively (so `CARGO.TOML` is as
 //! protected as `Cargo.toml` on a case-insensitive file system). The rules
@@ -93,6 +94,7 @@
 mod apply;
 mod check;
 mod escalation;
+mod patch;
 mod path;
 mod rules;
 
@@ -109,6 +111,7 @@ pub use escalation::{
     check_escalation, Escalation, EscalationStore, NewRequest, Request, Status, ESCALATION_FILE, MAX_ESCALATION_BYTES,
     MAX_REASON_BYTES,
 };
+pub use patch::resolve_edits;
 pub use rules::{GuardRules, Protected, MANIFEST_FILE};
 
 /// A guard rule, by its kebab-case name (see the [module docs](self)).
@@ -162,11 +165,13 @@ pub enum Rule {
     InvalidEscalation,
     /// The parent tree is missing or not a directory.
     ParentTree,
+    /// A search/replace or diff edit does not apply exactly.
+    PatchFailed,
 }
 
 impl Rule {
     /// Every rule, in declaration order.
-    pub const ALL: [Rule; 23] = [
+    pub const ALL: [Rule; 24] = [
         Rule::PathEmpty,
         Rule::PathNul,
         Rule::PathControlChar,
@@ -190,6 +195,7 @@ impl Rule {
         Rule::TooManyBytes,
         Rule::InvalidEscalation,
         Rule::ParentTree,
+        Rule::PatchFailed,
     ];
 
     /// The rule's kebab-case name, as in audit records and messages.
@@ -218,6 +224,7 @@ impl Rule {
             Rule::TooManyBytes => "too-many-bytes",
             Rule::InvalidEscalation => "invalid-escalation",
             Rule::ParentTree => "parent-tree",
+            Rule::PatchFailed => "patch-failed",
         }
     }
 }

@@ -12,7 +12,8 @@ use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::{HostState, Prepared, Runtime};
-use crate::bindings::{Agent, Answer, Edit, ImproveContext, Proposal, Task};
+use crate::bindings::v0_2;
+use crate::bindings::{AgentPre, Answer, ImproveContext, Task};
 use crate::caps::{wasi, Limits};
 use crate::error::{GuestFailure, GuestFailureKind, Result};
 use crate::services::log::{LogLine, LogState, LogUsage};
@@ -114,14 +115,16 @@ impl OutputSize for Answer {
     }
 }
 
-impl OutputSize for Proposal {
+impl OutputSize for v0_2::Proposal {
     fn output_size(&self) -> u64 {
         let edits: usize = self
             .edits
             .iter()
             .map(|e| match e {
-                Edit::Write(f) => f.path.len() + f.contents.len(),
-                Edit::Delete(p) => p.len(),
+                v0_2::Edit::Write(f) => f.path.len() + f.contents.len(),
+                v0_2::Edit::Delete(p) => p.len(),
+                v0_2::Edit::SearchReplace(r) => r.path.len() + r.search.len() + r.replace.len(),
+                v0_2::Edit::Patch(d) => d.len(),
             })
             .sum();
         (self.summary.len() + edits) as u64
@@ -130,26 +133,91 @@ impl OutputSize for Proposal {
 
 type GuestFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<Result<R, String>>> + Send + 'a>>;
 
+/// What a call instantiates: the 0.1.0 world's exports, and the 0.2.0
+/// `meta-agent` when the component has it.
+#[derive(Clone)]
+pub(crate) struct Pres {
+    agent: AgentPre<HostState>,
+    meta_v2: Option<v0_2::MetaToolsPre<HostState>>,
+}
+
+/// A 0.1.0 proposal as 0.2.0's (its edits are a subset): what the guard
+/// takes from either version of `improve`.
+pub fn proposal_v0_2(p: crate::bindings::Proposal) -> v0_2::Proposal {
+    use crate::bindings::Edit;
+    v0_2::Proposal {
+        summary: p.summary,
+        edits: p
+            .edits
+            .into_iter()
+            .map(|e| match e {
+                Edit::Write(f) => v0_2::Edit::Write(v0_2::SourceFile { path: f.path, contents: f.contents }),
+                Edit::Delete(p) => v0_2::Edit::Delete(p),
+            })
+            .collect(),
+    }
+}
+
+fn context_v0_2(ctx: &ImproveContext) -> v0_2::ImproveContext {
+    v0_2::ImproveContext {
+        self_id: ctx.self_id.clone(),
+        sources: ctx
+            .sources
+            .iter()
+            .map(|f| v0_2::SourceFile { path: f.path.clone(), contents: f.contents.clone() })
+            .collect(),
+        history: ctx
+            .history
+            .iter()
+            .map(|h| v0_2::vivarium::agent::edits::Evaluation {
+                id: h.id.clone(),
+                parent: h.parent.clone(),
+                score: h.score,
+                summary: h.summary.clone(),
+            })
+            .collect(),
+        feedback: ctx.feedback.clone(),
+        iterations_left: ctx.iterations_left,
+    }
+}
+
 impl Runtime {
     /// Call `task-agent.solve` on a fresh instance.
     pub async fn solve(&self, p: &Prepared, task: &Task, opts: &CallOptions) -> Result<CallReport<Answer>> {
         let task = task.clone();
-        self.call(p, opts, move |agent, store| {
-            Box::pin(async move { agent.vivarium_agent_task_agent().call_solve(store, &task).await })
+        self.call(p, opts, move |pres, store| {
+            Box::pin(async move {
+                let agent = pres.agent.instantiate_async(&mut *store).await?;
+                agent.vivarium_agent_task_agent().call_solve(store, &task).await
+            })
         })
         .await
     }
 
-    /// Call `meta-agent.improve` on a fresh instance.
+    /// Call `meta-agent.improve` on a fresh instance: the 0.2.0 export
+    /// when the component has one (its proposal may carry patch edits),
+    /// else the 0.1.0 one, whose proposal comes back as 0.2.0's.
     pub async fn improve(
         &self,
         p: &Prepared,
         ctx: &ImproveContext,
         opts: &CallOptions,
-    ) -> Result<CallReport<Proposal>> {
+    ) -> Result<CallReport<v0_2::Proposal>> {
         let ctx = ctx.clone();
-        self.call(p, opts, move |agent, store| {
-            Box::pin(async move { agent.vivarium_agent_meta_agent().call_improve(store, &ctx).await })
+        self.call(p, opts, move |pres, store| {
+            Box::pin(async move {
+                match &pres.meta_v2 {
+                    Some(meta) => {
+                        let tools = meta.instantiate_async(&mut *store).await?;
+                        tools.vivarium_agent_meta_agent().call_improve(store, &context_v0_2(&ctx)).await
+                    }
+                    None => {
+                        let agent = pres.agent.instantiate_async(&mut *store).await?;
+                        let r = agent.vivarium_agent_meta_agent().call_improve(store, &ctx).await?;
+                        Ok(r.map(proposal_v0_2))
+                    }
+                }
+            })
         })
         .await
     }
@@ -157,7 +225,7 @@ impl Runtime {
     async fn call<R, F>(&self, p: &Prepared, opts: &CallOptions, f: F) -> Result<CallReport<R>>
     where
         R: OutputSize + Send + 'static,
-        F: for<'a> FnOnce(&'a Agent, &'a mut Store<HostState>) -> GuestFuture<'a, R> + Send + 'static,
+        F: for<'a> FnOnce(&'a Pres, &'a mut Store<HostState>) -> GuestFuture<'a, R> + Send + 'static,
     {
         let limits = match &opts.limits {
             Some(l) => p.grant.limits.tightened(l),
@@ -236,15 +304,12 @@ impl Runtime {
 
         // The whole call owns its store, so it can move to the long lane; the
         // timeout is inside, so the store always comes back.
-        let pre = p.pre.clone();
+        let pres = Pres { agent: p.pre.clone(), meta_v2: p.meta_v2.clone() };
         let job = async move {
             let result = tokio::time::timeout(wall, async {
                 // A write in progress when the quota is hit is cancelled.
                 tokio::select! {
-                    r = async {
-                        let agent = pre.instantiate_async(&mut store).await?;
-                        f(&agent, &mut store).await
-                    } => r,
+                    r = f(&pres, &mut store) => r,
                     _ = quota_notify.notified() => Err(wasmtime::Error::msg("disk quota exceeded")),
                 }
             })

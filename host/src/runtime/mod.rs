@@ -139,6 +139,9 @@ pub struct Loaded {
 #[derive(Clone)]
 pub struct Prepared {
     pub(crate) pre: AgentPre<HostState>,
+    /// The component's 0.2.0 `meta-agent` export, when it has one: the
+    /// `improve` the host then calls (patch edits), 0.1.0's otherwise.
+    pub(crate) meta_v2: Option<bindings::v0_2::MetaToolsPre<HostState>>,
     /// The grant it runs under.
     pub grant: Arc<Grant>,
     /// sha256 of the component bytes.
@@ -339,12 +342,13 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&loaded.component)
             .map_err(|e| Error::Refused { what: vec![], detail: format!("the component cannot be linked: {e:#}") })?;
+        let meta_v2 = bindings::v0_2::MetaToolsPre::new(pre.clone()).ok();
         let pre = AgentPre::new(pre).map_err(|e| {
             Error::invalid(format!(
                 "the component does not export the vivarium:agent world (task-agent and meta-agent): {e:#}"
             ))
         })?;
-        Ok(Prepared { pre, grant: Arc::new(grant), sha256: loaded.sha256.clone(), source })
+        Ok(Prepared { pre, meta_v2, grant: Arc::new(grant), sha256: loaded.sha256.clone(), source })
     }
 }
 

@@ -27,8 +27,11 @@ What is here:
   `NotGranted` (a `PermissionError`) naming it; a service's own refusal
   (budget, quota, denied model) raises `ServiceError` with its kind.
 * `source`: read the variant's own tree and write the edits of a proposal
-  (`text`, `write`, `delete`, `replace`, `set_const`, `const_value`,
-  `proposal`), and `tree()`, the tree this instance was loaded from.
+  (`text`, `write`, `delete`, `search_replace`, `patch`, `replace`,
+  `set_const`, `const_value`, `proposal`), and `tree()`, the tree this
+  instance was loaded from.
+* `workbench`: `try_candidate(edits, task_ids=(), limit=5)` builds and runs
+  a candidate on visible tasks during `evolve`, `tries_left()`.
 * `Err`, `types`, `TaskAgent`, `MetaAgent`: the contract's types.
 * `RewardModel` and `reward` (its `Env`, `Observation`, `Transition`): a
   reward-design variant defines `class RewardModel` with
@@ -49,13 +52,14 @@ from wit_world.exports import reward_model as reward
 
 from ._host import NotGranted, granted
 from .errors import ServiceError
-from . import log, llm, memory, archive, simulator, trainer, source
+from . import log, llm, memory, archive, simulator, trainer, source, workbench
 
 TaskAgent = _exports.TaskAgent
-MetaAgent = _exports.MetaAgent
+# The 0.2.0 meta-agent (patch edits); the loader serves 0.1.0's from it too.
+MetaAgent = _exports.VivariumAgentMetaAgent020
 RewardModel = _exports.RewardModel
 
 __all__ = [
     "Err", "types", "TaskAgent", "MetaAgent", "RewardModel", "reward", "NotGranted", "ServiceError", "granted",
-    "log", "llm", "memory", "archive", "simulator", "trainer", "source",
+    "log", "llm", "memory", "archive", "simulator", "trainer", "source", "workbench",
 ]

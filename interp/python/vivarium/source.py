@@ -4,10 +4,22 @@ meta-agent does in `improve` (the Rust SDK's `source` module, in Python).
     text = source.text(ctx, "src/agent.py")
     text = source.set_const(text, "GENERATION", "2")
     return source.proposal("next generation", [source.write("src/agent.py", text)])
+
+Besides whole-file `write`s and `delete`s, a proposal may carry patch
+edits (`vivarium:agent@0.2.0`), which the host's guard applies exactly to
+the parent's tree, in order, and then checks like writes:
+
+    source.search_replace("src/agent.py", "RETRIES = 1", "RETRIES = 3")
+    source.patch(unified_diff_text)    # `--- a/…`, `+++ b/…`, hunks; no fuzz
+
+A search text must occur exactly once; a hunk must match the file's lines
+at its own line number. One that does not is refused with the path and
+what did not match (the hunk's header and its first mismatching line).
+The same edits go to `vivarium.workbench.try_candidate`.
 """
 
 from componentize_py_types import Err
-from wit_world.imports import types
+from wit_world.imports import edits as types
 
 from . import _host
 
@@ -46,8 +58,25 @@ def delete(path):
     return types.Edit_Delete(path)
 
 
+def search_replace(path, search, replace):
+    """An edit that replaces the one occurrence of `search` in `path` with
+    `replace` (refused by the guard when `search` occurs zero or several
+    times)."""
+    return types.Edit_SearchReplace(types.SearchReplace(path=str(path), search=str(search), replace=str(replace)))
+
+
+def patch(diff_text):
+    """An edit that applies a unified diff (one or several files; `---
+    /dev/null` creates a file, `+++ /dev/null` removes one), exactly."""
+    if isinstance(diff_text, (bytes, bytearray)):
+        diff_text = bytes(diff_text).decode("utf-8")
+    return types.Edit_Patch(str(diff_text))
+
+
 def proposal(summary, edits):
-    return types.Proposal(summary=summary, edits=list(edits))
+    """The proposal to return from `improve`: a summary and the edits, in
+    the order they apply."""
+    return types.Proposal(summary=str(summary), edits=list(edits))
 
 
 def replace(text, old, new):
