@@ -138,6 +138,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
             return Err(Error::Guest(f));
         }
     };
+    // What the meta-agent sent, by kind, before patch edits become writes:
+    // the records below say whether a child came through patches.
+    let proposed_edits = edit_kinds(&proposal);
     // Patch edits (0.2.0) become the writes they amount to, then every
     // rule checks those as it checks any write.
     let proposal = match guard::resolve_edits(&req.parent, &proposal, &rules) {
@@ -197,7 +200,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
                 "accepted",
                 json!({
                     "proposal_digest": digest, "summary": checked.summary(), "child": child_sha,
-                    "edits": checked.audit_details(), "escalation": escalation,
+                    "edits": checked.audit_details(), "proposed_edits": proposed_edits, "escalation": escalation,
                 }),
             )?;
             Ok(ImproveOutcome {
@@ -379,4 +382,17 @@ pub fn approve(store: &EscalationStore, id: &str, who: &str) -> Result<guard::Re
     crate::fsio::write_atomic(&manifest_path, manifest.to_toml().as_bytes())
         .map_err(|e| Error::io(format!("writing {}", manifest_path.display()), e))?;
     store.approve(id, who)
+}
+
+/// How many edits of each kind a proposal carries (`write`, `delete`,
+/// `search_replace`, `patch`), as the meta-agent sent them.
+fn edit_kinds(p: &crate::bindings::v0_2::Proposal) -> serde_json::Value {
+    use crate::bindings::v0_2::Edit;
+    let count = |f: fn(&Edit) -> bool| p.edits.iter().filter(|e| f(e)).count();
+    json!({
+        "write": count(|e| matches!(e, Edit::Write(_))),
+        "delete": count(|e| matches!(e, Edit::Delete(_))),
+        "search_replace": count(|e| matches!(e, Edit::SearchReplace(_))),
+        "patch": count(|e| matches!(e, Edit::Patch(_))),
+    })
 }
