@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::services::llm::{LlmConfig, LlmService, LEDGER_FILE};
 use crate::variant::Session;
 
@@ -25,7 +25,9 @@ use crate::variant::Session;
 /// naming the file).
 pub fn config_for_run(path: &Path) -> Result<LlmConfig> {
     let mut config = LlmConfig::load(path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // Absolute: the service puts a relative cache_dir under the home.
+    let dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
     let cache = config.cache_dir.take().unwrap_or_else(|| crate::services::llm::CACHE_DIR.into());
     config.cache_dir = Some(if cache.is_absolute() { cache } else { dir.join(cache) });
     let replay = std::env::var("VIVARIUM_LLM_REPLAY").unwrap_or_default();
