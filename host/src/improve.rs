@@ -48,6 +48,10 @@ pub struct ImproveRequest {
     /// Options of the meta-agent's call (an evolution run passes its run id
     /// and what is left of its token budget).
     pub call: CallOptions,
+    /// The suite a run evolves on, when there is one (`evolve`): the
+    /// meta-agent's `workbench` tries run on its visible split
+    /// ([`crate::workbench`]). `None`: a try answers `unavailable`.
+    pub bench: Option<std::sync::Arc<crate::tasks::Suite>>,
 }
 
 /// The result of a successful `improve`.
@@ -114,7 +118,26 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
         iterations_left: req.iterations_left,
     };
     let meta_started = std::time::Instant::now();
-    let report = session.improve(&prepared, &ctx, &req.call).await?;
+    // The workbench, when granted and there is a suite to try on: its tries
+    // are served beside the call.
+    let report = match (&req.bench, &parent_grant.workbench) {
+        (Some(suite), Some(_)) => {
+            let (link, tries) = crate::services::workbench::BenchLink::new();
+            let call = CallOptions { workbench: Some(link), ..req.call.clone() };
+            let bench = crate::workbench::Bench {
+                session,
+                suite: suite.clone(),
+                parent: req.parent.clone(),
+                parent_sha: parent_sha.clone(),
+                rules: rules.clone(),
+                policy: req.policy.clone(),
+                parent_grant: parent_grant.clone(),
+                call: req.call.clone(),
+            };
+            bench.serve(session.improve(&prepared, &ctx, &call), tries).await?
+        }
+        _ => session.improve(&prepared, &ctx, &req.call).await?,
+    };
     let meta_agent_ms = meta_started.elapsed().as_secs_f64() * 1000.0;
     let llm_tokens = report.services.llm.as_ref().map_or(0, |u| u.tokens());
     let audit = |verdict: &str, details: serde_json::Value| {
@@ -193,7 +216,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 
     guard::apply(&req.parent, &checked, &req.out)?;
     let result =
-        finish_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
+        build_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
     match result {
         Ok(ChildBuild { sha: child_sha, build_ms, component, grant_digest }) => {
             audit(
@@ -228,8 +251,9 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 }
 
 /// Rebase path dependencies, apply an in-grant manifest change, build the
-/// child and check the built component.
-async fn finish_child(
+/// child and check the built component (also how the workbench builds a
+/// candidate).
+pub(crate) async fn build_child(
     session: &Session,
     req: &ImproveRequest,
     policy: &Policy,
@@ -322,11 +346,11 @@ async fn finish_child(
     })
 }
 
-struct ChildBuild {
-    sha: String,
-    build_ms: u64,
-    component: Vec<u8>,
-    grant_digest: String,
+pub(crate) struct ChildBuild {
+    pub(crate) sha: String,
+    pub(crate) build_ms: u64,
+    pub(crate) component: Vec<u8>,
+    pub(crate) grant_digest: String,
 }
 
 /// Rewrite relative `path = "…"` dependencies of a Rust child's Cargo.toml

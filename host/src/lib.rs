@@ -52,5 +52,6 @@ pub mod trainer;
 pub mod units;
 pub mod variant;
 pub mod wit;
+pub mod workbench;
 
 pub use error::{Error, ExitCode, GuestFailure, GuestFailureKind, Result};

@@ -32,7 +32,7 @@ fn runtime() -> Runtime {
 /// Compile the interpreter into the shared compile cache once, before any
 /// test's own runtime looks for it (tests run in parallel; each would
 /// otherwise compile it).
-async fn warm() {
+pub(crate) async fn warm() {
     static WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     WARM.get_or_init(|| async {
         let it = tokio::task::spawn_blocking(interpreter).await.unwrap();
@@ -41,7 +41,7 @@ async fn warm() {
     .await;
 }
 
-fn session(home: &Path) -> Session {
+pub(crate) fn session(home: &Path) -> Session {
     let mut s = Session::open(Home::at(home)).expect("session");
     s.guest_target_dir = guest_target();
     s.runtime = runtime().with_services(vivarium::services::HostServices::for_home(&s.home).unwrap());

@@ -42,3 +42,5 @@ mod services;
 mod simulator;
 /// The `trainer` service and the `tiny-lm` suite.
 mod trainer;
+/// The meta-agent's `workbench`: trying a candidate on visible tasks, and its hostile uses.
+mod workbench;

@@ -212,6 +212,35 @@ impl fmt::Display for TrainerGrant {
     }
 }
 
+/// The `workbench` service (`vivarium:agent/workbench@0.2.0`): trying a
+/// candidate child on visible tasks during `improve` inside `evolve`. The
+/// same shape is the manifest's request and the policy's ceiling
+/// (`workbench = { tries = N, tasks = N, build_seconds = N, fuel = N }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkbenchGrant {
+    /// Tries per `improve` call.
+    pub tries: u32,
+    /// Visible tasks one try may run.
+    pub tasks: u32,
+    /// Seconds one try's build may take; a slower build is reported as the
+    /// try's error and its tasks are not run.
+    pub build_seconds: u64,
+    /// Fuel one try's task calls may use in all (each call also stays
+    /// within the candidate's own `limits.fuel`).
+    pub fuel: u64,
+}
+
+impl fmt::Display for WorkbenchGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tries {}, tasks {}, build_seconds {}, fuel {}",
+            self.tries, self.tasks, self.build_seconds, self.fuel
+        )
+    }
+}
+
 /// The `simulator` service: environments stepped by the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,10 +325,13 @@ pub struct Grant {
     /// The `archive` service, when granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveGrant>,
+    /// The `workbench` service (0.2.0), when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<WorkbenchGrant>,
 }
 
 /// The host services a grant can name, `log` first (it is always granted).
-pub const SERVICES: [&str; 6] = ["log", "llm", "trainer", "simulator", "memory", "archive"];
+pub const SERVICES: [&str; 7] = ["log", "llm", "trainer", "simulator", "memory", "archive", "workbench"];
 
 impl Grant {
     /// This grant written as a manifest's `[capabilities]` and `[limits]`:
@@ -323,6 +355,7 @@ impl Grant {
             simulator: self.simulator.as_ref().map(|g| SimulatorRequest { envs: g.envs.clone(), steps: g.steps }),
             memory: self.memory.as_ref().map(|g| MemoryRequest { bytes: g.bytes }),
             archive: self.archive.as_ref().map(|_| ArchiveRequest {}),
+            workbench: self.workbench.clone(),
             files: self.files.clone(),
             env: self.env.clone(),
             sockets: self.sockets.clone(),
@@ -376,6 +409,7 @@ impl Grant {
             "simulator" => self.simulator.is_some(),
             "memory" => self.memory.is_some(),
             "archive" => self.archive.is_some(),
+            "workbench" => self.workbench.is_some(),
             _ => false,
         }
     }
@@ -474,6 +508,7 @@ fn service_lines(g: &Grant) -> Vec<(&'static str, Option<String>)> {
         ("simulator", g.simulator.as_ref().map(ToString::to_string)),
         ("memory", g.memory.as_ref().map(ToString::to_string)),
         ("archive", g.archive.as_ref().map(ToString::to_string)),
+        ("workbench", g.workbench.as_ref().map(ToString::to_string)),
     ]
 }
 
@@ -531,6 +566,18 @@ fn service_budgets(a: &Grant, b: &Grant) -> Vec<(&'static str, u128, u128, Strin
     }
     if let (Some(x), Some(y)) = (&a.memory, &b.memory) {
         v.push(("memory.bytes", x.bytes.0 as u128, y.bytes.0 as u128, x.bytes.to_string(), y.bytes.to_string()));
+    }
+    if let (Some(x), Some(y)) = (&a.workbench, &b.workbench) {
+        let n = |v: u64| (v as u128, v.to_string());
+        for (field, p, q) in [
+            ("workbench.tries", u64::from(x.tries), u64::from(y.tries)),
+            ("workbench.tasks", u64::from(x.tasks), u64::from(y.tasks)),
+            ("workbench.build_seconds", x.build_seconds, y.build_seconds),
+            ("workbench.fuel", x.fuel, y.fuel),
+        ] {
+            let ((pv, ps), (qv, qs)) = (n(p), n(q));
+            v.push((field, pv, qv, ps, qs));
+        }
     }
     v
 }
@@ -740,6 +787,7 @@ mod tests {
             simulator: Some(SimulatorGrant { envs: s(&["*"]), steps: 100 }),
             memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
             archive: Some(ArchiveGrant {}),
+            workbench: Some(WorkbenchGrant { tries: 3, tasks: 5, build_seconds: 30, fuel: 1_000_000 }),
         }
     }
 
@@ -857,6 +905,7 @@ mod tests {
                 "+ simulator: envs [*], steps 100",
                 "+ memory: bytes 1MiB",
                 "+ archive: read-only view",
+                "+ workbench: tries 3, tasks 5, build_seconds 30, fuel 1000000",
             ])
         );
         let mut c = a.clone();
@@ -950,6 +999,7 @@ mod tests {
                 "simulator: not granted to the parent",
                 "memory: not granted to the parent",
                 "archive: not granted to the parent",
+                "workbench: not granted to the parent",
             ]))
         );
     }

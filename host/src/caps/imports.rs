@@ -54,9 +54,13 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
         return Some("not an interface import; variants may import only vivarium:agent and WASI 0.2 interfaces".into());
     };
     match package {
-        // 0.2.0 so far versions only `llm` (tool calls): a component
-        // imports it next to the 0.1.0 interfaces.
-        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && iface == "llm" => {
+        // 0.2.0 versions `llm` (tool calls) and adds `workbench` and the
+        // patch edits' types (`edits`): a component imports them next to
+        // the 0.1.0 interfaces.
+        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && matches!(iface, "llm" | "workbench" | "edits") => {
+            if iface == "edits" {
+                return None;
+            }
             if !grant.service_granted(iface) {
                 Some(format!("capability `{iface}` is not granted to this variant"))
             } else {

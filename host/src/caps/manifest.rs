@@ -181,6 +181,10 @@ pub struct Capabilities {
     /// The `archive` service (`archive = {}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveRequest>,
+    /// The `workbench` service (`workbench = { tries = N, tasks = N,
+    /// build_seconds = N, fuel = N }`; `vivarium:agent/workbench@0.2.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<WorkbenchRequest>,
     /// Scratch directories; paths relative, unique and not nested in each other.
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_files")]
     pub files: Vec<FileGrant>,
@@ -211,6 +215,10 @@ pub struct LlmRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
 }
+
+/// `workbench = { tries = N, tasks = N, build_seconds = N, fuel = N }`:
+/// the same fields as the grant.
+pub type WorkbenchRequest = crate::caps::grant::WorkbenchGrant;
 
 /// `trainer = { backends = [...], gpu_seconds = N }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -999,7 +1007,7 @@ deterministic = { seed = 7 }
         assert_eq!(
             err(text),
             "variants/x/variant.toml:7:1: capabilities.gpu: unknown field `gpu`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `files`, `env`, `sockets`, `deterministic`; fix the key or remove it"
+             `simulator`, `memory`, `archive`, `workbench`, `files`, `env`, `sockets`, `deterministic`; fix the key or remove it"
         );
     }
 

@@ -108,6 +108,9 @@ pub struct CapabilityPolicy {
     /// Whether the read-only `archive` view may be granted.
     #[serde(default)]
     pub archive: bool,
+    /// The `workbench` service (0.2.0); `None`: never granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<WorkbenchPolicy>,
     /// File grants (scratch directories).
     #[serde(default)]
     pub files: FilesPolicy,
@@ -154,6 +157,16 @@ fn default_max_request_bytes() -> ByteSize {
 
 fn default_requests_per_minute() -> u32 {
     60
+}
+
+/// The most of the `workbench` service a grant may have: the same fields
+/// as the grant, each a ceiling.
+pub type WorkbenchPolicy = crate::caps::grant::WorkbenchGrant;
+
+/// The built-in policy's `workbench` ceiling: a few tries of a few tasks,
+/// a minute of build, 20 G fuel a try.
+pub fn builtin_workbench() -> WorkbenchPolicy {
+    WorkbenchPolicy { tries: 8, tasks: 20, build_seconds: 60, fuel: 20_000_000_000 }
 }
 
 /// The most of the `trainer` service a grant may have.
@@ -334,6 +347,7 @@ impl Default for Policy {
                 simulator: Some(SimulatorPolicy { envs: manifest::any(), steps: 10_000_000 }),
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
+                workbench: Some(builtin_workbench()),
                 files: FilesPolicy::AtMost(4),
                 files_quota: FilesQuotaPolicy::default(),
                 env_allow: Vec::new(),
@@ -376,6 +390,7 @@ fn nothing_allowed() -> CapabilityPolicy {
         simulator: None,
         memory: None,
         archive: false,
+        workbench: None,
         files: FilesPolicy::Denied,
         files_quota: FilesQuotaPolicy::default(),
         env_allow: Vec::new(),
@@ -728,6 +743,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                 simulator: Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }),
                 memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
                 archive: true,
+                workbench: None,
                 files: FilesPolicy::AtMost(4),
                 files_quota: FilesQuotaPolicy::default(),
                 env_allow: s(&["LANG", "HF_TOKEN"]),
@@ -797,7 +813,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(
             err("[capabilities]\nnetwork = true\n"),
             "policy.toml:2:1: capabilities.network: unknown field `network`, expected one of `llm`, `trainer`, \
-             `simulator`, `memory`, `archive`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`; \
+             `simulator`, `memory`, `archive`, `workbench`, `files`, `files_quota`, `env_allow`, `sockets_allow`, `deterministic`; \
              fix the key or remove it"
         );
         assert_eq!(

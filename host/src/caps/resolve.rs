@@ -549,6 +549,21 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
         }
     }
 
+    // workbench (0.2.0).
+    if let Some(r) = &caps.workbench {
+        match &pc.workbench {
+            None => b.deny("workbench", r.to_string(), "the policy does not allow the workbench service"),
+            Some(p) => {
+                grant.workbench = Some(crate::caps::grant::WorkbenchGrant {
+                    tries: b.budget("workbench.tries", r.tries, p.tries),
+                    tasks: b.budget("workbench.tasks", r.tasks, p.tasks),
+                    build_seconds: b.budget("workbench.build_seconds", r.build_seconds, p.build_seconds),
+                    fuel: b.budget("workbench.fuel", r.fuel, p.fuel),
+                })
+            }
+        }
+    }
+
     Resolution { grant: grant.normalized(), provenance: b.provenance, denials: b.denials }
 }
 
@@ -702,6 +717,7 @@ deterministic = { seed = 7 }
                 simulator: Some(SimulatorGrant { envs: s(&["acrobot", "cartpole"]), steps: 500_000 }),
                 memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
                 archive: Some(ArchiveGrant {}),
+                workbench: None,
             }
         );
         assert_eq!(

@@ -568,6 +568,8 @@ impl Ctx<'_> {
             iterations_left,
             parent_component,
             call: CallOptions { llm_model: model.clone(), ..self.call_options(&parent)? },
+            // The meta-agent's workbench tries run on the visible split.
+            bench: Some(std::sync::Arc::new(self.suite.clone())),
         };
         phase(step, "improve");
         let outcome = match improve(self.session, &req).await {

@@ -56,6 +56,10 @@ pub struct CallOptions {
     /// ([`crate::interp::peer`]): how a grader runs a test and the code
     /// under test in two instances. `None` for every variant.
     pub peer: Option<crate::interp::peer::PeerLink>,
+    /// Who serves this call's `workbench` tries: `evolve`'s bench during
+    /// `improve` ([`crate::workbench`]); `None` everywhere else, where a
+    /// try answers `unavailable`.
+    pub workbench: Option<crate::services::workbench::BenchLink>,
 }
 
 impl CallOptions {
@@ -254,6 +258,7 @@ impl Runtime {
                 llm_model: opts.llm_model.clone(),
                 sim_steps: opts.sim_steps,
                 deadline: Instant::now() + limits.wall.0,
+                workbench: opts.workbench.clone(),
             },
         );
         // Disk quotas of read-write file grants (see `quota`): a tree already

@@ -184,7 +184,7 @@ impl Runtime {
                 li.func_new(func, move |_, _, _, _| Err(wasmtime::Error::msg(message.clone()))).map_err(internal)?;
             }
         }
-        let granted = ["llm", "trainer", "simulator", "memory", "archive"]
+        let granted = ["llm", "trainer", "simulator", "memory", "archive", "workbench"]
             .into_iter()
             .filter(|s| grant.service_granted(s))
             .map(String::from)

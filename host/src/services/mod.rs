@@ -24,6 +24,7 @@
 //! | `llm` | [`llm`] | [`llm::LlmState`] | [`llm::LlmUsage`] |
 //! | `simulator` | [`simulator`] | [`simulator::SimulatorState`] | [`simulator::SimulatorUsage`] |
 //! | `trainer` | [`trainer`] | [`trainer::TrainerState`] | [`trainer::TrainerUsage`] |
+//! | `workbench` (0.2.0) | [`workbench`] | [`workbench::WorkbenchState`] | [`workbench::WorkbenchUsage`] |
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
@@ -40,6 +41,7 @@ pub mod simulator;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trainer;
+pub mod workbench;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,7 +54,7 @@ use crate::home::Home;
 
 /// Interfaces of `vivarium:agent` that this host implements, by short name:
 /// `log` and every service of the [`REGISTRY`].
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer"];
+pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer", "workbench"];
 
 /// One host service as the runtime links it, after Spin's factors: its
 /// name (its `vivarium:agent` interface and its grant's field, see
@@ -81,6 +83,7 @@ pub(crate) static REGISTRY: &[&dyn Service] = &[
     &simulator::SimulatorFactor,
     &llm::LlmFactor,
     &trainer::TrainerFactor,
+    &workbench::WorkbenchFactor,
 ];
 
 /// The host-side state of the services, shared by every call of a
@@ -141,6 +144,8 @@ pub(crate) struct CallScope {
     pub(crate) sim_steps: Option<u64>,
     /// When the call's wall-clock limit ends it.
     pub(crate) deadline: Instant,
+    /// Who serves the call's workbench tries (`evolve`'s bench), if anyone.
+    pub(crate) workbench: Option<workbench::BenchLink>,
 }
 
 impl HostServices {
@@ -166,6 +171,7 @@ impl HostServices {
                 budget,
                 Some(scope.deadline),
             ),
+            workbench: workbench::WorkbenchState::new(grant.workbench.clone(), scope.workbench),
         }
     }
 }
@@ -189,6 +195,9 @@ pub struct ServiceUsage {
     /// The `trainer` service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trainer: Option<trainer::TrainerUsage>,
+    /// The `workbench` service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<workbench::WorkbenchUsage>,
 }
 
 impl ServiceUsage {
@@ -199,6 +208,7 @@ impl ServiceUsage {
             && self.archive.is_none()
             && self.simulator.is_none()
             && self.trainer.is_none()
+            && self.workbench.is_none()
     }
 }
 
@@ -210,6 +220,7 @@ pub(crate) struct CallServices {
     pub(crate) llm: llm::LlmState,
     pub(crate) simulator: simulator::SimulatorState,
     pub(crate) trainer: trainer::TrainerState,
+    pub(crate) workbench: workbench::WorkbenchState,
 }
 
 impl CallServices {
@@ -223,6 +234,7 @@ impl CallServices {
             archive: self.archive.usage(),
             simulator: self.simulator.usage(),
             trainer: self.trainer.finish().await,
+            workbench: self.workbench.usage(),
         }
     }
 
@@ -234,6 +246,7 @@ impl CallServices {
             llm: llm::LlmState::new(None, None, String::new(), None, None),
             simulator: simulator::SimulatorState::new(None, None),
             trainer: trainer::TrainerState::new(None, None, String::new(), None),
+            workbench: workbench::WorkbenchState::new(None, None),
         }
     }
 }

@@ -114,6 +114,7 @@ impl TestEnvironment {
                 llm_model: None,
                 sim_steps: self.sim_steps,
                 deadline: Instant::now() + self.wall,
+                workbench: None,
             },
         );
         TestCall { grant, services }
