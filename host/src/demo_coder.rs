@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::evolve::run_llm::config_for_run;
-use crate::services::llm::{LlmService, LEDGER_FILE};
+use crate::services::llm::LlmService;
 use crate::variant::Session;
 
 /// The recorded run (relative to the repository).
@@ -103,8 +103,8 @@ pub async fn run(session: &mut Session, live: bool, progress: &(dyn Fn(String) +
         config.replay = true;
     }
     let root = session.home.root().to_path_buf();
-    let llm = LlmService::new(config, Some(&root), Some(&root.join(LEDGER_FILE)))?;
     let mut services = session.runtime.services().clone();
+    let llm = LlmService::with_ledger(config, Some(&root), services.ledger.clone())?;
     services.llm = Some(Arc::new(llm));
     session.runtime.set_services(services);
     progress(format!(

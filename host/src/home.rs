@@ -5,6 +5,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The budget ledger's file name under the home ([`Home::ledger_file`]).
+pub const LEDGER_FILE: &str = "ledger.sqlite";
+/// The `llm` token ledger of homes from before the one ledger (read once
+/// by [`crate::ledger`]).
+pub const LEGACY_LLM_LEDGER: &str = "llm-ledger.sqlite";
+/// The trainer seconds ledger of homes from before the one ledger (read
+/// once by [`crate::ledger`]).
+pub const LEGACY_TRAINER_LEDGER: &str = "trainer-ledger.sqlite";
+
 /// The state directory and its well-known subdirectories.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -44,6 +53,12 @@ impl Home {
     /// (see [`crate::archive`]).
     pub fn archive_dir(&self) -> PathBuf {
         self.root.join("archive")
+    }
+
+    /// The one budget ledger ([`crate::ledger`]): every token, dollar,
+    /// trainer second and simulator step charged, by run and variant.
+    pub fn ledger_file(&self) -> PathBuf {
+        self.root.join(LEDGER_FILE)
     }
 
     /// Per-run scratch areas.

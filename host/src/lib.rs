@@ -40,6 +40,7 @@ pub mod improve;
 pub mod init;
 pub mod inspect;
 pub mod interp;
+pub mod ledger;
 pub mod report;
 pub mod runtime;
 pub mod serve;

@@ -123,6 +123,81 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// An amount of US dollars, kept as whole nano-dollars (10⁻⁹ USD) so that
+/// budgets compare and add exactly; written in TOML as a number of dollars
+/// (`usd = 0.50`, `usd = 5`) and serialized the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Usd(pub u64);
+
+impl Usd {
+    /// Nano-dollars in one dollar.
+    pub const NANOS_PER_DOLLAR: u64 = 1_000_000_000;
+
+    /// `dollars`, rounded up to the next nano-dollar (a cost is never
+    /// rounded down to nothing). Errors when negative or not finite.
+    pub fn from_dollars(dollars: f64) -> Result<Self, String> {
+        if !dollars.is_finite() || dollars < 0.0 {
+            return Err(format!("{dollars} is not an amount of dollars; write a number of 0 or more, e.g. 0.50"));
+        }
+        let nanos = (dollars * Self::NANOS_PER_DOLLAR as f64).round();
+        if nanos >= u64::MAX as f64 {
+            return Err(format!("{dollars} dollars is too large"));
+        }
+        Ok(Self(nanos as u64))
+    }
+
+    /// Whether it is nothing (serde's `skip_serializing_if`).
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The amount in dollars.
+    pub fn dollars(self) -> f64 {
+        self.0 as f64 / Self::NANOS_PER_DOLLAR as f64
+    }
+}
+
+impl fmt::Display for Usd {
+    /// `$0.50`, `$12.00`; amounts below a cent keep their digits
+    /// (`$0.000123`), since a few requests to a cheap model cost that.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / Self::NANOS_PER_DOLLAR, self.0 % Self::NANOS_PER_DOLLAR);
+        let mut digits = format!("{frac:09}");
+        while digits.len() > 2 && digits.ends_with('0') {
+            digits.pop();
+        }
+        write!(f, "${whole}.{digits}")
+    }
+}
+
+impl Serialize for Usd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.dollars())
+    }
+}
+
+impl<'de> Deserialize<'de> for Usd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Usd;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an amount of dollars such as 0.50")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Usd, E> {
+                Usd::from_dollars(v as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Usd, E> {
+                Usd::from_dollars(v as f64).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Usd, E> {
+                Usd::from_dollars(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A duration written in human units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
@@ -212,5 +287,24 @@ mod tests {
         assert_eq!("500ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(500));
         assert_eq!("1.5m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(90));
         assert!("soon".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn dollars_parse_print_and_refuse_negatives() {
+        #[derive(Deserialize)]
+        struct T {
+            usd: Usd,
+        }
+        let t: T = toml::from_str("usd = 0.5").unwrap();
+        assert_eq!(t.usd, Usd(500_000_000));
+        assert_eq!(t.usd.to_string(), "$0.50");
+        let t: T = toml::from_str("usd = 5").unwrap();
+        assert_eq!(t.usd.to_string(), "$5.00");
+        assert_eq!(Usd(123_000).to_string(), "$0.000123");
+        assert_eq!(Usd(1).to_string(), "$0.000000001");
+        assert!(toml::from_str::<T>("usd = -1").is_err());
+        assert!(toml::from_str::<T>("usd = nan").is_err());
+        assert!(toml::from_str::<T>("usd = \"5\"").is_err());
+        assert_eq!(serde_json::to_string(&Usd(250_000_000)).unwrap(), "0.25");
     }
 }

@@ -360,6 +360,7 @@ fn corpus() -> Vec<Case> {
                     tokens: 1000,
                     max_request_bytes: ByteSize(1 << 20),
                     requests_per_minute: 1_000_000,
+                    usd: None,
                 })
             })
             .with(|s| {
@@ -423,6 +424,7 @@ fn host() -> &'static Runtime {
                 llm::LlmService::new(llm::LlmConfig::new("http://127.0.0.1:9/v1"), None, None).unwrap(),
             )),
             trainer: None,
+            ledger: Default::default(),
         };
         // Compiled code is cached by content hash (the host only ever reads
         // back its own output): the Python guest takes seconds to compile.

@@ -120,6 +120,7 @@ fn coder_grant() -> Grant {
             tokens: 10_000,
             max_request_bytes: ByteSize(64 << 10),
             requests_per_minute: 60,
+            usd: None,
         }),
         memory: Some(vivarium::caps::MemoryGrant { bytes: ByteSize(1 << 10) }),
         archive: Some(vivarium::caps::ArchiveGrant {}),

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use vivarium::archive::{Archive, NewVariant, Split, TaskResult, VariantId, VariantStatus};
 use vivarium::caps::{ArchiveGrant, Grant, LlmGrant, MemoryGrant};
 use vivarium::home::Home;
+use vivarium::ledger::Resource;
 use vivarium::runtime::{CallOptions, CallReport, Prepared, Runtime};
 use vivarium::services::archive_view::ArchiveSource;
 use vivarium::services::llm::{CacheMode, LlmConfig, LlmService};
 use vivarium::services::memory::MemoryStore;
 use vivarium::services::HostServices;
-use vivarium::units::{ByteSize, HumanDuration};
+use vivarium::units::{ByteSize, HumanDuration, Usd};
 use vivarium::variant::Session;
 use vivarium::{Error, GuestFailureKind};
 use vivarium_tests::*;
@@ -47,7 +48,13 @@ fn guest() -> Vec<u8> {
 }
 
 fn llm_grant(tokens: u64) -> LlmGrant {
-    LlmGrant { models: vec!["small".into()], tokens, max_request_bytes: ByteSize(16 << 10), requests_per_minute: 60 }
+    LlmGrant {
+        models: vec!["small".into()],
+        tokens,
+        max_request_bytes: ByteSize(16 << 10),
+        requests_per_minute: 60,
+        usd: None,
+    }
 }
 
 /// All three services: the guest imports all of them.
@@ -1001,6 +1008,7 @@ fn tools_grant() -> Grant {
             tokens: 1_000_000,
             max_request_bytes: ByteSize(256 << 10),
             requests_per_minute: 600,
+            usd: None,
         }),
         // Room for the guest to build a 100 MB argument.
         ..Grant::minimal(vivarium::caps::Limits {
@@ -1279,4 +1287,94 @@ async fn a_python_variant_calls_tools_through_the_sdk_and_the_messages_round_tri
     let b3: serde_json::Value = serde_json::from_str(&got[2].body).unwrap();
     assert!(b3.get("tools").is_none(), "a plain request offers no tools: {b3}");
     assert_eq!(got.len(), 3, "the denied model was never sent");
+}
+
+// ---------------------------------------------------------------------------
+// llm dollars
+
+/// `config` with `small` priced at $1000 per million prompt tokens and
+/// $2000 per million completion tokens: a fake completion (10 prompt + 5
+/// completion tokens) costs $0.02, and `llm small 20 question` may cost up
+/// to 17 × $0.001 + 20 × $0.002 = $0.057 (its estimated prompt and every
+/// `max-tokens`).
+fn priced(server: &FakeServer) -> LlmConfig {
+    let mut c = config(server);
+    c.prices.insert("small".into(), vivarium::services::llm::Price { prompt: 1000.0, completion: 2000.0 });
+    c
+}
+
+fn dollars(d: f64) -> Usd {
+    Usd::from_dollars(d).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_whose_worst_case_cost_passes_the_dollar_budget_is_refused_before_it_is_sent() {
+    init();
+    let server = FakeServer::start();
+    let rt = llm_runtime(priced(&server), None);
+    let p = prepared(&rt, grant(LlmGrant { usd: Some(dollars(0.10)), ..llm_grant(100_000) }, 1)).await;
+    let (out, r) = script(
+        &rt,
+        &p,
+        &CallOptions::default(),
+        "llm small 20 question\nllm small 20 question\nllm small 20 question\nllm small 20 question",
+    )
+    .await;
+    // $0.02 settled per answer; the fourth's worst case ($0.057) does not
+    // fit in the $0.04 left.
+    assert!(out[..3].iter().all(|l| l.starts_with("ok ")), "{out:?}");
+    assert_eq!(err_kind(&out[3]), "budget-exhausted", "{}", out[3]);
+    assert!(
+        out[3].contains(
+            "may cost up to $0.057 (about 17 prompt tokens at $1000/M + 20 max completion tokens at $2000/M); \
+             $0.04 of this variant's dollar budget (llm.usd) of $0.10 is left"
+        ),
+        "{}",
+        out[3]
+    );
+    assert_eq!(server.received().len(), 3, "the refused request was never sent");
+    let u = r.services.llm.as_ref().unwrap();
+    assert_eq!((u.usd, u.pending_usd, u.refused), (dollars(0.06), Usd(0), 1));
+    assert_eq!(u.calls[0].usd, dollars(0.02));
+    assert_eq!(u.calls[3].outcome, "budget-exhausted");
+}
+
+#[tokio::test]
+async fn a_runs_dollar_budget_spans_its_variants_and_an_unpriced_model_is_refused_under_one() {
+    init();
+    let server = FakeServer::start();
+    let service = Arc::new(LlmService::new(priced(&server), None, None).unwrap());
+    let rt = runtime().with_services(HostServices { llm: Some(service.clone()), ..HostServices::default() });
+    let p = prepared(&rt, grant(llm_grant(100_000), 1)).await;
+    let run = CallOptions { run: Some("r".into()), run_usd: Some(dollars(0.07)), ..CallOptions::default() };
+    let (out, _) = script(&rt, &p, &run, "llm small 20 question\nllm small 20 question").await;
+    assert!(out[0].starts_with("ok "), "{out:?}");
+    assert_eq!(err_kind(&out[1]), "budget-exhausted", "{}", out[1]);
+    assert!(out[1].ends_with("$0.05 of the run's dollar budget (budget.usd) of $0.07 is left"), "{}", out[1]);
+    assert_eq!(server.received().len(), 1);
+    // The ledger remembers that the run reached its budget, for `evolve`.
+    let ledger = service.ledger();
+    assert_eq!(ledger.spent_in_run("r", Resource::Usd).unwrap(), dollars(0.02).0);
+    let x = ledger.exhausted("r", Resource::Usd, dollars(0.07).0).unwrap().expect("exhausted");
+    assert_eq!((x.spent, x.asked), (dollars(0.02).0, dollars(0.057).0));
+    // Another variant of the same run meets the same run budget.
+    let other = Grant { llm: Some(llm_grant(99_999)), ..grant(llm_grant(1), 1) };
+    let q = prepared(&rt, other).await;
+    let (out, _) = script(&rt, &q, &run, "llm small 20 question").await;
+    assert_eq!(err_kind(&out[0]), "budget-exhausted", "{}", out[0]);
+    assert_eq!(server.received().len(), 1);
+
+    // A model with no price cannot be bounded by dollars: refused under a
+    // dollar budget, free (and sent) without one.
+    let rt = llm_runtime(config(&server), None);
+    let p = prepared(&rt, grant(LlmGrant { usd: Some(dollars(1.0)), ..llm_grant(100_000) }, 1)).await;
+    let (out, _) = script(&rt, &p, &CallOptions::default(), "llm small 20 question").await;
+    assert_eq!(err_kind(&out[0]), "denied", "{}", out[0]);
+    assert!(out[0].contains("has no price in the host's llm.toml"), "{}", out[0]);
+    assert_eq!(server.received().len(), 1);
+    let p = prepared(&rt, grant(llm_grant(100_000), 1)).await;
+    let (out, r) = script(&rt, &p, &CallOptions::default(), "llm small 20 question").await;
+    assert!(out[0].starts_with("ok "), "{out:?}");
+    assert_eq!(r.services.llm.as_ref().unwrap().usd, Usd(0));
+    assert_eq!(server.received().len(), 2);
 }

@@ -13,7 +13,7 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::units::{ByteSize, HumanDuration};
+use crate::units::{ByteSize, HumanDuration, Usd};
 
 /// Per-call resource limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +165,11 @@ pub struct LlmGrant {
     pub max_request_bytes: ByteSize,
     /// Requests per rolling minute.
     pub requests_per_minute: u32,
+    /// Dollars (at the host's prices) over the variant's life in this run;
+    /// `None`: no dollar cap of the grant's own. Left out when absent, so
+    /// grants from before dollar budgets keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<Usd>,
 }
 
 impl LlmGrant {
@@ -183,7 +188,11 @@ impl fmt::Display for LlmGrant {
             self.tokens,
             self.max_request_bytes,
             self.requests_per_minute
-        )
+        )?;
+        match self.usd {
+            Some(u) => write!(f, ", usd {u}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -347,6 +356,7 @@ impl Grant {
                 tokens: g.tokens,
                 max_request_bytes: Some(g.max_request_bytes),
                 requests_per_minute: Some(g.requests_per_minute),
+                usd: g.usd,
             }),
             trainer: self
                 .trainer
@@ -551,6 +561,10 @@ fn service_budgets(a: &Grant, b: &Grant) -> Vec<(&'static str, u128, u128, Strin
             x.requests_per_minute.to_string(),
             y.requests_per_minute.to_string(),
         ));
+        // No dollar cap is more than any.
+        let usd = |u: Option<Usd>| (u.map_or(u128::MAX, |u| u.0 as u128), u.map_or("none".into(), |u| u.to_string()));
+        let ((ux, dx), (uy, dy)) = (usd(x.usd), usd(y.usd));
+        v.push(("llm.usd", ux, uy, dx, dy));
     }
     if let (Some(x), Some(y)) = (&a.trainer, &b.trainer) {
         v.push((
@@ -782,6 +796,7 @@ mod tests {
                 tokens: 1000,
                 max_request_bytes: ByteSize(1024),
                 requests_per_minute: 10,
+                usd: None,
             }),
             trainer: Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 60 }),
             simulator: Some(SimulatorGrant { envs: s(&["*"]), steps: 100 }),
@@ -941,6 +956,7 @@ mod tests {
     fn every_escalation_is_named() {
         let mut parent = rich();
         parent.deterministic = Some(9);
+        parent.llm.as_mut().unwrap().usd = Some(Usd::from_dollars(1.0).unwrap());
         let mut child = rich();
         child.limits.wall = HumanDuration(Duration::from_secs(31));
         child.limits.instances = 65;
@@ -960,6 +976,8 @@ mod tests {
             tokens: 1001,
             max_request_bytes: ByteSize(2048),
             requests_per_minute: 10,
+            // No dollar cap is more than the parent's $1.00.
+            usd: None,
         });
         child.trainer = Some(TrainerGrant { backends: s(&["cpu", "cuda"]), gpu_seconds: 61 });
         child.simulator = Some(SimulatorGrant { envs: s(&["*"]), steps: 101 });
@@ -980,6 +998,7 @@ mod tests {
                 "llm.models: `*` (any) exceeds the parent's [large, small]",
                 "llm.tokens: 1001 exceeds the parent's 1000",
                 "llm.max_request_bytes: 2KiB exceeds the parent's 1KiB",
+                "llm.usd: none exceeds the parent's $1.00",
                 "trainer.backends: `cuda` is not granted to the parent",
                 "trainer.gpu_seconds: 61 exceeds the parent's 60",
                 "simulator.steps: 101 exceeds the parent's 100",

@@ -199,7 +199,7 @@ pub struct Capabilities {
     pub deterministic: Option<DeterministicRequest>,
 }
 
-/// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N }`.
+/// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N, usd = DOLLARS }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmRequest {
@@ -214,6 +214,9 @@ pub struct LlmRequest {
     /// Request rate; the policy's value when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
+    /// Dollar budget at the host's prices; the policy's `usd` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<crate::units::Usd>,
 }
 
 /// `workbench = { tries = N, tasks = N, build_seconds = N, fuel = N }`:
@@ -954,7 +957,8 @@ deterministic = { seed = 7 }
                 models: vec!["*".into()],
                 tokens: 200_000,
                 max_request_bytes: None,
-                requests_per_minute: None
+                requests_per_minute: None,
+                usd: None,
             })
         );
         assert_eq!(c.trainer, Some(TrainerRequest { backends: vec!["*".into()], gpu_seconds: 600 }));
@@ -1016,7 +1020,7 @@ deterministic = { seed = 7 }
         assert_eq!(
             err(&with_caps("llm = { models = [\"a\"], tokens = 5, temperature = 1 }")),
             "variants/x/variant.toml:6:37: capabilities.llm.temperature: unknown field `temperature`, expected one of \
-             `models`, `tokens`, `max_request_bytes`, `requests_per_minute`; fix the key or remove it"
+             `models`, `tokens`, `max_request_bytes`, `requests_per_minute`, `usd`; fix the key or remove it"
         );
     }
 
@@ -1040,7 +1044,7 @@ deterministic = { seed = 7 }
         assert_eq!(
             err(text),
             "variants/x/variant.toml:7:1: capabilities.llm.foo: unknown field `foo`, expected one of `models`, `tokens`, \
-             `max_request_bytes`, `requests_per_minute`; fix the key or remove it"
+             `max_request_bytes`, `requests_per_minute`, `usd`; fix the key or remove it"
         );
         let text = "[variant]\nname = \"x\"\nlanguage = \"wat\"\n\n[[capabilities.files]]\npath = \"ok\"\n\n[[capabilities.files]]\npath = \"/abs\"\n";
         assert_eq!(

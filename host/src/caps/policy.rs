@@ -149,6 +149,10 @@ pub struct LlmPolicy {
     /// The highest request rate, and the default (60).
     #[serde(default = "default_requests_per_minute")]
     pub requests_per_minute: u32,
+    /// The largest dollar budget, and the one a manifest gets when it does
+    /// not ask; `None`: the policy sets no dollar cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<crate::units::Usd>,
 }
 
 fn default_max_request_bytes() -> ByteSize {
@@ -738,6 +742,7 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                     tokens: 1_000_000,
                     max_request_bytes: ByteSize(256 << 10),
                     requests_per_minute: 60,
+                    usd: None,
                 }),
                 trainer: Some(TrainerPolicy { backends: s(&["cpu"]), gpu_seconds: 3600 }),
                 simulator: Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }),
@@ -772,7 +777,8 @@ deterministic = { allowed = true, forced = false, seed = 0 }
                 models: s(&["*"]),
                 tokens: 10,
                 max_request_bytes: ByteSize(256 << 10),
-                requests_per_minute: 60
+                requests_per_minute: 60,
+                usd: None,
             })
         );
         assert_eq!(p.capabilities.trainer, Some(TrainerPolicy { backends: s(&["*"]), gpu_seconds: 5 }));

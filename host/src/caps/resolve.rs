@@ -489,6 +489,18 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
                             r.requests_per_minute,
                             p.requests_per_minute,
                         ),
+                        usd: match (r.usd, p.usd) {
+                            (Some(r), Some(p)) => Some(b.budget("llm.usd", r, p)),
+                            (Some(r), None) => {
+                                b.line("llm.usd", r, Source::Manifest, None);
+                                Some(r)
+                            }
+                            (None, Some(p)) => {
+                                b.line("llm.usd", p, Source::PolicyDefault, None);
+                                Some(p)
+                            }
+                            (None, None) => None,
+                        },
                     });
                 }
             }
@@ -653,6 +665,32 @@ sockets_allow = ["api.example.com:443", "*.example.org:443", "10.0.0.5:8080", "*
     }
 
     #[test]
+    fn a_dollar_budget_is_cut_to_the_policys_and_defaults_to_it() {
+        use crate::units::Usd;
+        let d = |x: f64| Some(Usd::from_dollars(x).unwrap());
+        let with_usd = |p: &str| Policy::parse(&POLICY.replace("requests_per_minute = 30", p), "policy.toml").unwrap();
+        let usd_line = |r: &Resolution| r.provenance.iter().find(|l| l.field == "llm.usd").cloned();
+        // The policy's ceiling cuts the request, and says so.
+        let r = resolve(&caps("llm = { tokens = 5, usd = 5 }"), &with_usd("usd = 2"), &Overrides::default());
+        assert_eq!(r.grant.llm.as_ref().unwrap().usd, d(2.0));
+        assert_eq!(
+            usd_line(&r),
+            Some(line("llm.usd", "$2.00", Source::PolicyCeiling, Some("manifest asked $5.00; ceiling $2.00")))
+        );
+        // A manifest that does not ask gets the policy's; one under no
+        // dollar policy keeps its own; neither: no dollar cap.
+        let r = resolve(&caps("llm = { tokens = 5 }"), &with_usd("usd = 2"), &Overrides::default());
+        assert_eq!((r.grant.llm.as_ref().unwrap().usd, usd_line(&r).unwrap().source), (d(2.0), Source::PolicyDefault));
+        let r = resolve(&caps("llm = { tokens = 5, usd = 0.25 }"), &policy(), &Overrides::default());
+        assert_eq!(r.grant.llm.as_ref().unwrap().usd, d(0.25));
+        assert_eq!(r.grant.llm.as_ref().unwrap().to_string().rsplit(", ").next(), Some("usd $0.25"));
+        let r = resolve(&caps("llm = { tokens = 5 }"), &policy(), &Overrides::default());
+        assert_eq!((r.grant.llm.as_ref().unwrap().usd, usd_line(&r)), (None, None));
+        // A grant without dollars serializes as before (its digest is unchanged).
+        assert!(!serde_json::to_string(&r.grant).unwrap().contains("usd"));
+    }
+
+    #[test]
     fn nothing_requested_nothing_granted() {
         let r = resolve(&manifest(""), &policy(), &Overrides::default());
         assert_eq!(r.grant, Grant::minimal(default_limits()));
@@ -712,6 +750,7 @@ deterministic = { seed = 7 }
                     tokens: 50_000,
                     max_request_bytes: ByteSize(64 << 10),
                     requests_per_minute: 10,
+                    usd: None,
                 }),
                 trainer: Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 100 }),
                 simulator: Some(SimulatorGrant { envs: s(&["acrobot", "cartpole"]), steps: 500_000 }),
@@ -785,6 +824,7 @@ memory = { bytes = "1GiB" }
                 tokens: 100_000,
                 max_request_bytes: ByteSize(128 << 10),
                 requests_per_minute: 30,
+                usd: None,
             })
         );
         assert_eq!(r.grant.trainer, Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 300 }));

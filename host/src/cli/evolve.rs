@@ -86,6 +86,16 @@ pub fn render(s: &Summary) -> String {
     if s.llm_tokens > 0 {
         t.push_str(&format!("  llm tokens               {}\n", s.llm_tokens));
     }
+    if !s.usd.is_zero() {
+        t.push_str(&format!("  llm dollars              {}\n", s.usd));
+        // The costliest variants first; a long run lists its top ten.
+        for v in s.usd_by_variant.iter().take(10) {
+            t.push_str(&format!("    {:<22} {}\n", vivarium::text::one_line(&v.variant), v.usd));
+        }
+        if s.usd_by_variant.len() > 10 {
+            t.push_str(&format!("    … {} more variants (see --json)\n", s.usd_by_variant.len() - 10));
+        }
+    }
     if s.gpu_seconds > 0.0 {
         t.push_str(&format!("  trainer seconds          {:.1}\n", s.gpu_seconds));
     }

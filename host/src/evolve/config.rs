@@ -99,6 +99,12 @@ pub struct Budget {
     /// LLM tokens (prompt + completion) across the run.
     #[serde(default)]
     pub tokens: Option<u64>,
+    /// LLM dollars across the run, at the prices of the host's `llm.toml`:
+    /// every request's worst case is reserved against it before it is sent.
+    /// Left out of the stored configuration when absent, so a run begun
+    /// before dollar budgets resumes under the same run file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<crate::units::Usd>,
     /// Trainer GPU-seconds across the run.
     #[serde(default)]
     pub gpu_seconds: Option<u64>,

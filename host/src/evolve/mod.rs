@@ -48,9 +48,11 @@ use crate::archive::{self, Archive, NewVariant, RunStatus, Split, VariantId, Var
 use crate::caps::Manifest;
 use crate::error::{Error, Result};
 use crate::improve::{improve, ImproveRequest};
+use crate::ledger::{micros, run_account, Resource};
 use crate::runtime::bindings::Evaluation;
 use crate::runtime::CallOptions;
 use crate::tasks::{self, Suite};
+use crate::units::Usd;
 use crate::variant::{Session, MANIFEST};
 
 /// Progress of a run, for progress bars.
@@ -106,12 +108,27 @@ pub struct Summary {
     pub fuel: u64,
     /// LLM tokens charged in the run (every invocation).
     pub llm_tokens: u64,
+    /// LLM dollars charged in the run (every invocation), at the host's prices.
+    pub usd: crate::units::Usd,
+    /// Dollars charged per variant of the run (calls of that variant: its
+    /// evaluations and the proposals of its meta-agent), those with any.
+    pub usd_by_variant: Vec<VariantDollars>,
     /// Trainer seconds spent in the run (every invocation).
     pub gpu_seconds: f64,
     /// Simulator steps taken in the run (every invocation).
     pub sim_steps: u64,
     /// Wall time of this invocation, in seconds.
     pub seconds: f64,
+}
+
+/// What one variant's calls cost in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantDollars {
+    /// The variant's archive id (its component's sha256 when no archived
+    /// variant of the run has it).
+    pub variant: String,
+    /// Dollars charged.
+    pub usd: crate::units::Usd,
 }
 
 /// Options of one invocation.
@@ -131,8 +148,10 @@ const MAX_CROSSOVER_BYTES: usize = 32 * 1024;
 /// The longest refusal note kept for the meta-agent (compiler output is long).
 const MAX_ATTEMPT_NOTE: usize = 2000;
 
-/// The file under a run's directory that keeps the trainer seconds and
-/// simulator steps spent.
+/// The file under a run's directory that shows what the run spent
+/// (`vivarium serve` reads it). Before the one budget ledger it was where
+/// trainer seconds and simulator steps were kept; a resume of such a run
+/// reads it once into the ledger.
 const SPENT_FILE: &str = "spent.json";
 
 /// The file under a run's directory that asks the run to stop: see
@@ -193,8 +212,9 @@ pub struct RemovedRun {
     pub run_dir: Option<PathBuf>,
 }
 
-/// Delete run `run_id` from the archive under `home` and its directory
-/// `runs/<name>`; content-addressed blobs stay.
+/// Delete run `run_id` from the archive under `home`, its directory
+/// `runs/<name>` and what the budget ledger charged in it; content-addressed
+/// blobs stay.
 ///
 /// Errors: [`Error::Invalid`] (exit 2) when there is no such run, or when a
 /// process is writing it (its lock is held; the message names the pid).
@@ -211,6 +231,8 @@ pub fn remove_run(home: &crate::home::Home, run_id: &str) -> Result<RemovedRun> 
         other => other,
     })?;
     let variants = archive.delete_run(run_id)?.unwrap_or(0);
+    // A new run of this name starts with whole budgets.
+    crate::ledger::Ledger::for_home(home).forget_run(run_id)?;
     drop(lock);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
     Ok(RemovedRun { run_id: run_id.to_string(), variants, run_dir: had_dir.then_some(dir) })
@@ -274,10 +296,9 @@ struct Ctx<'a> {
     started: Instant,
     /// What this invocation's evaluations spent (fuel, trainer seconds, …).
     spent: std::sync::Mutex<tasks::Spent>,
-    /// Trainer seconds spent by earlier invocations of this run (resume).
-    gpu_seconds_before: f64,
-    /// Simulator steps taken by earlier invocations of this run (resume).
-    sim_steps_before: u64,
+    /// Where the run's trainer seconds and simulator steps are kept across
+    /// invocations (the account [`run_account`] of the host's ledger).
+    ledger: std::sync::Arc<crate::ledger::Ledger>,
     /// Novelty shingles of stored trees, by tree sha.
     shingle_cache: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<novelty::Shingles>>>,
     /// The Ray cluster evaluations go to (`[cluster] engine = "ray"`).
@@ -304,14 +325,27 @@ impl Ctx<'_> {
                 return Ok(Some(format!("llm tokens {used} of {t}")));
             }
         }
+        if let Some(u) = b.usd {
+            let used = self.usd_spent()?;
+            if used >= u {
+                return Ok(Some(format!("llm dollars {used} of {u}")));
+            }
+            if let Some(x) = self.ledger().and_then(|l| l.exhausted(&self.run_id, Resource::Usd, u.0).transpose()) {
+                let x = x?;
+                return Ok(Some(format!(
+                    "llm dollars {used} of {u}: a request's worst case of {} did not fit in what was left",
+                    Usd(x.asked)
+                )));
+            }
+        }
         if let Some(g) = b.gpu_seconds {
-            let used = self.gpu_seconds_before + spent.gpu_seconds;
+            let used = self.gpu_seconds()?;
             if used >= g as f64 {
                 return Ok(Some(format!("trainer seconds {used:.1} of {g}")));
             }
         }
         if let Some(n) = b.sim_steps {
-            let used = self.sim_steps_before + spent.sim_steps;
+            let used = self.sim_steps()?;
             if used >= n {
                 return Ok(Some(format!("simulator steps {used} of {n}")));
             }
@@ -323,21 +357,35 @@ impl Ctx<'_> {
         *self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Count what an evaluation spent, and keep the run's trainer seconds
-    /// and simulator steps in `spent.json` so a resumed run goes on
-    /// counting from them (a step killed before this point is redone and
-    /// counted once).
+    /// Trainer seconds the run's evaluations spent, by every invocation.
+    fn gpu_seconds(&self) -> Result<f64> {
+        Ok(self.ledger.spent(&run_account(&self.run_id), Resource::TrainerSeconds)? as f64 / 1e6)
+    }
+
+    /// Simulator steps the run's evaluations took, by every invocation.
+    fn sim_steps(&self) -> Result<u64> {
+        self.ledger.spent(&run_account(&self.run_id), Resource::SimSteps)
+    }
+
+    /// Count what an evaluation spent: the run's trainer seconds and
+    /// simulator steps in the ledger, so a resumed run goes on counting
+    /// from them (a step killed before this point is redone and counted
+    /// once), and a snapshot in `spent.json` for `vivarium serve`.
     fn add_spent(&self, s: &tasks::Spent) -> Result<()> {
-        let (gpu_seconds, sim_steps, fuel) = {
+        let fuel = {
             let mut g = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             g.add(s);
-            (self.gpu_seconds_before + g.gpu_seconds, self.sim_steps_before + g.sim_steps, g.fuel)
+            g.fuel
         };
+        let account = run_account(&self.run_id);
+        self.ledger.record(&account, Resource::TrainerSeconds, micros(s.gpu_seconds))?;
+        self.ledger.record(&account, Resource::SimSteps, s.sim_steps)?;
         // `fuel` and `wall_seconds` are this invocation's, as their budgets
         // are; the others the run's. `vivarium serve` shows them.
         let record = json!({
-            "gpu_seconds": gpu_seconds, "sim_steps": sim_steps, "fuel": fuel,
-            "tokens": self.tokens_spent().unwrap_or(0), "wall_seconds": self.started.elapsed().as_secs_f64(),
+            "gpu_seconds": self.gpu_seconds()?, "sim_steps": self.sim_steps()?, "fuel": fuel,
+            "tokens": self.tokens_spent().unwrap_or(0), "usd": self.usd_spent().unwrap_or_default(),
+            "wall_seconds": self.started.elapsed().as_secs_f64(),
         });
         crate::fsio::write_atomic(&self.run_dir.join(SPENT_FILE), record.to_string().as_bytes())
             .map_err(|e| Error::io("writing the run's spent.json", e))
@@ -352,6 +400,35 @@ impl Ctx<'_> {
         }
     }
 
+    /// The ledger the run's `llm` budgets are charged in (the llm
+    /// service's); `None` when no LLM is configured.
+    fn ledger(&self) -> Option<&crate::ledger::Ledger> {
+        self.session.runtime.services().llm.as_ref().map(|l| &**l.ledger())
+    }
+
+    /// LLM dollars charged in this run so far, by every invocation.
+    fn usd_spent(&self) -> Result<Usd> {
+        Ok(Usd(match self.ledger() {
+            Some(l) => l.spent_in_run(&self.run_id, Resource::Usd)?,
+            None => 0,
+        }))
+    }
+
+    /// Dollars per variant of the run, by archive id.
+    fn usd_by_variant(&self, rows: &[VariantRow]) -> Result<Vec<VariantDollars>> {
+        let Some(l) = self.ledger() else { return Ok(Vec::new()) };
+        let mut out: Vec<VariantDollars> = l
+            .by_variant(&self.run_id, Resource::Usd)?
+            .into_iter()
+            .map(|(sha, n)| {
+                let id = rows.iter().find(|r| r.component_sha.as_deref() == Some(sha.as_str()));
+                VariantDollars { variant: id.map_or(sha, |r| r.id.0.clone()), usd: Usd(n) }
+            })
+            .collect();
+        out.sort_by(|a, b| b.usd.cmp(&a.usd).then_with(|| a.variant.cmp(&b.variant)));
+        Ok(out)
+    }
+
     /// The options of a guest call of variant `id` in the run: the archive
     /// view and the token ledger of this run, at most what is left of its
     /// token and simulator-step budgets, and the variant's own `memory`
@@ -361,11 +438,14 @@ impl Ctx<'_> {
             Some(t) => Some(t.saturating_sub(self.tokens_spent()?)),
             None => None,
         };
-        let sim_steps =
-            self.config.budget.sim_steps.map(|n| n.saturating_sub(self.sim_steps_before + self.spent().sim_steps));
+        let sim_steps = match self.config.budget.sim_steps {
+            Some(n) => Some(n.saturating_sub(self.sim_steps()?)),
+            None => None,
+        };
         Ok(CallOptions {
             run: Some(self.run_id.clone()),
             llm_tokens,
+            run_usd: self.config.budget.usd,
             sim_steps,
             lineage: Some(id.0.clone()),
             ..CallOptions::default()
@@ -864,7 +944,13 @@ async fn evolve_locked(
     )
     .map_err(|e| Error::io("writing run.json", e))?;
 
-    let (gpu_seconds_before, sim_steps_before) = if opts.resume { spent_recorded(&run_dir) } else { (0.0, 0) };
+    let ledger = session.runtime.services().ledger.clone();
+    if opts.resume {
+        // A run from before the one ledger kept these in spent.json.
+        let (gpu_seconds, sim_steps) = spent_recorded(&run_dir);
+        ledger.raise_to(&run_account(&run_id), Resource::TrainerSeconds, micros(gpu_seconds))?;
+        ledger.raise_to(&run_account(&run_id), Resource::SimSteps, sim_steps)?;
+    }
     // A stop asked of an earlier invocation was honoured by it.
     let _ = std::fs::remove_file(run_dir.join(STOP_FILE));
     let ctx = Ctx {
@@ -875,8 +961,7 @@ async fn evolve_locked(
         run_dir: run_dir.clone(),
         started: Instant::now(),
         spent: Default::default(),
-        gpu_seconds_before,
-        sim_steps_before,
+        ledger,
         shingle_cache: Default::default(),
         cluster,
         config,
@@ -945,8 +1030,10 @@ async fn evolve_locked(
         near_duplicates,
         fuel: ctx.spent().fuel,
         llm_tokens: ctx.tokens_spent()?,
-        gpu_seconds: ctx.gpu_seconds_before + ctx.spent().gpu_seconds,
-        sim_steps: ctx.sim_steps_before + ctx.spent().sim_steps,
+        usd: ctx.usd_spent()?,
+        usd_by_variant: ctx.usd_by_variant(&rows)?,
+        gpu_seconds: ctx.gpu_seconds()?,
+        sim_steps: ctx.sim_steps()?,
         seconds: ctx.started.elapsed().as_secs_f64(),
     };
     session.audit.append(None, crate::audit::EventKind::Other("evolve-summary".into()), json!(summary))?;

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::services::llm::{LlmConfig, LlmService, LEDGER_FILE};
+use crate::services::llm::{LlmConfig, LlmService};
 use crate::variant::Session;
 
 /// The configuration in `path`, its relative `cache_dir` (default
@@ -40,13 +40,13 @@ pub fn config_for_run(path: &Path) -> Result<LlmConfig> {
 /// Point `session`'s `llm` service at the run's own configuration when the
 /// run file names one; otherwise leave the home's in place.
 ///
-/// Errors: as [`config_for_run`], and the ledger cannot be opened.
+/// Errors: as [`config_for_run`], and the service cannot start.
 pub fn use_run_llm(session: &mut Session, llm_toml: Option<&Path>) -> Result<()> {
     let Some(path) = llm_toml else { return Ok(()) };
     let config = config_for_run(path)?;
     let home = session.home.root().to_path_buf();
-    let service = LlmService::new(config, Some(&home), Some(&home.join(LEDGER_FILE)))?;
     let mut services = session.runtime.services().clone();
+    let service = LlmService::with_ledger(config, Some(&home), services.ledger.clone())?;
     services.llm = Some(Arc::new(service));
     session.runtime.set_services(services);
     Ok(())

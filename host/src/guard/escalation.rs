@@ -445,6 +445,7 @@ memory = { bytes = "1MiB" }
             tokens: 5000,
             max_request_bytes: ByteSize(1 << 16),
             requests_per_minute: 60,
+            usd: None,
         });
         (parent, child)
     }

@@ -39,6 +39,11 @@ pub struct CallOptions {
     /// At most this many `llm` tokens in this call, within the grant's
     /// budget (e.g. what is left of a run's budget).
     pub llm_tokens: Option<u64>,
+    /// The run's dollar budget (`budget.usd`): each `llm` request's worst
+    /// case is reserved in the budget ledger against what every variant of
+    /// [`CallOptions::run`] has spent together, so calls running side by
+    /// side cannot pass it.
+    pub run_usd: Option<crate::units::Usd>,
     /// Route every `llm` request of this call to this model instead of the
     /// one the guest names (an evolution run's `[[models]]` choice for one
     /// proposal); the grant must still allow it.
@@ -255,6 +260,7 @@ impl Runtime {
                 run: opts.run.clone(),
                 memory_lineage: sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
                 llm_tokens: opts.llm_tokens,
+                run_usd: opts.run_usd,
                 llm_model: opts.llm_model.clone(),
                 sim_steps: opts.sim_steps,
                 deadline: Instant::now() + limits.wall.0,

@@ -28,8 +28,22 @@
 //!   ledger. A request the provider refused or that never reached it is
 //!   refunded; one cut off by the call's deadline keeps its reservation
 //!   (the provider may have billed it) and shows as `pending_tokens`.
-//!   The ledger is SQLite (`$VIVARIUM_HOME/llm-ledger.sqlite`), keyed by
-//!   run and variant, so a resumed run does not get a fresh budget.
+//!   The ledger is the host's one budget ledger ([`crate::ledger`],
+//!   `$VIVARIUM_HOME/ledger.sqlite`), keyed by run and variant, so a resumed
+//!   run does not get a fresh budget.
+//! * **Dollars.** `[prices."<provider model>"]` in `llm.toml` gives a
+//!   model's price in USD per million prompt and completion tokens. Before
+//!   a request is sent, its worst case — the estimated prompt tokens at the
+//!   prompt price plus every `max-tokens` at the completion price — is
+//!   reserved against the grant's `usd` and the run's `budget.usd`
+//!   ([`CallOptions::run_usd`](crate::runtime::CallOptions::run_usd)); one
+//!   that does not fit is `budget-exhausted`, naming the dollars, and
+//!   nothing is sent. The answer's usage settles it. A model with no price
+//!   costs nothing, and is `denied` under a dollar budget, which could not
+//!   bound it. A settled cost can pass the reservation only where the
+//!   prompt had more tokens than estimated (a quarter token per byte): by
+//!   at most (prompt bytes − estimate) × the prompt price, per request in
+//!   flight.
 //! * **Retries**: 429, 5xx, connection failures and timeouts are retried up
 //!   to `retries` times with exponential backoff (`backoff`, doubling, at
 //!   most `max_backoff`; a `Retry-After` in seconds is honoured within that
@@ -62,7 +76,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -72,12 +85,11 @@ use crate::bindings::vivarium::agent::llm as wit;
 use crate::caps::LlmGrant;
 use crate::error::{Error, Result};
 use crate::home::Home;
-use crate::units::{ByteSize, HumanDuration};
+use crate::ledger::{Charge, Exceeded, Ledger, Resource, Scope};
+use crate::units::{ByteSize, HumanDuration, Usd};
 
 /// The operator's configuration file under `$VIVARIUM_HOME`.
 pub const CONFIG_FILE: &str = "llm.toml";
-/// The token ledger under `$VIVARIUM_HOME`.
-pub const LEDGER_FILE: &str = "llm-ledger.sqlite";
 /// The default cache directory under `$VIVARIUM_HOME`.
 pub const CACHE_DIR: &str = "llm-cache";
 /// Per-request records kept in one call's use record.
@@ -147,6 +159,31 @@ pub struct LlmConfig {
     /// Answer only from the cache; never connect.
     #[serde(default)]
     pub replay: bool,
+    /// Provider model → its price in USD per million tokens
+    /// (`[prices."gpt-4o-mini"] prompt = 0.15, completion = 0.60`). A model
+    /// with no price costs nothing and cannot be used under a dollar budget.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// A provider model's price, in USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// USD per million prompt tokens.
+    pub prompt: f64,
+    /// USD per million completion tokens.
+    pub completion: f64,
+}
+
+impl Price {
+    /// The cost of `prompt` and `completion` tokens, rounded up to the
+    /// nano-dollar.
+    pub fn cost(&self, prompt: u64, completion: u64) -> Usd {
+        // USD per million tokens = nano-dollars per thousandth of a token.
+        let nanos = (prompt as f64 * self.prompt + completion as f64 * self.completion) * 1e3;
+        Usd(nanos.ceil().min(u64::MAX as f64) as u64)
+    }
 }
 
 fn default_timeout() -> HumanDuration {
@@ -180,6 +217,7 @@ impl LlmConfig {
             cache: CacheMode::default(),
             cache_dir: None,
             replay: false,
+            prices: BTreeMap::new(),
         }
     }
 
@@ -245,7 +283,21 @@ impl LlmConfig {
         if self.timeout.0.is_zero() {
             return Err("timeout must be above 0".into());
         }
+        for (model, p) in &self.prices {
+            for (side, v) in [("prompt", p.prompt), ("completion", p.completion)] {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!(
+                        "prices.\"{model}\".{side} = {v} is not a price; write USD per million tokens, 0 or more"
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The price of `provider_model`, if `prices` names it.
+    pub fn price(&self, provider_model: &str) -> Option<&Price> {
+        self.prices.get(provider_model)
     }
 
     fn url(&self) -> Option<String> {
@@ -264,13 +316,13 @@ impl fmt::Debug for Secret {
 }
 
 /// The host side of the `llm` service: configuration, the HTTP client, the
-/// key, the token ledger and the rate windows. Shared by every call.
+/// key, the budget ledger and the rate windows. Shared by every call.
 pub struct LlmService {
     config: LlmConfig,
     key: Option<Secret>,
     client: reqwest::Client,
     cache_dir: Option<PathBuf>,
-    ledger: Mutex<Connection>,
+    ledger: Arc<Ledger>,
     rate: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
@@ -284,15 +336,21 @@ impl fmt::Debug for LlmService {
     }
 }
 
-fn ledger_err(e: rusqlite::Error) -> Error {
-    Error::Internal(anyhow::anyhow!("llm token ledger: {e}"))
-}
-
 impl LlmService {
     /// Start the service: read the key from the host environment, build the
-    /// client, open the ledger (`None`: in memory, for one process).
-    /// `home` resolves a relative `cache_dir` (and the default one).
+    /// client, open the budget ledger at `ledger` (`None`: in memory, for one
+    /// process). `home` resolves a relative `cache_dir` (and the default one).
     pub fn new(config: LlmConfig, home: Option<&Path>, ledger: Option<&Path>) -> Result<Self> {
+        let ledger = match ledger {
+            Some(p) => Ledger::at(p.to_path_buf()),
+            None => Ledger::in_memory(),
+        };
+        Self::with_ledger(config, home, Arc::new(ledger))
+    }
+
+    /// [`LlmService::new`] charging an open budget ledger (the one the
+    /// host's other services share).
+    pub fn with_ledger(config: LlmConfig, home: Option<&Path>, ledger: Arc<Ledger>) -> Result<Self> {
         config.check().map_err(Error::invalid)?;
         let key = config.api_key_env.as_ref().and_then(|n| std::env::var(n).ok()).filter(|k| !k.is_empty()).map(Secret);
         let client = reqwest::Client::builder()
@@ -308,31 +366,21 @@ impl LlmService {
             (_, None, Some(h)) => Some(h.join(CACHE_DIR)),
             (_, _, None) => None,
         };
-        let conn = match ledger {
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-                }
-                Connection::open(p).map_err(ledger_err)?
-            }
-            None => Connection::open_in_memory().map_err(ledger_err)?,
-        };
-        conn.busy_timeout(Duration::from_secs(10)).map_err(ledger_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS spend(budget TEXT PRIMARY KEY, tokens INTEGER NOT NULL) STRICT;",
-        )
-        .map_err(ledger_err)?;
-        Ok(Self { config, key, client, cache_dir, ledger: Mutex::new(conn), rate: Mutex::default() })
+        Ok(Self { config, key, client, cache_dir, ledger, rate: Mutex::default() })
     }
 
-    /// The service for a home: [`LlmConfig::discover`], the ledger and cache
-    /// under it. `None` when no LLM is configured.
-    pub fn for_home(home: &Home) -> Result<Option<Self>> {
+    /// The service for a home: [`LlmConfig::discover`], the cache under it,
+    /// charging `ledger` (the home's). `None` when no LLM is configured.
+    pub fn for_home(home: &Home, ledger: Arc<Ledger>) -> Result<Option<Self>> {
         match LlmConfig::discover(home)? {
-            Some(c) => Ok(Some(Self::new(c, Some(home.root()), Some(&home.root().join(LEDGER_FILE)))?)),
+            Some(c) => Ok(Some(Self::with_ledger(c, Some(home.root()), ledger)?)),
             None => Ok(None),
         }
+    }
+
+    /// The budget ledger the service charges.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The configuration.
@@ -347,61 +395,13 @@ impl LlmService {
 
     /// Tokens charged to `budget` so far (see [`budget_key`]).
     pub fn spent(&self, budget: &str) -> Result<u64> {
-        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.query_row("SELECT tokens FROM spend WHERE budget = ?1", [budget], |r| r.get::<_, i64>(0))
-            .optional()
-            .map(|n| n.unwrap_or_default() as u64)
-            .map_err(ledger_err)
+        self.ledger.spent(budget, Resource::LlmTokens)
     }
 
     /// Tokens charged in `run` so far, over every variant of the run: what
     /// `vivarium evolve` holds against the run's `budget.tokens`.
     pub fn spent_in_run(&self, run: &str) -> Result<u64> {
-        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-        let prefix = budget_key(Some(run), "");
-        conn.query_row(
-            "SELECT coalesce(sum(tokens), 0) FROM spend WHERE substr(budget, 1, length(?1)) = ?1",
-            [prefix],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n.max(0) as u64)
-        .map_err(ledger_err)
-    }
-
-    /// Charge `amount` to `budget` if the total stays within `limit`; the
-    /// inner `Err` is what was already spent.
-    fn reserve(&self, budget: &str, amount: u64, limit: u64) -> Result<std::result::Result<(), u64>> {
-        let mut conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(ledger_err)?;
-        let spent = tx
-            .query_row("SELECT tokens FROM spend WHERE budget = ?1", [budget], |r| r.get::<_, i64>(0))
-            .optional()
-            .map_err(ledger_err)?
-            .unwrap_or(0) as u64;
-        if spent.saturating_add(amount) > limit {
-            return Ok(Err(spent));
-        }
-        tx.execute(
-            "INSERT INTO spend(budget, tokens) VALUES (?1, ?2) ON CONFLICT(budget) DO UPDATE SET tokens = tokens + ?2",
-            params![budget, amount as i64],
-        )
-        .map_err(ledger_err)?;
-        tx.commit().map_err(ledger_err)?;
-        Ok(Ok(()))
-    }
-
-    /// Replace a reservation of `reserved` by `actual`.
-    fn settle(&self, budget: &str, reserved: u64, actual: u64) -> Result<()> {
-        if reserved == actual {
-            return Ok(());
-        }
-        let conn = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
-        conn.execute(
-            "UPDATE spend SET tokens = max(tokens - ?2 + ?3, 0) WHERE budget = ?1",
-            params![budget, reserved as i64, actual as i64],
-        )
-        .map_err(ledger_err)?;
-        Ok(())
+        self.ledger.spent_in_run(run, Resource::LlmTokens)
     }
 
     /// Record one live request for `budget` unless `per_minute` were
@@ -673,8 +673,26 @@ impl Failure {
 }
 
 /// The ledger key of a variant's budget in a run (shared with the
-/// `trainer`, so it lives with the services).
-pub use super::budget_key;
+/// `trainer`, so it lives with the ledger).
+pub use crate::ledger::budget_key;
+
+/// The `budget-exhausted` text of a request refused for dollars: the
+/// request's worst case, how it was reckoned, and what is left of which budget.
+fn dollars_refusal(e: &Exceeded, prompt: u64, max_tokens: u32, p: &Price) -> String {
+    let whose = match e.scope {
+        Scope::Grant => "this variant's dollar budget (llm.usd)",
+        Scope::Run => "the run's dollar budget (budget.usd)",
+    };
+    format!(
+        "this request may cost up to {} (about {prompt} prompt tokens at ${}/M + {max_tokens} max completion tokens at ${}/M); \
+         {} of {whose} of {} is left",
+        Usd(e.asked),
+        p.prompt,
+        p.completion,
+        Usd(e.left()),
+        Usd(e.limit)
+    )
+}
 
 /// An estimate of the prompt tokens of `messages`: a quarter token per
 /// byte, rounded up, plus 4 per message and 3 for the reply's priming.
@@ -986,6 +1004,9 @@ pub struct LlmRequestRecord {
     pub prompt_tokens: u64,
     /// Completion tokens charged.
     pub completion_tokens: u64,
+    /// Dollars charged (at the provider model's price; absent when free).
+    #[serde(skip_serializing_if = "Usd::is_zero")]
+    pub usd: Usd,
     /// Time in the service, milliseconds.
     pub latency_ms: u64,
     /// `ok`, or the error's name (`denied`, `budget-exhausted`,
@@ -1028,6 +1049,12 @@ pub struct LlmUsage {
     /// Tokens reserved by a request the deadline cut off (charged at the
     /// estimate: the provider may have billed it).
     pub pending_tokens: u64,
+    /// Dollars charged (settled requests; absent when nothing was priced).
+    #[serde(skip_serializing_if = "Usd::is_zero")]
+    pub usd: Usd,
+    /// Dollars reserved by a request the deadline cut off (its worst case).
+    #[serde(skip_serializing_if = "Usd::is_zero")]
+    pub pending_usd: Usd,
     /// Time spent in the service, milliseconds.
     pub latency_ms: u64,
     /// One record per request, the first [`MAX_RECORDS_PER_CALL`].
@@ -1041,12 +1068,20 @@ impl LlmUsage {
     pub fn tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens + self.pending_tokens
     }
+
+    /// Dollars charged in this call (pending included).
+    pub fn dollars(&self) -> Usd {
+        Usd(self.usd.0 + self.pending_usd.0)
+    }
 }
 
 struct Inner {
     grant: Option<LlmGrant>,
     service: Option<Arc<LlmService>>,
     budget: String,
+    /// The run the call is in (`-`: none), whose dollar budget is `run_usd`.
+    run: String,
+    run_usd: Option<Usd>,
     call_cap: Option<u64>,
     deadline: Option<Instant>,
     usage: Mutex<LlmUsage>,
@@ -1069,16 +1104,21 @@ impl fmt::Debug for LlmState {
 
 /// A reservation shown as pending in the call's usage until it is settled.
 /// Dropped unsettled (the deadline cut the request off), the reservation
-/// stays charged in the ledger and stays visible as `pending_tokens`.
+/// stays charged in the ledger at its worst case and stays visible as
+/// `pending_tokens` and `pending_usd`.
 struct Pending<'a> {
     state: &'a LlmState,
-    amount: u64,
+    tokens: u64,
+    usd: Usd,
 }
 
 impl Pending<'_> {
     fn disarm(self) {
-        let amount = self.amount;
-        self.state.count(|u| u.pending_tokens -= amount);
+        let (tokens, usd) = (self.tokens, self.usd);
+        self.state.count(|u| {
+            u.pending_tokens -= tokens;
+            u.pending_usd.0 -= usd.0;
+        });
     }
 }
 
@@ -1093,9 +1133,36 @@ impl LlmState {
         call_cap: Option<u64>,
         deadline: Option<Instant>,
     ) -> Self {
+        Self::with_run_budget(grant, service, budget, None, call_cap, deadline)
+    }
+
+    /// [`LlmState::new`] in a run with a dollar budget: `run_usd` is
+    /// `(run, budget.usd)`, held in the ledger against every variant of the
+    /// run together.
+    pub fn with_run_budget(
+        grant: Option<LlmGrant>,
+        service: Option<Arc<LlmService>>,
+        budget: String,
+        run_usd: Option<(Option<String>, Usd)>,
+        call_cap: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Self {
         let usage = LlmUsage { budget: budget.clone(), ..LlmUsage::default() };
+        let (run, run_usd) = match run_usd {
+            Some((run, usd)) => (run.unwrap_or_else(|| "-".into()), Some(usd)),
+            None => ("-".into(), None),
+        };
         Self {
-            inner: Arc::new(Inner { grant, service, budget, call_cap, deadline, usage: Mutex::new(usage) }),
+            inner: Arc::new(Inner {
+                grant,
+                service,
+                budget,
+                run,
+                run_usd,
+                call_cap,
+                deadline,
+                usage: Mutex::new(usage),
+            }),
             route: None,
         }
     }
@@ -1123,6 +1190,7 @@ impl LlmState {
             u.latency_ms += r.latency_ms;
             u.prompt_tokens += r.prompt_tokens;
             u.completion_tokens += r.completion_tokens;
+            u.usd.0 += r.usd.0;
             if u.calls.len() < MAX_RECORDS_PER_CALL {
                 u.calls.push(r);
             } else {
@@ -1161,6 +1229,7 @@ impl LlmState {
             attempts: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
+            usd: Usd(0),
             latency_ms: 0,
             outcome: "ok",
             tools_offered: req
@@ -1268,27 +1337,73 @@ impl LlmState {
                 )
             }
         }
-        match service.reserve(&self.inner.budget, estimate, grant.tokens) {
+        // Dollars: the worst case is the estimated prompt and every
+        // `max-tokens` at the provider model's prices. A model without a
+        // price cannot be bounded by a dollar budget, so it is refused under one.
+        let price = service.config.price(&provider_model).copied();
+        let run_usd = self.inner.run_usd;
+        if price.is_none() && (grant.usd.is_some() || run_usd.is_some()) {
+            let m: String = provider_model.chars().take(128).collect();
+            fail!(
+                Denied,
+                "denied",
+                format!(
+                    "model {m:?} has no price in the host's llm.toml, so a dollar budget cannot bound it; \
+                     the operator adds [prices.{m:?}] with prompt and completion in USD per million tokens \
+                     (0 for a free local model)"
+                )
+            )
+        }
+        let cost = |prompt: u64, completion: u64| price.map_or(Usd(0), |p| p.cost(prompt, completion));
+        let worst_usd = cost(estimate_prompt, u64::from(req.max_tokens));
+        let mut charges = vec![Charge {
+            resource: Resource::LlmTokens,
+            amount: estimate,
+            limit: Some(grant.tokens),
+            run_limit: None,
+        }];
+        if price.is_some() {
+            charges.push(Charge {
+                resource: Resource::Usd,
+                amount: worst_usd.0,
+                limit: grant.usd.map(|u| u.0),
+                run_limit: run_usd.map(|u| (self.inner.run.as_str(), u.0)),
+            });
+        }
+        match service.ledger.reserve(&self.inner.budget, &charges) {
             Ok(Ok(())) => {}
-            Ok(Err(spent)) => fail!(
+            Ok(Err(e)) if e.resource == Resource::Usd => {
+                let p = price.unwrap_or(Price { prompt: 0.0, completion: 0.0 });
+                fail!(BudgetExhausted, "budget-exhausted", dollars_refusal(&e, estimate_prompt, req.max_tokens, &p))
+            }
+            Ok(Err(e)) => fail!(
                 BudgetExhausted,
                 "budget-exhausted",
                 format!(
                     "this request may use {estimate} tokens (about {estimate_prompt} prompt + {} max); {} of the budget of {} are left",
                     req.max_tokens,
-                    grant.tokens.saturating_sub(spent),
-                    grant.tokens
+                    e.left(),
+                    e.limit
                 )
             ),
             Err(e) => {
                 tracing::warn!("llm service: {e}");
-                fail!(Unavailable, "unavailable", "the host's token ledger failed".into())
+                fail!(Unavailable, "unavailable", "the host's budget ledger failed".into())
             }
         }
-        self.count(|u| u.pending_tokens += estimate);
-        let pending = Pending { state: self, amount: estimate };
-        let settle = |actual: u64| {
-            if let Err(e) = service.settle(&self.inner.budget, estimate, actual) {
+        self.count(|u| {
+            u.pending_tokens += estimate;
+            u.pending_usd.0 += worst_usd.0;
+        });
+        let pending = Pending { state: self, tokens: estimate, usd: worst_usd };
+        let settle = |tokens: u64, usd: Usd| {
+            let budget = &self.inner.budget;
+            let settled =
+                service.ledger.settle(budget, Resource::LlmTokens, estimate, tokens).and_then(|()| match price {
+                    Some(_) => service.ledger.settle(budget, Resource::Usd, worst_usd.0, usd.0),
+                    None => Ok(()),
+                });
+            if let Err(e) = settled {
                 tracing::warn!("llm service: {e}");
             }
         };
@@ -1329,11 +1444,12 @@ impl LlmState {
         if replay || service.config.cache == CacheMode::ReadWrite {
             if let Some(c) = service.cache_get(&digest) {
                 let (prompt, completion) = charge(&c);
-                settle(prompt + completion);
+                settle(prompt + completion, cost(prompt, completion));
                 pending.disarm();
                 rec.source = if replay { "replay" } else { "cache" };
                 rec.prompt_tokens = prompt;
                 rec.completion_tokens = completion;
+                rec.usd = cost(prompt, completion);
                 rec.tools_called = called(&c);
                 self.count(|u| u.cache_hits += 1);
                 if let Err(why) = offered(&c) {
@@ -1345,12 +1461,12 @@ impl LlmState {
             }
         }
         if replay {
-            settle(0);
+            settle(0, Usd(0));
             pending.disarm();
             fail!(Unavailable, "unavailable", format!("replay: no recorded response for request {digest}"))
         }
         if !service.take_rate(&self.inner.budget, grant.requests_per_minute) {
-            settle(0);
+            settle(0, Usd(0));
             pending.disarm();
             fail!(
                 RateLimited,
@@ -1361,7 +1477,7 @@ impl LlmState {
         match service.send(&body, self.inner.deadline).await {
             Ok((c, attempts)) => {
                 let (prompt, completion) = charge(&c);
-                settle(prompt + completion);
+                settle(prompt + completion, cost(prompt, completion));
                 pending.disarm();
                 if service.config.cache != CacheMode::Off {
                     service.cache_put(&digest, &body, &c);
@@ -1370,6 +1486,7 @@ impl LlmState {
                 rec.attempts = attempts;
                 rec.prompt_tokens = prompt;
                 rec.completion_tokens = completion;
+                rec.usd = cost(prompt, completion);
                 rec.tools_called = called(&c);
                 self.count(|u| u.attempts += u64::from(attempts));
                 if let Err(why) = offered(&c) {
@@ -1381,11 +1498,12 @@ impl LlmState {
             }
             Err(f) => {
                 // Refund unless the provider may have done (and billed) the work.
-                let kept = if f.maybe_billed { estimate } else { 0 };
-                settle(kept);
+                let (kept, kept_usd) = if f.maybe_billed { (estimate, worst_usd) } else { (0, Usd(0)) };
+                settle(kept, kept_usd);
                 pending.disarm();
                 rec.attempts = f.attempts;
                 rec.prompt_tokens = kept;
+                rec.usd = kept_usd;
                 self.count(|u| u.attempts += u64::from(f.attempts));
                 match f.kind {
                     FailKind::Unavailable => fail!(Unavailable, "unavailable", f.message),
@@ -1563,15 +1681,23 @@ mod tests {
     }
 
     #[test]
-    fn ledger_reserves_within_the_limit_and_settles() {
-        let s = LlmService::new(LlmConfig::new("http://127.0.0.1:9/v1"), None, None).unwrap();
-        assert_eq!(s.reserve("b", 60, 100).unwrap(), Ok(()));
-        assert_eq!(s.reserve("b", 50, 100).unwrap(), Err(60));
-        s.settle("b", 60, 20).unwrap();
-        assert_eq!(s.spent("b").unwrap(), 20);
-        assert_eq!(s.reserve("b", 80, 100).unwrap(), Ok(()));
-        assert_eq!(s.spent("b").unwrap(), 100);
-        assert_eq!(s.spent("other").unwrap(), 0);
+    fn prices_parse_cost_and_refuse_negatives() {
+        let c = LlmConfig::parse(
+            "base_url = \"http://x/v1\"\n[prices.\"gpt-4o-mini\"]\nprompt = 0.15\ncompletion = 0.60\n",
+            "llm.toml",
+        )
+        .unwrap();
+        let p = c.price("gpt-4o-mini").unwrap();
+        // 1M prompt tokens at $0.15 and 1M completion tokens at $0.60.
+        assert_eq!(p.cost(1_000_000, 1_000_000), Usd::from_dollars(0.75).unwrap());
+        // 1000 prompt + 500 completion: $0.00015 + $0.0003.
+        assert_eq!(p.cost(1000, 500).to_string(), "$0.00045");
+        assert!(c.price("other").is_none());
+        let bad = LlmConfig::parse("base_url = \"http://x/v1\"\n[prices.m]\nprompt = -1\ncompletion = 0\n", "llm.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("prices.\"m\".prompt = -1 is not a price"), "{bad}");
+        assert!(LlmConfig::parse("base_url = \"http://x/v1\"\n[prices.m]\nprompt = 1\n", "llm.toml").is_err());
     }
 
     #[test]

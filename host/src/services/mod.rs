@@ -98,31 +98,34 @@ pub struct HostServices {
     pub archive: Option<Arc<archive_view::ArchiveSource>>,
     /// The LLM client, key, ledger and cache.
     pub llm: Option<Arc<llm::LlmService>>,
-    /// The trainer: its backend, job table and seconds ledger.
+    /// The trainer: its backend and job table.
     pub trainer: Option<Arc<crate::trainer::Trainer>>,
+    /// The budget ledger the services of a home share (in memory by
+    /// default); `vivarium evolve` keeps a run's own counts in it.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 impl HostServices {
-    /// The services of a home: the memory store at `memory.sqlite` and the
+    /// The services of a home, sharing its budget ledger
+    /// ([`Home::ledger_file`]): the memory store at `memory.sqlite` and the
     /// archive under `archive/` (each opened on first use), and the LLM
     /// when one is configured ([`llm::LlmConfig::discover`]), and the
     /// trainer ([`crate::trainer::Trainer::for_home`]; the embedded backend
     /// unless `trainer.toml` says otherwise).
     pub fn for_home(home: &Home) -> Result<Self> {
+        // One budget ledger for every service that spends a budget.
+        let ledger = Arc::new(crate::ledger::Ledger::for_home(home));
         Ok(Self {
             memory: Some(Arc::new(memory::MemoryStore::lazy(home.root().join(memory::STORE_FILE)))),
             archive: Some(Arc::new(archive_view::ArchiveSource::lazy(home.archive_dir()))),
-            llm: llm::LlmService::for_home(home)?.map(Arc::new),
-            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home)?)),
+            llm: llm::LlmService::for_home(home, ledger.clone())?.map(Arc::new),
+            trainer: Some(Arc::new(crate::trainer::Trainer::for_home(home, ledger.clone())?)),
+            ledger,
         })
     }
 }
 
-/// The ledger key of a variant's budget in a run: the `llm` tokens and the
-/// `trainer` seconds of one variant are counted under it.
-pub fn budget_key(run: Option<&str>, variant_sha256: &str) -> String {
-    format!("{}/{variant_sha256}", run.unwrap_or("-"))
-}
+pub use crate::ledger::budget_key;
 
 /// Which slice of the host's shared state one call sees, chosen by the
 /// caller (the runtime, from [`CallOptions`](crate::runtime::CallOptions)),
@@ -137,6 +140,8 @@ pub(crate) struct CallScope {
     pub(crate) memory_lineage: String,
     /// At most this many `llm` tokens in this call.
     pub(crate) llm_tokens: Option<u64>,
+    /// The run's dollar budget, held in the ledger against the whole run.
+    pub(crate) run_usd: Option<crate::units::Usd>,
     /// The model every `llm` request of the call goes to, when the caller
     /// routes them (a run choosing a model per proposal).
     pub(crate) llm_model: Option<String>,
@@ -153,13 +158,15 @@ impl HostServices {
     /// does not name gets a state that is not linked and reports no usage.
     pub(crate) fn for_call(&self, grant: &Grant, scope: CallScope) -> CallServices {
         let budget = budget_key(scope.run.as_deref(), &scope.variant_sha256);
+        let run_usd = scope.run_usd.map(|u| (scope.run.clone(), u));
         CallServices {
             memory: memory::MemoryState::new(grant.memory.clone(), self.memory.clone(), scope.memory_lineage),
             archive: archive_view::ArchiveViewState::new(grant.archive.is_some(), self.archive.clone(), scope.run),
-            llm: llm::LlmState::new(
+            llm: llm::LlmState::with_run_budget(
                 grant.llm.clone(),
                 self.llm.clone(),
                 budget.clone(),
+                run_usd,
                 scope.llm_tokens,
                 Some(scope.deadline),
             )

@@ -111,6 +111,7 @@ impl TestEnvironment {
                 run: self.run.clone(),
                 memory_lineage: VARIANT_SHA256.to_string(),
                 llm_tokens: self.llm_tokens,
+                run_usd: None,
                 llm_model: None,
                 sim_steps: self.sim_steps,
                 deadline: Instant::now() + self.wall,

@@ -8,9 +8,9 @@
 //! * **Order of checks** for one `submit`: the backend allowed (`denied`);
 //!   the spec well-formed (a positive finite budget, `config-json` a JSON
 //!   object, a recipe and config the backend accepts: `invalid-job`); the
-//!   budget: the job's `budget-seconds` is reserved whole in the ledger
-//!   (`$VIVARIUM_HOME/trainer-ledger.sqlite`, keyed by run and variant like
-//!   the `llm` ledger), and a job that does not fit what is left is
+//!   budget: the job's `budget-seconds` is reserved whole in the host's one
+//!   budget ledger ([`crate::ledger`], `$VIVARIUM_HOME/ledger.sqlite`, keyed
+//!   by run and variant like the `llm` budgets), and a job that does not fit what is left is
 //!   `budget-exhausted` with nothing started. When the job ends, the
 //!   reservation is replaced by the seconds it ran.
 //! * **Waiting**: `wait` never blocks past the call's deadline: the guest
@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use crate::bindings::vivarium::agent::trainer as wit;
 use crate::caps::TrainerGrant;
+use crate::ledger::{micros, Charge, Resource};
 use crate::trainer::{EvalSplit, JobSpec, JobStatus, Phase, SubmitError, Trainer};
 
 /// Job records kept in one call's use record.
@@ -176,8 +177,9 @@ impl TrainerState {
     /// Seconds this variant may still reserve.
     pub fn left(&self) -> f64 {
         let (Some(grant), Some(t)) = (&self.inner.grant, &self.inner.service) else { return 0.0 };
-        let spent = t.ledger().spent(&self.inner.budget).unwrap_or(grant.gpu_seconds as f64);
-        (grant.gpu_seconds as f64 - spent).max(0.0)
+        let limit = grant.gpu_seconds.saturating_mul(1_000_000);
+        let left = t.ledger().left(&self.inner.budget, Resource::TrainerSeconds, limit).unwrap_or(0);
+        left as f64 / 1e6
     }
 
     fn submit(&self, spec: wit::JobSpec) -> Result<String, wit::Error> {
@@ -217,15 +219,22 @@ impl TrainerState {
             SubmitError::Invalid(m) => wit::Error::InvalidJob(m),
             SubmitError::Busy(m) => wit::Error::Unavailable(m),
         })?;
-        match t.ledger().reserve(&self.inner.budget, secs, grant.gpu_seconds as f64) {
+        let charge = Charge {
+            resource: Resource::TrainerSeconds,
+            amount: micros(secs),
+            limit: Some(grant.gpu_seconds.saturating_mul(1_000_000)),
+            run_limit: None,
+        };
+        match t.ledger().reserve(&self.inner.budget, &[charge]) {
             Ok(Ok(())) => {}
-            Ok(Err(left)) => {
+            Ok(Err(e)) => {
                 return Err(wit::Error::BudgetExhausted(format!(
-                    "the job asks for {secs} s but {left:.1} s of the grant's {} s are left; ask for less",
+                    "the job asks for {secs} s but {:.1} s of the grant's {} s are left; ask for less",
+                    e.left() as f64 / 1e6,
                     grant.gpu_seconds
                 )))
             }
-            Err(e) => return Err(wit::Error::Unavailable(format!("the trainer ledger failed: {e}"))),
+            Err(e) => return Err(wit::Error::Unavailable(format!("the budget ledger failed: {e}"))),
         }
         match t.submit(job, Some((self.inner.budget.clone(), secs))) {
             Ok(id) => {
@@ -233,7 +242,7 @@ impl TrainerState {
                 Ok(id)
             }
             Err(e) => {
-                let _ = t.ledger().settle(&self.inner.budget, secs, 0.0);
+                let _ = t.ledger().settle(&self.inner.budget, Resource::TrainerSeconds, micros(secs), 0);
                 Err(match e {
                     SubmitError::Invalid(m) => wit::Error::InvalidJob(m),
                     SubmitError::Busy(m) => wit::Error::Unavailable(m),
@@ -390,8 +399,8 @@ mod tests {
         assert_eq!((job.id.as_str(), job.recipe.as_str(), job.phase), (id.as_str(), "held", Phase::Cancelled));
         assert_eq!(job.budget_seconds, 20.0);
         // Settled: the ledger holds what the job ran, not its reservation.
-        let spent = state.inner.service.as_ref().unwrap().ledger().spent("run/variant").unwrap();
-        assert!(spent < 20.0, "{spent}");
+        let spent = state.inner.service.as_ref().unwrap().ledger().spent("run/variant", Resource::TrainerSeconds);
+        assert!(spent.unwrap() < 20_000_000, "settled below the 20 s reserved");
     }
 
     /// A test environment whose host trains on the embedded backend (a

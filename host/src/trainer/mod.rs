@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -41,8 +40,10 @@ use crate::home::Home;
 
 /// The operator's configuration file under `$VIVARIUM_HOME`.
 pub const CONFIG_FILE: &str = "trainer.toml";
-/// The seconds ledger under `$VIVARIUM_HOME`.
-pub const LEDGER_FILE: &str = "trainer-ledger.sqlite";
+/// The budget ledger the trainer charges its seconds to (the host's one
+/// ledger; [`crate::ledger`]).
+pub use crate::ledger::Ledger;
+use crate::ledger::{micros, Resource};
 /// Where the `command` backend makes job directories, under `$VIVARIUM_HOME`.
 pub const JOBS_DIR: &str = "trainer-jobs";
 /// How long after its deadline a job that has not stopped is given up on.
@@ -400,7 +401,7 @@ impl fmt::Debug for Trainer {
 impl Trainer {
     /// A trainer with `config`'s backend and `ledger`; `jobs_dir` is where
     /// the `command` backend makes job directories.
-    pub fn new(config: TrainerConfig, ledger: Ledger, jobs_dir: &Path) -> Result<Self> {
+    pub fn new(config: TrainerConfig, ledger: impl Into<Arc<Ledger>>, jobs_dir: &Path) -> Result<Self> {
         let backend: Arc<dyn Backend> = match config.backend {
             BackendKind::Embedded => Arc::new(embedded::Embedded::new()),
             BackendKind::Command => {
@@ -416,7 +417,7 @@ impl Trainer {
     }
 
     /// A trainer over a backend given directly.
-    pub fn with_backend(config: TrainerConfig, backend: Arc<dyn Backend>, ledger: Ledger) -> Self {
+    pub fn with_backend(config: TrainerConfig, backend: Arc<dyn Backend>, ledger: impl Into<Arc<Ledger>>) -> Self {
         static TRAINERS: AtomicU64 = AtomicU64::new(0);
         let n = TRAINERS.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -428,16 +429,17 @@ impl Trainer {
             backend,
             jobs: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
-            ledger: Arc::new(ledger),
+            ledger: ledger.into(),
             prefix: format!("job-{}-{n}", std::process::id()),
         }
     }
 
-    /// The trainer of a home: [`TrainerConfig::discover`], the ledger at
-    /// `trainer-ledger.sqlite`, job directories under `trainer-jobs/`.
-    pub fn for_home(home: &Home) -> Result<Self> {
+    /// The trainer of a home: [`TrainerConfig::discover`], charging
+    /// `ledger` (the home's one budget ledger), job directories under
+    /// `trainer-jobs/`.
+    pub fn for_home(home: &Home, ledger: Arc<Ledger>) -> Result<Self> {
         let config = TrainerConfig::discover(home)?;
-        Self::new(config, Ledger::lazy(home.root().join(LEDGER_FILE)), &home.root().join(JOBS_DIR))
+        Self::new(config, ledger, &home.root().join(JOBS_DIR))
     }
 
     /// The configuration.
@@ -450,7 +452,7 @@ impl Trainer {
         self.backend.kind()
     }
 
-    /// The seconds ledger.
+    /// The budget ledger its seconds are charged to.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
@@ -681,7 +683,8 @@ fn run_job(id: String, ticket: u64, job: Arc<Job>, backend: Arc<dyn Backend>, sl
 
 fn finish(job: &Job, ledger: &Ledger, phase: Phase, message: String, out: RunOutcome, seconds: f64) {
     if let Some((key, reserved)) = &job.account {
-        if let Err(e) = ledger.settle(key, *reserved, seconds) {
+        let (reserved, ran) = (micros(*reserved), micros(seconds).min(micros(*reserved)));
+        if let Err(e) = ledger.settle(key, Resource::TrainerSeconds, reserved, ran) {
             tracing::warn!(error = %e, "cannot settle the trainer ledger");
         }
     }
@@ -721,97 +724,6 @@ pub fn last_json_metrics(log: &str) -> Option<BTreeMap<String, f64>> {
             obj.iter().filter_map(|(k, v)| v.as_f64().filter(|f| f.is_finite()).map(|f| (k.clone(), f))).collect();
         (!m.is_empty()).then_some(m)
     })
-}
-
-/// Trainer seconds spent, per budget key (run and variant), kept in SQLite
-/// so that a resumed run does not get a fresh budget. Reservations are
-/// taken whole at submit and replaced by the seconds run at the end.
-pub struct Ledger {
-    path: Option<PathBuf>,
-    conn: Mutex<Option<Connection>>,
-}
-
-impl fmt::Debug for Ledger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ledger").field("path", &self.path).finish_non_exhaustive()
-    }
-}
-
-impl Ledger {
-    /// A ledger at `path`, opened on first use.
-    pub fn lazy(path: PathBuf) -> Self {
-        Self { path: Some(path), conn: Mutex::new(None) }
-    }
-
-    /// A ledger in memory (tests, graders).
-    pub fn in_memory() -> Self {
-        Self { path: None, conn: Mutex::new(None) }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            let conn = match &self.path {
-                Some(p) => Connection::open(p),
-                None => Connection::open_in_memory(),
-            }
-            .and_then(|c| {
-                c.busy_timeout(Duration::from_secs(5))?;
-                c.execute_batch("CREATE TABLE IF NOT EXISTS spent (key TEXT PRIMARY KEY, seconds REAL NOT NULL)")?;
-                Ok(c)
-            })
-            .map_err(|e| self.err(e))?;
-            *guard = Some(conn);
-        }
-        f(guard.as_mut().expect("opened above")).map_err(|e| self.err(e))
-    }
-
-    fn err(&self, e: rusqlite::Error) -> Error {
-        let at = self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "memory".into());
-        Error::Internal(anyhow::anyhow!("trainer ledger {at}: {e}"))
-    }
-
-    /// Seconds charged to `key` (reservations included).
-    pub fn spent(&self, key: &str) -> Result<f64> {
-        self.with(|c| {
-            Ok(c.query_row("SELECT seconds FROM spent WHERE key = ?1", params![key], |r| r.get::<_, f64>(0))
-                .optional()?
-                .unwrap_or(0.0))
-        })
-    }
-
-    /// Reserve `seconds` for `key` if the total stays within `cap`; `Ok(Err(left))`
-    /// with what is left when it would not.
-    pub fn reserve(&self, key: &str, seconds: f64, cap: f64) -> Result<std::result::Result<(), f64>> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let spent: f64 = tx
-                .query_row("SELECT seconds FROM spent WHERE key = ?1", params![key], |r| r.get(0))
-                .optional()?
-                .unwrap_or(0.0);
-            if spent + seconds > cap + 1e-9 {
-                return Ok(Err((cap - spent).max(0.0)));
-            }
-            tx.execute(
-                "INSERT INTO spent (key, seconds) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET seconds = seconds + ?2",
-                params![key, seconds],
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
-        })
-    }
-
-    /// Replace a reservation of `reserved` seconds by the `actual` seconds run.
-    pub fn settle(&self, key: &str, reserved: f64, actual: f64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE spent SET seconds = MAX(0, seconds - ?2 + ?3) WHERE key = ?1",
-                params![key, reserved, actual.min(reserved)],
-            )?;
-            Ok(())
-        })
-    }
 }
 
 #[cfg(test)]
@@ -870,13 +782,19 @@ mod tests {
     #[test]
     fn a_job_that_ends_in_time_succeeds_and_settles_its_seconds() {
         let t = trainer(Duration::from_millis(50), false);
-        t.ledger().reserve("run/v", 1.0, 5.0).unwrap().unwrap();
+        let charge = crate::ledger::Charge {
+            resource: Resource::TrainerSeconds,
+            amount: 1_000_000,
+            limit: Some(5_000_000),
+            run_limit: None,
+        };
+        t.ledger().reserve("run/v", &[charge]).unwrap().unwrap();
         let id = t.submit(spec(1000), Some(("run/v".into(), 1.0))).unwrap();
         let s = t.wait_blocking(&id, Duration::from_secs(5)).unwrap();
         assert_eq!(s.phase, Phase::Succeeded);
         assert_eq!(s.log_tail, "done\n");
         assert!(s.seconds >= 0.05 && s.seconds < 1.0, "{}", s.seconds);
-        assert!((t.ledger().spent("run/v").unwrap() - s.seconds).abs() < 1e-9);
+        assert_eq!(t.ledger().spent("run/v", Resource::TrainerSeconds).unwrap(), micros(s.seconds));
         assert!(s.metrics["slept_ms"] > 0.0);
     }
 
@@ -972,16 +890,6 @@ mod tests {
         let mut s = spec(1000);
         s.config = serde_json::json!([1]);
         assert!(matches!(t.submit(s, None), Err(SubmitError::Invalid(m)) if m.contains("JSON object")));
-    }
-
-    #[test]
-    fn ledger_reserves_within_the_cap_and_settles() {
-        let l = Ledger::in_memory();
-        assert_eq!(l.reserve("k", 3.0, 5.0).unwrap(), Ok(()));
-        assert_eq!(l.reserve("k", 3.0, 5.0).unwrap(), Err(2.0));
-        l.settle("k", 3.0, 1.5).unwrap();
-        assert_eq!(l.spent("k").unwrap(), 1.5);
-        assert_eq!(l.spent("other").unwrap(), 0.0);
     }
 
     #[test]
