@@ -190,3 +190,42 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
     let tries = records.iter().filter(|r| r["event"] == "use" && r["details"]["services"]["workbench"].is_object()).count();
     assert!(tries >= 1, "no workbench use in the audit log");
 }
+
+/// A run whose `budget.usd` cannot pay for one request: nothing is sent,
+/// every task is answered offline, and the run stops cleanly naming the
+/// dollar budget, its archive and audit chain intact.
+#[test]
+fn a_coder_run_ends_cleanly_at_its_dollar_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Scripted::start(tmp.path());
+    let llm_config = tmp.path().join("llm.toml");
+    std::fs::write(
+        &llm_config,
+        format!(
+            "base_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\ntimeout = \"30s\"\nretries = 0\n[models]\ncoder = \"scripted\"\n\
+             [prices.\"scripted\"]\nprompt = 1000.0\ncompletion = 1000.0\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run.toml");
+    let text = std::fs::read_to_string(root().join("examples/coder/run.toml")).unwrap();
+    let text = text
+        .replace("\"../../variants/coder\"", &format!("{:?}", root().join("variants/coder")))
+        .replace("\"policy.toml\"", &format!("{:?}", root().join("examples/coder/policy.toml")))
+        .replace("tokens = 2_000_000", "usd = 0.01");
+    std::fs::write(&run, text).unwrap();
+
+    let home = tmp.path().join("home");
+    let out = vivarium(&home, &llm_config).args(["--json", "evolve"]).arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = summary["stop"]["budget"].as_str().unwrap_or_default();
+    assert!(why.starts_with("llm dollars"), "{summary}");
+    assert!(server.requests().is_empty(), "a request was sent past the dollar budget");
+    let rows = fingerprint(&home);
+    assert_eq!(rows.len(), 1, "only the baseline: {rows:?}");
+    let verify = vivarium(&home, &llm_config).args(["--json", "audit", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    server.stop();
+}
