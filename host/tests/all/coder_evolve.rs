@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use vivarium::archive::Archive;
 
+use super::llm_evolve::files;
+
 const KEY_VAR: &str = "VIVARIUM_CODER_TEST_KEY";
 const KEY: &str = "sk-coder-7e5t-k3y-0f-the-h0st-4242";
 
@@ -55,6 +57,18 @@ impl Scripted {
             std::thread::sleep(Duration::from_millis(50));
         };
         Self { child, url: format!("http://127.0.0.1:{port}/v1"), record }
+    }
+
+    /// An `llm.toml` in `dir` pointing at it with the key's variable, the
+    /// model `coder` mapped to `scripted`, and `extra` appended.
+    fn llm_toml(&self, dir: &Path, extra: &str) -> PathBuf {
+        let path = dir.join("llm.toml");
+        let text = format!(
+            "base_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\ntimeout = \"30s\"\nretries = 0\n[models]\ncoder = \"scripted\"\n{extra}",
+            self.url
+        );
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// Close its stdin and wait for it to exit.
@@ -100,19 +114,6 @@ fn fingerprint(home: &Path) -> Vec<Row> {
         .collect()
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn audit(home: &Path) -> Vec<serde_json::Value> {
     let mut text = String::new();
     std::fs::File::open(home.join("audit/audit.jsonl")).unwrap().read_to_string(&mut text).unwrap();
@@ -123,15 +124,7 @@ fn audit(home: &Path) -> Vec<serde_json::Value> {
 fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Scripted::start(tmp.path());
-    let llm_config = tmp.path().join("llm.toml");
-    std::fs::write(
-        &llm_config,
-        format!(
-            "base_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\ntimeout = \"30s\"\nretries = 0\n[models]\ncoder = \"scripted\"\n",
-            server.url
-        ),
-    )
-    .unwrap();
+    let llm_config = server.llm_toml(tmp.path(), "");
     let run = root().join("examples/coder/run.toml");
 
     let live = tmp.path().join("live");
@@ -198,16 +191,7 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
 fn a_coder_run_ends_cleanly_at_its_dollar_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Scripted::start(tmp.path());
-    let llm_config = tmp.path().join("llm.toml");
-    std::fs::write(
-        &llm_config,
-        format!(
-            "base_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\ntimeout = \"30s\"\nretries = 0\n[models]\ncoder = \"scripted\"\n\
-             [prices.\"scripted\"]\nprompt = 1000.0\ncompletion = 1000.0\n",
-            server.url
-        ),
-    )
-    .unwrap();
+    let llm_config = server.llm_toml(tmp.path(), "[prices.\"scripted\"]\nprompt = 1000.0\ncompletion = 1000.0\n");
     let run = tmp.path().join("run.toml");
     let text = std::fs::read_to_string(root().join("examples/coder/run.toml")).unwrap();
     let text = text
