@@ -52,9 +52,9 @@ pub struct CoderAct {
     pub summary: crate::evolve::Summary,
     /// Every variant, baseline first.
     pub variants: Vec<CoderVariant>,
-    /// Audit records of the act's home, and whether the chain verifies.
+    /// Audit records of the home after the act (both acts' records).
     pub audit_records: u64,
-    /// Whether the act's audit chain verified.
+    /// Whether the home's audit chain verified after the act.
     pub audit_ok: bool,
 }
 
@@ -163,7 +163,7 @@ pub fn render(a: &CoderAct) -> String {
         a.summary.seconds
     ));
     s.push_str(&format!(
-        "audit log of the act: {} records, hash chain {}",
+        "Audit log after both acts: {} records, hash chain {}",
         a.audit_records,
         if a.audit_ok { "verified" } else { "BROKEN" }
     ));
