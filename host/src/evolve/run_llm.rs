@@ -51,3 +51,23 @@ pub fn use_run_llm(session: &mut Session, llm_toml: Option<&Path>) -> Result<()>
     session.runtime.set_services(services);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_relative_cache_dir_is_under_its_llm_toml_not_the_home() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("llm.toml");
+        std::fs::write(&file, "base_url = \"http://127.0.0.1:9/v1\"\ncache_dir = \"recorded\"\n").unwrap();
+        let c = config_for_run(&file).unwrap();
+        assert_eq!(c.cache_dir.as_deref(), Some(tmp.path().join("recorded").as_path()));
+        std::fs::write(&file, "base_url = \"http://127.0.0.1:9/v1\"\n").unwrap();
+        let c = config_for_run(&file).unwrap();
+        assert_eq!(c.cache_dir.as_deref(), Some(tmp.path().join(crate::services::llm::CACHE_DIR).as_path()));
+        std::fs::write(&file, "base_url = \"ftp://x\"\n").unwrap();
+        let e = config_for_run(&file).unwrap_err().to_string();
+        assert!(e.contains("llm.toml") && e.contains("must start with http"), "{e}");
+    }
+}
