@@ -8,6 +8,9 @@
 //! 3. Run a gallery of hostile components and show each one contained with
 //!    its typed failure, the host serving a well-behaved call after each.
 //! 4. Verify the audit log's hash chain.
+//!
+//! The second act, the coding agent's recorded run with a real model, is
+//! [`crate::demo_coder`]; `vivarium demo` runs it after this one.
 
 use std::path::{Path, PathBuf};
 

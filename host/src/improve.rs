@@ -171,8 +171,10 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
             return Err(Error::Guest(f));
         }
     };
-    // Patch edits (0.2.0) become the writes they amount to, then every
-    // rule checks those as it checks any write.
+    // What the meta-agent sent, by kind, before patch edits (0.2.0)
+    // become the writes they amount to (the records below say whether a
+    // child came through patches); then every rule checks those writes as
+    // it checks any write.
     let edit_kinds = guard::edit_kinds(&proposal);
     let proposal = match guard::resolve_edits(&req.parent, &proposal, &rules) {
         Ok(p) => p,

@@ -28,6 +28,7 @@ pub mod caps;
 pub mod cluster;
 pub mod componentize;
 pub mod demo;
+pub mod demo_coder;
 pub mod error;
 pub mod evolve;
 pub mod export_git;

@@ -22,10 +22,17 @@ pub struct EvolveArgs {
 }
 
 pub async fn evolve(a: EvolveArgs, out: &Out) -> ExitCode {
-    let session = match Session::open_default().await {
+    let mut session = match Session::open_default().await {
         Ok(s) => s,
         Err(e) => return out.error(&e),
     };
+    // A run that names its own llm.toml (and response cache) uses it; a run
+    // file that does not load is reported by `evolve` below.
+    if let Ok(c) = evolve::config::RunConfig::load(&a.run) {
+        if let Err(e) = evolve::run_llm::use_run_llm(&mut session, c.run.llm.as_deref()) {
+            return out.error(&e);
+        }
+    }
     let bar = if out.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}")

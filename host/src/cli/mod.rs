@@ -38,8 +38,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job on the embedded defaults: score, self-improve, contain, audit.
-    Demo,
+    /// The main job on the embedded defaults: score, self-improve, contain, audit;
+    /// then the coding agent's recorded run with a real model, replayed.
+    Demo(demo::DemoArgs),
     /// Write a ready variant (manifest, source, README) in one of five languages.
     Init(init::InitArgs),
     /// Run a variant on one task under its grant and limits.
@@ -121,7 +122,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Demo => demo::demo(&out).await,
+            Command::Demo(a) => demo::demo(a, &out).await,
             Command::Init(a) => init::init(a, &out),
             Command::Run(a) => run::run(a, &out).await,
             Command::Inspect(a) => run::inspect(a, &out).await,

@@ -50,6 +50,12 @@ pub struct RunSection {
     /// The operator's policy file, relative to the run file.
     #[serde(default)]
     pub policy: Option<PathBuf>,
+    /// The run's own `llm.toml`, relative to the run file: used instead of
+    /// the home's, with a relative `cache_dir` in it under the file's
+    /// folder, so a run can ship its response cache beside it and be
+    /// replayed anywhere (`examples/coder-local`).
+    #[serde(default)]
+    pub llm: Option<PathBuf>,
 }
 
 fn one() -> u32 {
@@ -275,6 +281,21 @@ impl RunConfig {
                     &format!(
                         "the policy file {} does not exist; fix the path (relative to the run file's folder) \
                          or remove the key for the built-in policy",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = &mut c.run.llm {
+            *p = base.join(&*p);
+            if !p.is_file() {
+                return Err(error_at(
+                    &text,
+                    &origin,
+                    "run.llm",
+                    &format!(
+                        "the llm configuration {} does not exist; fix the path (relative to the run file's folder) \
+                         or remove the key to use the home's llm.toml",
                         p.display()
                     ),
                 ));

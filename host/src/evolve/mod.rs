@@ -33,6 +33,7 @@ pub mod models;
 pub mod noise;
 pub mod novelty;
 pub mod qd;
+pub mod run_llm;
 mod search;
 
 use std::path::{Path, PathBuf};

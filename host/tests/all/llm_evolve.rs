@@ -128,8 +128,8 @@ fn fingerprint(home: &Path) -> Vec<Row> {
     fingerprint_of(home, "llm-evolve")
 }
 
-/// Every file under `dir`, for the key search.
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, for the key search (`coder_evolve` uses it too).
+pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
