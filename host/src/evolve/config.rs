@@ -54,7 +54,7 @@ pub struct RunSection {
     /// the home's, with a relative `cache_dir` in it under the file's
     /// folder, so a run can ship its response cache beside it and be
     /// replayed anywhere (`examples/coder-local`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<PathBuf>,
 }
 
