@@ -61,7 +61,8 @@ pub struct CoderAct {
 /// The recorded run file's text under run name `name`, its relative paths
 /// made absolute and its `llm` key dropped (the act sets the service).
 fn run_copy(recorded: &Path, name: &str) -> Result<String> {
-    let text = std::fs::read_to_string(recorded).map_err(|e| Error::io(format!("reading {}", recorded.display()), e))?;
+    let text =
+        std::fs::read_to_string(recorded).map_err(|e| Error::io(format!("reading {}", recorded.display()), e))?;
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", recorded.display())))?;
     let dir = recorded.parent().unwrap_or(Path::new("."));

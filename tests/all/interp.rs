@@ -564,7 +564,7 @@ class RewardModel(vivarium.RewardModel):
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_reward_model_answers_each_chunk_on_one_instance() {
     use vivarium::runtime::reward::RewardInstance;
-    use vivarium::sim::{EnvKind, Step};
+    use vivarium::sim::EnvKind;
     warm().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = std::sync::Arc::new(session(&tmp.path().join("h")));
@@ -576,9 +576,7 @@ async fn a_python_reward_model_answers_each_chunk_on_one_instance() {
     let (_, wordy) = open(&s, &variant(&tmp.path().join("wordy"), &words, &[], "")).await;
     let s2 = s.clone();
     tokio::task::spawn_blocking(move || {
-        let mut steps = vec![Step::default(); 3];
-        steps[1].next_obs[0] = 0.5;
-        steps[2].terminated = true;
+        let steps = three_steps();
         let mut inst = RewardInstance::for_prepared(&s2.runtime, &p, None).unwrap().unwrap();
         assert_eq!(inst.rewards(EnvKind::Cartpole, &steps).unwrap(), vec![1.0, 6.0, 101.0]);
         assert_eq!(inst.rewards(EnvKind::Cartpole, &steps[..1]).unwrap(), vec![2.0], "the same instance");
@@ -1002,7 +1000,7 @@ export const metaAgent = { improve() { throw "no"; } };
 #[tokio::test(flavor = "multi_thread")]
 async fn a_javascript_reward_model_answers_each_chunk() {
     use vivarium::runtime::reward::RewardInstance;
-    use vivarium::sim::{EnvKind, Step};
+    use vivarium::sim::EnvKind;
     warm_js().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = std::sync::Arc::new(session(&tmp.path().join("h")));
@@ -1020,9 +1018,7 @@ export const rewardModel = {
     let (_, p) = open(&s, &js_variant(&tmp.path().join("v"), agent, &[], "")).await;
     let s2 = s.clone();
     tokio::task::spawn_blocking(move || {
-        let mut steps = vec![Step::default(); 3];
-        steps[1].next_obs[0] = 0.5;
-        steps[2].terminated = true;
+        let steps = three_steps();
         let mut inst = RewardInstance::for_prepared(&s2.runtime, &p, None).unwrap().unwrap();
         assert_eq!(inst.rewards(EnvKind::Cartpole, &steps).unwrap(), vec![1.0, 6.0, 101.0]);
         assert_eq!(inst.rewards(EnvKind::Cartpole, &steps[..1]).unwrap(), vec![2.0], "the same instance");
@@ -1180,4 +1176,13 @@ async fn a_patched_file_goes_through_every_write_check() {
         assert!(!tmp.path().join("child").exists(), "{mode}");
         assert!(s.audit.verify().unwrap().ok, "{mode}: the audit chain is intact");
     }
+}
+
+/// Three transitions for a reward model: the second moves `o0` to 0.5, the
+/// third ends the episode.
+fn three_steps() -> Vec<vivarium::sim::Step> {
+    let mut steps = vec![vivarium::sim::Step::default(); 3];
+    steps[1].next_obs[0] = 0.5;
+    steps[2].terminated = true;
+    steps
 }

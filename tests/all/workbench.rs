@@ -296,7 +296,8 @@ async fn the_fuel_of_tries_is_reported_even_when_the_proposal_is_refused() {
     let dir = tmp.path().join("v");
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join(MANIFEST), MANIFEST_TEXT).unwrap();
-    let agent = AGENT.replace("MODE = \"propose\"", "MODE = \"tried-then-refused\"").replace("@GRADER@", &grader_path());
+    let agent =
+        AGENT.replace("MODE = \"propose\"", "MODE = \"tried-then-refused\"").replace("@GRADER@", &grader_path());
     std::fs::write(dir.join("src/agent.py"), agent).unwrap();
     let req = ImproveRequest {
         parent: dir,

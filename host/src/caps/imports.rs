@@ -157,7 +157,12 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].reason, "capability `workbench` is not granted to this variant");
         let wb = Grant {
-            workbench: Some(crate::services::workbench::WorkbenchGrant { tries: 1, tasks: 1, build_seconds: 1, fuel: 1 }),
+            workbench: Some(crate::services::workbench::WorkbenchGrant {
+                tries: 1,
+                tasks: 1,
+                build_seconds: 1,
+                fuel: 1,
+            }),
             ..Grant::default()
         };
         assert!(check(["vivarium:agent/workbench@0.2.0"], &wb).is_empty());

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
-use vivarium::{demo, demo_coder};
 use vivarium::variant::Session;
+use vivarium::{demo, demo_coder};
 
 use super::output::Out;
 

@@ -180,7 +180,8 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
     assert_eq!(fingerprint(&replayed), rows, "the replayed run is the recorded one");
 
     // The child was tried on the workbench before it was proposed.
-    let tries = records.iter().filter(|r| r["event"] == "use" && r["details"]["services"]["workbench"].is_object()).count();
+    let tries =
+        records.iter().filter(|r| r["event"] == "use" && r["details"]["services"]["workbench"].is_object()).count();
     assert!(tries >= 1, "no workbench use in the audit log");
 }
 

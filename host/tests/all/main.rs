@@ -11,12 +11,12 @@
 
 /// The CLI contract: `--json` shapes, exit codes, `$VIVARIUM_HOME`.
 mod cli;
-/// `variants/coder` evolving on HumanEval against the scripted server:
-/// patch edits, workbench tries, the key kept in the host, replay.
-mod coder_evolve;
 /// `evolve` on a real local Ray cluster (`[cluster] engine = "ray"`),
 /// compared with the same run on `local`; workers and the coordinator killed.
 mod cluster;
+/// `variants/coder` evolving on HumanEval against the scripted server:
+/// patch edits, workbench tries, the key kept in the host, replay.
+mod coder_evolve;
 /// Out-of-process compilation in a `vivarium __compile` child.
 mod compile;
 /// `vivarium evolve` killed with SIGKILL and resumed, repeatedly.
