@@ -25,7 +25,7 @@ use crate::caps::{is_within, resolve, Manifest, Overrides, Policy};
 use crate::error::{Error, Result};
 use crate::guard::{self, EscalationStore, GuardRules, NewRequest};
 use crate::runtime::{CallOptions, CallOutcome};
-use crate::variant::{build_variant, Session, MANIFEST};
+use crate::variant::{build_variant_within, Session, BUILD_TIMEOUT, MANIFEST};
 
 /// What to improve and where the child goes.
 #[derive(Debug, Clone, Default)]
@@ -225,8 +225,16 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
     }
 
     guard::apply(&req.parent, &checked, &req.out)?;
-    let result =
-        build_child(session, req, &policy, &parent_grant, in_grant_escalation.as_ref(), escalation.is_some()).await;
+    let result = build_child(
+        session,
+        req,
+        &policy,
+        &parent_grant,
+        in_grant_escalation.as_ref(),
+        escalation.is_some(),
+        BUILD_TIMEOUT,
+    )
+    .await;
     match result {
         Ok(ChildBuild { sha: child_sha, build_ms, component, grant_digest }) => {
             audit(
@@ -262,8 +270,8 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 }
 
 /// Rebase path dependencies, apply an in-grant manifest change, build the
-/// child and check the built component (also how the workbench builds a
-/// candidate).
+/// child within `build_timeout` and check the built component (also how
+/// the workbench builds a candidate, within `workbench.build_seconds`).
 pub(crate) async fn build_child(
     session: &Session,
     req: &ImproveRequest,
@@ -271,6 +279,7 @@ pub(crate) async fn build_child(
     parent_grant: &crate::caps::Grant,
     in_grant_escalation: Option<&guard::Escalation>,
     escalation_pending: bool,
+    build_timeout: std::time::Duration,
 ) -> Result<ChildBuild> {
     rebase_path_dependencies(&req.parent, &req.out)?;
     if let Some(esc) = in_grant_escalation {
@@ -284,7 +293,7 @@ pub(crate) async fn build_child(
     tracing::info!(target: "vivarium::evolve", "phase child-build");
     let built = {
         let (dir, m, target) = (req.out.clone(), manifest.clone(), session.guest_target_dir.clone());
-        tokio::task::spawn_blocking(move || build_variant(&dir, &m, &target))
+        tokio::task::spawn_blocking(move || build_variant_within(&dir, &m, &target, build_timeout))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("build thread failed: {e}")))?
     }

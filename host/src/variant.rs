@@ -19,7 +19,9 @@ use crate::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Run
 /// The manifest file of a variant directory.
 pub use crate::caps::manifest::MANIFEST_FILE as MANIFEST;
 
-pub use crate::build::dispatch::{build_dir, build_variant, check_variant_dir, guest_target_dir, Built, BUILD_TIMEOUT};
+pub use crate::build::dispatch::{
+    build_dir, build_variant, build_variant_within, check_variant_dir, guest_target_dir, Built, BUILD_TIMEOUT,
+};
 pub use crate::build::rust::path_dependencies;
 
 /// A runtime, the state directory and its audit log: what one CLI

@@ -16,11 +16,14 @@
 //! 3. **Build.** The candidate is written to a scratch directory under
 //!    `$VIVARIUM_HOME/scratch` and built and loaded as a child is
 //!    (`improve`'s own build, in the build sandbox; its grant within the
-//!    parent's). A build slower than `workbench.build_seconds`, or one
-//!    that fails, is the trial's `error`.
+//!    parent's). The toolchain is stopped at `workbench.build_seconds`
+//!    (its process group killed); a build stopped there, or one that
+//!    fails, is the trial's `error`.
 //! 4. **Run.** The candidate's task agent solves each task under the
 //!    candidate's own grant and limits, each call's fuel also cut to what
-//!    is left of `workbench.fuel`, in *sealed* calls (a throwaway memory
+//!    is left of `workbench.fuel` and its `llm` tokens and dollars and
+//!    `trainer` seconds charged to the parent's budgets (a try opens no
+//!    fresh budget), in *sealed* calls (a throwaway memory
 //!    fork, a scratch area removed afterwards: nothing a try does
 //!    persists). The suite's grader scores it host-side; only the score
 //!    and the grader's feedback line for that task come back — never the
@@ -32,7 +35,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -162,20 +165,32 @@ impl Bench<'_> {
         };
         let build_started = Instant::now();
         let child_req = ImproveRequest { parent: self.parent.clone(), out: out.clone(), ..ImproveRequest::default() };
+        // The toolchain is stopped at the limit, not waited for: a try's
+        // build must not take the meta-agent's whole wall clock.
+        let limit = Duration::from_secs(req.grant.build_seconds).min(crate::variant::BUILD_TIMEOUT);
         let built =
-            crate::improve::build_child(self.session, &child_req, &policy, &self.parent_grant, None, false).await;
+            crate::improve::build_child(self.session, &child_req, &policy, &self.parent_grant, None, false, limit)
+                .await;
         let build_s = build_started.elapsed().as_secs_f64();
+        let past_limit = |detail: String| {
+            not_built(format!(
+                "the build was stopped after {build_s:.1} s, at the workbench's {} s (workbench.build_seconds): \
+                 {detail}",
+                req.grant.build_seconds
+            ))
+        };
         let built = match built {
             Ok(b) => b,
+            Err(Error::Refused { detail, .. }) | Err(Error::Invalid(detail)) if build_s >= limit.as_secs_f64() => {
+                return Ok(past_limit(detail))
+            }
             Err(Error::Refused { detail, .. }) => return Ok(not_built(detail)),
             Err(Error::Invalid(m)) => return Ok(not_built(m)),
             Err(e) => return Err(e),
         };
+        // Loading the built component counts too.
         if build_s > req.grant.build_seconds as f64 {
-            return Ok(not_built(format!(
-                "the build took {build_s:.1} s, past the workbench's {} s (workbench.build_seconds)",
-                req.grant.build_seconds
-            )));
+            return Ok(past_limit("the candidate was built but took too long".into()));
         }
         let manifest = Manifest::load(out.join(MANIFEST))?;
         let opened = self.session.open_built(&built.component, &manifest, self.policy.as_deref()).await?;
@@ -194,7 +209,14 @@ impl Bench<'_> {
                 continue;
             }
             let limits = Limits { fuel: left, ..prepared.grant.limits.clone() };
-            let opts = CallOptions { limits: Some(limits), lineage: None, ..self.call.sealed() };
+            // The candidate is its parent's work in progress: its `llm` and
+            // `trainer` use is charged to the parent's budgets.
+            let opts = CallOptions {
+                limits: Some(limits),
+                lineage: None,
+                budget_of: Some(self.parent_sha.clone()),
+                ..self.call.sealed()
+            };
             let (results, spent) =
                 tasks::run_tasks(self.session, &prepared, &self.suite, std::slice::from_ref(t), false, &opts).await?;
             fuel = fuel.saturating_add(spent.fuel);

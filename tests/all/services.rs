@@ -1344,6 +1344,36 @@ async fn a_request_whose_worst_case_cost_passes_the_dollar_budget_is_refused_bef
     assert_eq!(u.calls[3].outcome, "budget-exhausted");
 }
 
+/// How a workbench try's candidate is charged (`CallOptions::budget_of`):
+/// its requests spend the trying parent's per-variant budget, so a try
+/// never opens a fresh one.
+#[tokio::test]
+async fn a_call_charged_to_another_variant_spends_that_variants_budget() {
+    init();
+    let server = FakeServer::start();
+    let service = Arc::new(LlmService::new(priced(&server), None, None).unwrap());
+    let rt = runtime().with_services(HostServices { llm: Some(service.clone()), ..HostServices::default() });
+    let p = prepared(&rt, grant(LlmGrant { usd: Some(dollars(0.10)), ..llm_grant(100_000) }, 1)).await;
+    let parent = "0".repeat(64);
+    let as_parent = CallOptions { run: Some("r".into()), budget_of: Some(parent.clone()), ..CallOptions::default() };
+    let (out, _) = script(&rt, &p, &as_parent, "llm small 20 question\nllm small 20 question").await;
+    assert!(out.iter().all(|l| l.starts_with("ok ")), "{out:?}");
+    let ledger = service.ledger();
+    assert_eq!(ledger.by_variant("r", Resource::Usd).unwrap(), vec![(parent.clone(), dollars(0.04).0)]);
+    // A second call charged to the parent finds $0.06 of its $0.10 left:
+    // one more answer ($0.02), then the worst case ($0.057) does not fit.
+    let (out, _) = script(&rt, &p, &as_parent, "llm small 20 question\nllm small 20 question").await;
+    assert!(out[0].starts_with("ok "), "{out:?}");
+    assert_eq!(err_kind(&out[1]), "budget-exhausted", "{}", out[1]);
+    assert!(out[1].ends_with("$0.04 of this variant's dollar budget (llm.usd) of $0.10 is left"), "{}", out[1]);
+    // The called variant's own budget is untouched.
+    let own = CallOptions { run: Some("r".into()), ..CallOptions::default() };
+    let (out, _) = script(&rt, &p, &own, "llm small 20 question").await;
+    assert!(out[0].starts_with("ok "), "{out:?}");
+    assert_eq!(ledger.by_variant("r", Resource::Usd).unwrap().len(), 2);
+    assert_eq!(server.received().len(), 4);
+}
+
 #[tokio::test]
 async fn a_runs_dollar_budget_spans_its_variants_and_an_unpriced_model_is_refused_under_one() {
     init();

@@ -1333,6 +1333,30 @@ pub(crate) mod tests {
         assert!(detail.contains("Permission denied"), "{detail}");
     }
 
+    /// How the workbench holds a try to `workbench.build_seconds`: the
+    /// toolchain is stopped at the timeout, not waited for.
+    #[test]
+    fn a_build_script_that_never_ends_is_stopped_at_the_timeout() {
+        let (_dir, tree) = echo_copy("sbx-echo-buildrs-forever");
+        std::fs::write(
+            tree.join("build.rs"),
+            "fn main() {\n    loop {\n        std::thread::sleep(std::time::Duration::from_millis(100));\n    }\n}\n",
+        )
+        .unwrap();
+        let manifest = crate::caps::Manifest::load(tree.join("variant.toml")).unwrap();
+        let target = crate::build::default_guest_target_dir(&workspace_root());
+        let started = std::time::Instant::now();
+        let result = crate::build::dispatch::build_variant_within(&tree, &manifest, &target, Duration::from_secs(4));
+        let took = started.elapsed();
+        match result {
+            Err(Error::Invalid(m)) => assert!(m.contains("took longer than 4 s and was stopped"), "{m}"),
+            Err(other) => panic!("expected the build to be stopped at 4 s, got: {other}"),
+            Ok(out) => panic!("a never-ending build script finished:\n{}", out.log),
+        }
+        // Stopped, not waited for (the default timeout is ten minutes).
+        assert!(took < Duration::from_secs(120), "stopped only after {took:?}");
+    }
+
     #[test]
     fn build_script_opening_a_connection_is_refused() {
         if !enforcing() {

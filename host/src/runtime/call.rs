@@ -65,6 +65,11 @@ pub struct CallOptions {
     /// `improve` ([`crate::workbench`]); `None` everywhere else, where a
     /// try answers `unavailable`.
     pub workbench: Option<crate::services::workbench::BenchLink>,
+    /// The variant whose per-variant budgets (`llm` tokens and dollars,
+    /// `trainer` seconds) this call spends; `None`: the called variant's
+    /// own. A workbench try's candidate spends its trying parent's, so
+    /// that each try does not open a fresh budget.
+    pub budget_of: Option<String>,
 }
 
 impl CallOptions {
@@ -256,7 +261,7 @@ impl Runtime {
         let services = self.services().for_call(
             &p.grant,
             CallScope {
-                variant_sha256: p.sha256.clone(),
+                variant_sha256: opts.budget_of.clone().unwrap_or_else(|| p.sha256.clone()),
                 run: opts.run.clone(),
                 memory_lineage: sealed_memory.as_ref().map_or(lineage, |s| s.id.clone()),
                 llm_tokens: opts.llm_tokens,
