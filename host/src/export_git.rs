@@ -150,12 +150,11 @@ pub fn epoch_seconds(t: &str) -> i64 {
     (days * 86_400 + h * 3_600 + mi * 60 + s).max(0)
 }
 
-/// Replace control characters other than newline and tab.
 /// Guest text for a commit message, which `git log` prints to a terminal:
 /// every hidden character ([`crate::text::is_hidden`]) but newline and tab
 /// replaced.
 fn clean(s: &str) -> String {
-    s.chars().map(|c| if c != '\n' && c != '\t' && crate::text::is_hidden(c) { '\u{FFFD}' } else { c }).collect()
+    crate::text::replace_hidden(s, |c| c == '\n' || c == '\t')
 }
 
 fn score(s: Option<f64>) -> String {

@@ -45,7 +45,14 @@ pub fn is_hidden(c: char) -> bool {
 /// Lossy UTF-8 with every hidden character ([`is_hidden`]) replaced by
 /// `�`, keeping tabs: the form in which the host stores guest text.
 pub fn sanitize(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().map(|c| if c != '\t' && is_hidden(c) { '\u{FFFD}' } else { c }).collect()
+    replace_hidden(&String::from_utf8_lossy(bytes), |c| c == '\t')
+}
+
+/// `s` with every hidden character ([`is_hidden`]) for which `keep` is
+/// false replaced by `�`: the stored form of guest text ([`sanitize`]) and
+/// of text the host hands to other programs (a commit message).
+pub fn replace_hidden(s: &str, keep: impl Fn(char) -> bool) -> String {
+    s.chars().map(|c| if !keep(c) && is_hidden(c) { '\u{FFFD}' } else { c }).collect()
 }
 
 /// `s` for a terminal: every hidden character but newline and tab escaped
