@@ -214,3 +214,36 @@ impl LlmConfig {
         self.base_url.as_ref().map(|b| format!("{}/chat/completions", b.trim_end_matches('/')))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LlmConfig;
+
+    /// Every `llm.toml` the README and docs show (a ```toml block with a
+    /// `base_url`) is one the host accepts, so a reader who copies one gets
+    /// a working file, not an error.
+    #[test]
+    fn every_llm_toml_the_docs_show_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("README.md")];
+        let docs = std::fs::read_dir(root.join("docs")).unwrap();
+        files.extend(docs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension() == Some("md".as_ref())));
+        let mut checked = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, block) in text.split("```toml\n").skip(1).enumerate() {
+                let block = block.split("```").next().unwrap();
+                if !block.lines().any(|l| l.trim_start().starts_with("base_url")) {
+                    continue;
+                }
+                let origin = format!("{} toml block {}", file.display(), i + 1);
+                if let Err(e) = LlmConfig::parse(block, &origin) {
+                    panic!("{e}\n{block}");
+                }
+                checked += 1;
+            }
+        }
+        // README: OpenAI, vLLM, Ollama, and the coder run's two.
+        assert!(checked >= 5, "only {checked} llm.toml blocks found");
+    }
+}
