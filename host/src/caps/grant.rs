@@ -13,12 +13,12 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::caps::service::{self, show_list, Section, ServiceCaps};
+use crate::caps::service::{show_list, Section, ServiceCaps};
 use crate::services::{
-    archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
+    archive_view::ArchiveGrant, clock::ClockGrant, llm::LlmGrant, memory::MemoryGrant, simulator::SimulatorGrant,
     trainer::TrainerGrant, workbench::WorkbenchGrant,
 };
-use crate::units::{ByteSize, HumanDuration, Usd};
+use crate::units::{ByteSize, HumanDuration};
 
 /// Per-call resource limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,118 +152,6 @@ pub const ANY: &str = "*";
 /// Whether `list` allows `name`: it holds `name` itself or the wildcard.
 pub fn list_allows(list: &[String], name: &str) -> bool {
     list.iter().any(|m| m == ANY || m == name)
-}
-
-/// The `llm` service: chat completions through the host (keys stay in the host).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmGrant {
-    /// Model names the variant may ask for, or `["*"]` for any the host maps.
-    pub models: Vec<String>,
-    /// Total tokens (prompt + completion) over the variant's life in this run.
-    pub tokens: u64,
-    /// The largest single request (all messages together).
-    pub max_request_bytes: ByteSize,
-    /// Requests per rolling minute.
-    pub requests_per_minute: u32,
-    /// Dollars (at the host's prices) over the variant's life in this run;
-    /// `None`: no dollar cap of the grant's own. Left out when absent, so
-    /// grants from before dollar budgets keep their digests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<Usd>,
-}
-
-impl LlmGrant {
-    /// Whether `model` may be requested.
-    pub fn allows_model(&self, model: &str) -> bool {
-        list_allows(&self.models, model)
-    }
-}
-
-impl fmt::Display for LlmGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "models {}, tokens {}, max_request_bytes {}, requests_per_minute {}",
-            show_list(&self.models),
-            self.tokens,
-            self.max_request_bytes,
-            self.requests_per_minute
-        )?;
-        match self.usd {
-            Some(u) => write!(f, ", usd {u}"),
-            None => Ok(()),
-        }
-    }
-}
-
-// The `llm` section stays here until `services/llm/` takes it, as the
-// other services' sections live in their folders.
-impl ServiceCaps for LlmGrant {
-    const NAME: &'static str = "llm";
-    type Request = crate::caps::manifest::LlmRequest;
-    type Policy = crate::caps::policy::LlmPolicy;
-
-    fn summary(r: &Self::Request) -> String {
-        format!("models {}, tokens {}", show_list(&r.models), r.tokens)
-    }
-
-    fn grant(r: &Self::Request, p: &Self::Policy, b: &mut crate::caps::resolve::Builder) -> Option<Self> {
-        let models = service::allowed_names::<Self>(r, "llm.models", &r.models, &p.models, "models", b)?;
-        Some(LlmGrant {
-            models,
-            tokens: b.budget("llm.tokens", r.tokens, p.tokens),
-            max_request_bytes: b.optional_budget("llm.max_request_bytes", r.max_request_bytes, p.max_request_bytes),
-            requests_per_minute: b.optional_budget(
-                "llm.requests_per_minute",
-                r.requests_per_minute,
-                p.requests_per_minute,
-            ),
-            // The policy's `usd` is a ceiling and, when the manifest names
-            // none, what the variant gets: a dollar budget the operator set
-            // is never dropped by leaving it out.
-            usd: match (r.usd, p.usd) {
-                (Some(r), Some(p)) => Some(b.budget("llm.usd", r, p)),
-                (Some(r), None) => {
-                    b.line("llm.usd", r, crate::caps::resolve::Source::Manifest, None);
-                    Some(r)
-                }
-                (None, Some(p)) => {
-                    b.line("llm.usd", p, crate::caps::resolve::Source::PolicyDefault, None);
-                    Some(p)
-                }
-                (None, None) => None,
-            },
-        })
-    }
-
-    fn as_request(&self) -> Self::Request {
-        crate::caps::manifest::LlmRequest {
-            models: self.models.clone(),
-            tokens: self.tokens,
-            max_request_bytes: Some(self.max_request_bytes),
-            requests_per_minute: Some(self.requests_per_minute),
-            usd: self.usd,
-        }
-    }
-
-    fn name_lists(&self) -> Vec<(&'static str, &[String])> {
-        vec![("llm.models", &self.models)]
-    }
-
-    fn name_lists_mut(&mut self) -> Vec<&mut Vec<String>> {
-        vec![&mut self.models]
-    }
-
-    fn budgets(&self) -> Vec<service::Budget> {
-        vec![
-            ("llm.tokens", self.tokens as u128, self.tokens.to_string()),
-            ("llm.max_request_bytes", self.max_request_bytes.0 as u128, self.max_request_bytes.to_string()),
-            ("llm.requests_per_minute", self.requests_per_minute as u128, self.requests_per_minute.to_string()),
-            // No dollar cap is more than any.
-            ("llm.usd", self.usd.map_or(u128::MAX, |u| u.0 as u128), self.usd.map_or("none".into(), |u| u.to_string())),
-        ]
-    }
 }
 
 /// The effective powers and limits of a variant.
@@ -687,6 +575,7 @@ pub fn is_within(child: &Grant, parent: &Grant) -> Result<(), Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::Usd;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

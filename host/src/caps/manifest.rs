@@ -41,8 +41,8 @@ use std::{fmt, net::IpAddr, ops::Range, path::Path};
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 use crate::services::{
-    archive_view::ArchiveRequest, clock::ClockRequest, memory::MemoryRequest, simulator::SimulatorRequest,
-    trainer::TrainerRequest, workbench::WorkbenchRequest,
+    archive_view::ArchiveRequest, clock::ClockRequest, llm::LlmRequest, memory::MemoryRequest,
+    simulator::SimulatorRequest, trainer::TrainerRequest, workbench::WorkbenchRequest,
 };
 use crate::{
     caps::grant::{Access, FileGrant},
@@ -204,26 +204,6 @@ pub struct Capabilities {
     /// The `clock` service (`clock = {}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<ClockRequest>,
-}
-
-/// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N, usd = DOLLARS }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmRequest {
-    /// Model names, or `["*"]` (the default) for any the policy allows.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub models: Vec<String>,
-    /// Total token budget.
-    pub tokens: u64,
-    /// Largest single request; the policy's value when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_request_bytes: Option<ByteSize>,
-    /// Request rate; the policy's value when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_minute: Option<u32>,
-    /// Dollar budget at the host's prices; the policy's `usd` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<crate::units::Usd>,
 }
 
 /// `deterministic = { seed = N }`.

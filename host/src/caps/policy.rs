@@ -45,12 +45,13 @@ use std::{fmt, net::IpAddr, path::Path, time::Duration};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::services::{
-    memory::MemoryPolicy, simulator::SimulatorPolicy, trainer::TrainerPolicy, workbench::WorkbenchPolicy,
+    llm::LlmPolicy, memory::MemoryPolicy, simulator::SimulatorPolicy, trainer::TrainerPolicy,
+    workbench::WorkbenchPolicy,
 };
 use crate::{
     caps::{
         grant::{Limits, LogGrant},
-        manifest::{self, de_names, error_at, parse_toml, LimitsSpec},
+        manifest::{self, error_at, parse_toml, LimitsSpec},
     },
     error::{Error, Result},
     units::{ByteSize, HumanDuration},
@@ -138,36 +139,6 @@ pub struct CapabilityPolicy {
     /// may be granted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clock: bool,
-}
-
-/// The most of the `llm` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmPolicy {
-    /// Models that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub models: Vec<String>,
-    /// The largest token budget.
-    pub tokens: u64,
-    /// The largest single request, and the value a manifest gets when it
-    /// does not ask (default 256KiB).
-    #[serde(default = "default_max_request_bytes")]
-    pub max_request_bytes: ByteSize,
-    /// The highest request rate, and the default (60).
-    #[serde(default = "default_requests_per_minute")]
-    pub requests_per_minute: u32,
-    /// The largest dollar budget, and the one a manifest gets when it does
-    /// not ask; `None`: the policy sets no dollar cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<crate::units::Usd>,
-}
-
-fn default_max_request_bytes() -> ByteSize {
-    ByteSize(256 << 10)
-}
-
-fn default_requests_per_minute() -> u32 {
-    60
 }
 
 /// The byte quota of each read-write file grant: `default` where the

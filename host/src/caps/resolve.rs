@@ -486,13 +486,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::caps::grant::LlmGrant;
     use crate::caps::{
         grant::{Access, FileGrant, LogGrant},
         policy::builtin_ceilings,
     };
     use crate::services::{
-        archive_view::ArchiveGrant, memory::MemoryGrant, simulator::SimulatorGrant, trainer::TrainerGrant,
+        archive_view::ArchiveGrant, llm::LlmGrant, memory::MemoryGrant, simulator::SimulatorGrant,
+        trainer::TrainerGrant,
     };
 
     const POLICY: &str = r#"

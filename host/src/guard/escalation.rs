@@ -426,7 +426,7 @@ fn unknown(id: &str, dir: &Path) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::grant::LlmGrant;
+    use crate::services::llm::LlmGrant;
     use crate::services::memory::MemoryGrant;
     use crate::units::ByteSize;
 

@@ -13,7 +13,7 @@
 //!   environment (WASI gets only the grant's `env`), not in any answer,
 //!   log line, cache file or audit record; error texts from the provider are
 //!   scrubbed of it before anyone sees them. Redirects are not followed.
-//! * **Grant** ([`LlmGrant`](crate::caps::LlmGrant)): allowed models, a token budget (prompt +
+//! * **Grant** ([`LlmGrant`](LlmGrant)): allowed models, a token budget (prompt +
 //!   completion, over the variant's life in one run), a request-size cap and
 //!   a rate (requests per rolling minute), and optionally dollars (`usd`).
 //! * **Order of checks** for one `chat`: model allowed by the grant and
@@ -100,7 +100,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod grant;
 pub use config::{CacheMode, LlmConfig, Price};
+pub use grant::{LlmGrant, LlmPolicy, LlmRequest};
 pub use protocol::estimate_prompt_tokens;
 pub use state::{LlmRequestRecord, LlmState, LlmUsage};
 
