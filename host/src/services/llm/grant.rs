@@ -110,6 +110,8 @@ impl ServiceCaps for LlmGrant {
     const NAME: &'static str = "llm";
     type Request = LlmRequest;
     type Policy = LlmPolicy;
+    /// Absent from the built-in policy: it leaves the machine and costs money.
+    type PolicyEntry = Option<LlmPolicy>;
 
     fn summary(r: &Self::Request) -> String {
         format!("models {}, tokens {}", show_list(&r.models), r.tokens)
