@@ -1,23 +1,27 @@
 //! Host services a variant may import.
 //!
 //! Every service has the same shape (after Spin's per-capability factors),
-//! and lives in one folder, `services/<name>/`:
+//! lives in one folder, `services/<name>/`, and has one line in the
+//! registry (`registry.rs`), from which every structure that gathers the
+//! services is generated:
 //!
 //! 1. `grant.rs`: its `variant.toml` request, its `policy.toml` ceiling and
 //!    its grant, with [`ServiceCaps`](crate::caps::service::ServiceCaps)
-//!    for the grant (request ∩ policy → grant, with provenance and denials),
+//!    for the grant (request ∩ policy → grant, with provenance and denials;
+//!    the built-in policy's entry),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
 //!    store, the archive, the LLM client, the trainer, and the one budget
 //!    ledger they charge, [`crate::ledger`]), set on the
 //!    [`Runtime`](crate::runtime::Runtime) once,
-//! 3. per-call state holding the grant's caps and a usage counter, built
-//!    for every call by [`HostServices::for_call`],
-//! 4. a [`Service`] in the [`REGISTRY`], whose `add_to_linker` the runtime
-//!    calls only when the grant names the service,
-//! 5. a usage summary folded into the call's one audit `use` record
-//!    ([`ServiceUsage`], under `services`), taken when the call ends
-//!    (`CallServices::finish`, which never blocks an executor thread),
-//! 6. tests: unit tests through the guest-less `testing::TestEnvironment`
+//! 3. its *factor* in `mod.rs`, a unit struct implementing [`Service`] (its
+//!    grant, per-call state and usage types, and the `vivarium:agent`
+//!    versions it implements) and `PerCall`: the per-call state built for
+//!    every call from the grant and the [`CallScope`], the host functions
+//!    the runtime links only when the grant names the service, and the
+//!    usage taken when the call ends (`PerCall::finish`, which never blocks
+//!    an executor thread), folded into the call's one audit `use` record
+//!    ([`ServiceUsage`], under `services`),
+//! 4. tests: unit tests through the guest-less `testing::TestEnvironment`
 //!    and integration tests with real guests in `tests/all/`.
 //!
 //! | service | module | per-call state | usage |
@@ -38,23 +42,19 @@
 //!
 //! 1. write its interface as a new file in `wit-0.2.0/` (never change an
 //!    existing interface) with a world importing it, and one `bindgen!`
-//!    module for that world in [`crate::bindings`];
+//!    module for that world in [`crate::bindings`] (the one leaf module of
+//!    generated code);
 //! 2. in `<name>/grant.rs`, its request, policy and grant types and
 //!    `impl ServiceCaps`; in `<name>/mod.rs`, its per-call state and usage,
-//!    the WIT `Host` impl and its [`Service`] (`linked_service!` for a
-//!    service with one interface);
-//! 3. here: `pub mod <name>`, its line in [`REGISTRY`], its name in
-//!    [`IMPLEMENTED`], and its field in [`CallServices`] (built in
-//!    [`HostServices::for_call`], ended in `CallServices::finish`) and in
-//!    [`ServiceUsage`];
-//! 4. in `caps/`: its field in [`Grant`] (last, so existing grants keep
-//!    their digest), `manifest::Capabilities` and `policy::CapabilityPolicy`,
-//!    its name in `grant::SERVICES` and `grant::sections`, one line in
-//!    `resolve`, and its version in `caps::imports`;
-//! 5. unit tests through `testing::TestEnvironment` next to it, one guest
+//!    the WIT `Host` impl, and its factor with `impl Service` and
+//!    `impl PerCall`;
+//! 3. here, `pub mod <name>;` and, in `registry.rs`, its line, last;
+//! 4. unit tests through `testing::TestEnvironment` next to it, one guest
 //!    test in `tests/all/<name>.rs`, and its section in `docs/services.md`.
 //!
-//! docs/architecture.md lists the files adding `clock` touched.
+//! Nothing in `caps/` or `runtime/` changes: a unit test in `registry.rs`
+//! fails when a service's types are named anywhere else.
+//! docs/architecture.md lists the files adding `clock` touches.
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
@@ -166,14 +166,20 @@ impl CallScope {
 mod tests {
     use super::*;
 
-    /// What the import check accepts is what the runtime can link, and
-    /// each is a service a grant can name.
+    /// `log` first, each service once, and each with the `vivarium:agent`
+    /// versions the import check accepts it at.
     #[test]
-    fn every_implemented_service_is_one_a_grant_names() {
-        assert_eq!(IMPLEMENTED, crate::caps::grant::SERVICES);
+    fn every_implemented_service_has_its_versions() {
+        assert_eq!(IMPLEMENTED[0], "log");
+        let mut names = IMPLEMENTED.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), IMPLEMENTED.len(), "{IMPLEMENTED:?}");
         for name in &IMPLEMENTED[1..] {
             assert!(registry::versions(name).is_some_and(|v| !v.is_empty()), "{name}");
         }
         assert_eq!(registry::versions("log"), None);
+        assert_eq!(registry::versions("llm"), Some(&["0.1.0", "0.2.0"][..]));
+        assert_eq!(registry::versions("clock"), Some(&["0.2.0"][..]));
     }
 }
