@@ -159,7 +159,7 @@ pub(crate) fn allowed_names<S: ServiceCaps>(
 /// A service's section (its grant, request or policy) from its serialized
 /// form. Tests outside a service's folder name a section by what it
 /// serializes to, not by its type: only the folder and the registry name a
-/// service's types (`tests/all/service_folders.rs` checks it).
+/// service's types (a test in `services/registry.rs` checks it).
 #[cfg(test)]
 pub(crate) fn section<T: DeserializeOwned>(json: serde_json::Value) -> T {
     serde_json::from_value(json).expect("a valid section")
