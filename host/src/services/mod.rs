@@ -16,7 +16,7 @@
 //! 3. its *factor* in `mod.rs`, a unit struct implementing [`Service`] (its
 //!    grant, per-call state and usage types, and the `vivarium:agent`
 //!    versions it implements) and `PerCall`: the per-call state built for
-//!    every call from the grant and the [`CallScope`], the host functions
+//!    every call from the grant and the `CallScope`, the host functions
 //!    the runtime links only when the grant names the service, and the
 //!    usage taken when the call ends (`PerCall::finish`, which never blocks
 //!    an executor thread), folded into the call's one audit `use` record

@@ -13,7 +13,7 @@
 //!   environment (WASI gets only the grant's `env`), not in any answer,
 //!   log line, cache file or audit record; error texts from the provider are
 //!   scrubbed of it before anyone sees them. Redirects are not followed.
-//! * **Grant** ([`LlmGrant`](LlmGrant)): allowed models, a token budget (prompt +
+//! * **Grant** ([`LlmGrant`]): allowed models, a token budget (prompt +
 //!   completion, over the variant's life in one run), a request-size cap and
 //!   a rate (requests per rolling minute), and optionally dollars (`usd`).
 //! * **Order of checks** for one `chat`: model allowed by the grant and
