@@ -26,10 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vivarium::caps::{Access, FileGrant, Grant, Limits, LlmGrant};
+use vivarium::caps::{Access, FileGrant, Grant, Limits};
 use vivarium::home::Home;
 use vivarium::runtime::bindings::{Answer, ImproveContext, SourceFile};
 use vivarium::runtime::{CallOptions, CallOutcome, CallReport, Loaded, Prepared, Runtime, RuntimeConfig};
+use vivarium::services::llm::LlmGrant;
 use vivarium::services::log::{LogLine, LogUsage};
 use vivarium::services::memory::MemoryGrant;
 use vivarium::services::{llm, memory, HostServices, ServiceUsage};

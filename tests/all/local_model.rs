@@ -16,9 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use vivarium::caps::{Grant, LlmGrant};
+use vivarium::caps::Grant;
 use vivarium::home::Home;
 use vivarium::runtime::{CallOptions, CallReport};
+use vivarium::services::llm::LlmGrant;
 use vivarium::units::{ByteSize, HumanDuration};
 use vivarium::variant::Session;
 use vivarium_tests::*;

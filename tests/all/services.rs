@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vivarium::archive::{Archive, NewVariant, Split, TaskResult, VariantId, VariantStatus};
-use vivarium::caps::{Grant, LlmGrant};
+use vivarium::caps::Grant;
 use vivarium::home::Home;
 use vivarium::ledger::Resource;
 use vivarium::runtime::{CallOptions, CallReport, Prepared, Runtime};
 use vivarium::services::archive_view::ArchiveSource;
+use vivarium::services::llm::LlmGrant;
 use vivarium::services::llm::{CacheMode, LlmConfig, LlmService};
 use vivarium::services::memory::MemoryStore;
 use vivarium::services::HostServices;

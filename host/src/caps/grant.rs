@@ -13,12 +13,9 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::caps::service::{self, show_list, Section, ServiceCaps};
-use crate::services::{
-    archive_view::ArchiveGrant, clock::ClockGrant, memory::MemoryGrant, simulator::SimulatorGrant,
-    trainer::TrainerGrant, workbench::WorkbenchGrant,
-};
-use crate::units::{ByteSize, HumanDuration, Usd};
+use crate::caps::service::{show_list, Section, ServiceCaps};
+use crate::services::Service;
+use crate::units::{ByteSize, HumanDuration};
 
 /// Per-call resource limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,163 +151,67 @@ pub fn list_allows(list: &[String], name: &str) -> bool {
     list.iter().any(|m| m == ANY || m == name)
 }
 
-/// The `llm` service: chat completions through the host (keys stay in the host).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmGrant {
-    /// Model names the variant may ask for, or `["*"]` for any the host maps.
-    pub models: Vec<String>,
-    /// Total tokens (prompt + completion) over the variant's life in this run.
-    pub tokens: u64,
-    /// The largest single request (all messages together).
-    pub max_request_bytes: ByteSize,
-    /// Requests per rolling minute.
-    pub requests_per_minute: u32,
-    /// Dollars (at the host's prices) over the variant's life in this run;
-    /// `None`: no dollar cap of the grant's own. Left out when absent, so
-    /// grants from before dollar budgets keep their digests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<Usd>,
-}
-
-impl LlmGrant {
-    /// Whether `model` may be requested.
-    pub fn allows_model(&self, model: &str) -> bool {
-        list_allows(&self.models, model)
-    }
-}
-
-impl fmt::Display for LlmGrant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "models {}, tokens {}, max_request_bytes {}, requests_per_minute {}",
-            show_list(&self.models),
-            self.tokens,
-            self.max_request_bytes,
-            self.requests_per_minute
-        )?;
-        match self.usd {
-            Some(u) => write!(f, ", usd {u}"),
-            None => Ok(()),
+macro_rules! grant_struct {
+    ([$($a:ident: $fa:ty,)*] [$($b:ident: $fb:ty,)*]) => {
+        grant_struct! { @all $($a: $fa,)* $($b: $fb,)* }
+    };
+    (@all $($field:ident: $factor:ty,)*) => {
+        /// The effective powers and limits of a variant.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        pub struct Grant {
+            /// Per-call limits.
+            pub limits: Limits,
+            /// Caps of the always-granted `log` service.
+            pub log: LogGrant,
+            /// Preopened scratch directories.
+            #[serde(default)]
+            pub files: Vec<FileGrant>,
+            /// Environment variables passed through, by name.
+            #[serde(default)]
+            pub env: Vec<String>,
+            /// `host:port` pairs the guest may connect to.
+            #[serde(default)]
+            pub sockets: Vec<String>,
+            /// Seed for deterministic mode: seeded randomness and a virtual clock.
+            #[serde(default)]
+            pub deterministic: Option<u64>,
+            // Every service of the registry, when granted; left out when
+            // not, so adding a service keeps the digests of grants without it.
+            $(
+                #[doc = concat!("The `", stringify!($field), "` service, when granted.")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<<$factor as Service>::Grant>,
+            )*
         }
-    }
-}
 
-// The `llm` section stays here until `services/llm/` takes it, as the
-// other services' sections live in their folders.
-impl ServiceCaps for LlmGrant {
-    const NAME: &'static str = "llm";
-    type Request = crate::caps::manifest::LlmRequest;
-    type Policy = crate::caps::policy::LlmPolicy;
-
-    fn summary(r: &Self::Request) -> String {
-        format!("models {}, tokens {}", show_list(&r.models), r.tokens)
-    }
-
-    fn grant(r: &Self::Request, p: &Self::Policy, b: &mut crate::caps::resolve::Builder) -> Option<Self> {
-        let models = service::allowed_names::<Self>(r, "llm.models", &r.models, &p.models, "models", b)?;
-        Some(LlmGrant {
-            models,
-            tokens: b.budget("llm.tokens", r.tokens, p.tokens),
-            max_request_bytes: b.optional_budget("llm.max_request_bytes", r.max_request_bytes, p.max_request_bytes),
-            requests_per_minute: b.optional_budget(
-                "llm.requests_per_minute",
-                r.requests_per_minute,
-                p.requests_per_minute,
-            ),
-            // The policy's `usd` is a ceiling and, when the manifest names
-            // none, what the variant gets: a dollar budget the operator set
-            // is never dropped by leaving it out.
-            usd: match (r.usd, p.usd) {
-                (Some(r), Some(p)) => Some(b.budget("llm.usd", r, p)),
-                (Some(r), None) => {
-                    b.line("llm.usd", r, crate::caps::resolve::Source::Manifest, None);
-                    Some(r)
-                }
-                (None, Some(p)) => {
-                    b.line("llm.usd", p, crate::caps::resolve::Source::PolicyDefault, None);
-                    Some(p)
-                }
-                (None, None) => None,
-            },
-        })
-    }
-
-    fn as_request(&self) -> Self::Request {
-        crate::caps::manifest::LlmRequest {
-            models: self.models.clone(),
-            tokens: self.tokens,
-            max_request_bytes: Some(self.max_request_bytes),
-            requests_per_minute: Some(self.requests_per_minute),
-            usd: self.usd,
+        /// The service sections of a grant in grant field order: each
+        /// service's name and, when granted, its section.
+        fn sections(g: &Grant) -> Vec<(&'static str, Option<&dyn Section>)> {
+            fn one<S: ServiceCaps>(s: &Option<S>) -> (&'static str, Option<&dyn Section>) {
+                (S::NAME, s.as_ref().map(|s| s as &dyn Section))
+            }
+            vec![$(one(&g.$field),)*]
         }
-    }
 
-    fn name_lists(&self) -> Vec<(&'static str, &[String])> {
-        vec![("llm.models", &self.models)]
-    }
+        /// Every service section's name lists, to put them in normal form.
+        fn name_lists_mut(g: &mut Grant) -> Vec<&mut Vec<String>> {
+            let mut lists = Vec::new();
+            $(lists.extend(g.$field.iter_mut().flat_map(ServiceCaps::name_lists_mut));)*
+            lists
+        }
 
-    fn name_lists_mut(&mut self) -> Vec<&mut Vec<String>> {
-        vec![&mut self.models]
-    }
-
-    fn budgets(&self) -> Vec<service::Budget> {
-        vec![
-            ("llm.tokens", self.tokens as u128, self.tokens.to_string()),
-            ("llm.max_request_bytes", self.max_request_bytes.0 as u128, self.max_request_bytes.to_string()),
-            ("llm.requests_per_minute", self.requests_per_minute as u128, self.requests_per_minute.to_string()),
-            // No dollar cap is more than any.
-            ("llm.usd", self.usd.map_or(u128::MAX, |u| u.0 as u128), self.usd.map_or("none".into(), |u| u.to_string())),
-        ]
-    }
+        /// Each granted service's request into `caps`.
+        fn service_requests(g: &Grant, caps: &mut crate::caps::manifest::Capabilities) {
+            $(caps.$field = g.$field.as_ref().map(ServiceCaps::as_request);)*
+        }
+    };
 }
 
-/// The effective powers and limits of a variant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    /// Per-call limits.
-    pub limits: Limits,
-    /// Caps of the always-granted `log` service.
-    pub log: LogGrant,
-    /// Preopened scratch directories.
-    #[serde(default)]
-    pub files: Vec<FileGrant>,
-    /// Environment variables passed through, by name.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// `host:port` pairs the guest may connect to.
-    #[serde(default)]
-    pub sockets: Vec<String>,
-    /// Seed for deterministic mode: seeded randomness and a virtual clock.
-    #[serde(default)]
-    pub deterministic: Option<u64>,
-    /// The `llm` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<LlmGrant>,
-    /// The `trainer` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trainer: Option<TrainerGrant>,
-    /// The `simulator` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulator: Option<SimulatorGrant>,
-    /// The `memory` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryGrant>,
-    /// The `archive` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ArchiveGrant>,
-    /// The `workbench` service (0.2.0), when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<WorkbenchGrant>,
-    /// The `clock` service, when granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock: Option<ClockGrant>,
-}
+crate::services::registry!(grant_struct);
 
 /// The host services a grant can name, `log` first (it is always granted).
-pub const SERVICES: [&str; 8] = ["log", "llm", "trainer", "simulator", "memory", "archive", "workbench", "clock"];
+pub const SERVICES: &[&str] = crate::services::IMPLEMENTED;
 
 impl Grant {
     /// This grant written as a manifest's `[capabilities]` and `[limits]`:
@@ -320,19 +221,14 @@ impl Grant {
     /// what the approver saw and nothing a later, broader policy would add.
     pub fn as_request(&self) -> (crate::caps::manifest::Capabilities, crate::caps::manifest::LimitsSpec) {
         use crate::caps::manifest::*;
-        let caps = Capabilities {
-            llm: self.llm.as_ref().map(ServiceCaps::as_request),
-            trainer: self.trainer.as_ref().map(ServiceCaps::as_request),
-            simulator: self.simulator.as_ref().map(ServiceCaps::as_request),
-            memory: self.memory.as_ref().map(ServiceCaps::as_request),
-            archive: self.archive.as_ref().map(ServiceCaps::as_request),
-            workbench: self.workbench.as_ref().map(ServiceCaps::as_request),
-            clock: self.clock.as_ref().map(ServiceCaps::as_request),
+        let mut caps = Capabilities {
             files: self.files.clone(),
             env: self.env.clone(),
             sockets: self.sockets.clone(),
             deterministic: self.deterministic.map(|seed| DeterministicRequest { seed }),
+            ..Capabilities::default()
         };
+        service_requests(self, &mut caps);
         let l = &self.limits;
         let limits = LimitsSpec {
             fuel: Some(l.fuel),
@@ -379,7 +275,7 @@ impl Grant {
 
     /// The names of the granted services, in [`SERVICES`] order (`log` first).
     pub fn services(&self) -> Vec<&'static str> {
-        SERVICES.into_iter().filter(|s| self.service_granted(s)).collect()
+        SERVICES.iter().copied().filter(|s| self.service_granted(s)).collect()
     }
 
     /// The same grant with every set-like list sorted and deduplicated
@@ -396,11 +292,6 @@ impl Grant {
             v.dedup();
             v
         }
-        fn section<S: ServiceCaps>(s: &mut Option<S>) {
-            for list in s.iter_mut().flat_map(ServiceCaps::name_lists_mut) {
-                *list = names(list);
-            }
-        }
         let mut g = self.clone();
         g.files.sort_by(|a, b| a.path.cmp(&b.path).then((a.access as u8).cmp(&(b.access as u8))));
         g.files.dedup();
@@ -408,13 +299,9 @@ impl Grant {
         g.env.dedup();
         g.sockets.sort();
         g.sockets.dedup();
-        section(&mut g.llm);
-        section(&mut g.trainer);
-        section(&mut g.simulator);
-        section(&mut g.memory);
-        section(&mut g.archive);
-        section(&mut g.workbench);
-        section(&mut g.clock);
+        for list in name_lists_mut(&mut g) {
+            *list = names(list);
+        }
         g
     }
 
@@ -464,15 +351,6 @@ fn write_canonical(v: &serde_json::Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-/// The service sections of a grant in grant field order: each service's
-/// name and, when granted, its section.
-fn sections(g: &Grant) -> [(&'static str, Option<&dyn Section>); 7] {
-    fn one<S: ServiceCaps>(s: &Option<S>) -> (&'static str, Option<&dyn Section>) {
-        (S::NAME, s.as_ref().map(|s| s as &dyn Section))
-    }
-    [one(&g.llm), one(&g.trainer), one(&g.simulator), one(&g.memory), one(&g.archive), one(&g.workbench), one(&g.clock)]
 }
 
 /// One-line summary of a service grant, for human lines.
@@ -687,6 +565,9 @@ pub fn is_within(child: &Grant, parent: &Grant) -> Result<(), Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::service::section;
+    use crate::units::Usd;
+    use serde_json::json;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -706,19 +587,18 @@ mod tests {
             env: s(&["LANG"]),
             sockets: s(&["api.example.com:443"]),
             deterministic: None,
-            llm: Some(LlmGrant {
-                models: s(&["small", "large"]),
-                tokens: 1000,
-                max_request_bytes: ByteSize(1024),
-                requests_per_minute: 10,
-                usd: None,
-            }),
-            trainer: Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 60 }),
-            simulator: Some(SimulatorGrant { envs: s(&["*"]), steps: 100 }),
-            memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
-            archive: Some(ArchiveGrant {}),
-            workbench: Some(WorkbenchGrant { tries: 3, tasks: 5, build_seconds: 30, fuel: 1_000_000 }),
-            clock: Some(ClockGrant {}),
+            llm: Some(section(json!({
+                "models": ["small", "large"],
+                "tokens": 1000,
+                "max_request_bytes": "1KiB",
+                "requests_per_minute": 10,
+            }))),
+            trainer: Some(section(json!({ "backends": ["cpu"], "gpu_seconds": 60 }))),
+            simulator: Some(section(json!({ "envs": ["*"], "steps": 100 }))),
+            memory: Some(section(json!({ "bytes": "1MiB" }))),
+            archive: Some(section(json!({}))),
+            workbench: Some(section(json!({ "tries": 3, "tasks": 5, "build_seconds": 30, "fuel": 1_000_000 }))),
+            clock: Some(section(json!({}))),
         }
     }
 
@@ -732,7 +612,7 @@ mod tests {
         assert!(g.service_granted("log"));
         let g = rich();
         assert_eq!(g.services(), SERVICES.to_vec());
-        let only_memory = Grant { memory: Some(MemoryGrant { bytes: ByteSize(1) }), ..Grant::default() };
+        let only_memory = Grant { memory: Some(section(json!({ "bytes": 1 }))), ..Grant::default() };
         assert_eq!(only_memory.services(), vec!["log", "memory"]);
     }
 
@@ -767,6 +647,32 @@ mod tests {
         assert_ne!(other.digest(), rich().digest());
         assert!(rich().canonical_json().contains(r#""archive":{}"#));
         assert!(!other.canonical_json().contains("memory\":{"));
+    }
+
+    /// The grant's JSON keeps its field order (the fixed fields, then the
+    /// services in registry order), as grants written before the registry.
+    #[test]
+    fn the_serialized_grant_keeps_its_field_order() {
+        let json = serde_json::to_string(&rich()).unwrap();
+        let keys = [
+            "limits",
+            "log",
+            "files",
+            "env",
+            "sockets",
+            "deterministic",
+            "llm",
+            "trainer",
+            "simulator",
+            "memory",
+            "archive",
+            "workbench",
+            "clock",
+        ];
+        // The last `"key":` is the top-level one (`limits` has a `memory` too).
+        let at: Vec<usize> = keys.iter().map(|k| json.rfind(&format!("\"{k}\":")).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{json}");
+        assert_eq!(SERVICES, ["log", "llm", "trainer", "simulator", "memory", "archive", "workbench", "clock"]);
     }
 
     #[test]
@@ -888,17 +794,16 @@ mod tests {
         child.env = s(&["LANG", "HOME"]);
         child.sockets = s(&["api.example.com:443", "evil.example.com:443"]);
         child.deterministic = None;
-        child.llm = Some(LlmGrant {
-            models: s(&["*"]),
-            tokens: 1001,
-            max_request_bytes: ByteSize(2048),
-            requests_per_minute: 10,
-            // No dollar cap is more than the parent's $1.00.
-            usd: None,
-        });
-        child.trainer = Some(TrainerGrant { backends: s(&["cpu", "cuda"]), gpu_seconds: 61 });
-        child.simulator = Some(SimulatorGrant { envs: s(&["*"]), steps: 101 });
-        child.memory = Some(MemoryGrant { bytes: ByteSize(2 << 20) });
+        // No dollar cap (no `usd`) is more than the parent's $1.00.
+        child.llm = Some(section(json!({
+            "models": ["*"],
+            "tokens": 1001,
+            "max_request_bytes": "2KiB",
+            "requests_per_minute": 10,
+        })));
+        child.trainer = Some(section(json!({ "backends": ["cpu", "cuda"], "gpu_seconds": 61 })));
+        child.simulator = Some(section(json!({ "envs": ["*"], "steps": 101 })));
+        child.memory = Some(section(json!({ "bytes": "2MiB" })));
         assert_eq!(
             is_within(&child, &parent),
             Err(s(&[

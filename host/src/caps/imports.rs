@@ -57,9 +57,7 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
         // 0.2.0 versions `llm` (tool calls) and adds `workbench`, `clock`
         // and the patch edits' types (`edits`): a component imports them
         // next to the 0.1.0 interfaces.
-        "vivarium:agent"
-            if version == Some(AGENT_VERSION_0_2) && matches!(iface, "llm" | "workbench" | "clock" | "edits") =>
-        {
+        "vivarium:agent" if version == Some(AGENT_VERSION_0_2) && (iface == "edits" || provides(iface, version)) => {
             if iface == "edits" {
                 return None;
             }
@@ -78,10 +76,8 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
             }
             match iface {
                 "types" | "log" => None,
-                "llm" | "trainer" | "simulator" | "memory" | "archive" => {
-                    if !services::IMPLEMENTED.contains(&iface) {
-                        Some(format!("the `{iface}` service is not provided by this host yet"))
-                    } else if !grant.service_granted(iface) {
+                _ if provides(iface, version) => {
+                    if !grant.service_granted(iface) {
                         Some(format!("capability `{iface}` is not granted to this variant"))
                     } else {
                         None
@@ -103,6 +99,13 @@ fn refusal(name: &str, grant: &Grant) -> Option<String> {
     }
 }
 
+/// Whether a service of the registry implements `vivarium:agent/iface` at
+/// `version` (0.2.0 versions `llm` and adds `workbench` and `clock`; see
+/// each service's [`Service::VERSIONS`](services::Service::VERSIONS)).
+fn provides(iface: &str, version: Option<&str>) -> bool {
+    services::versions(iface).is_some_and(|v| version.is_some_and(|version| v.contains(&version)))
+}
+
 fn wasi_version_refusal(version: Option<&str>) -> Option<String> {
     let (maj, min, patch) = WASI_VERSION;
     let have = format!("{maj}.{min}.{patch}");
@@ -122,6 +125,8 @@ fn wasi_version_refusal(version: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::service::section;
+    use serde_json::json;
 
     #[test]
     fn classifies_imports() {
@@ -157,27 +162,17 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].reason, "capability `workbench` is not granted to this variant");
         let wb = Grant {
-            workbench: Some(crate::services::workbench::WorkbenchGrant {
-                tries: 1,
-                tasks: 1,
-                build_seconds: 1,
-                fuel: 1,
-            }),
+            workbench: Some(section(json!({ "tries": 1, "tasks": 1, "build_seconds": 1, "fuel": 1 }))),
             ..Grant::default()
         };
         assert!(check(["vivarium:agent/workbench@0.2.0"], &wb).is_empty());
         // A granted service is linked.
-        let g = Grant {
-            trainer: Some(crate::services::trainer::TrainerGrant { backends: vec!["embedded".into()], gpu_seconds: 1 }),
-            ..Grant::default()
-        };
+        let g =
+            Grant { trainer: Some(section(json!({ "backends": ["embedded"], "gpu_seconds": 1 }))), ..Grant::default() };
         assert!(check(["vivarium:agent/trainer@0.1.0"], &g).is_empty());
-        // A service this host does not implement yet is refused as such.
-        for iface in ["llm", "trainer", "simulator", "memory", "archive"] {
-            if !services::IMPLEMENTED.contains(&iface) {
-                let refused = check([format!("vivarium:agent/{iface}@0.1.0").as_str()], &g);
-                assert_eq!(refused[0].reason, format!("the `{iface}` service is not provided by this host yet"));
-            }
-        }
+        // An interface at a version no service implements is refused as such.
+        let refused = check(["vivarium:agent/workbench@0.1.0", "vivarium:agent/memory@0.2.0"], &g);
+        assert_eq!(refused[0].reason, "`workbench` is not an interface of vivarium:agent@0.1.0");
+        assert_eq!(refused[1].reason, "this host implements vivarium:agent@0.1.0, not 0.2.0");
     }
 }

@@ -40,10 +40,8 @@ use std::{fmt, net::IpAddr, ops::Range, path::Path};
 
 use serde::{de, de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
-use crate::services::{
-    archive_view::ArchiveRequest, clock::ClockRequest, memory::MemoryRequest, simulator::SimulatorRequest,
-    trainer::TrainerRequest, workbench::WorkbenchRequest,
-};
+use crate::caps::service::ServiceCaps;
+use crate::services::Service;
 use crate::{
     caps::grant::{Access, FileGrant},
     error::{Error, Result},
@@ -166,65 +164,44 @@ pub struct LimitsSpec {
     pub output: Option<ByteSize>,
 }
 
-/// The `[capabilities]` table: what the variant asks for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// The `llm` service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<LlmRequest>,
-    /// The `trainer` service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trainer: Option<TrainerRequest>,
-    /// The `simulator` service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulator: Option<SimulatorRequest>,
-    /// The `memory` service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryRequest>,
-    /// The `archive` service (`archive = {}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ArchiveRequest>,
-    /// Scratch directories; paths relative, unique and not nested in each other.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_files")]
-    pub files: Vec<FileGrant>,
-    /// Environment variable names (identifiers), unique.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_env")]
-    pub env: Vec<String>,
-    /// `host:port` pairs, unique; hosts are kept lowercase.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_sockets")]
-    pub sockets: Vec<String>,
-    /// Deterministic mode: seeded randomness and a virtual clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deterministic: Option<DeterministicRequest>,
-    /// The `workbench` service (`workbench = { tries = N, tasks = N,
-    /// build_seconds = N, fuel = N }`; `vivarium:agent/workbench@0.2.0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<WorkbenchRequest>,
-    /// The `clock` service (`clock = {}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock: Option<ClockRequest>,
+macro_rules! capabilities {
+    ([$($a:ident: $fa:ty,)*] [$($b:ident: $fb:ty,)*]) => {
+        /// The `[capabilities]` table: what the variant asks for.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Capabilities {
+            $(
+                #[doc = concat!("The `", stringify!($a), "` service.")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $a: Option<ServiceRequest<$fa>>,
+            )*
+            /// Scratch directories; paths relative, unique and not nested in each other.
+            #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_files")]
+            pub files: Vec<FileGrant>,
+            /// Environment variable names (identifiers), unique.
+            #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_env")]
+            pub env: Vec<String>,
+            /// `host:port` pairs, unique; hosts are kept lowercase.
+            #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_sockets")]
+            pub sockets: Vec<String>,
+            /// Deterministic mode: seeded randomness and a virtual clock.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub deterministic: Option<DeterministicRequest>,
+            // The services added since 0.1.0 come after the keys above, so
+            // the order of keys (in written manifests and errors) holds.
+            $(
+                #[doc = concat!("The `", stringify!($b), "` service.")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $b: Option<ServiceRequest<$fb>>,
+            )*
+        }
+    };
 }
 
-/// `llm = { models = [...], tokens = N, max_request_bytes = SIZE, requests_per_minute = N, usd = DOLLARS }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmRequest {
-    /// Model names, or `["*"]` (the default) for any the policy allows.
-    #[serde(default = "any", deserialize_with = "de_names")]
-    pub models: Vec<String>,
-    /// Total token budget.
-    pub tokens: u64,
-    /// Largest single request; the policy's value when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_request_bytes: Option<ByteSize>,
-    /// Request rate; the policy's value when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_minute: Option<u32>,
-    /// Dollar budget at the host's prices; the policy's `usd` when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<crate::units::Usd>,
-}
+crate::services::registry!(capabilities);
+
+/// What service `S`'s key under `[capabilities]` asks for.
+pub type ServiceRequest<S> = <<S as Service>::Grant as ServiceCaps>::Request;
 
 /// `deterministic = { seed = N }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -855,6 +832,8 @@ pub(crate) fn error_at(text: &str, origin: &str, key: &str, msg: &str) -> Error 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::service::section;
+    use serde_json::json;
 
     const FULL: &str = r#"[variant]
 name = "baseline"
@@ -919,20 +898,11 @@ deterministic = { seed = 7 }
             }
         );
         let c = &m.capabilities;
-        assert_eq!(
-            c.llm,
-            Some(LlmRequest {
-                models: vec!["*".into()],
-                tokens: 200_000,
-                max_request_bytes: None,
-                requests_per_minute: None,
-                usd: None,
-            })
-        );
-        assert_eq!(c.trainer, Some(TrainerRequest { backends: vec!["*".into()], gpu_seconds: 600 }));
-        assert_eq!(c.simulator, Some(SimulatorRequest { envs: vec!["cartpole".into()], steps: 2_000_000 }));
-        assert_eq!(c.memory, Some(MemoryRequest { bytes: ByteSize(1 << 20) }));
-        assert_eq!(c.archive, Some(ArchiveRequest {}));
+        assert_eq!(c.llm, Some(section(json!({ "models": ["*"], "tokens": 200_000 }))));
+        assert_eq!(c.trainer, Some(section(json!({ "backends": ["*"], "gpu_seconds": 600 }))));
+        assert_eq!(c.simulator, Some(section(json!({ "envs": ["cartpole"], "steps": 2_000_000 }))));
+        assert_eq!(c.memory, Some(section(json!({ "bytes": "1MiB" }))));
+        assert_eq!(c.archive, Some(section(json!({}))));
         assert_eq!(
             c.files,
             vec![

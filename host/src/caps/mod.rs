@@ -18,7 +18,7 @@ pub mod resolve;
 pub mod service;
 pub mod wasi;
 
-pub use grant::{diff, is_within, Access, FileGrant, Grant, Limits, LlmGrant, LogGrant};
+pub use grant::{diff, is_within, Access, FileGrant, Grant, Limits, LogGrant};
 pub use manifest::{Language, Manifest};
 pub use policy::Policy;
 pub use resolve::{resolve, resolve_bare, Denial, Overrides, ProvenanceLine, Resolution, Source};

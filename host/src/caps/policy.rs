@@ -44,13 +44,12 @@ use std::{fmt, net::IpAddr, path::Path, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::services::{
-    memory::MemoryPolicy, simulator::SimulatorPolicy, trainer::TrainerPolicy, workbench::WorkbenchPolicy,
-};
+use crate::caps::service::{PolicyEntry, ServiceCaps};
+use crate::services::Service;
 use crate::{
     caps::{
         grant::{Limits, LogGrant},
-        manifest::{self, de_names, error_at, parse_toml, LimitsSpec},
+        manifest::{self, error_at, parse_toml, LimitsSpec},
     },
     error::{Error, Result},
     units::{ByteSize, HumanDuration},
@@ -92,83 +91,66 @@ impl Default for BuildPolicy {
     }
 }
 
-/// `[capabilities]` of a policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CapabilityPolicy {
-    /// The `llm` service; `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub llm: Option<LlmPolicy>,
-    /// The `trainer` service; `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trainer: Option<TrainerPolicy>,
-    /// The `simulator` service; `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulator: Option<SimulatorPolicy>,
-    /// The `memory` service; `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryPolicy>,
-    /// Whether the read-only `archive` view may be granted.
-    #[serde(default)]
-    pub archive: bool,
-    /// File grants (scratch directories).
-    #[serde(default)]
-    pub files: FilesPolicy,
-    /// The byte quota of a read-write file grant.
-    #[serde(default)]
-    pub files_quota: FilesQuotaPolicy,
-    /// Environment variable names that may be passed. `"*"` allows any name
-    /// that does not look like a secret; a secret-looking name
-    /// ([`secret_marker`]) passes only when listed here exactly.
-    #[serde(default, deserialize_with = "de_env_allow")]
-    pub env_allow: Vec<String>,
-    /// `host:port` patterns the guest may connect to: `host` is a name, an IP
-    /// address, `*.domain` (any subdomain) or `*`; `port` a number or `*`.
-    /// Private and loopback addresses ([`is_internal_ip`], `localhost`,
-    /// `*.local`, `*.internal`) pass only when listed as the exact pair.
-    #[serde(default, deserialize_with = "de_sockets_allow")]
-    pub sockets_allow: Vec<String>,
-    /// Deterministic mode.
-    #[serde(default)]
-    pub deterministic: DeterministicPolicy,
-    /// The `workbench` service (0.2.0); `None`: never granted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<WorkbenchPolicy>,
-    /// Whether the `clock` service (the call's elapsed and remaining time)
-    /// may be granted.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub clock: bool,
+macro_rules! capability_policy {
+    ([$($a:ident: $fa:ty,)*] [$($b:ident: $fb:ty,)*]) => {
+        /// `[capabilities]` of a policy. [`Default`]: nothing allowed (what a
+        /// file without the table means).
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct CapabilityPolicy {
+            $(
+                #[doc = concat!("The `", stringify!($a), "` service; absent: never granted.")]
+                #[serde(default, skip_serializing_if = "PolicyEntry::is_unset")]
+                pub $a: ServicePolicy<$fa>,
+            )*
+            /// File grants (scratch directories).
+            #[serde(default)]
+            pub files: FilesPolicy,
+            /// The byte quota of a read-write file grant.
+            #[serde(default)]
+            pub files_quota: FilesQuotaPolicy,
+            /// Environment variable names that may be passed. `"*"` allows any name
+            /// that does not look like a secret; a secret-looking name
+            /// ([`secret_marker`]) passes only when listed here exactly.
+            #[serde(default, deserialize_with = "de_env_allow")]
+            pub env_allow: Vec<String>,
+            /// `host:port` patterns the guest may connect to: `host` is a name, an IP
+            /// address, `*.domain` (any subdomain) or `*`; `port` a number or `*`.
+            /// Private and loopback addresses ([`is_internal_ip`], `localhost`,
+            /// `*.local`, `*.internal`) pass only when listed as the exact pair.
+            #[serde(default, deserialize_with = "de_sockets_allow")]
+            pub sockets_allow: Vec<String>,
+            /// Deterministic mode.
+            #[serde(default)]
+            pub deterministic: DeterministicPolicy,
+            // The services added since 0.1.0 come after the keys above, so
+            // the order of keys (in written policies and errors) holds.
+            $(
+                #[doc = concat!("The `", stringify!($b), "` service; absent: never granted.")]
+                #[serde(default, skip_serializing_if = "PolicyEntry::is_unset")]
+                pub $b: ServicePolicy<$fb>,
+            )*
+        }
+
+        impl CapabilityPolicy {
+            /// Every service as the built-in policy allows it
+            /// ([`ServiceCaps::builtin_policy`]), and nothing else.
+            fn builtin_services() -> Self {
+                Self {
+                    $($a: <<$fa as Service>::Grant as ServiceCaps>::builtin_policy(),)*
+                    $($b: <<$fb as Service>::Grant as ServiceCaps>::builtin_policy(),)*
+                    ..Self::default()
+                }
+            }
+        }
+    };
 }
 
-/// The most of the `llm` service a grant may have.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmPolicy {
-    /// Models that may be granted (`["*"]`, the default: any).
-    #[serde(default = "manifest::any", deserialize_with = "de_names")]
-    pub models: Vec<String>,
-    /// The largest token budget.
-    pub tokens: u64,
-    /// The largest single request, and the value a manifest gets when it
-    /// does not ask (default 256KiB).
-    #[serde(default = "default_max_request_bytes")]
-    pub max_request_bytes: ByteSize,
-    /// The highest request rate, and the default (60).
-    #[serde(default = "default_requests_per_minute")]
-    pub requests_per_minute: u32,
-    /// The largest dollar budget, and the one a manifest gets when it does
-    /// not ask; `None`: the policy sets no dollar cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usd: Option<crate::units::Usd>,
-}
+crate::services::registry!(capability_policy);
 
-fn default_max_request_bytes() -> ByteSize {
-    ByteSize(256 << 10)
-}
-
-fn default_requests_per_minute() -> u32 {
-    60
-}
+/// Service `S`'s key under a policy's `[capabilities]`
+/// ([`ServiceCaps::PolicyEntry`]).
+pub type ServicePolicy<S> = <<S as Service>::Grant as ServiceCaps>::PolicyEntry;
 
 /// The byte quota of each read-write file grant: `default` where the
 /// manifest sets none, requests above `max` are cut down to it.
@@ -312,20 +294,7 @@ impl Default for Policy {
             ceilings: builtin_ceilings(),
             log: LogGrant::default(),
             build: BuildPolicy::default(),
-            capabilities: CapabilityPolicy {
-                llm: None,
-                trainer: Some(TrainerPolicy { backends: vec!["embedded".into()], gpu_seconds: 600 }),
-                simulator: Some(SimulatorPolicy { envs: manifest::any(), steps: 10_000_000 }),
-                memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
-                archive: true,
-                files: FilesPolicy::AtMost(4),
-                files_quota: FilesQuotaPolicy::default(),
-                env_allow: Vec::new(),
-                sockets_allow: Vec::new(),
-                deterministic: DeterministicPolicy::default(),
-                workbench: Some(crate::services::workbench::builtin_workbench()),
-                clock: true,
-            },
+            capabilities: CapabilityPolicy { files: FilesPolicy::AtMost(4), ..CapabilityPolicy::builtin_services() },
         }
     }
 }
@@ -356,20 +325,7 @@ struct PolicyFile {
 }
 
 fn nothing_allowed() -> CapabilityPolicy {
-    CapabilityPolicy {
-        llm: None,
-        trainer: None,
-        simulator: None,
-        memory: None,
-        archive: false,
-        files: FilesPolicy::Denied,
-        files_quota: FilesQuotaPolicy::default(),
-        env_allow: Vec::new(),
-        sockets_allow: Vec::new(),
-        deterministic: DeterministicPolicy::default(),
-        workbench: None,
-        clock: false,
-    }
+    CapabilityPolicy::default()
 }
 
 /// `base` with the keys `spec` sets replaced.
@@ -621,6 +577,8 @@ pub fn is_internal_host(socket: &manifest::SocketSpec) -> bool {
 mod tests {
     use super::*;
     use crate::caps::manifest::parse_socket;
+    use crate::caps::service::section;
+    use serde_json::json;
 
     pub(crate) const EXAMPLE: &str = r#"[defaults]
 fuel = 5_000_000_000
@@ -679,10 +637,15 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(p.log, LogGrant::default());
         let c = &p.capabilities;
         assert_eq!(c.llm, None);
-        assert_eq!(c.trainer, Some(TrainerPolicy { backends: s(&["embedded"]), gpu_seconds: 600 }));
-        assert_eq!(c.simulator, Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }));
-        assert_eq!(c.memory, Some(MemoryPolicy { bytes: ByteSize(16 << 20) }));
+        assert_eq!(c.trainer, Some(section(json!({ "backends": ["embedded"], "gpu_seconds": 600 }))));
+        assert_eq!(c.simulator, Some(section(json!({ "envs": ["*"], "steps": 10_000_000 }))));
+        assert_eq!(c.memory, Some(section(json!({ "bytes": "16MiB" }))));
         assert!(c.archive);
+        assert_eq!(
+            c.workbench,
+            Some(section(json!({ "tries": 8, "tasks": 20, "build_seconds": 60, "fuel": 20_000_000_000u64 })))
+        );
+        assert!(c.clock);
         assert_eq!(c.files, FilesPolicy::AtMost(4));
         assert!(c.env_allow.is_empty());
         assert!(c.sockets_allow.is_empty());
@@ -706,16 +669,15 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         assert_eq!(
             p.capabilities,
             CapabilityPolicy {
-                llm: Some(LlmPolicy {
-                    models: s(&["small", "large"]),
-                    tokens: 1_000_000,
-                    max_request_bytes: ByteSize(256 << 10),
-                    requests_per_minute: 60,
-                    usd: None,
-                }),
-                trainer: Some(TrainerPolicy { backends: s(&["cpu"]), gpu_seconds: 3600 }),
-                simulator: Some(SimulatorPolicy { envs: s(&["*"]), steps: 10_000_000 }),
-                memory: Some(MemoryPolicy { bytes: ByteSize(16 << 20) }),
+                llm: Some(section(json!({
+                    "models": ["small", "large"],
+                    "tokens": 1_000_000,
+                    "max_request_bytes": "256KiB",
+                    "requests_per_minute": 60,
+                }))),
+                trainer: Some(section(json!({ "backends": ["cpu"], "gpu_seconds": 3600 }))),
+                simulator: Some(section(json!({ "envs": ["*"], "steps": 10_000_000 }))),
+                memory: Some(section(json!({ "bytes": "16MiB" }))),
                 archive: true,
                 files: FilesPolicy::AtMost(4),
                 files_quota: FilesQuotaPolicy::default(),
@@ -743,16 +705,15 @@ deterministic = { allowed = true, forced = false, seed = 0 }
         .unwrap();
         assert_eq!(
             p.capabilities.llm,
-            Some(LlmPolicy {
-                models: s(&["*"]),
-                tokens: 10,
-                max_request_bytes: ByteSize(256 << 10),
-                requests_per_minute: 60,
-                usd: None,
-            })
+            Some(section(json!({
+                "models": ["*"],
+                "tokens": 10,
+                "max_request_bytes": "256KiB",
+                "requests_per_minute": 60,
+            })))
         );
-        assert_eq!(p.capabilities.trainer, Some(TrainerPolicy { backends: s(&["*"]), gpu_seconds: 5 }));
-        assert_eq!(p.capabilities.simulator, Some(SimulatorPolicy { envs: s(&["*"]), steps: 9 }));
+        assert_eq!(p.capabilities.trainer, Some(section(json!({ "backends": ["*"], "gpu_seconds": 5 }))));
+        assert_eq!(p.capabilities.simulator, Some(section(json!({ "envs": ["*"], "steps": 9 }))));
     }
 
     #[test]

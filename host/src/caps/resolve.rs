@@ -38,8 +38,8 @@ use crate::{
     caps::{
         grant::{Access, FileGrant, Grant, Limits, ANY},
         manifest::{parse_socket, validate_env_name, validate_rel_path, Capabilities, LimitsSpec, Manifest},
-        policy::{is_internal_host, secret_marker, FilesQuotaPolicy, Policy, SocketPattern},
-        service,
+        policy::{is_internal_host, secret_marker, CapabilityPolicy, FilesQuotaPolicy, Policy, SocketPattern},
+        service::{self, PolicyEntry},
     },
     error::Error,
     units::{ByteSize, HumanDuration},
@@ -470,30 +470,35 @@ fn resolve_request(limits: &LimitsSpec, caps: &Capabilities, policy: &Policy, ov
     }
 
     // The services, in grant field order (the provenance lines follow it).
-    grant.llm = service::resolve(caps.llm.as_ref(), pc.llm.as_ref(), &mut b);
-    grant.trainer = service::resolve(caps.trainer.as_ref(), pc.trainer.as_ref(), &mut b);
-    grant.simulator = service::resolve(caps.simulator.as_ref(), pc.simulator.as_ref(), &mut b);
-    grant.memory = service::resolve(caps.memory.as_ref(), pc.memory.as_ref(), &mut b);
-    grant.archive = service::resolve(caps.archive.as_ref(), pc.archive.then_some(&()), &mut b);
-    grant.workbench = service::resolve(caps.workbench.as_ref(), pc.workbench.as_ref(), &mut b);
-    grant.clock = service::resolve(caps.clock.as_ref(), pc.clock.then_some(&()), &mut b);
+    resolve_services(&mut grant, caps, pc, &mut b);
 
     Resolution { grant: grant.normalized(), provenance: b.provenance, denials: b.denials }
 }
+
+macro_rules! resolve_services {
+    ([$($a:ident: $fa:ty,)*] [$($b:ident: $fb:ty,)*]) => {
+        /// Every service of the registry: its request (if any) under the
+        /// policy's entry ([`service::resolve`]).
+        fn resolve_services(grant: &mut Grant, caps: &Capabilities, pc: &CapabilityPolicy, b: &mut Builder) {
+            $(grant.$a = service::resolve(caps.$a.as_ref(), pc.$a.allowed(), b);)*
+            $(grant.$b = service::resolve(caps.$b.as_ref(), pc.$b.allowed(), b);)*
+        }
+    };
+}
+
+crate::services::registry!(resolve_services);
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::caps::grant::LlmGrant;
+    use crate::caps::service::section;
     use crate::caps::{
         grant::{Access, FileGrant, LogGrant},
         policy::builtin_ceilings,
     };
-    use crate::services::{
-        archive_view::ArchiveGrant, memory::MemoryGrant, simulator::SimulatorGrant, trainer::TrainerGrant,
-    };
+    use serde_json::json;
 
     const POLICY: &str = r#"
 [defaults]
@@ -651,17 +656,16 @@ deterministic = { seed = 7 }
                 env: s(&["LANG"]),
                 sockets: s(&["api.example.com:443"]),
                 deterministic: Some(7),
-                llm: Some(LlmGrant {
-                    models: s(&["small"]),
-                    tokens: 50_000,
-                    max_request_bytes: ByteSize(64 << 10),
-                    requests_per_minute: 10,
-                    usd: None,
-                }),
-                trainer: Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 100 }),
-                simulator: Some(SimulatorGrant { envs: s(&["acrobot", "cartpole"]), steps: 500_000 }),
-                memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }),
-                archive: Some(ArchiveGrant {}),
+                llm: Some(section(json!({
+                    "models": ["small"],
+                    "tokens": 50_000,
+                    "max_request_bytes": "64KiB",
+                    "requests_per_minute": 10,
+                }))),
+                trainer: Some(section(json!({ "backends": ["cpu"], "gpu_seconds": 100 }))),
+                simulator: Some(section(json!({ "envs": ["acrobot", "cartpole"], "steps": 500_000 }))),
+                memory: Some(section(json!({ "bytes": "1MiB" }))),
+                archive: Some(section(json!({}))),
                 workbench: None,
                 clock: None,
             }
@@ -726,17 +730,16 @@ memory = { bytes = "1GiB" }
         );
         assert_eq!(
             r.grant.llm,
-            Some(LlmGrant {
-                models: s(&["large", "small"]),
-                tokens: 100_000,
-                max_request_bytes: ByteSize(128 << 10),
-                requests_per_minute: 30,
-                usd: None,
-            })
+            Some(section(json!({
+                "models": ["large", "small"],
+                "tokens": 100_000,
+                "max_request_bytes": "128KiB",
+                "requests_per_minute": 30,
+            })))
         );
-        assert_eq!(r.grant.trainer, Some(TrainerGrant { backends: s(&["cpu"]), gpu_seconds: 300 }));
-        assert_eq!(r.grant.simulator, Some(SimulatorGrant { envs: s(&["cartpole"]), steps: 1_000_000 }));
-        assert_eq!(r.grant.memory, Some(MemoryGrant { bytes: ByteSize(4 << 20) }));
+        assert_eq!(r.grant.trainer, Some(section(json!({ "backends": ["cpu"], "gpu_seconds": 300 }))));
+        assert_eq!(r.grant.simulator, Some(section(json!({ "envs": ["cartpole"], "steps": 1_000_000 }))));
+        assert_eq!(r.grant.memory, Some(section(json!({ "bytes": "4MiB" }))));
         assert_eq!(
             r.provenance[..3],
             [
@@ -916,7 +919,7 @@ sockets = ["api.example.com:443"]"#,
 
         // A wildcard in the policy passes any name, and `*` asks for it.
         let r = resolve(&caps(r#"simulator = { steps = 5 }"#), &policy(), &Overrides::default());
-        assert_eq!(r.grant.simulator, Some(SimulatorGrant { envs: s(&["*"]), steps: 5 }));
+        assert_eq!(r.grant.simulator, Some(section(json!({ "envs": ["*"], "steps": 5 }))));
         assert_eq!(rest(&r)[0], line("simulator.envs", "[*]", Source::Manifest, None));
         assert!(r.grant.simulator.as_ref().unwrap().allows_env("anything"));
     }

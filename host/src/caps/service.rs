@@ -35,6 +35,18 @@ pub trait ServiceCaps: Clone + fmt::Display + Serialize + DeserializeOwned + Par
     type Request;
     /// The most of the service a policy allows.
     type Policy;
+    /// The service's key under `[capabilities]` in `policy.toml`:
+    /// `Option<Policy>` for a service with a ceiling (absent: never
+    /// granted), `bool` for an on/off one (`Policy = ()`).
+    type PolicyEntry: PolicyEntry<Self::Policy>;
+
+    /// The built-in policy's entry (what [`Policy::default`] allows when no
+    /// `policy.toml` is given); nothing unless the service says otherwise.
+    ///
+    /// [`Policy::default`]: crate::caps::Policy
+    fn builtin_policy() -> Self::PolicyEntry {
+        Self::PolicyEntry::default()
+    }
 
     /// The request as a denial shows it (`backends [cpu], gpu_seconds 60`).
     fn summary(request: &Self::Request) -> String;
@@ -61,6 +73,32 @@ pub trait ServiceCaps: Clone + fmt::Display + Serialize + DeserializeOwned + Par
     /// The grant's budgets, compared by value.
     fn budgets(&self) -> Vec<Budget> {
         Vec::new()
+    }
+}
+
+/// A service's key under the policy's `[capabilities]`, whatever its shape:
+/// what it allows (`None`: the service is never granted), and whether it is
+/// left out when the policy is written.
+pub trait PolicyEntry<P>: Clone + fmt::Debug + Default + PartialEq + Serialize + DeserializeOwned {
+    /// The ceiling, when the service may be granted.
+    fn allowed(&self) -> Option<&P>;
+    /// Whether the entry says nothing (`None`, `false`): left out of the
+    /// written policy.
+    fn is_unset(&self) -> bool {
+        self.allowed().is_none()
+    }
+}
+
+impl<P: Clone + fmt::Debug + PartialEq + Serialize + DeserializeOwned> PolicyEntry<P> for Option<P> {
+    fn allowed(&self) -> Option<&P> {
+        self.as_ref()
+    }
+}
+
+/// `NAME = true`: an on/off service (no ceiling of its own).
+impl PolicyEntry<()> for bool {
+    fn allowed(&self) -> Option<&()> {
+        self.then_some(&())
     }
 }
 
@@ -116,6 +154,15 @@ pub(crate) fn allowed_names<S: ServiceCaps>(
         return None;
     }
     Some(names)
+}
+
+/// A service's section (its grant, request or policy) from its serialized
+/// form. Tests outside a service's folder name a section by what it
+/// serializes to, not by its type: only the folder and the registry name a
+/// service's types (a test in `services/registry.rs` checks it).
+#[cfg(test)]
+pub(crate) fn section<T: DeserializeOwned>(json: serde_json::Value) -> T {
+    serde_json::from_value(json).expect("a valid section")
 }
 
 /// A name list as the grant lines show it: `[a, b]`.

@@ -199,7 +199,7 @@ mod tests {
         let loaded = session.runtime.load(&answers_three(false)).await.unwrap();
         let plain = session.runtime.prepare(&loaded, Grant::minimal(Limits::default())).unwrap();
         assert_eq!(crate::cluster::stays_local(&plain), None, "graded on a worker");
-        let memory = crate::services::memory::MemoryGrant { bytes: crate::units::ByteSize(1 << 20) };
+        let memory = crate::caps::service::section(serde_json::json!({ "bytes": "1MiB" }));
         let granted = Grant { memory: Some(memory), ..Grant::minimal(Limits::default()) };
         let p = session.runtime.prepare(&loaded, granted).unwrap();
         assert!(crate::cluster::stays_local(&p).is_some_and(|why| why.contains("memory")));

@@ -426,9 +426,8 @@ fn unknown(id: &str, dir: &Path) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::grant::LlmGrant;
-    use crate::services::memory::MemoryGrant;
-    use crate::units::ByteSize;
+    use crate::caps::service::section;
+    use serde_json::json;
 
     const REQUEST: &str = r#"
 reason = "answers need a model"
@@ -439,15 +438,14 @@ memory = { bytes = "1MiB" }
 "#;
 
     fn grants() -> (Grant, Grant) {
-        let parent = Grant { memory: Some(MemoryGrant { bytes: ByteSize(1 << 20) }), ..Grant::default() };
+        let parent = Grant { memory: Some(section(json!({ "bytes": "1MiB" }))), ..Grant::default() };
         let mut child = parent.clone();
-        child.llm = Some(LlmGrant {
-            models: vec!["small".into()],
-            tokens: 5000,
-            max_request_bytes: ByteSize(1 << 16),
-            requests_per_minute: 60,
-            usd: None,
-        });
+        child.llm = Some(section(json!({
+            "models": ["small"],
+            "tokens": 5000,
+            "max_request_bytes": "64KiB",
+            "requests_per_minute": 60,
+        })));
         (parent, child)
     }
 

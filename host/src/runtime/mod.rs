@@ -335,9 +335,7 @@ impl Runtime {
             .map_err(internal)?;
         // The other services are linked only when granted: an import of one
         // that is not granted was refused above, before linking.
-        for service in crate::services::REGISTRY.iter().filter(|s| grant.service_granted(s.name())) {
-            service.add_to_linker(&mut linker).map_err(internal)?;
-        }
+        CallServices::link(&grant, &mut linker).map_err(internal)?;
         let source = self.link_interpreted(&mut linker, loaded, &grant)?;
         let pre = linker
             .instantiate_pre(&loaded.component)

@@ -1,23 +1,27 @@
 //! Host services a variant may import.
 //!
 //! Every service has the same shape (after Spin's per-capability factors),
-//! and lives in one folder, `services/<name>/`:
+//! lives in one folder, `services/<name>/`, and has one line in the
+//! registry (`registry.rs`), from which every structure that gathers the
+//! services is generated:
 //!
 //! 1. `grant.rs`: its `variant.toml` request, its `policy.toml` ceiling and
 //!    its grant, with [`ServiceCaps`](crate::caps::service::ServiceCaps)
-//!    for the grant (request ∩ policy → grant, with provenance and denials),
+//!    for the grant (request ∩ policy → grant, with provenance and denials;
+//!    the built-in policy's entry),
 //! 2. host-side state shared by every call ([`HostServices`]: the memory
 //!    store, the archive, the LLM client, the trainer, and the one budget
 //!    ledger they charge, [`crate::ledger`]), set on the
 //!    [`Runtime`](crate::runtime::Runtime) once,
-//! 3. per-call state holding the grant's caps and a usage counter, built
-//!    for every call by [`HostServices::for_call`],
-//! 4. a [`Service`] in the [`REGISTRY`], whose `add_to_linker` the runtime
-//!    calls only when the grant names the service,
-//! 5. a usage summary folded into the call's one audit `use` record
-//!    ([`ServiceUsage`], under `services`), taken when the call ends
-//!    (`CallServices::finish`, which never blocks an executor thread),
-//! 6. tests: unit tests through the guest-less `testing::TestEnvironment`
+//! 3. its *factor* in `mod.rs`, a unit struct implementing [`Service`] (its
+//!    grant, per-call state and usage types, and the `vivarium:agent`
+//!    versions it implements) and `PerCall`: the per-call state built for
+//!    every call from the grant and the `CallScope`, the host functions
+//!    the runtime links only when the grant names the service, and the
+//!    usage taken when the call ends (`PerCall::finish`, which never blocks
+//!    an executor thread), folded into the call's one audit `use` record
+//!    ([`ServiceUsage`], under `services`),
+//! 4. tests: unit tests through the guest-less `testing::TestEnvironment`
 //!    and integration tests with real guests in `tests/all/`.
 //!
 //! | service | module | per-call state | usage |
@@ -38,23 +42,19 @@
 //!
 //! 1. write its interface as a new file in `wit-0.2.0/` (never change an
 //!    existing interface) with a world importing it, and one `bindgen!`
-//!    module for that world in [`crate::bindings`];
+//!    module for that world in [`crate::bindings`] (the one leaf module of
+//!    generated code);
 //! 2. in `<name>/grant.rs`, its request, policy and grant types and
 //!    `impl ServiceCaps`; in `<name>/mod.rs`, its per-call state and usage,
-//!    the WIT `Host` impl and its [`Service`] (`linked_service!` for a
-//!    service with one interface);
-//! 3. here: `pub mod <name>`, its line in [`REGISTRY`], its name in
-//!    [`IMPLEMENTED`], and its field in [`CallServices`] (built in
-//!    [`HostServices::for_call`], ended in `CallServices::finish`) and in
-//!    [`ServiceUsage`];
-//! 4. in `caps/`: its field in [`Grant`] (last, so existing grants keep
-//!    their digest), `manifest::Capabilities` and `policy::CapabilityPolicy`,
-//!    its name in `grant::SERVICES` and `grant::sections`, one line in
-//!    `resolve`, and its version in `caps::imports`;
-//! 5. unit tests through `testing::TestEnvironment` next to it, one guest
+//!    the WIT `Host` impl, and its factor with `impl Service` and
+//!    `impl PerCall`;
+//! 3. here, `pub mod <name>;` and, in `registry.rs`, its line, last;
+//! 4. unit tests through `testing::TestEnvironment` next to it, one guest
 //!    test in `tests/all/<name>.rs`, and its section in `docs/services.md`.
 //!
-//! docs/architecture.md lists the files adding `clock` touched.
+//! Nothing in `caps/` or `runtime/` changes: a unit test in `registry.rs`
+//! fails when a service's types are named anywhere else.
+//! docs/architecture.md lists the files adding `clock` touches.
 //!
 //! What a call sees of the shared state is chosen by the caller in
 //! [`CallOptions`](crate::runtime::CallOptions): the memory `lineage`, the
@@ -68,6 +68,7 @@ pub mod clock;
 pub mod llm;
 pub mod log;
 pub mod memory;
+mod registry;
 pub mod simulator;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -77,71 +78,11 @@ pub mod workbench;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use crate::caps::Grant;
 use crate::error::Result;
 use crate::home::Home;
 
-/// Interfaces of `vivarium:agent` that this host implements, by short name:
-/// `log` and every service of the [`REGISTRY`].
-pub const IMPLEMENTED: &[&str] = &["log", "memory", "archive", "llm", "simulator", "trainer", "workbench", "clock"];
-
-/// One host service as the runtime links it, after Spin's factors: its
-/// name (its `vivarium:agent` interface and its grant's field, see
-/// [`Grant::service_granted`]) and how its host functions join a call's
-/// linker. The runtime links a service only when the grant names it, so a
-/// variant never reaches an ungranted service (its import was refused
-/// before linking).
-pub(crate) trait Service: Sync {
-    /// The service's short name (`memory`, `llm`, …).
-    fn name(&self) -> &'static str;
-
-    /// Add the service's host functions to `linker`; they reach the
-    /// service's per-call state in [`CallServices`].
-    fn add_to_linker(
-        &self,
-        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
-    ) -> wasmtime::Result<()>;
-}
-
-/// A [`Service`] whose host functions are those generated for one WIT
-/// interface (`$wit`, a `bindgen!` interface module), reaching the per-call
-/// state `$state` in the [`CallServices`] field `$field`: the one shape every
-/// service with one interface links in.
-macro_rules! linked_service {
-    ($(#[$doc:meta])* $factor:ident, $name:literal, $wit:ident, $state:ty, $field:ident) => {
-        $(#[$doc])*
-        pub(crate) struct $factor;
-
-        impl $crate::services::Service for $factor {
-            fn name(&self) -> &'static str {
-                $name
-            }
-
-            fn add_to_linker(
-                &self,
-                linker: &mut wasmtime::component::Linker<$crate::runtime::HostState>,
-            ) -> wasmtime::Result<()> {
-                $wit::add_to_linker::<_, wasmtime::component::HasSelf<$state>>(linker, |s| &mut s.services.$field)
-            }
-        }
-    };
-}
-pub(crate) use linked_service;
-
-/// Every service but `log` (always linked: it carries the call's own
-/// limits), in the order they are linked. Adding a service is a module
-/// here and a line in this list.
-pub(crate) static REGISTRY: &[&dyn Service] = &[
-    &memory::MemoryFactor,
-    &archive_view::ArchiveFactor,
-    &simulator::SimulatorFactor,
-    &llm::LlmFactor,
-    &trainer::TrainerFactor,
-    &workbench::WorkbenchFactor,
-    &clock::ClockFactor,
-];
+pub(crate) use registry::{registry, versions, CallServices, PerCall};
+pub use registry::{Service, ServiceUsage, IMPLEMENTED};
 
 /// The host-side state of the services, shared by every call of a
 /// [`Runtime`](crate::runtime::Runtime). A service whose state is `None`
@@ -213,121 +154,11 @@ pub(crate) struct CallScope {
     pub(crate) wall: Duration,
 }
 
-impl HostServices {
-    /// The per-call states of one call under `grant`: a service the grant
-    /// does not name gets a state that is not linked and reports no usage.
-    pub(crate) fn for_call(&self, grant: &Grant, scope: CallScope) -> CallServices {
-        let budget = budget_key(scope.run.as_deref(), &scope.variant_sha256);
-        let run_usd = scope.run_usd.map(|u| (scope.run.clone(), u));
-        CallServices {
-            memory: memory::MemoryState::new(grant.memory.clone(), self.memory.clone(), scope.memory_lineage),
-            archive: archive_view::ArchiveViewState::new(grant.archive.is_some(), self.archive.clone(), scope.run),
-            llm: llm::LlmState::with_run_budget(
-                grant.llm.clone(),
-                self.llm.clone(),
-                budget.clone(),
-                run_usd,
-                scope.llm_tokens,
-                Some(scope.deadline),
-            )
-            .routed_to(scope.llm_model),
-            simulator: simulator::SimulatorState::new(grant.simulator.clone(), scope.sim_steps),
-            trainer: trainer::TrainerState::new(
-                grant.trainer.clone(),
-                self.trainer.clone(),
-                budget,
-                Some(scope.deadline),
-            ),
-            workbench: workbench::WorkbenchState::new(grant.workbench.clone(), scope.workbench),
-            clock: clock::ClockState::new(
-                grant.clock.is_some(),
-                grant.deterministic.is_some(),
-                scope.deadline,
-                scope.wall,
-            ),
-        }
-    }
-}
-
-/// What one call used of the granted services other than `log`; a service
-/// not granted is left out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ServiceUsage {
-    /// The `llm` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub llm: Option<llm::LlmUsage>,
-    /// The `memory` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<memory::MemoryUsage>,
-    /// The `archive` view.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub archive: Option<archive_view::ArchiveUsage>,
-    /// The `simulator` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub simulator: Option<simulator::SimulatorUsage>,
-    /// The `trainer` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trainer: Option<trainer::TrainerUsage>,
-    /// The `workbench` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workbench: Option<workbench::WorkbenchUsage>,
-    /// The `clock` service.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clock: Option<clock::ClockUsage>,
-}
-
-impl ServiceUsage {
-    /// Whether no service other than `log` was granted.
-    pub fn is_empty(&self) -> bool {
-        self.llm.is_none()
-            && self.memory.is_none()
-            && self.archive.is_none()
-            && self.simulator.is_none()
-            && self.trainer.is_none()
-            && self.workbench.is_none()
-            && self.clock.is_none()
-    }
-}
-
-/// The per-call states of the services other than `log`.
-#[derive(Debug, Clone)]
-pub(crate) struct CallServices {
-    pub(crate) memory: memory::MemoryState,
-    pub(crate) archive: archive_view::ArchiveViewState,
-    pub(crate) llm: llm::LlmState,
-    pub(crate) simulator: simulator::SimulatorState,
-    pub(crate) trainer: trainer::TrainerState,
-    pub(crate) workbench: workbench::WorkbenchState,
-    pub(crate) clock: clock::ClockState,
-}
-
-impl CallServices {
-    /// What the call used, once it is over: the trainer's jobs still
-    /// running are cancelled and awaited (asynchronously: this runs on an
-    /// executor thread other calls share, so it must never block it).
-    pub(crate) async fn finish(&self) -> ServiceUsage {
-        ServiceUsage {
-            llm: self.llm.usage(),
-            memory: self.memory.usage(),
-            archive: self.archive.usage(),
-            simulator: self.simulator.usage(),
-            trainer: self.trainer.finish().await,
-            workbench: self.workbench.usage(),
-            clock: self.clock.usage(),
-        }
-    }
-
-    /// States with no service granted (a reward instance's store).
-    pub(crate) fn none() -> Self {
-        Self {
-            memory: memory::MemoryState::new(None, None, String::new()),
-            archive: archive_view::ArchiveViewState::new(false, None, None),
-            llm: llm::LlmState::new(None, None, String::new(), None, None),
-            simulator: simulator::SimulatorState::new(None, None),
-            trainer: trainer::TrainerState::new(None, None, String::new(), None),
-            workbench: workbench::WorkbenchState::new(None, None),
-            clock: clock::ClockState::new(false, false, Instant::now(), Duration::ZERO),
-        }
+impl CallScope {
+    /// The ledger key of the call's variant's budgets in its run
+    /// ([`budget_key`]).
+    pub(crate) fn budget_key(&self) -> String {
+        budget_key(self.run.as_deref(), &self.variant_sha256)
     }
 }
 
@@ -335,18 +166,20 @@ impl CallServices {
 mod tests {
     use super::*;
 
-    /// What the import check accepts is what the runtime can link.
+    /// `log` first, each service once, and each with the `vivarium:agent`
+    /// versions the import check accepts it at.
     #[test]
-    fn the_registry_is_every_implemented_service_but_log() {
-        let mut linked: Vec<&str> = REGISTRY.iter().map(|s| s.name()).collect();
-        linked.insert(0, "log");
-        let (mut a, mut b) = (linked.clone(), IMPLEMENTED.to_vec());
-        a.sort();
-        b.sort();
-        assert_eq!(a, b);
-        // Each is a service a grant can name.
-        for s in REGISTRY {
-            assert!(crate::caps::grant::SERVICES.contains(&s.name()), "{}", s.name());
+    fn every_implemented_service_has_its_versions() {
+        assert_eq!(IMPLEMENTED[0], "log");
+        let mut names = IMPLEMENTED.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), IMPLEMENTED.len(), "{IMPLEMENTED:?}");
+        for name in &IMPLEMENTED[1..] {
+            assert!(registry::versions(name).is_some_and(|v| !v.is_empty()), "{name}");
         }
+        assert_eq!(registry::versions("log"), None);
+        assert_eq!(registry::versions("llm"), Some(&["0.1.0", "0.2.0"][..]));
+        assert_eq!(registry::versions("clock"), Some(&["0.2.0"][..]));
     }
 }

@@ -30,6 +30,13 @@ impl ServiceCaps for ArchiveGrant {
     type Request = ArchiveRequest;
     /// The policy's `archive = true` (`false` is no policy for it).
     type Policy = ();
+    /// `archive = true`.
+    type PolicyEntry = bool;
+
+    /// The built-in policy allows it: a read-only view of this run.
+    fn builtin_policy() -> bool {
+        true
+    }
 
     fn summary(_: &ArchiveRequest) -> String {
         "read-only view".to_string()

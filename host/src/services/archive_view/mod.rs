@@ -254,9 +254,40 @@ impl wit::Host for ArchiveViewState {
     }
 }
 
-super::linked_service! {
-    /// The `archive` service in the [registry](super::REGISTRY).
-    ArchiveFactor, "archive", wit, ArchiveViewState, archive
+/// The `archive` service: its line in the registry (`services/registry.rs`).
+pub struct ArchiveFactor;
+
+impl super::Service for ArchiveFactor {
+    type Grant = ArchiveGrant;
+    type State = ArchiveViewState;
+    type Usage = ArchiveUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION];
+}
+
+impl super::PerCall for ArchiveFactor {
+    fn state(
+        section: Option<&ArchiveGrant>,
+        _grant: &crate::caps::Grant,
+        host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> ArchiveViewState {
+        ArchiveViewState::new(section.is_some(), host.archive.clone(), scope.run.clone())
+    }
+
+    fn unlinked() -> ArchiveViewState {
+        ArchiveViewState::new(false, None, None)
+    }
+
+    fn add_to_linker(
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut ArchiveViewState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<ArchiveViewState>>(linker, get)
+    }
+
+    fn usage(state: &ArchiveViewState) -> Option<ArchiveUsage> {
+        state.usage()
+    }
 }
 
 #[cfg(test)]

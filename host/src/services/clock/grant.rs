@@ -30,6 +30,13 @@ impl ServiceCaps for ClockGrant {
     type Request = ClockRequest;
     /// The policy's `clock = true` (`false` is no policy for it).
     type Policy = ();
+    type PolicyEntry = bool;
+
+    /// The built-in policy allows it: it stays on the machine and reveals
+    /// nothing the WASI clocks do not.
+    fn builtin_policy() -> bool {
+        true
+    }
 
     fn summary(_: &ClockRequest) -> String {
         ClockGrant {}.to_string()

@@ -128,9 +128,40 @@ impl wit::Host for ClockState {
     }
 }
 
-super::linked_service! {
-    /// The `clock` service in the [registry](super::REGISTRY).
-    ClockFactor, "clock", wit, ClockState, clock
+/// The `clock` service: its line in the registry (`services/registry.rs`).
+pub struct ClockFactor;
+
+impl super::Service for ClockFactor {
+    type Grant = ClockGrant;
+    type State = ClockState;
+    type Usage = ClockUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION_0_2];
+}
+
+impl super::PerCall for ClockFactor {
+    fn state(
+        section: Option<&ClockGrant>,
+        grant: &crate::caps::Grant,
+        _host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> ClockState {
+        ClockState::new(section.is_some(), grant.deterministic.is_some(), scope.deadline, scope.wall)
+    }
+
+    fn unlinked() -> ClockState {
+        ClockState::new(false, false, Instant::now(), Duration::ZERO)
+    }
+
+    fn add_to_linker(
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut ClockState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<ClockState>>(linker, get)
+    }
+
+    fn usage(state: &ClockState) -> Option<ClockUsage> {
+        state.usage()
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //!   environment (WASI gets only the grant's `env`), not in any answer,
 //!   log line, cache file or audit record; error texts from the provider are
 //!   scrubbed of it before anyone sees them. Redirects are not followed.
-//! * **Grant** ([`LlmGrant`](crate::caps::LlmGrant)): allowed models, a token budget (prompt +
+//! * **Grant** ([`LlmGrant`]): allowed models, a token budget (prompt +
 //!   completion, over the variant's life in one run), a request-size cap and
 //!   a rate (requests per rolling minute), and optionally dollars (`usd`).
 //! * **Order of checks** for one `chat`: model allowed by the grant and
@@ -100,7 +100,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod grant;
 pub use config::{CacheMode, LlmConfig, Price};
+pub use grant::{LlmGrant, LlmPolicy, LlmRequest};
 pub use protocol::estimate_prompt_tokens;
 pub use state::{LlmRequestRecord, LlmState, LlmUsage};
 
@@ -234,20 +236,49 @@ impl LlmService {
 /// `trainer`, so it lives with the ledger).
 pub use crate::ledger::budget_key;
 
-/// The `llm` service in the [registry](super::REGISTRY).
-pub(crate) struct LlmFactor;
+/// The `llm` service: its line in the registry (`services/registry.rs`).
+pub struct LlmFactor;
 
 impl super::Service for LlmFactor {
-    fn name(&self) -> &'static str {
-        "llm"
+    type Grant = LlmGrant;
+    type State = LlmState;
+    type Usage = LlmUsage;
+    const VERSIONS: &'static [&'static str] =
+        &[crate::caps::imports::AGENT_VERSION, crate::caps::imports::AGENT_VERSION_0_2];
+}
+
+impl super::PerCall for LlmFactor {
+    fn state(
+        section: Option<&LlmGrant>,
+        _grant: &crate::caps::Grant,
+        host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> LlmState {
+        LlmState::with_run_budget(
+            section.cloned(),
+            host.llm.clone(),
+            scope.budget_key(),
+            scope.run_usd.map(|u| (scope.run.clone(), u)),
+            scope.llm_tokens,
+            Some(scope.deadline),
+        )
+        .routed_to(scope.llm_model.clone())
+    }
+
+    fn unlinked() -> LlmState {
+        LlmState::new(None, None, String::new(), None, None)
     }
 
     fn add_to_linker(
-        &self,
         linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut LlmState,
     ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)?;
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, get)?;
         // Both versions: a 0.1.0 component and a 0.2.0 one share the service.
-        wit2::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, |s| &mut s.services.llm)
+        wit2::add_to_linker::<_, wasmtime::component::HasSelf<LlmState>>(linker, get)
+    }
+
+    fn usage(state: &LlmState) -> Option<LlmUsage> {
+        state.usage()
     }
 }

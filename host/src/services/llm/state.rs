@@ -14,8 +14,8 @@ use super::client::FailKind;
 use super::config::{CacheMode, Price};
 use super::host::{Refusal, Reply};
 use super::protocol::{check_messages, estimate_prompt_tokens, tools_json, ChatMessage, ChatRequest, Completion};
+use super::LlmGrant;
 use super::{LlmService, MAX_AUDITED_TOOLS, MAX_RECORDS_PER_CALL, MAX_TOOLS};
-use crate::caps::LlmGrant;
 use crate::ledger::{Charge, Exceeded, Resource, Scope};
 use crate::units::Usd;
 

@@ -44,6 +44,12 @@ impl ServiceCaps for MemoryGrant {
     const NAME: &'static str = "memory";
     type Request = MemoryRequest;
     type Policy = MemoryPolicy;
+    type PolicyEntry = Option<MemoryPolicy>;
+
+    /// 16MiB.
+    fn builtin_policy() -> Option<MemoryPolicy> {
+        Some(MemoryPolicy { bytes: ByteSize(16 << 20) })
+    }
 
     fn summary(r: &MemoryRequest) -> String {
         format!("bytes {}", r.bytes)

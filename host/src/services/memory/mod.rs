@@ -509,9 +509,40 @@ impl wit::Host for MemoryState {
     }
 }
 
-super::linked_service! {
-    /// The `memory` service in the [registry](super::REGISTRY).
-    MemoryFactor, "memory", wit, MemoryState, memory
+/// The `memory` service: its line in the registry (`services/registry.rs`).
+pub struct MemoryFactor;
+
+impl super::Service for MemoryFactor {
+    type Grant = MemoryGrant;
+    type State = MemoryState;
+    type Usage = MemoryUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION];
+}
+
+impl super::PerCall for MemoryFactor {
+    fn state(
+        section: Option<&MemoryGrant>,
+        _grant: &crate::caps::Grant,
+        host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> MemoryState {
+        MemoryState::new(section.cloned(), host.memory.clone(), scope.memory_lineage.clone())
+    }
+
+    fn unlinked() -> MemoryState {
+        MemoryState::new(None, None, String::new())
+    }
+
+    fn add_to_linker(
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut MemoryState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<MemoryState>>(linker, get)
+    }
+
+    fn usage(state: &MemoryState) -> Option<MemoryUsage> {
+        state.usage()
+    }
 }
 
 #[cfg(test)]

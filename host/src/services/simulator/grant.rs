@@ -61,6 +61,12 @@ impl ServiceCaps for SimulatorGrant {
     const NAME: &'static str = "simulator";
     type Request = SimulatorRequest;
     type Policy = SimulatorPolicy;
+    type PolicyEntry = Option<SimulatorPolicy>;
+
+    /// Any embedded env, 10M steps.
+    fn builtin_policy() -> Option<SimulatorPolicy> {
+        Some(SimulatorPolicy { envs: any(), steps: 10_000_000 })
+    }
 
     fn summary(r: &SimulatorRequest) -> String {
         format!("envs {}, steps {}", show_list(&r.envs), r.steps)

@@ -241,9 +241,40 @@ impl wit::Host for SimulatorState {
     }
 }
 
-super::linked_service! {
-    /// The `simulator` service in the [registry](super::REGISTRY).
-    SimulatorFactor, "simulator", wit, SimulatorState, simulator
+/// The `simulator` service: its line in the registry (`services/registry.rs`).
+pub struct SimulatorFactor;
+
+impl super::Service for SimulatorFactor {
+    type Grant = SimulatorGrant;
+    type State = SimulatorState;
+    type Usage = SimulatorUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION];
+}
+
+impl super::PerCall for SimulatorFactor {
+    fn state(
+        section: Option<&SimulatorGrant>,
+        _grant: &crate::caps::Grant,
+        _host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> SimulatorState {
+        SimulatorState::new(section.cloned(), scope.sim_steps)
+    }
+
+    fn unlinked() -> SimulatorState {
+        SimulatorState::new(None, None)
+    }
+
+    fn add_to_linker(
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut SimulatorState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<SimulatorState>>(linker, get)
+    }
+
+    fn usage(state: &SimulatorState) -> Option<SimulatorUsage> {
+        state.usage()
+    }
 }
 
 #[cfg(test)]

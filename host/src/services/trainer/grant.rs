@@ -62,6 +62,12 @@ impl ServiceCaps for TrainerGrant {
     const NAME: &'static str = "trainer";
     type Request = TrainerRequest;
     type Policy = TrainerPolicy;
+    type PolicyEntry = Option<TrainerPolicy>;
+
+    /// The `embedded` backend, 600 s.
+    fn builtin_policy() -> Option<TrainerPolicy> {
+        Some(TrainerPolicy { backends: vec!["embedded".into()], gpu_seconds: 600 })
+    }
 
     fn summary(r: &TrainerRequest) -> String {
         format!("backends {}, gpu_seconds {}", show_list(&r.backends), r.gpu_seconds)

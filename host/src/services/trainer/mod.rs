@@ -326,9 +326,46 @@ impl wit::Host for TrainerState {
     }
 }
 
-super::linked_service! {
-    /// The `trainer` service in the [registry](super::REGISTRY).
-    TrainerFactor, "trainer", wit, TrainerState, trainer
+/// The `trainer` service: its line in the registry (`services/registry.rs`).
+pub struct TrainerFactor;
+
+impl super::Service for TrainerFactor {
+    type Grant = TrainerGrant;
+    type State = TrainerState;
+    type Usage = TrainerUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION];
+}
+
+impl super::PerCall for TrainerFactor {
+    fn state(
+        section: Option<&TrainerGrant>,
+        _grant: &crate::caps::Grant,
+        host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> TrainerState {
+        TrainerState::new(section.cloned(), host.trainer.clone(), scope.budget_key(), Some(scope.deadline))
+    }
+
+    fn unlinked() -> TrainerState {
+        TrainerState::new(None, None, String::new(), None)
+    }
+
+    fn add_to_linker(
+        linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut TrainerState,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<TrainerState>>(linker, get)
+    }
+
+    fn usage(state: &TrainerState) -> Option<TrainerUsage> {
+        state.usage()
+    }
+
+    /// The call's jobs still running are cancelled and awaited without
+    /// blocking the executor thread ([`TrainerState::finish`]).
+    async fn finish(state: &TrainerState) -> Option<TrainerUsage> {
+        state.finish().await
+    }
 }
 
 #[cfg(test)]

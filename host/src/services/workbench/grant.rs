@@ -55,6 +55,11 @@ impl ServiceCaps for WorkbenchGrant {
     const NAME: &'static str = "workbench";
     type Request = WorkbenchRequest;
     type Policy = WorkbenchPolicy;
+    type PolicyEntry = Option<WorkbenchPolicy>;
+
+    fn builtin_policy() -> Option<WorkbenchPolicy> {
+        Some(builtin_workbench())
+    }
 
     fn summary(r: &WorkbenchRequest) -> String {
         r.to_string()

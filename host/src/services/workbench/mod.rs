@@ -261,19 +261,39 @@ impl wit::Host for WorkbenchState {
     }
 }
 
-/// The `workbench` service in the [registry](super::REGISTRY).
-pub(crate) struct WorkbenchFactor;
+/// The `workbench` service: its line in the registry (`services/registry.rs`).
+pub struct WorkbenchFactor;
 
 impl super::Service for WorkbenchFactor {
-    fn name(&self) -> &'static str {
-        "workbench"
+    type Grant = WorkbenchGrant;
+    type State = WorkbenchState;
+    type Usage = WorkbenchUsage;
+    const VERSIONS: &'static [&'static str] = &[crate::caps::imports::AGENT_VERSION_0_2];
+}
+
+impl super::PerCall for WorkbenchFactor {
+    fn state(
+        section: Option<&WorkbenchGrant>,
+        _grant: &crate::caps::Grant,
+        _host: &super::HostServices,
+        scope: &super::CallScope,
+    ) -> WorkbenchState {
+        WorkbenchState::new(section.cloned(), scope.workbench.clone())
+    }
+
+    fn unlinked() -> WorkbenchState {
+        WorkbenchState::new(None, None)
     }
 
     fn add_to_linker(
-        &self,
         linker: &mut wasmtime::component::Linker<crate::runtime::HostState>,
+        get: fn(&mut crate::runtime::HostState) -> &mut WorkbenchState,
     ) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, wasmtime::component::HasSelf<WorkbenchState>>(linker, |s| &mut s.services.workbench)
+        wit::add_to_linker::<_, wasmtime::component::HasSelf<WorkbenchState>>(linker, get)
+    }
+
+    fn usage(state: &WorkbenchState) -> Option<WorkbenchUsage> {
+        state.usage()
     }
 }
 
