@@ -173,11 +173,7 @@ fn refused_detail(import: &str, reason: &str) -> String {
 /// Every attack of the corpus.
 fn corpus() -> Vec<Case> {
     use Expect::*;
-    let memory_service_reason = if vivarium::services::IMPLEMENTED.contains(&"memory") {
-        "capability `memory` is not granted to this variant"
-    } else {
-        "the `memory` service is not provided by this host yet"
-    };
+    let memory_service_reason = "capability `memory` is not granted to this variant";
     vec![
         // --- CPU ----------------------------------------------------------
         file(
