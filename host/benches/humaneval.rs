@@ -47,6 +47,74 @@ async fn grade_all(session: &Session, grader: &Grader, problems: &[Problem], job
     (elapsed, verdicts.iter().filter(|(_, v)| v.as_ref().is_ok_and(|v| v.passed)).count())
 }
 
+/// Median wall milliseconds and fuel of `n` runs of `f` (after one warm-up).
+fn median_of<F: FnMut(usize) -> u64>(n: usize, mut f: F) -> (f64, u64) {
+    f(usize::MAX);
+    let mut runs: Vec<(f64, u64)> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            let fuel = f(i);
+            (t.elapsed().as_secs_f64() * 1000.0, fuel)
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs[n / 2]
+}
+
+/// Where one sample's time goes, each part on its own: a fresh instance
+/// running one line of Python, with its compiled code cached and with a new
+/// tree (compiled at start); one with the modules prompts import; a whole
+/// sample with everything cached, and with a new completion (the candidate
+/// side compiles its tree).
+fn breakdown(rt: &tokio::runtime::Runtime, session: &Session, grader: &Grader, problems: &[Problem]) {
+    use vivarium::interp::{run_function, Code, TreeFile};
+    let limits = humaneval::grade::default_limits();
+    let code = |text: String| Code {
+        interpreter: grader.interpreter().to_string(),
+        files: vec![TreeFile { path: "src/m.py".into(), contents: text.into_bytes() }],
+        module: "m".into(),
+        function: "f".into(),
+    };
+    let call = |c: Code| {
+        let r = rt.block_on(run_function(&session.runtime, &c, "x", limits.clone())).unwrap();
+        assert!(matches!(r.outcome, vivarium::runtime::CallOutcome::Ok(_)), "{:?}", r.outcome);
+        r.usage.fuel
+    };
+    let one_line = "def f(x):\n    return x\n";
+    let rows = [
+        ("a fresh instance, one line of Python (compiled code cached)", median_of(31, |_| call(code(one_line.into())))),
+        ("  the same, its tree new (compiled at start)", median_of(31, |i| call(code(format!("{one_line}# {i}\n"))))),
+        (
+            "  importing typing, math, re, collections, hashlib, itertools, functools, string, heapq",
+            median_of(31, |_| {
+                call(code(format!(
+                    "import typing, math, re, collections, hashlib, itertools, functools, string, heapq\n{one_line}"
+                )))
+            }),
+        ),
+    ];
+    let p = &problems[0];
+    let grade = |completion: &str| {
+        let v = rt.block_on(grader.grade(&session.runtime, p, completion)).unwrap();
+        assert!(v.passed, "{v:?}");
+        v.fuel
+    };
+    let sample = [
+        (
+            format!("one sample ({}), two instances, everything cached", p.task_id),
+            median_of(31, |_| grade(&p.canonical_solution)),
+        ),
+        (
+            "  the same, its completion new (the candidate side compiles its tree)".to_string(),
+            median_of(31, |i| grade(&format!("{}\n# {i}\n", p.canonical_solution))),
+        ),
+    ];
+    println!("Where a sample's time goes (median of 31, wall ms and guest fuel):");
+    for (what, (ms, fuel)) in rows.iter().map(|(w, m)| (w.to_string(), *m)).chain(sample) {
+        println!("  {what:<92} {ms:>7.2} ms {:>6.2} M fuel", fuel as f64 / 1e6);
+    }
+}
+
 fn main() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let tmp = tempfile::tempdir().unwrap();
@@ -62,6 +130,10 @@ fn main() {
     let grader = rt
         .block_on(Grader::for_session(&session, humaneval::grade::default_limits()))
         .expect("the grader (the interpreter builds once)");
+    breakdown(&rt, &session, &grader, &problems);
+    if std::env::var_os("VIVARIUM_BENCH_BREAKDOWN_ONLY").is_some() {
+        return;
+    }
     let (warm_s, passed) = rt.block_on(grade_all(&session, &grader, &problems, cores));
     assert_eq!(passed, problems.len(), "every canonical solution passes");
     let mut runs: Vec<f64> = (0..3).map(|_| rt.block_on(grade_all(&session, &grader, &problems, cores)).0).collect();

@@ -64,7 +64,18 @@ pub const PYTHON_APP: &[(&str, &str)] = &[
     ("vivarium/trainer.py", include_str!("../../../interp/python/vivarium/trainer.py")),
     ("vivarium/source.py", include_str!("../../../interp/python/vivarium/source.py")),
     ("vivarium/workbench.py", include_str!("../../../interp/python/vivarium/workbench.py")),
+    // HumanEval's grading harness (`crate::tasks::humaneval::grade`): the
+    // loader imports it at build time, so it is in the snapshot and no
+    // grading instance compiles it.
+    ("vivarium_humaneval/__init__.py", HUMANEVAL_PACKAGE),
+    ("vivarium_humaneval/plain.py", include_str!("../tasks/humaneval/plain.py")),
+    ("vivarium_humaneval/candidate_side.py", include_str!("../tasks/humaneval/candidate_side.py")),
+    ("vivarium_humaneval/test_side.py", include_str!("../tasks/humaneval/test_side.py")),
 ];
+
+/// `vivarium_humaneval/__init__.py` of the loader app.
+const HUMANEVAL_PACKAGE: &str =
+    "\"\"\"HumanEval's grading harness (host/src/tasks/humaneval/), preloaded in the snapshot.\"\"\"\n";
 
 /// `RLIMIT_AS` of componentize-py (it runs wasmtime, which reserves large
 /// virtual regions).
