@@ -118,7 +118,7 @@ pub struct Grader {
 }
 
 impl Grader {
-    /// A grader on the interpreter `interpreter` (sha256; see
+    /// A grader on the interpreter `interpreter` (its id; see
     /// [`crate::build::interpreter::python_interpreter`]), its instances
     /// under `limits`.
     ///
@@ -148,10 +148,10 @@ impl Grader {
         })
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("the interpreter build task failed: {e}")))??;
-        Self::new(&session.runtime, &it.sha256, limits).await
+        Self::new(&session.runtime, &it.id, limits).await
     }
 
-    /// The interpreter's sha256.
+    /// The interpreter's id.
     pub fn interpreter(&self) -> &str {
         &self.interpreter
     }
