@@ -79,6 +79,14 @@ exports.MetaAgent = exports.VivariumAgentMetaAgent020
 import vivarium  # noqa: E402  (the SDK; preloaded so variants can import it)
 import vivarium._host as _host  # noqa: E402
 
+# The HumanEval grader's harness (host/src/tasks/humaneval/*.py, shipped
+# here as `vivarium_humaneval`): imported now, at build time, so a grading
+# instance finds it compiled and loaded instead of compiling ~150 lines of
+# Python on every start. Its instances' trees hold only the program.
+import vivarium_humaneval.candidate_side  # noqa: E402, F401
+import vivarium_humaneval.plain  # noqa: E402, F401
+import vivarium_humaneval.test_side  # noqa: E402, F401
+
 import logging  # noqa: E402
 
 # A log record needs no process or thread of the host's.

@@ -141,7 +141,8 @@ async fn a_variants_id_covers_the_interpreter_the_tree_and_the_manifest() {
     assert_ne!(oa.loaded.sha256, ob.loaded.sha256, "two different trees never share an id");
     assert_eq!(oa.loaded.sha256, oa2.loaded.sha256, "the same tree and manifest give the same id");
     let source = oa.loaded.source.as_ref().expect("an interpreted variant");
-    assert_eq!(source.bundle.interpreter, it.sha256);
+    assert_eq!(source.bundle.interpreter, it.id, "a bundle names the interpreter by its id");
+    assert_ne!(it.id, it.sha256, "the id is the build's inputs, not this build's bytes");
     // A manifest change is a new id.
     let manifest = std::fs::read_to_string(a2.join(MANIFEST)).unwrap();
     std::fs::write(a2.join(MANIFEST), manifest.replace("fuel = 2_000_000_000", "fuel = 1_000_000_000")).unwrap();
@@ -156,7 +157,7 @@ async fn a_variants_id_covers_the_interpreter_the_tree_and_the_manifest() {
         .lines()
         .find(|l| l.contains("\"grant\"") && l.contains(&oa.loaded.sha256))
         .unwrap_or_else(|| panic!("no grant record for {}: {records}", oa.loaded.sha256));
-    assert!(grant.contains(&it.sha256), "the grant record names the interpreter: {grant}");
+    assert!(grant.contains(&it.id), "the grant record names the interpreter: {grant}");
     assert!(grant.contains(&source.bundle.tree_digest()), "the grant record names the tree: {grant}");
 }
 
@@ -499,7 +500,7 @@ async fn run_function_calls_code_under_limits() {
     let rt = runtime();
     let it = interpreter();
     let code = |body: &str| Code {
-        interpreter: it.sha256.clone(),
+        interpreter: it.id.clone(),
         files: vec![TreeFile { path: "src/solution.py".into(), contents: body.as_bytes().to_vec() }],
         module: "solution".into(),
         function: "main".into(),
@@ -521,6 +522,10 @@ async fn run_function_calls_code_under_limits() {
     let r = interp::run_function(&rt, &code("def main(x) return 1\n"), "", limits.clone()).await.unwrap();
     let m = guest_error(&r);
     assert!(m.contains("syntax-error") && m.contains("src/solution.py:1"), "{m}");
+    // A bundle made before interpreters had ids names the component's
+    // sha256: it still runs.
+    let older = Code { interpreter: it.sha256.clone(), ..code("def main(x):\n    return int(x) * 2\n") };
+    assert_eq!(output(&interp::run_function(&rt, &older, "21", limits.clone()).await.unwrap()), "42");
     // Nothing but `log`: no service is linked.
     let _ = Grant::minimal(limits);
 }
@@ -677,7 +682,7 @@ async fn evolve_of_arith_python_improves_and_is_deterministic() {
     for v in archive.list(Some("py")).unwrap() {
         let blob = archive.get_blob(v.component_sha.as_ref().unwrap()).unwrap();
         let bundle = Interpreted::parse(&blob).unwrap().expect("a bundle");
-        assert_eq!(bundle.interpreter, it.sha256);
+        assert_eq!(bundle.interpreter, it.id);
     }
 }
 
@@ -1185,4 +1190,64 @@ fn three_steps() -> Vec<vivarium::sim::Step> {
     steps[1].next_obs[0] = 0.5;
     steps[2].terminated = true;
     steps
+}
+
+/// The Python interpreter built in two different target directories (as
+/// two checkouts at different paths, or two machines, build it) has one id,
+/// so a variant's bundle — and so its archive id — is the same from either,
+/// and the two builds behave the same: the same hash of a string (CPython's
+/// hash secret, fixed at build time by `interp/build/deterministic.c`: the
+/// order every set of strings iterates in) and the same answers.
+/// componentize-py's output is not bit-for-bit reproducible (see
+/// `vivarium::build::interpreter`); the test prints how many bytes differ.
+///
+/// Two componentize-py builds and two compiles, a few minutes, so not in
+/// CI: `cargo test -p vivarium-tests --test all
+/// interp::the_interpreter_build_is_reproducible -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "two componentize-py builds and compiles (minutes); run with --ignored"]
+async fn the_interpreter_build_is_reproducible_across_target_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let build = |target: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            vivarium::build::interpreter::python_interpreter(&target, Duration::from_secs(600))
+                .unwrap_or_else(|e| panic!("building the Python interpreter in {}: {e}", target.display()))
+        })
+    };
+    let a = build(tmp.path().join("checkout-a/target/guests")).await.unwrap();
+    let b = build(tmp.path().join("another/place/t")).await.unwrap();
+    assert_eq!(a.id, b.id, "one id from either directory");
+    assert_eq!(a.id, interpreter().id, "and the same as the shared target directory's");
+    let (bytes_a, bytes_b) = (std::fs::read(&a.path).unwrap(), std::fs::read(&b.path).unwrap());
+    let differing =
+        bytes_a.iter().zip(&bytes_b).filter(|(x, y)| x != y).count() + bytes_a.len().abs_diff(bytes_b.len());
+    eprintln!(
+        "two builds: {} and {} ({} and {} bytes), {differing} bytes differ",
+        a.sha256, b.sha256, a.bytes, b.bytes
+    );
+    // A variant's bundle from either build is the same bytes: the same id.
+    let dir = variant(&tmp.path().join("v"), ECHO, &[], "");
+    let bundle = |it: &vivarium::build::interpreter::Interpreter| {
+        vivarium::build::interpreter::python_bundle(&dir, it).unwrap().to_bytes()
+    };
+    assert_eq!(bundle(&a), bundle(&b), "a variant's bundle does not depend on where the interpreter was built");
+    // Both builds answer the same, set order of strings included: each run
+    // by its own component's sha256.
+    let rt = runtime();
+    let probe = "def main(x):\n    words = {'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta'}\n    \
+                 return repr((hash('vivarium'), list(words), sorted(words)[0], x))\n";
+    let mut answers = Vec::new();
+    for it in [&a, &b] {
+        let code = Code {
+            interpreter: it.sha256.clone(),
+            files: vec![TreeFile { path: "src/probe.py".into(), contents: probe.as_bytes().to_vec() }],
+            module: "probe".into(),
+            function: "main".into(),
+        };
+        let limits = Limits { fuel: 500_000_000, ..Limits::default() };
+        let report = interp::run_function(&rt, &code, "x", limits).await.unwrap();
+        answers.push(output(&report).to_string());
+    }
+    eprintln!("answers: {answers:?}");
+    assert_eq!(answers[0], answers[1], "the two builds behave differently");
 }

@@ -20,6 +20,25 @@
 //! (its size differs from the record, or the runtime finds its sha256
 //! wrong and removes it) is built again.
 //!
+//! **An interpreter's id is its key, not its bytes' sha256**, and that id
+//! is what a variant's bundle names (so what its archive id covers):
+//! `<target>/interpreters/<id>.id` holds the component's sha256, which the
+//! runtime checks the bytes against. componentize-py's build is not
+//! bit-reproducible: it runs CPython once under its own wasmtime and
+//! snapshots the memory, with the build's random bytes, wall clock and the
+//! file metadata of its own temporary directories in it (never two equal
+//! builds, even in one directory). The host takes out what it can at the
+//! source — the staged inputs get a fixed modification time, and
+//! `interp/build/deterministic.c`, preloaded into componentize-py, gives it
+//! fixed random bytes and a fixed wall clock, so every build's CPython has
+//! the same hash secret (the order of every set of strings a variant
+//! iterates) — and names the interpreter by what decides it. What still
+//! differs between two builds from different directories is the residue of
+//! file metadata (inode numbers, change times) in memory the snapshot
+//! holds; `tests/all/interp.rs`'s
+//! `the_interpreter_build_is_reproducible_across_target_directories`
+//! measures it and shows two builds behave the same.
+//!
 //! [`build_python_interpreted`] is the default builder of `language =
 //! "python"`: it reads `src/`, checks it, and writes the variant's bundle —
 //! milliseconds, no toolchain run. `builder = "componentize"` keeps the
@@ -64,7 +83,26 @@ pub const PYTHON_APP: &[(&str, &str)] = &[
     ("vivarium/trainer.py", include_str!("../../../interp/python/vivarium/trainer.py")),
     ("vivarium/source.py", include_str!("../../../interp/python/vivarium/source.py")),
     ("vivarium/workbench.py", include_str!("../../../interp/python/vivarium/workbench.py")),
+    // HumanEval's grading harness (`crate::tasks::humaneval::grade`): the
+    // loader imports it at build time, so it is in the snapshot and no
+    // grading instance compiles it.
+    ("vivarium_humaneval/__init__.py", HUMANEVAL_PACKAGE),
+    ("vivarium_humaneval/plain.py", include_str!("../tasks/humaneval/plain.py")),
+    ("vivarium_humaneval/candidate_side.py", include_str!("../tasks/humaneval/candidate_side.py")),
+    ("vivarium_humaneval/test_side.py", include_str!("../tasks/humaneval/test_side.py")),
 ];
+
+/// `vivarium_humaneval/__init__.py` of the loader app.
+const HUMANEVAL_PACKAGE: &str =
+    "\"\"\"HumanEval's grading harness (host/src/tasks/humaneval/), preloaded in the snapshot.\"\"\"\n";
+
+/// The library preloaded into componentize-py so its snapshot holds no
+/// random bytes or wall-clock time of the build (see the module doc).
+pub const DETERMINISTIC_C: &str = include_str!("../../../interp/build/deterministic.c");
+
+/// 1980-01-01T00:00:00Z: the modification time of every staged input (the
+/// snapshot records what CPython saw of its files).
+const FIXED_MTIME: u64 = 315_532_800;
 
 /// `RLIMIT_AS` of componentize-py (it runs wasmtime, which reserves large
 /// virtual regions).
@@ -78,7 +116,11 @@ pub const INTERPRETER_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Interpreter {
     /// Its language.
     pub language: InterpLanguage,
-    /// sha256 of the component: what bundles name.
+    /// Its id, what bundles name: the build's key, the sha256 of its pinned
+    /// inputs (the same on every machine and from every directory).
+    #[serde(default)]
+    pub id: String,
+    /// sha256 of the component (this machine's build of it).
     pub sha256: String,
     /// Where the component is (`<target>/interpreters/<sha256>.wasm`).
     pub path: PathBuf,
@@ -107,7 +149,8 @@ fn python_key(version: &str) -> Result<String> {
     let mut app: Vec<(&str, &[u8])> = vec![("python.wit", PYTHON_WIT.as_bytes())];
     app.extend(crate::wit::FILES_0_2.iter().map(|(name, text)| (*name, text.as_bytes())));
     app.extend(PYTHON_APP.iter().map(|(name, text)| (*name, text.as_bytes())));
-    interpreter_key("python-interpreter-2", &[("componentize-py", version.as_bytes())], &app)
+    app.push(("deterministic.c", DETERMINISTIC_C.as_bytes()));
+    interpreter_key("python-interpreter-3", &[("componentize-py", version.as_bytes())], &app)
 }
 
 /// The Python interpreter for `target_dir`, built when this machine has
@@ -153,7 +196,7 @@ fn find_or_build<'a>(
         let m = std::fs::metadata(&it.path).ok()?;
         (m.len() == it.bytes && wasm_header(&it.path)).then_some(it)
     };
-    let it = match existing() {
+    let mut it = match existing() {
         Some(it) => it,
         None => {
             let _held = support::lock_key(&target_dir, kind, &key)?;
@@ -163,10 +206,78 @@ fn find_or_build<'a>(
             }
         }
     };
+    it.id = key.clone();
+    link_id(&target_dir, &key, &it.sha256)?;
     let mut all = found.lock().expect("interpreter lock");
     all.retain(|(t, _)| *t != target_dir);
     all.push((target_dir, it.clone()));
     Ok(it)
+}
+
+/// `<target>/interpreters/<id>.id`: the sha256 of the component this
+/// machine built for the interpreter `id` (read by
+/// [`crate::interp::component_sha256`]).
+fn link_id(target_dir: &Path, id: &str, sha256: &str) -> Result<()> {
+    let path = store_dir(target_dir).join(format!("{id}.id"));
+    if std::fs::read_to_string(&path).is_ok_and(|s| s.trim() == sha256) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(store_dir(target_dir))
+        .map_err(|e| Error::io(format!("creating {}", store_dir(target_dir).display()), e))?;
+    super::rust::write_atomically(&path, format!("{sha256}\n").as_bytes())
+}
+
+/// Give every file and directory under `root` the modification time
+/// [`FIXED_MTIME`].
+fn fix_mtimes(root: &Path) -> Result<()> {
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(FIXED_MTIME);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let fail = |e| Error::io(format!("setting the modification time of {}", path.display()), e);
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(fail)? {
+                stack.push(entry.map_err(fail)?.path());
+            }
+        }
+        std::fs::File::open(&path).and_then(|f| f.set_modified(when)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The shared library of [`DETERMINISTIC_C`], compiled once per machine
+/// into `<target>/python-interpreter/preload/` with the C compiler (`$CC`,
+/// else `cc`). `None`, with a warning, when there is no C compiler: the
+/// interpreter then builds as before, with the build's own random hash
+/// secret (same id, but sets of strings may iterate in another order than
+/// on other machines).
+fn deterministic_preload(target_dir: &Path) -> Option<PathBuf> {
+    let digest = hex::encode(Sha256::digest(DETERMINISTIC_C.as_bytes()));
+    let dir = target_dir.join("python-interpreter").join("preload");
+    let so = dir.join(format!("deterministic-{}.so", &digest[..16]));
+    if so.is_file() {
+        return Some(so);
+    }
+    let built = (|| -> std::result::Result<PathBuf, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let src = dir.join(format!("deterministic-{}.c", &digest[..16]));
+        std::fs::write(&src, DETERMINISTIC_C).map_err(|e| format!("writing {}: {e}", src.display()))?;
+        let tmp = dir.join(format!(".deterministic-{}-{}.so", &digest[..16], std::process::id()));
+        let mut cmd = std::process::Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()));
+        cmd.args(["-O2", "-shared", "-fPIC", "-o"]).arg(&tmp).arg(&src).arg("-ldl");
+        support::probe_log(cmd, Duration::from_secs(60))?;
+        std::fs::rename(&tmp, &so).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
+        Ok(so)
+    })();
+    match built {
+        Ok(so) => Some(so),
+        Err(why) => {
+            tracing::warn!(
+                "no C compiler for interp/build/deterministic.c ({why}): the Python interpreter's snapshot \
+                 gets this build's own random hash secret"
+            );
+            None
+        }
+    }
 }
 
 fn wasm_header(path: &Path) -> bool {
@@ -205,10 +316,17 @@ fn build(
     for (name, text) in PYTHON_APP {
         write(app.join(name), text)?;
     }
+    fix_mtimes(&wit)?;
+    fix_mtimes(&app)?;
     let out = staging.path().join("interpreter.wasm");
     let mut cmd = super::python::componentize_command(tc, &wit, WORLD);
     cmd.arg("-p").arg(&app).arg(LOADER_MODULE).arg("-o").arg(&out).current_dir(staging.path());
-    let sandbox = support::toolchain_sandbox(&app, staging.path(), &tc.read_only, MEMORY);
+    let mut read_only = tc.read_only.clone();
+    if let Some(so) = deterministic_preload(target_dir) {
+        cmd.env("LD_PRELOAD", &so);
+        read_only.push(so);
+    }
+    let sandbox = support::toolchain_sandbox(&app, staging.path(), &read_only, MEMORY);
     let deadline = started + timeout;
     let log =
         support::run_in_sandbox(cmd, &sandbox, deadline, timeout, "componentize-py (the Python interpreter)", &app)?;
@@ -244,6 +362,7 @@ fn keep(
     support::store(&path, bytes, log, started, tool)?;
     let it = Interpreter {
         language,
+        id: key.to_string(),
         bytes: std::fs::metadata(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len(),
         sha256,
         path,
@@ -448,7 +567,7 @@ pub fn bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interpreted> {
     }
     let bundle = Interpreted {
         language: interpreter.language,
-        interpreter: interpreter.sha256.clone(),
+        interpreter: interpreter.id.clone(),
         module: crate::interp::PYTHON_ENTRY.to_string(),
         mode: Mode::Agents,
         imports,
@@ -457,4 +576,38 @@ pub fn bundle(dir: &Path, interpreter: &Interpreter) -> Result<Interpreted> {
     };
     bundle.validate()?;
     Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// The preloaded library fixes what componentize-py's snapshot would
+    /// otherwise take from the build (random bytes, the wall clock), shown
+    /// on the host's own `python3`, which reaches them through the same
+    /// libc calls: two runs under it agree, a run without it does not.
+    #[test]
+    fn the_preload_fixes_random_bytes_and_the_wall_clock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let so =
+            super::deterministic_preload(tmp.path()).expect("a C compiler (cc) builds interp/build/deterministic.c");
+        let script = "import os, time; print(os.urandom(16).hex(), int(time.time()))";
+        let python = std::env::var_os("VIVARIUM_PYTHON").unwrap_or_else(|| "python3".into());
+        let run = |preload: bool| {
+            let mut cmd = Command::new(&python);
+            cmd.args(["-I", "-c", script]);
+            if preload {
+                cmd.env("LD_PRELOAD", &so);
+            }
+            let out = cmd.output().expect("python3 runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let (first, second) = (run(true), run(true));
+        assert_eq!(first, second, "the same bytes and time under the preload");
+        assert!(first.trim_end().ends_with(&format!(" {}", super::FIXED_MTIME)), "{first}");
+        assert_ne!(run(false), first, "without it, the build's own");
+        // Compiled once: the second call finds it.
+        assert_eq!(super::deterministic_preload(tmp.path()), Some(so));
+    }
 }

@@ -106,7 +106,10 @@ pub struct TreeFile {
 pub struct Interpreted {
     /// The interpreter's language.
     pub language: InterpLanguage,
-    /// sha256 of the interpreter component.
+    /// The interpreter's id: the sha256 of its build's pinned inputs
+    /// ([`crate::build::interpreter`]), the same on every machine; a
+    /// bundle made before ids named the component's own sha256, which
+    /// still resolves.
     pub interpreter: String,
     /// The module imported first.
     pub module: String,
@@ -414,6 +417,26 @@ pub fn register_store(dir: &std::path::Path) {
     if !stores.contains(&dir) {
         stores.push(dir);
     }
+}
+
+/// The sha256 of the component this machine keeps for the interpreter
+/// `name` (an id: `<store>/<name>.id`; or a component's own sha256, as
+/// bundles made before ids name it), `None` when no registered store knows
+/// it.
+pub fn component_sha256(name: &str) -> Option<String> {
+    let stores = STORES.lock().expect("interpreter stores lock").clone();
+    for dir in &stores {
+        if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.id"))) {
+            let sha = text.trim();
+            if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(sha.to_string());
+            }
+        }
+        if dir.join(format!("{name}.wasm")).is_file() {
+            return Some(name.to_string());
+        }
+    }
+    None
 }
 
 /// The bytes of interpreter `sha` from a registered store, checked against

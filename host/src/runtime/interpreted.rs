@@ -132,10 +132,14 @@ impl Runtime {
         Ok(Loaded { component, sha256, imports, exports, source: Some(source) })
     }
 
-    async fn interpreter(&self, sha: &str) -> Result<Component> {
-        if let Some(c) = self.interpreters.components.lock().expect("interpreters lock").get(sha) {
+    /// The compiled interpreter a bundle names (its id, or an older
+    /// bundle's component sha256), resolved to this machine's component.
+    async fn interpreter(&self, name: &str) -> Result<Component> {
+        if let Some(c) = self.interpreters.components.lock().expect("interpreters lock").get(name) {
             return Ok(c.clone());
         }
+        let sha = interp::component_sha256(name).unwrap_or_else(|| name.to_string());
+        let sha = sha.as_str();
         let cached = self.cache.as_ref().and_then(|c| c.get(&self.engine, sha));
         let component = match cached {
             Some(c) => c,
@@ -148,7 +152,7 @@ impl Runtime {
                 loaded.component
             }
         };
-        self.interpreters.components.lock().expect("interpreters lock").insert(sha.to_string(), component.clone());
+        self.interpreters.components.lock().expect("interpreters lock").insert(name.to_string(), component.clone());
         Ok(component)
     }
 

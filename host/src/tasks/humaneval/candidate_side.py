@@ -5,6 +5,10 @@ instance's calls one at a time through the host (`peer`).
 Nothing here is trusted: the completion runs in this interpreter and may
 replace any of it. All it can do is answer differently, and every answer is
 checked by the host and decoded by the test instance as plain data.
+
+The interpreter imports this module at build time (it is in its snapshot,
+as `vivarium_humaneval.candidate_side`), so no instance compiles it; the
+program is imported when `serve` starts.
 """
 
 import json
@@ -12,8 +16,7 @@ import json
 from componentize_py_types import Err
 from wit_world.imports import source as _source
 
-import vivarium_plain as _plain
-import candidate as _candidate  # an error here is the completion's, reported as such
+from vivarium_humaneval import plain as _plain
 
 
 def _describe(e):
@@ -26,6 +29,15 @@ def _describe(e):
 
 
 def serve(entry):
+    # The program is imported as the loader imports a variant's entry
+    # module, so a syntax error or an exception at import is reported the
+    # same way (its kind, file and line); it is the completion's error.
+    import vivarium_loader as _loader
+
+    try:
+        _candidate = _loader._import("candidate")
+    except _loader.LoadError as e:
+        raise Err(str(e)) from None
     fn = getattr(_candidate, entry, None)
     if not callable(fn):
         raise NameError(f"the program defines no function {entry!r}")

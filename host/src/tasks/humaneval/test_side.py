@@ -5,6 +5,9 @@ completion's function that asks the host to call it in the other instance.
 No code of the completion's runs here: what comes back from it is plain data
 (`vivarium_plain`), decoded into fresh built-in objects. `run` answers with
 JSON the host reads: `{"passed": true}` or where and why the test failed.
+
+The interpreter imports this module at build time (it is in its snapshot,
+as `vivarium_humaneval.test_side`), so no instance compiles it.
 """
 
 import json
@@ -12,7 +15,7 @@ import json
 from componentize_py_types import Err
 from wit_world.imports import source as _source
 
-import vivarium_plain as _plain
+from vivarium_humaneval import plain as _plain
 
 
 class CandidateError(Exception):
