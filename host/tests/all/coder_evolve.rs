@@ -1,9 +1,9 @@
 //! `vivarium evolve examples/coder/run.toml`: `variants/coder`, a tool-using
 //! coding agent, evolving on HumanEval against the scripted server
 //! (`tools/scripted-llm/server.py` replaying `examples/coder/script.json`
-//! over a loopback socket). The meta-agent's tool loop reads its own
-//! strategy, patches it with a search/replace edit, tries the candidate on
-//! the workbench and finishes; the child scores higher. The key reaches the
+//! over a loopback socket). The meta-agent's tool loop reads its task
+//! agent's system prompt, rewrites it (a search/replace edit, tried on the
+//! workbench at once) and finishes; the child scores higher. The key reaches the
 //! server and nothing else; `--replay` reproduces the run with the server
 //! gone.
 
@@ -160,6 +160,22 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
     assert!(requests.iter().any(|(_, b)| b["tools"].is_array()), "the meta-agent offered tools");
     for (_, body) in &requests {
         assert!(!body.to_string().contains(KEY));
+    }
+    // The meta-agent's brief knows its parent's visible score (its history
+    // matched by archive id), and no request names an archive id: the
+    // response cache is keyed by the request's bytes, so a recording must
+    // not depend on ids that change when the interpreter is rebuilt.
+    let brief = requests
+        .iter()
+        .find_map(|(_, b)| b["tools"].is_array().then(|| b["messages"][1]["content"].as_str().unwrap_or("").to_string()))
+        .unwrap();
+    let score = format!("visible pass rate: {:.2}.", parent.3.unwrap());
+    assert!(brief.contains(&score), "{score:?} not in the brief: {brief}");
+    for (_, body) in &requests {
+        let text = body.to_string();
+        for row in &rows {
+            assert!(!text.contains(&row.0[..12]), "the archive id {} reached the model", row.0);
+        }
     }
     for f in files(&live) {
         let bytes = std::fs::read(&f).unwrap();
