@@ -140,6 +140,7 @@ class Work:
                 pass
         self.failed = failures(ctx.feedback)
         self.edits = []  # ("replace", path, old, new)
+        self.notes = []  # what each edit did, in words (the summary's)
         self.tries = []  # (edits tried, tasks passed, tasks run)
         self.summary = None
 
@@ -175,7 +176,7 @@ class Work:
             return f"src/solve.py has no {name!r}. Names: {', '.join(self.names())}."
         return code
 
-    def rewrite(self, name, code):
+    def rewrite(self, name, code, note=None):
         name = name.strip()
         old = self.code_of(name)
         if old is None:
@@ -217,6 +218,7 @@ class Work:
             return f"Error: {name}'s code occurs {text.count(old)} times; rewrite another name."
         self.files[SOLVER] = new_text
         self.edits.append(("replace", SOLVER, old, code))
+        self.notes.append(note or f"rewrote {name}")
         if not self.bench():
             return f"Rewrote {name}. Call finish to propose it."
         # Every change is tried at once: a small model rarely asks.
@@ -248,7 +250,7 @@ class Work:
         # Before the task's code in a prompt that carries it; else at the end.
         at = value.find("\n\n") if "{" in value else -1
         new = value[:at] + " " + rule + value[at:] if at >= 0 else value.rstrip() + " " + rule
-        return self.rewrite(name, f"{name} = {json.dumps(new)}")
+        return self.rewrite(name, f"{name} = {json.dumps(new)}", f"{name} gains the rule {rule!r}")
 
     def try_candidate(self):
         if not self.edits:
@@ -400,6 +402,7 @@ def improve(ctx, generation):
         text = work.files[SOLVER]
         work.files[SOLVER] = text.replace(edit[0], edit[1], 1)
         work.edits.append(("replace", SOLVER, edit[0], edit[1]))
+        work.notes.append(edit[2])
         work.summary = f"{how}; {edit[2]}"
     if not work.tries or work.tries[-1][0] != len(work.edits):
         result = work.try_candidate()
@@ -411,5 +414,11 @@ def improve(ctx, generation):
     bump = f"GENERATION = {generation}\n"
     if work.files.get(SELF, "").count(bump) == 1:
         edits.append(source.search_replace(SELF, bump, f"GENERATION = {generation + 1}\n"))
-    summary = work.summary or "edits from the tool loop"
+    # The model's own summary when it called finish; else what the edits did
+    # and what their try showed.
+    summary = work.summary or "; ".join(work.notes[:keep]) or "edits from the tool loop"
+    tried = [t for t in work.tries if t[0] == keep and t[1] >= 0]
+    if tried and not work.summary:
+        of = "tasks the parent failed" if work.failed else "visible tasks"
+        summary += f" (its try passed {tried[-1][1]} of {tried[-1][2]} {of})"
     return source.proposal(f"coder generation {generation + 1}: {summary}", edits)
