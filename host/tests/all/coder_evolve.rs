@@ -230,3 +230,26 @@ fn a_coder_run_ends_cleanly_at_its_dollar_budget() {
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     server.stop();
 }
+
+/// The meta-agent's checks on a model's tool calls (`coder_meta_checks.py`):
+/// placeholder arguments (what Qwen2.5-Coder-0.5B sent last session), code
+/// that does not parse or define the name, a change that changes nothing,
+/// a dropped `{prompt}`, an unknown tool — each answered with the exact
+/// error the model reads, the tree unchanged — and the edits accepted calls
+/// make; the brief's score found by archive id, no id in its text.
+#[test]
+fn the_coder_meta_agent_answers_unusable_tool_calls_with_what_to_send() {
+    let out = Command::new("python3")
+        .arg(root().join("host/tests/all/coder_meta_checks.py"))
+        .arg(root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}

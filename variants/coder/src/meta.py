@@ -182,7 +182,7 @@ class Work:
         if old is None:
             return f"Error: src/solve.py has no {name!r}. Names: {', '.join(self.names())}."
         code = code.replace("\t", "    ").strip("\n")
-        if code.strip().lower() in PLACEHOLDERS or len(code.strip()) < len(name) + 3:
+        if code.strip().lower() in PLACEHOLDERS:
             return (
                 f"Error: code must be the whole new Python code of {name}, not a placeholder. "
                 f"Its current code is:\n{old}"
@@ -302,7 +302,7 @@ class Work:
                 return "Done.", True
         except KeyError as e:
             return f"Error: missing argument {e}.", False
-        return f"Error: no tool {call.name}; use show, rewrite, try_candidate or finish.", False
+        return f"Error: no tool {call.name}; use show, rewrite, add_rule, try_candidate or finish.", False
 
     def best(self):
         """How many of the edits to propose: the tried edit set that passed
