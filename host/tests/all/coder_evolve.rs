@@ -167,7 +167,9 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
     // not depend on ids that change when the interpreter is rebuilt.
     let brief = requests
         .iter()
-        .find_map(|(_, b)| b["tools"].is_array().then(|| b["messages"][1]["content"].as_str().unwrap_or("").to_string()))
+        .find_map(|(_, b)| {
+            b["tools"].is_array().then(|| b["messages"][1]["content"].as_str().unwrap_or("").to_string())
+        })
         .unwrap();
     let score = format!("visible pass rate: {:.2}.", parent.3.unwrap());
     assert!(brief.contains(&score), "{score:?} not in the brief: {brief}");
@@ -245,11 +247,6 @@ fn the_coder_meta_agent_answers_unusable_tool_calls_with_what_to_send() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
