@@ -41,6 +41,23 @@ pub struct CoderVariant {
     pub visible: Option<f64>,
     /// Held-out pass@1 (`None`: not measured).
     pub held_out: Option<f64>,
+    /// Set when the variant stopped at the run's first stage: its visible
+    /// score is then over those few tasks, not comparable with a whole
+    /// split's.
+    pub first_stage: Option<FirstStage>,
+}
+
+/// A child scored on the first stage only, beside its parent on the same
+/// tasks.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirstStage {
+    /// Visible tasks it was scored on.
+    pub tasks: usize,
+    /// How many it passed.
+    pub passed: usize,
+    /// How many of the same tasks its parent passed (`None`: no parent, or
+    /// the parent has no result for one of them).
+    pub parent_passed: Option<usize>,
 }
 
 /// What the second act showed.
@@ -118,19 +135,42 @@ pub async fn run(session: &mut Session, live: bool, progress: &(dyn Fn(String) +
     })
     .await?;
     let archive = crate::archive::Archive::open(&session.home.archive_dir())?;
-    let variants = archive
-        .list(Some(&summary.run_id))?
-        .into_iter()
-        .map(|v| CoderVariant {
+    let mut variants = Vec::new();
+    for v in archive.list(Some(&summary.run_id))? {
+        let first_stage = match (v.visible_score, v.held_out_score) {
+            (Some(_), None) => Some(first_stage(&archive, &v)?),
+            _ => None,
+        };
+        variants.push(CoderVariant {
             generation: v.generation,
             variant: v.id.0,
             summary: v.summary,
             visible: v.visible_score,
             held_out: v.held_out_score,
-        })
-        .collect();
+            first_stage,
+        });
+    }
     let verify = session.audit.verify()?;
     Ok(CoderAct { live, summary, variants, audit_records: verify.records, audit_ok: verify.ok })
+}
+
+/// What a variant scored at the first stage, and its parent on the same
+/// tasks.
+fn first_stage(archive: &crate::archive::Archive, v: &crate::archive::VariantRow) -> Result<FirstStage> {
+    use crate::archive::Split;
+    let mine: Vec<_> = archive.results(&v.id)?.into_iter().filter(|r| r.split == Split::Visible).collect();
+    let parent_passed = match &v.parent {
+        Some(p) => {
+            let theirs = archive.results(p)?;
+            let on_same: Option<Vec<bool>> = mine
+                .iter()
+                .map(|r| theirs.iter().find(|t| t.split == Split::Visible && t.task_id == r.task_id).map(|t| t.passed))
+                .collect();
+            on_same.map(|same| same.into_iter().filter(|passed| *passed).count())
+        }
+        None => None,
+    };
+    Ok(FirstStage { tasks: mine.len(), passed: mine.iter().filter(|r| r.passed).count(), parent_passed })
 }
 
 /// The act as text.
@@ -143,23 +183,43 @@ pub fn render(a: &CoderAct) -> String {
     s.push_str(&format!("{:>4}  {:<14} {:>8} {:>9}  {}\n", "gen", "variant", "visible", "held-out", "change"));
     for v in &a.variants {
         let change: String = crate::text::one_line(&v.summary).chars().take(90).collect();
+        let visible = match &v.first_stage {
+            Some(f) => format!("{}/{}", f.passed, f.tasks),
+            None => pct(v.visible),
+        };
         s.push_str(&format!(
             "{:>4}  {:<14} {:>8} {:>9}  {}\n",
             v.generation,
             &v.variant[..12.min(v.variant.len())],
-            pct(v.visible),
+            visible,
             pct(v.held_out),
             change
         ));
     }
+    for v in &a.variants {
+        if let Some(f) = &v.first_stage {
+            let parent =
+                f.parent_passed.map_or(String::new(), |p| format!(", where its parent passed {p} of the same"));
+            s.push_str(&format!(
+                "generation {} stopped at the first stage: {} of {} visible tasks{parent}\n",
+                v.generation, f.passed, f.tasks
+            ));
+        }
+    }
+    // The best is chosen among variants scored on the whole suite: a
+    // first-stage score covers a few tasks and is not comparable.
     let base = a.variants.first();
-    let best = a.summary.best.as_ref();
+    let best = a
+        .variants
+        .iter()
+        .filter(|v| v.first_stage.is_none() && v.visible.is_some())
+        .max_by(|x, y| x.visible.partial_cmp(&y.visible).unwrap_or(std::cmp::Ordering::Equal));
     s.push_str(&format!(
         "\npass@1 baseline {} visible / {} held-out; best {} visible / {} held-out; {} tokens, {:.1} s\n",
         pct(base.and_then(|v| v.visible)),
         pct(base.and_then(|v| v.held_out)),
-        pct(best.and_then(|b| b.visible_score)),
-        pct(best.and_then(|b| b.held_out_score)),
+        pct(best.and_then(|b| b.visible)),
+        pct(best.and_then(|b| b.held_out)),
         a.summary.llm_tokens,
         a.summary.seconds
     ));

@@ -36,6 +36,10 @@ pub struct ImproveRequest {
     pub out: PathBuf,
     /// The operator's policy file; `None` = the built-in policy.
     pub policy: Option<PathBuf>,
+    /// The parent's archive id, when it has one (`evolve`): the meta-agent's
+    /// `self-id`, the id its entries in `history` carry. `None` (a variant
+    /// outside the archive): its component's sha256.
+    pub self_id: Option<String>,
     /// Visible results of the parent and its ancestors.
     pub history: Vec<Evaluation>,
     /// Failure notes the meta-agent may read.
@@ -119,7 +123,7 @@ pub async fn improve(session: &Session, req: &ImproveRequest) -> Result<ImproveO
 
     let rules = GuardRules::for_language(manifest.variant.language);
     let ctx = ImproveContext {
-        self_id: parent_sha.clone(),
+        self_id: req.self_id.clone().unwrap_or_else(|| parent_sha.clone()),
         sources: guard::editable_sources(&req.parent, &rules)?,
         history: req.history.clone(),
         feedback: req.feedback.clone(),

@@ -649,6 +649,7 @@ impl Ctx<'_> {
             parent: parent_dir,
             out: staging.clone(),
             policy: self.config.run.policy.clone(),
+            self_id: Some(parent.0.clone()),
             history,
             feedback,
             iterations_left,

@@ -1,9 +1,9 @@
 //! `vivarium evolve examples/coder/run.toml`: `variants/coder`, a tool-using
 //! coding agent, evolving on HumanEval against the scripted server
 //! (`tools/scripted-llm/server.py` replaying `examples/coder/script.json`
-//! over a loopback socket). The meta-agent's tool loop reads its own
-//! strategy, patches it with a search/replace edit, tries the candidate on
-//! the workbench and finishes; the child scores higher. The key reaches the
+//! over a loopback socket). The meta-agent's tool loop reads its task
+//! agent's system prompt, rewrites it (a search/replace edit, tried on the
+//! workbench at once) and finishes; the child scores higher. The key reaches the
 //! server and nothing else; `--replay` reproduces the run with the server
 //! gone.
 
@@ -161,6 +161,24 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
     for (_, body) in &requests {
         assert!(!body.to_string().contains(KEY));
     }
+    // The meta-agent's brief knows its parent's visible score (its history
+    // matched by archive id), and no request names an archive id: the
+    // response cache is keyed by the request's bytes, so a recording must
+    // not depend on ids that change when the interpreter is rebuilt.
+    let brief = requests
+        .iter()
+        .find_map(|(_, b)| {
+            b["tools"].is_array().then(|| b["messages"][1]["content"].as_str().unwrap_or("").to_string())
+        })
+        .unwrap();
+    let score = format!("visible pass rate: {:.2}.", parent.3.unwrap());
+    assert!(brief.contains(&score), "{score:?} not in the brief: {brief}");
+    for (_, body) in &requests {
+        let text = body.to_string();
+        for row in &rows {
+            assert!(!text.contains(&row.0[..12]), "the archive id {} reached the model", row.0);
+        }
+    }
     for f in files(&live) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "key in {}", f.display());
@@ -213,4 +231,22 @@ fn a_coder_run_ends_cleanly_at_its_dollar_budget() {
     let verify = vivarium(&home, &llm_config).args(["--json", "audit", "verify"]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     server.stop();
+}
+
+/// The meta-agent's checks on a model's tool calls (`coder_meta_checks.py`):
+/// placeholder arguments (what Qwen2.5-Coder-0.5B sent last session), code
+/// that does not parse or define the name, a change that changes nothing,
+/// a dropped `{prompt}`, an unknown tool — each answered with the exact
+/// error the model reads, the tree unchanged — and the edits accepted calls
+/// make; the brief's score found by archive id, no id in its text.
+#[test]
+fn the_coder_meta_agent_answers_unusable_tool_calls_with_what_to_send() {
+    let out = Command::new("python3")
+        .arg(root().join("host/tests/all/coder_meta_checks.py"))
+        .arg(root())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }

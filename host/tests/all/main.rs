@@ -15,7 +15,8 @@ mod cli;
 /// compared with the same run on `local`; workers and the coordinator killed.
 mod cluster;
 /// `variants/coder` evolving on HumanEval against the scripted server:
-/// patch edits, workbench tries, the key kept in the host, replay.
+/// patch edits, workbench tries, the key kept in the host, replay; the
+/// meta-agent's answers to unusable tool calls.
 mod coder_evolve;
 /// Out-of-process compilation in a `vivarium __compile` child.
 mod compile;
