@@ -1145,14 +1145,19 @@ impl Archive {
     /// (the earliest on ties), if any. A variant evaluated more than once
     /// is ranked by its interval's lower bound ([`SearchFields::score_lo`]),
     /// so one lucky evaluation does not make a variant the best.
+    ///
+    /// A variant stopped at the first stage of a staged evaluation (no
+    /// held-out score) is scored on a few tasks only, so it is the best
+    /// only when no variant was scored on the whole suite: 14 of the first
+    /// 20 is not a better 70 % than 51 of 82.
     pub fn best(&self, run: &str) -> Result<Option<VariantRow>> {
-        let rank = VariantRow::selection_score;
-        let mut best: Option<(VariantRow, f64)> = None;
+        let rank = |v: &VariantRow| Some((v.held_out_score.is_some(), v.selection_score()?));
+        let mut best: Option<(VariantRow, (bool, f64))> = None;
         for v in self.list(Some(run))? {
             let Some(s) = rank(&v).filter(|_| v.status == VariantStatus::Evaluated) else {
                 continue;
             };
-            if best.as_ref().is_none_or(|(_, b)| s > *b) {
+            if best.as_ref().is_none_or(|(_, b)| s.0 > b.0 || (s.0 == b.0 && s.1 > b.1)) {
                 best = Some((v, s));
             }
         }

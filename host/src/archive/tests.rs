@@ -722,6 +722,30 @@ fn candidates_and_best_use_evaluated_visible_scores() {
 }
 
 #[test]
+fn a_variant_stopped_at_the_first_stage_is_not_the_best_over_one_scored_on_the_whole_suite() {
+    let (_tmp, archive, [_, _, b, c]) = family();
+    // c: 0.5 on the whole suite. A child of b scored 0.7 on the first
+    // stage only (no held-out score).
+    let staged = add(&archive, "r1", "staged", Some(&b), 3);
+    archive
+        .record_results(&staged, &[result("t1", Split::Visible, true, 0.7)], Some(0.7), None, VariantStatus::Evaluated)
+        .unwrap();
+    assert_eq!(archive.best("r1").unwrap().unwrap().id, c);
+    // In a run where nothing reached the whole suite, the first-stage
+    // scores are all there is.
+    archive.begin_run("r2", &json!({"seed": 7})).unwrap();
+    let [x, y] = [("x", 0.4), ("y", 0.6)].map(|(tag, s)| {
+        let id = add(&archive, "r2", tag, None, 0);
+        archive
+            .record_results(&id, &[result("t1", Split::Visible, true, s)], Some(s), None, VariantStatus::Evaluated)
+            .unwrap();
+        id
+    });
+    assert_ne!(x, y);
+    assert_eq!(archive.best("r2").unwrap().unwrap().id, y);
+}
+
+#[test]
 fn threads_share_one_archive() {
     let (_tmp, archive) = fresh();
     archive.begin_run("r1", &json!({})).unwrap();
