@@ -14,14 +14,10 @@ use std::time::{Duration, Instant};
 
 use vivarium::archive::Archive;
 
-use super::llm_evolve::files;
+use super::llm_evolve::{assert_no_key_in, replay_with_cache_of, root, vivarium_keyed};
 
 const KEY_VAR: &str = "VIVARIUM_CODER_TEST_KEY";
 const KEY: &str = "sk-coder-7e5t-k3y-0f-the-h0st-4242";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// The scripted server on a free port; it exits when `stdin` closes.
 struct Scripted {
@@ -91,16 +87,7 @@ impl Scripted {
 }
 
 fn vivarium(home: &Path, llm_config: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vivarium"));
-    // One guest target for both homes: the Python interpreter component is
-    // built once, so both runs' variants have the same component sha256.
-    c.env("VIVARIUM_HOME", home)
-        .env("VIVARIUM_GUEST_TARGET_DIR", root().join("target/guests-sandboxed"))
-        .env("VIVARIUM_LLM_CONFIG", llm_config)
-        .env(KEY_VAR, KEY)
-        .env_remove("VIVARIUM_LLM_REPLAY")
-        .stdin(Stdio::null());
-    c
+    vivarium_keyed(home, llm_config, (KEY_VAR, KEY))
 }
 
 type Row = (String, Option<String>, u32, Option<f64>, Option<f64>, String);
@@ -179,20 +166,12 @@ fn the_coder_improves_itself_through_patches_and_workbench_tries_and_replays_off
             assert!(!text.contains(&row.0[..12]), "the archive id {} reached the model", row.0);
         }
     }
-    for f in files(&live) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "key in {}", f.display());
-    }
+    assert_no_key_in(&live, KEY);
     server.stop();
 
     // Replay: a fresh home with the response cache only; the server is gone.
     let replayed = tmp.path().join("replayed");
-    std::fs::create_dir_all(&replayed).unwrap();
-    let status = Command::new("cp").arg("-r").arg(live.join("llm-cache")).arg(&replayed).status().unwrap();
-    assert!(status.success());
-    let out = vivarium(&replayed, &llm_config).args(["--json", "--replay", "evolve"]).arg(&run).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again = replay_with_cache_of(&live, &replayed, &run, |home| vivarium(home, &llm_config));
     assert_eq!(again["stop"], summary["stop"]);
     assert_eq!(again["llm_tokens"], summary["llm_tokens"]);
     assert_eq!(fingerprint(&replayed), rows, "the replayed run is the recorded one");

@@ -19,7 +19,7 @@ use vivarium::archive::Archive;
 const KEY_VAR: &str = "VIVARIUM_LLM_EVOLVE_TEST_KEY";
 const KEY: &str = "sk-llm-evolve-7e5t-k3y-9876543210";
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
@@ -112,11 +112,19 @@ fn read_request(conn: &mut std::net::TcpStream) -> String {
 }
 
 fn vivarium(home: &Path, llm_config: &Path) -> Command {
+    vivarium_keyed(home, llm_config, (KEY_VAR, KEY))
+}
+
+/// `vivarium` in `home` with `llm_config` and the provider key `key` in the
+/// host's environment, never in a variant's. One guest target for every
+/// home: the Python interpreter component is built once, so runs in
+/// different homes have the same component sha256.
+pub(super) fn vivarium_keyed(home: &Path, llm_config: &Path, key: (&str, &str)) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vivarium"));
     c.env("VIVARIUM_HOME", home)
         .env("VIVARIUM_GUEST_TARGET_DIR", root().join("target/guests-sandboxed"))
         .env("VIVARIUM_LLM_CONFIG", llm_config)
-        .env(KEY_VAR, KEY)
+        .env(key.0, key.1)
         .env_remove("VIVARIUM_LLM_REPLAY")
         .stdin(Stdio::null());
     c
@@ -128,8 +136,33 @@ fn fingerprint(home: &Path) -> Vec<Row> {
     fingerprint_of(home, "llm-evolve")
 }
 
-/// Every file under `dir`, for the key search (`coder_evolve` uses it too).
-pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
+/// No file under `dir` holds `key`'s bytes.
+pub(super) fn assert_no_key_in(dir: &Path, key: &str) {
+    for f in files(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "key in {}", f.display());
+    }
+}
+
+/// `vivarium --json --replay evolve RUN` in the fresh home `replayed`,
+/// holding only `live`'s response cache (`command` makes the `vivarium`
+/// command for a home): the run's JSON summary.
+pub(super) fn replay_with_cache_of(
+    live: &Path,
+    replayed: &Path,
+    run: &Path,
+    command: impl Fn(&Path) -> Command,
+) -> serde_json::Value {
+    std::fs::create_dir_all(replayed).unwrap();
+    let status = Command::new("cp").arg("-r").arg(live.join("llm-cache")).arg(replayed).status().unwrap();
+    assert!(status.success());
+    let out = command(replayed).args(["--json", "--replay", "evolve"]).arg(run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every file under `dir`, for the key search.
+fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -186,19 +219,11 @@ fn an_llm_rewrite_spends_the_run_budget_and_replays_offline() {
     assert_eq!(requests.len(), 1);
     assert!(requests[0].to_ascii_lowercase().contains(&format!("authorization: bearer {}", KEY.to_ascii_lowercase())));
     assert!(requests[0].contains("operator '/' is not supported"), "the prompt carries the visible failures");
-    for f in files(&live) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "key in {}", f.display());
-    }
+    assert_no_key_in(&live, KEY);
 
     // Replay: a fresh home with the response cache only; the server is not asked.
     let replayed = tmp.path().join("replayed");
-    std::fs::create_dir_all(&replayed).unwrap();
-    let status = Command::new("cp").arg("-r").arg(live.join("llm-cache")).arg(&replayed).status().unwrap();
-    assert!(status.success());
-    let out = vivarium(&replayed, &llm_config).args(["--json", "--replay", "evolve"]).arg(&run).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again = replay_with_cache_of(&live, &replayed, &run, |home| vivarium(home, &llm_config));
     assert_eq!(again["stop"], summary["stop"]);
     assert_eq!(fingerprint(&replayed), rows, "the replayed run is the recorded one");
     assert_eq!(server.requests().len(), 1, "replay never connects");
