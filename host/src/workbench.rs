@@ -174,8 +174,8 @@ impl Bench<'_> {
         let build_s = build_started.elapsed().as_secs_f64();
         let past_limit = |detail: String| {
             not_built(format!(
-                "the build was stopped after {build_s:.1} s, at the workbench's {} s (workbench.build_seconds): \
-                 {detail}",
+                "the build was stopped after {build_s:.1} s, at the workbench's {} s (workbench.build_seconds); \
+                 try a candidate that builds faster, or ask the operator for more build_seconds: {detail}",
                 req.grant.build_seconds
             ))
         };
